@@ -1,0 +1,96 @@
+// See encoding.hpp.
+#include "core/encoding.hpp"
+
+#include <array>
+
+namespace rsgate {
+namespace {
+constexpr char kHex[] = "0123456789abcdef";
+constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+int b64_value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+}  // namespace
+
+std::string to_hex(std::span<const std::uint8_t> data) {
+  std::string out;
+  out.reserve(data.size() * 2);
+  for (auto b : data) {
+    out.push_back(kHex[b >> 4]);
+    out.push_back(kHex[b & 0xf]);
+  }
+  return out;
+}
+
+std::optional<bytes> from_hex(std::string_view text) {
+  if (text.size() % 2 != 0) return std::nullopt;
+  bytes out(text.size() / 2);
+  for (size_t i = 0; i < out.size(); ++i) {
+    int hi = hex_value(text[2 * i]);
+    int lo = hex_value(text[2 * i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
+  }
+  return out;
+}
+
+std::string to_base64(std::span<const std::uint8_t> data) {
+  std::string out;
+  out.reserve((data.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 3 <= data.size(); i += 3) {
+    std::uint32_t v = data[i] << 16 | data[i + 1] << 8 | data[i + 2];
+    out += {kB64[v >> 18], kB64[(v >> 12) & 63], kB64[(v >> 6) & 63], kB64[v & 63]};
+  }
+  if (data.size() - i == 1) {
+    std::uint32_t v = data[i] << 16;
+    out += {kB64[v >> 18], kB64[(v >> 12) & 63], '=', '='};
+  } else if (data.size() - i == 2) {
+    std::uint32_t v = data[i] << 16 | data[i + 1] << 8;
+    out += {kB64[v >> 18], kB64[(v >> 12) & 63], kB64[(v >> 6) & 63], '='};
+  }
+  return out;
+}
+
+std::optional<bytes> from_base64(std::string_view text) {
+  if (text.size() % 4 != 0) return std::nullopt;
+  bytes out;
+  out.reserve(text.size() / 4 * 3);
+  for (size_t i = 0; i < text.size(); i += 4) {
+    std::array<int, 4> v{};
+    int pad = 0;
+    for (int k = 0; k < 4; ++k) {
+      char c = text[i + k];
+      if (c == '=') {
+        // Padding only in the last quantum, only in its last two places, and only trailing.
+        if (i + 4 != text.size() || k < 2) return std::nullopt;
+        ++pad;
+        v[k] = 0;
+      } else {
+        if (pad) return std::nullopt;
+        v[k] = b64_value(c);
+        if (v[k] < 0) return std::nullopt;
+      }
+    }
+    std::uint32_t w = v[0] << 18 | v[1] << 12 | v[2] << 6 | v[3];
+    out.push_back(static_cast<std::uint8_t>(w >> 16));
+    if (pad < 2) out.push_back(static_cast<std::uint8_t>(w >> 8));
+    if (pad < 1) out.push_back(static_cast<std::uint8_t>(w));
+  }
+  return out;
+}
+
+}  // namespace rsgate

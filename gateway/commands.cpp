@@ -1,0 +1,297 @@
+// See commands.hpp.
+#include "gateway/commands.hpp"
+
+#include <fmt/format.h>
+
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+#include <boost/program_options.hpp>
+#include <csignal>
+#include <iostream>
+
+#include "core/files.hpp"
+#include "core/log.hpp"
+#include "gateway/config.hpp"
+#include "gateway/data_dir.hpp"
+#include "gateway/http/routes.hpp"
+#include "gateway/metrics.hpp"
+#include "gateway/runtime.hpp"
+#include "journal/journal.hpp"
+
+namespace po = boost::program_options;
+
+namespace rsgate::gateway {
+namespace {
+
+constexpr int kOk = 0, kFailed = 1, kUsage = 2;
+constexpr std::string_view kVersion = "0.1.0";
+
+struct usage_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+log::level parse_level(const std::string& s) {
+  if (s == "debug") return log::level::debug;
+  if (s == "warn") return log::level::warn;
+  if (s == "error") return log::level::error;
+  return log::level::info;
+}
+
+po::variables_map parse(const std::vector<std::string>& args, const po::options_description& d) {
+  po::variables_map vm;
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  po::store(po::command_line_parser(rest).options(d).run(), vm);
+  po::notify(vm);
+  return vm;
+}
+
+journal::writer_options writer_opts(const config& c) {
+  journal::writer_options o;
+  o.gateway = c.gateway_name;
+  o.checkpoint_every_entries = c.checkpoint_entries;
+  o.checkpoint_every = c.checkpoint_seconds * 1'000'000;
+  o.probe_every = c.probe_ms * 1000;
+  o.max_queue = static_cast<std::size_t>(c.max_queue);
+  return o;
+}
+
+journal::entry admin_created_entry(const std::string& admin, const std::string& by) {
+  journal::entry e;
+  e.kind = "admin.user";
+  e.actor = by;
+  boost::json::object d;
+  d["action"] = "create";
+  d["user"] = admin;
+  d["role"] = "admin";
+  d["one_time_password"] = true;
+  e.detail = boost::json::serialize(d);
+  return e;
+}
+
+void print_admin_password(std::ostream& out, const prepare_options& po_, const std::string& pw) {
+  out << fmt::format(
+      "rsgate: one-time password for administrator '{}': {}\n"
+      "rsgate: it is shown only now; it must be changed at first login.\n",
+      po_.admin_name, pw);
+}
+
+int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  po::options_description d("rsgate serve [options]");
+  d.add_options()
+      ("dev", "development mode: create everything needed under --data (default ./rsgate-dev)")
+      ("config", po::value<std::string>(), "TOML configuration file")
+      ("data", po::value<std::string>(), "data directory (overrides the configuration)")
+      ("http-listen", po::value<std::string>(), "HTTPS listen ADDR:PORT (default 127.0.0.1:8443)")
+      ("tunnel-listen", po::value<std::string>(), "tunnel listen ADDR:PORT (default 127.0.0.1:4433)")
+      ("name", po::value<std::string>(), "gateway name recorded in the journal")
+      ("log-level", po::value<std::string>(), "debug, info, warn or error")
+      ("help,h", "show this help");
+  auto vm = parse(args, d);
+  if (vm.count("help")) {
+    out << d << "\n";
+    return kOk;
+  }
+  const bool dev = vm.count("dev") > 0;
+  if (dev && vm.count("config")) throw usage_error("--dev and --config exclude each other");
+  config c = vm.count("config") ? load_config(vm["config"].as<std::string>()) : config{};
+  if (vm.count("data")) c.data_dir = vm["data"].as<std::string>();
+  if (vm.count("name")) c.gateway_name = vm["name"].as<std::string>();
+  if (c.gateway_name.empty() || c.gateway_name.size() > 64)
+    throw usage_error("--name must be 1 to 64 characters");
+  for (const char* flag : {"http-listen", "tunnel-listen"}) {
+    if (!vm.count(flag)) continue;
+    auto a = parse_listen(vm[flag].as<std::string>());
+    if (!a)
+      throw usage_error(fmt::format("invalid --{} '{}': expected ADDR:PORT, e.g. 127.0.0.1:8443",
+                                    flag, vm[flag].as<std::string>()));
+    (std::string_view(flag) == "http-listen" ? c.http : c.tunnel) = *a;
+  }
+  if (vm.count("log-level")) {
+    c.log_level = vm["log-level"].as<std::string>();
+    if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
+        c.log_level != "error")
+      throw usage_error("invalid --log-level: expected debug, info, warn or error");
+  }
+  log::set_level(parse_level(c.log_level));
+
+  data_layout layout{c.data_dir};
+  prepare_options prep;
+  std::optional<std::string> admin_password;
+  if (dev) {
+    bool existed = std::filesystem::exists(layout.journal_db());
+    auto res = prepare_data_dir(layout, prep, system_clock::instance().now());
+    admin_password = res.admin_password;
+    out << fmt::format("rsgate: development gateway, data directory {} ({})\n", c.data_dir.string(),
+                       existed ? "existing" : "created");
+    out << fmt::format("rsgate: development CA certificate: {}\n", layout.ca_cert().string());
+  } else if (!is_prepared(layout)) {
+    throw usage_error(fmt::format(
+        "{} is not a prepared data directory: run `rsgate init --data {}` (or `rsgate serve --dev`)",
+        c.data_dir.string(), c.data_dir.string()));
+  }
+
+  // A file-size limit must fail a journal write (and be reported), not kill the gateway.
+  std::signal(SIGXFSZ, SIG_IGN);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  journal::writer jw(layout.journal_db(), journal::signing_key::load(layout.signing_key()),
+                     writer_opts(c));
+  {
+    journal::entry start;
+    start.kind = "gateway.start";
+    start.actor = "gateway";
+    boost::json::object det;
+    det["version"] = kVersion;
+    det["dev"] = dev;
+    det["http_listen"] = fmt::format("{}:{}", c.http.host, c.http.port);
+    det["pid"] = static_cast<std::int64_t>(::getpid());
+    start.detail = boost::json::serialize(det);
+    auto r = jw.append_sync(std::move(start));
+    if (!r.ok()) {
+      err << "rsgate serve: the journal cannot write, refusing to start: " << r.message << "\n";
+      return kFailed;
+    }
+  }
+  if (admin_password) {
+    auto r = jw.append_sync(admin_created_entry(prep.admin_name, "rsgate serve --dev"));
+    if (!r.ok()) {
+      err << "rsgate serve: the journal cannot write, refusing to start: " << r.message << "\n";
+      return kFailed;
+    }
+    print_admin_password(out, prep, *admin_password);
+    admin_password->assign(admin_password->size(), '\0');
+  }
+
+  metrics m;
+  m.start_time_us = system_clock::instance().now();
+  routes api(jw, m);
+  runtime_options ro;
+  ro.host = c.http.host;
+  ro.port = c.http.port;
+  ro.cert_file = c.cert_file().string();
+  ro.key_file = c.key_file().string();
+  ro.limits = c.limits;
+  ro.threads = c.threads;
+  ro.on_listening = [&](const std::string& bound) {
+    out << "rsgate: console: https://" << bound << "/\n";
+    out << "rsgate: ready (SIGINT or SIGTERM stops)\n";
+    out.flush();
+    log::info("listening on https://{}/ as gateway '{}'", bound, c.gateway_name);
+  };
+  int signo = 0;
+  try {
+    signo = run_https(ro, api, m);
+  } catch (const std::exception& e) {
+    journal::entry stop;
+    stop.kind = "gateway.stop";
+    stop.actor = "gateway";
+    stop.result = journal::outcome::error;
+    boost::json::object det;
+    det["reason"] = e.what();
+    stop.detail = boost::json::serialize(det);
+    (void)jw.append_sync(std::move(stop));
+    jw.close();
+    err << "rsgate serve: " << e.what() << "\n";
+    return kFailed;
+  }
+  journal::entry stop;
+  stop.kind = "gateway.stop";
+  stop.actor = "gateway";
+  boost::json::object det;
+  det["signal"] = signo == SIGTERM ? "SIGTERM" : signo == SIGINT ? "SIGINT" : "other";
+  stop.detail = boost::json::serialize(det);
+  auto r = jw.append_sync(std::move(stop));
+  jw.close();  // final signed checkpoint
+  if (!r.ok()) {
+    err << "rsgate serve: stopped, but the journal could not record it: " << r.message << "\n";
+    return kFailed;
+  }
+  log::info("stopped cleanly at journal seq {}", jw.stats().last_seq);
+  return kOk;
+}
+
+int init(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  po::options_description d("rsgate init --data DIR [options]");
+  std::vector<std::string> names;
+  d.add_options()
+      ("data", po::value<std::string>(), "data directory to prepare (required)")
+      ("name", po::value<std::string>(), "gateway name recorded in the journal (default: host name)")
+      ("server-name", po::value(&names)->composing(),
+       "DNS name or IP for the generated server certificate (repeatable)")
+      ("no-certs", "do not generate a CA and server certificate (bring your own)")
+      ("help,h", "show this help");
+  auto vm = parse(args, d);
+  if (vm.count("help")) {
+    out << d << "\n";
+    return kOk;
+  }
+  if (!vm.count("data")) throw usage_error("--data DIR is required");
+  data_layout layout{vm["data"].as<std::string>()};
+  std::string name;
+  if (vm.count("name")) {
+    name = vm["name"].as<std::string>();
+  } else {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    name = host[0] ? host : "gateway";
+  }
+  if (name.empty() || name.size() > 64) throw usage_error("--name must be 1 to 64 characters");
+  if (is_prepared(layout) && std::filesystem::exists(layout.config_file())) {
+    err << "rsgate init: " << layout.dir.string() << " is already prepared; nothing changed\n";
+    return kFailed;
+  }
+  prepare_options prep;
+  prep.make_certificates = !vm.count("no-certs");
+  if (!names.empty()) prep.server_names = names;
+  auto res = prepare_data_dir(layout, prep, system_clock::instance().now());
+  if (!std::filesystem::exists(layout.config_file()))
+    write_file_exclusive(layout.config_file(), sample_config(std::filesystem::absolute(layout.dir), name),
+                         0600);
+  if (res.admin_password) {
+    journal::writer_options wo;
+    wo.gateway = name;
+    wo.probe_every = 0;
+    journal::writer jw(layout.journal_db(), journal::signing_key::load(layout.signing_key()), wo);
+    auto r = jw.append_sync(admin_created_entry(prep.admin_name, "rsgate init"));
+    jw.close();
+    if (!r.ok()) {
+      err << "rsgate init: the journal cannot write: " << r.message << "\n";
+      return kFailed;
+    }
+  }
+  out << fmt::format("rsgate: prepared {}\n", layout.dir.string());
+  out << fmt::format("rsgate: configuration: {}\n", layout.config_file().string());
+  out << fmt::format("rsgate: journal public key: {}", read_file(layout.signing_pub()));
+  if (res.admin_password) print_admin_password(out, prep, *res.admin_password);
+  out << fmt::format("rsgate: start it with: rsgate serve --config {}\n", layout.config_file().string());
+  return kOk;
+}
+
+template <typename F>
+int guarded(const char* name, F&& f, const std::vector<std::string>& args, std::ostream& out,
+            std::ostream& err) {
+  try {
+    return f(args, out, err);
+  } catch (const po::error& e) {
+    err << "rsgate " << name << ": " << e.what() << "\n";
+    return kUsage;
+  } catch (const usage_error& e) {
+    err << "rsgate " << name << ": " << e.what() << "\n";
+    return kUsage;
+  } catch (const std::exception& e) {
+    err << "rsgate " << name << ": " << e.what() << "\n";
+    return kFailed;
+  }
+}
+
+}  // namespace
+
+int run_serve(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  return guarded("serve", serve, args, out, err);
+}
+
+int run_init(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  return guarded("init", init, args, out, err);
+}
+
+}  // namespace rsgate::gateway

@@ -1,0 +1,192 @@
+// See config.hpp. toml++ is used only here, on operator-written files (TOOLCHAIN.md: its
+// parser has undefined behaviour on some hostile input, so it never sees network data).
+#include "gateway/config.hpp"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <set>
+#include <toml++/toml.h>
+
+namespace rsgate::gateway {
+
+std::optional<listen_address> parse_listen(std::string_view text) {
+  if (text.size() > 100) return std::nullopt;
+  auto colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+  std::string_view host = text.substr(0, colon);
+  std::string_view port = text.substr(colon + 1);
+  if (host.front() == '[') {
+    if (host.size() < 3 || host.back() != ']') return std::nullopt;
+    host = host.substr(1, host.size() - 2);
+    if (host.find(':') == std::string_view::npos) return std::nullopt;
+  } else if (host.find(':') != std::string_view::npos) {
+    return std::nullopt;  // IPv6 must be bracketed
+  }
+  for (char c : host)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == ':' || c == '-'))
+      return std::nullopt;
+  unsigned p = 0;
+  auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+  if (port.empty() || ec != std::errc{} || end != port.data() + port.size() || p > 65535)
+    return std::nullopt;
+  return listen_address{std::string(host), static_cast<std::uint16_t>(p)};
+}
+
+std::filesystem::path config::cert_file() const {
+  return tls_cert.empty() ? data_dir / "server.pem" : tls_cert;
+}
+std::filesystem::path config::key_file() const {
+  return tls_key.empty() ? data_dir / "keys" / "server.key" : tls_key;
+}
+
+namespace {
+
+struct reader {
+  const toml::table& root;
+  std::string file;
+
+  [[noreturn]] void fail(std::string_view key, std::string_view why) const {
+    throw std::runtime_error(fmt::format("{}: {}: {}", file, key, why));
+  }
+  const toml::table* section(std::string_view name, const std::set<std::string>& keys) const {
+    auto node = root.get(name);
+    if (!node) return nullptr;
+    auto t = node->as_table();
+    if (!t) fail(name, "must be a table");
+    for (auto& [k, v] : *t)
+      if (!keys.count(std::string(k.str())))
+        fail(fmt::format("{}.{}", name, k.str()), "unknown setting");
+    return t;
+  }
+  void str(const toml::table* t, std::string_view sec, std::string_view key, std::string& out) const {
+    if (!t) return;
+    if (auto n = t->get(key)) {
+      auto v = n->value<std::string>();
+      if (!v || v->empty()) fail(fmt::format("{}.{}", sec, key), "must be a non-empty string");
+      out = *v;
+    }
+  }
+  void integer(const toml::table* t, std::string_view sec, std::string_view key, std::int64_t lo,
+               std::int64_t hi, std::int64_t& out) const {
+    if (!t) return;
+    if (auto n = t->get(key)) {
+      auto v = n->value<std::int64_t>();
+      if (!n->is_integer() || !v || *v < lo || *v > hi)
+        fail(fmt::format("{}.{}", sec, key), fmt::format("must be an integer from {} to {}", lo, hi));
+      out = *v;
+    }
+  }
+  void listen(const toml::table* t, std::string_view sec, listen_address& out) const {
+    std::string s;
+    str(t, sec, "listen", s);
+    if (s.empty()) return;
+    auto a = parse_listen(s);
+    if (!a) fail(fmt::format("{}.listen", sec), "expected ADDR:PORT, e.g. 127.0.0.1:8443 or [::1]:8443");
+    out = *a;
+  }
+};
+
+}  // namespace
+
+config load_config(const std::filesystem::path& file) {
+  toml::table root;
+  try {
+    root = toml::parse_file(file.string());
+  } catch (const toml::parse_error& e) {
+    throw std::runtime_error(fmt::format("{}:{}: {}", file.string(), e.source().begin.line,
+                                         e.description()));
+  }
+  for (auto& [k, v] : root) {
+    std::string key(k.str());
+    if (key != "gateway" && key != "http" && key != "tunnel" && key != "journal")
+      throw std::runtime_error(fmt::format("{}: {}: unknown section", file.string(), key));
+  }
+  reader r{root, file.string()};
+  config c;
+  if (auto g = r.section("gateway", {"name", "data", "log_level", "threads"})) {
+    std::string data, name;
+    r.str(g, "gateway", "data", data);
+    r.str(g, "gateway", "name", name);
+    r.str(g, "gateway", "log_level", c.log_level);
+    std::int64_t threads = c.threads;
+    r.integer(g, "gateway", "threads", 1, 64, threads);
+    c.threads = static_cast<int>(threads);
+    if (!data.empty()) c.data_dir = data;
+    if (!name.empty()) c.gateway_name = name;
+    if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
+        c.log_level != "error")
+      r.fail("gateway.log_level", "must be debug, info, warn or error");
+  }
+  if (auto h = r.section("http", {"listen", "cert", "key", "max_connections",
+                                  "handshake_timeout_ms", "request_timeout_ms", "idle_timeout_ms",
+                                  "max_header_bytes", "max_body_bytes"})) {
+    r.listen(h, "http", c.http);
+    std::string cert, key;
+    r.str(h, "http", "cert", cert);
+    r.str(h, "http", "key", key);
+    if (!cert.empty()) c.tls_cert = cert;
+    if (!key.empty()) c.tls_key = key;
+    std::int64_t v = c.limits.max_connections;
+    r.integer(h, "http", "max_connections", 1, 100000, v);
+    c.limits.max_connections = static_cast<int>(v);
+    v = c.limits.handshake_timeout_ms;
+    r.integer(h, "http", "handshake_timeout_ms", 100, 600000, v);
+    c.limits.handshake_timeout_ms = static_cast<int>(v);
+    v = c.limits.request_timeout_ms;
+    r.integer(h, "http", "request_timeout_ms", 100, 600000, v);
+    c.limits.request_timeout_ms = static_cast<int>(v);
+    v = c.limits.idle_timeout_ms;
+    r.integer(h, "http", "idle_timeout_ms", 100, 3600000, v);
+    c.limits.idle_timeout_ms = static_cast<int>(v);
+    v = c.limits.max_header_bytes;
+    r.integer(h, "http", "max_header_bytes", 1024, 1 << 20, v);
+    c.limits.max_header_bytes = static_cast<std::uint32_t>(v);
+    v = static_cast<std::int64_t>(c.limits.max_body_bytes);
+    r.integer(h, "http", "max_body_bytes", 1024, 64 << 20, v);
+    c.limits.max_body_bytes = static_cast<std::uint64_t>(v);
+  }
+  if (auto t = r.section("tunnel", {"listen"})) r.listen(t, "tunnel", c.tunnel);
+  if (auto j = r.section("journal", {"checkpoint_entries", "checkpoint_seconds", "probe_ms",
+                                     "max_queue"})) {
+    r.integer(j, "journal", "checkpoint_entries", 1, 10'000'000, c.checkpoint_entries);
+    r.integer(j, "journal", "checkpoint_seconds", 1, 86400, c.checkpoint_seconds);
+    r.integer(j, "journal", "probe_ms", 0, 3'600'000, c.probe_ms);
+    r.integer(j, "journal", "max_queue", 16, 10'000'000, c.max_queue);
+  }
+  return c;
+}
+
+std::string sample_config(const std::filesystem::path& data_dir, const std::string& gateway_name) {
+  return fmt::format(R"(# rsgate gateway configuration (docs/operations.md explains every setting).
+
+[gateway]
+name = "{}"            # written into every journal entry's `gateway` field
+data = "{}"
+log_level = "info"      # debug, info, warn, error
+threads = 2
+
+[http]
+listen = "127.0.0.1:8443"
+# cert = "/etc/rsgate/server.pem"       # default: <data>/server.pem
+# key = "/etc/rsgate/server.key"        # default: <data>/keys/server.key
+max_connections = 1024
+handshake_timeout_ms = 10000
+request_timeout_ms = 30000
+idle_timeout_ms = 60000
+max_header_bytes = 8192
+max_body_bytes = 65536
+
+[tunnel]
+listen = "127.0.0.1:4433"
+
+[journal]
+checkpoint_entries = 1000   # a signed checkpoint at least every N entries
+checkpoint_seconds = 60     # ... or every T seconds with new entries, and at shutdown
+probe_ms = 2000             # readiness write probe while idle; 0 disables
+max_queue = 65536           # appends waiting beyond this are refused
+)",
+                     gateway_name, data_dir.string());
+}
+
+}  // namespace rsgate::gateway

@@ -1,0 +1,49 @@
+// Gateway configuration: defaults, a TOML file (`rsgate serve --config FILE`), and the
+// command-line flags that override it. Validated as a whole before anything starts.
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "gateway/runtime.hpp"
+
+namespace rsgate::gateway {
+
+struct listen_address {
+  std::string host;
+  std::uint16_t port = 0;
+};
+// "127.0.0.1:8443", "[::1]:8443", "0.0.0.0:0"; nullopt when malformed.
+[[nodiscard]] std::optional<listen_address> parse_listen(std::string_view text);
+
+struct config {
+  std::filesystem::path data_dir = "rsgate-dev";
+  std::string gateway_name = "rsgate-dev";
+  listen_address http{"127.0.0.1", 8443};
+  listen_address tunnel{"127.0.0.1", 4433};
+  std::filesystem::path tls_cert;  // default: DATA/server.pem
+  std::filesystem::path tls_key;   // default: DATA/keys/server.key
+  std::string log_level = "info";
+  int threads = 2;
+  http_limits limits;
+  // Journal writer
+  std::int64_t checkpoint_entries = 1000;
+  std::int64_t checkpoint_seconds = 60;
+  std::int64_t probe_ms = 2000;
+  std::int64_t max_queue = 65536;
+
+  [[nodiscard]] std::filesystem::path cert_file() const;
+  [[nodiscard]] std::filesystem::path key_file() const;
+};
+
+// Reads a TOML file over the defaults. Unknown keys are errors (a typo must not silently
+// fall back to a default). Throws std::runtime_error naming the file, key and reason.
+[[nodiscard]] config load_config(const std::filesystem::path& file);
+
+// The sample written by `rsgate init` (also deploy/rsgate.toml).
+[[nodiscard]] std::string sample_config(const std::filesystem::path& data_dir,
+                                        const std::string& gateway_name);
+
+}  // namespace rsgate::gateway

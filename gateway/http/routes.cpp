@@ -1,0 +1,63 @@
+// See routes.hpp.
+#include "gateway/http/routes.hpp"
+
+#include "journal/writer.hpp"
+
+namespace rsgate::gateway {
+namespace {
+
+std::string_view path_of(std::string_view target) {
+  auto q = target.find('?');
+  return q == std::string_view::npos ? target : target.substr(0, q);
+}
+
+constexpr std::string_view kLanding =
+    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>rsgate</title></head>"
+    "<body><h1>rsgate gateway</h1><p>This gateway is running. The representatives' console is "
+    "served here.</p><p><a href=\"/healthz\">health</a> · <a href=\"/readyz\">readiness</a> · "
+    "<a href=\"/metrics\">metrics</a></p></body></html>\n";
+
+}  // namespace
+
+void add_security_headers(http_response& r) {
+  r.headers.emplace_back("Strict-Transport-Security", "max-age=31536000");
+  r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  r.headers.emplace_back("X-Frame-Options", "DENY");
+  r.headers.emplace_back("Referrer-Policy", "no-referrer");
+  r.headers.emplace_back("Cache-Control", "no-store");
+  r.headers.emplace_back("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'");
+}
+
+void routes::handle(http_request req, reply done) {
+  auto path = path_of(req.target);
+  if (path.starts_with("/api/v1/")) path.remove_prefix(7);  // "/api/v1/healthz" == "/healthz"
+  http_response r;
+  bool is_get = req.method == "GET" || req.method == "HEAD";
+  if (path == "/healthz" || path == "/readyz" || path == "/metrics" || path == "/") {
+    if (!is_get) {
+      r = json_error(405, "method_not_allowed", "only GET is allowed here");
+      r.headers.emplace_back("Allow", "GET, HEAD");
+    } else if (path == "/healthz") {
+      r.body = "{\"status\":\"ok\"}";
+    } else if (path == "/readyz") {
+      if (journal_.ready()) {
+        r.body = "{\"ready\":true,\"journal\":\"ok\"}";
+      } else {
+        r = json_error(503, "journal_unavailable",
+                       "not ready: the journal cannot write, so access is refused");
+      }
+    } else if (path == "/metrics") {
+      r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      r.body = metrics_.render(journal_.stats(), journal_.ready());
+    } else {
+      r.content_type = "text/html; charset=utf-8";
+      r.body = std::string(kLanding);
+    }
+  } else {
+    r = json_error(404, "not_found", "no such endpoint");
+  }
+  add_security_headers(r);
+  done(std::move(r));
+}
+
+}  // namespace rsgate::gateway

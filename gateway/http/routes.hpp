@@ -1,0 +1,27 @@
+// The gateway's routes (SPEC §4). Today: liveness, readiness, metrics and the console's
+// landing page; the session and journal endpoints join here. Thread-safe: it holds only
+// references to thread-safe services.
+#pragma once
+#include "gateway/http/api.hpp"
+#include "gateway/metrics.hpp"
+
+namespace rsgate::journal {
+class writer;
+}
+
+namespace rsgate::gateway {
+
+class routes final : public api {
+ public:
+  routes(journal::writer& journal, metrics& m) : journal_(journal), metrics_(m) {}
+  void handle(http_request req, reply done) override;
+
+ private:
+  journal::writer& journal_;
+  metrics& metrics_;
+};
+
+// Headers every response carries (HSTS, no sniffing, no caching of API answers, CSP).
+void add_security_headers(http_response& r);
+
+}  // namespace rsgate::gateway

@@ -1,0 +1,41 @@
+// rsgate: the vendor-side command. Dispatches to the libraries; nothing else lives here.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "gateway/commands.hpp"
+#include "journal/tool/journal_cli.hpp"
+
+namespace {
+constexpr const char* kUsage =
+    "usage: rsgate <command> [options]\n"
+    "  serve     run the gateway (--dev: zero-configuration development gateway)\n"
+    "  init      prepare a data directory for production\n"
+    "  journal   query, verify, export and tail the journal (rsgate journal --help)\n"
+    "Every command takes --help.\n";
+}
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  const auto& cmd = args[0];
+  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+    std::cout << kUsage;
+    return 0;
+  }
+  if (cmd == "--version") {
+    std::cout << "rsgate 0.1.0\n";
+    return 0;
+  }
+  if (cmd == "serve") return rsgate::gateway::run_serve(args, std::cout, std::cerr);
+  if (cmd == "init") return rsgate::gateway::run_init(args, std::cout, std::cerr);
+  if (cmd == "journal") {
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+    return rsgate::journal::run_journal_command(rest, std::cout, std::cerr);
+  }
+  std::cerr << "rsgate: unknown command '" << cmd << "'\n" << kUsage;
+  return 2;
+}

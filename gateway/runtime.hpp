@@ -1,0 +1,40 @@
+// The gateway's network runtime: an io_context with a few threads, the HTTPS listener
+// (Beast, one coroutine per connection on its own strand), and SIGINT/SIGTERM handling with
+// a bounded graceful shutdown. Asio and Beast stay behind this header.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "gateway/http/api.hpp"
+#include "gateway/metrics.hpp"
+
+namespace rsgate::gateway {
+
+struct http_limits {
+  int max_connections = 1024;
+  int handshake_timeout_ms = 10'000;
+  int request_timeout_ms = 30'000;  // whole request, headers and body
+  int idle_timeout_ms = 60'000;     // between requests on a kept-alive connection
+  std::uint32_t max_header_bytes = 8 * 1024;
+  std::uint64_t max_body_bytes = 64 * 1024;
+  int max_requests_per_connection = 1000;
+  int shutdown_grace_ms = 3'000;  // in-flight requests get this long after a stop signal
+};
+
+struct runtime_options {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 8443;
+  std::string cert_file;  // PEM chain
+  std::string key_file;   // PEM private key
+  http_limits limits;
+  int threads = 2;
+  // Called once listening, with the bound "host:port" (the port is real even when 0 was asked).
+  std::function<void(const std::string& bound)> on_listening;
+};
+
+// Runs until SIGINT or SIGTERM arrives and the shutdown completes; returns that signal's
+// number. Throws std::runtime_error when it cannot listen or load the certificate.
+int run_https(const runtime_options& opts, api& handler, metrics& m);
+
+}  // namespace rsgate::gateway

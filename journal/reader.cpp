@@ -1,0 +1,267 @@
+// See reader.hpp. Queries are built from a fixed set of clauses with bound parameters only;
+// no caller text is ever spliced into SQL.
+#include "journal/reader.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <boost/json/parse.hpp>
+#include <charconv>
+
+#include "journal/store.hpp"
+
+namespace rsgate::journal {
+namespace {
+
+bool parse_i64(std::string_view s, std::int64_t& out) {
+  if (s.empty() || s.size() > 20) return false;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return ec == std::errc{} && p == s.data() + s.size();
+}
+
+struct built_query {
+  std::string sql;
+  std::vector<std::string> texts;  // bound in order after ints
+  std::vector<std::pair<int, std::int64_t>> ints;
+  std::vector<std::pair<int, std::string>> strs;
+};
+
+// WHERE clause and binds for filter `f` (without pagination unless with_cursor).
+built_query build_where(const filter& f, bool with_cursor) {
+  built_query q;
+  std::vector<std::string> terms;
+  int n = 0;
+  auto text_term = [&](const char* col, const std::optional<std::string>& v, bool partial) {
+    if (!v) return;
+    ++n;
+    terms.push_back(fmt::format("{} = ?{}", col, n));
+    // Partial indexes (WHERE col <> '') are only used when the query implies the condition.
+    if (partial) terms.push_back(fmt::format("{} <> ''", col));
+    q.strs.emplace_back(n, *v);
+  };
+  text_term("pmr", f.pmr, true);
+  text_term("session_id", f.session_id, true);
+  text_term("actor", f.actor, true);
+  text_term("machine", f.machine, true);
+  text_term("kind", f.kind, false);
+  text_term("secret_hmac", f.secret_hmac, true);
+  if (f.result) {
+    ++n;
+    terms.push_back(fmt::format("outcome = ?{}", n));
+    q.strs.emplace_back(n, std::string(to_string(*f.result)));
+  }
+  if (f.since) {
+    ++n;
+    terms.push_back(fmt::format("ts >= ?{}", n));
+    q.ints.emplace_back(n, *f.since);
+  }
+  if (f.until) {
+    ++n;
+    terms.push_back(fmt::format("ts < ?{}", n));
+    q.ints.emplace_back(n, *f.until);
+  }
+  if (with_cursor && f.after) {
+    int t = ++n, g = ++n, s = ++n;
+    q.ints.emplace_back(t, f.after->ts);
+    q.strs.emplace_back(g, f.after->gateway);
+    q.ints.emplace_back(s, f.after->seq);
+    const char* op = f.descending ? "<" : ">";
+    terms.push_back(fmt::format("ts {}= ?{}", op, t));
+    terms.push_back(fmt::format(
+        "(ts {0} ?{1} OR (ts = ?{1} AND (gateway {0} ?{2} OR (gateway = ?{2} AND seq {0} ?{3}))))",
+        op, t, g, s));
+  }
+  if (!terms.empty()) {
+    q.sql = " WHERE ";
+    for (size_t i = 0; i < terms.size(); ++i) q.sql += (i ? " AND " : "") + terms[i];
+  }
+  return q;
+}
+
+void bind_all(sqlite::stmt& s, const built_query& q) {
+  for (auto& [i, v] : q.ints) s.bind(i, v);
+  for (auto& [i, v] : q.strs) s.bind(i, v);
+}
+
+bool before(const entry& a, const entry& b, bool descending) {
+  auto ka = std::tie(a.ts, a.gateway, a.seq);
+  auto kb = std::tie(b.ts, b.gateway, b.seq);
+  return descending ? kb < ka : ka < kb;
+}
+
+}  // namespace
+
+std::string cursor::encode() const {
+  return fmt::format("{}.{}.{}", ts, seq, to_hex(as_bytes(gateway)));
+}
+
+std::optional<cursor> cursor::decode(std::string_view text) {
+  if (text.size() > 600) return std::nullopt;
+  auto d1 = text.find('.');
+  if (d1 == std::string_view::npos) return std::nullopt;
+  auto d2 = text.find('.', d1 + 1);
+  if (d2 == std::string_view::npos) return std::nullopt;
+  cursor c;
+  if (!parse_i64(text.substr(0, d1), c.ts) || !parse_i64(text.substr(d1 + 1, d2 - d1 - 1), c.seq))
+    return std::nullopt;
+  if (c.ts < 0 || c.seq < 0) return std::nullopt;
+  auto g = from_hex(text.substr(d2 + 1));
+  if (!g || g->size() > kMaxFieldBytes) return std::nullopt;
+  c.gateway.assign(g->begin(), g->end());
+  return c;
+}
+
+entry entry_from_row(const sqlite::stmt& s) {
+  entry e;
+  e.seq = s.col_int(0);
+  e.ts = s.col_int(1);
+  e.gateway = s.col_text(2);
+  e.kind = s.col_text(3);
+  e.actor = s.col_text(4);
+  e.source = s.col_text(5);
+  e.session_id = s.col_text(6);
+  e.pmr = s.col_text(7);
+  e.machine = s.col_text(8);
+  e.access_type = s.col_text(9);
+  e.scope = s.col_text(10);
+  e.result = parse_outcome(s.col_text(11)).value_or(outcome::error);
+  e.secret_hmac = s.col_text(12);
+  e.detail = s.col_text(13);
+  e.prev_hash = s.col_text(14);
+  e.hash = s.col_text(15);
+  return e;
+}
+
+reader::reader(const std::vector<std::filesystem::path>& files) : paths_(files) {
+  for (auto& p : files) dbs_.push_back(open_for_reading(p));
+}
+
+page reader::query(const filter& f) {
+  const std::size_t limit = std::clamp<std::size_t>(f.limit, 1, kMaxQueryLimit);
+  auto where = build_where(f, true);
+  const char* dir = f.descending ? "DESC" : "ASC";
+  auto sql = fmt::format("SELECT {} FROM journal{} ORDER BY ts {}, gateway {}, seq {} LIMIT {}",
+                         kEntryColumns, where.sql, dir, dir, dir, limit + 1);
+  // Each file yields at most limit+1 rows in order; merging and cutting at `limit` gives the
+  // page, and the (limit+1)th tells whether another page exists.
+  std::vector<entry> all;
+  for (auto& d : dbs_) {
+    auto s = d.prepare(sql);
+    bind_all(s, where);
+    while (s.step()) all.push_back(entry_from_row(s));
+  }
+  std::stable_sort(all.begin(), all.end(),
+                   [&](const entry& a, const entry& b) { return before(a, b, f.descending); });
+  page p;
+  if (all.size() > limit) {
+    all.resize(limit);
+    const auto& last = all.back();
+    p.next = cursor{last.ts, last.seq, last.gateway};
+  }
+  p.entries = std::move(all);
+  return p;
+}
+
+std::int64_t reader::count(const filter& f) {
+  auto where = build_where(f, false);
+  auto sql = fmt::format("SELECT count(*) FROM journal{}", where.sql);
+  std::int64_t total = 0;
+  for (auto& d : dbs_) {
+    auto s = d.prepare(sql);
+    bind_all(s, where);
+    if (s.step()) total += s.col_int(0);
+  }
+  return total;
+}
+
+std::vector<entry> reader::since_seq(std::size_t file, std::int64_t after_seq, std::size_t limit) {
+  auto s = dbs_.at(file).prepare(
+      fmt::format("SELECT {} FROM journal WHERE seq > ?1 ORDER BY seq LIMIT ?2", kEntryColumns));
+  s.bind(1, after_seq).bind(2, static_cast<std::int64_t>(limit));
+  std::vector<entry> out;
+  while (s.step()) out.push_back(entry_from_row(s));
+  return out;
+}
+
+verify_result verify(sqlite::db& d, const std::optional<public_key>& pk) {
+  verify_result r;
+  r.signatures_checked = pk.has_value();
+  r.head_hash = std::string(kGenesisHash);
+  auto bad = [&](std::int64_t seq, std::string why) {
+    r.ok = false;
+    r.first_bad_seq = seq;
+    r.problem = std::move(why);
+    return r;
+  };
+  auto s = d.prepare(fmt::format("SELECT {} FROM journal ORDER BY seq", kEntryColumns));
+  std::int64_t expected = 1;
+  std::string prev(kGenesisHash);
+  std::int64_t signed_through = 0;
+  std::string last_gateway;
+  while (s.step()) {
+    entry e = entry_from_row(s);
+    if (e.seq != expected)
+      return bad(expected, fmt::format("entry missing (the next entry present is seq {})", e.seq));
+    if (e.prev_hash != prev)
+      return bad(e.seq, "prev_hash does not match the hash of the entry before it");
+    std::string h;
+    try {
+      h = compute_hash(e);
+    } catch (const std::exception&) {
+      return bad(e.seq, "prev_hash is malformed");
+    }
+    if (h != e.hash) return bad(e.seq, "hash does not match the entry's content");
+    if (e.kind == "journal.checkpoint") {
+      boost::system::error_code ec;
+      auto v = boost::json::parse(e.detail, ec);
+      const boost::json::object* o = (!ec && v.is_object()) ? &v.as_object() : nullptr;
+      const boost::json::value* ts = o ? o->if_contains("through_seq") : nullptr;
+      const boost::json::value* th = o ? o->if_contains("through_hash") : nullptr;
+      const boost::json::value* sg = o ? o->if_contains("signature") : nullptr;
+      if (!ts || !ts->is_int64() || !th || !th->is_string() || !sg || !sg->is_string())
+        return bad(e.seq, "checkpoint detail is malformed");
+      if (ts->as_int64() != e.seq - 1 || th->as_string() != prev)
+        return bad(e.seq, "checkpoint does not name the entry before it");
+      if (pk) {
+        auto msg = signed_statement(statement::checkpoint, e.gateway, e.seq - 1, prev);
+        if (!verify_signature(*pk, msg, std::string_view(sg->as_string())))
+          return bad(e.seq,
+                     "checkpoint signature does not verify: the entries it covers were rewritten "
+                     "or it was not made with this key");
+        signed_through = e.seq - 1;
+      }
+      ++r.checkpoints;
+    }
+    prev = e.hash;
+    last_gateway = e.gateway;
+    r.head_seq = e.seq;
+    r.head_hash = e.hash;
+    ++r.entries;
+    ++expected;
+  }
+  if (pk && r.entries > 0) {
+    auto h = d.prepare("SELECT seq, hash, signature FROM journal_head WHERE id = 1");
+    if (!h.step()) return bad(1, "the signed head is missing");
+    std::int64_t hseq = h.col_int(0);
+    std::string hhash(h.col_text(1));
+    std::string hsig(h.col_text(2));
+    if (hhash.size() != 64 || !from_hex(hhash))
+      return bad(std::min(hseq, r.head_seq) + 1, "the signed head is malformed");
+    if (!verify_signature(*pk, signed_statement(statement::head, last_gateway, hseq, hhash),
+                          hsig))
+      return bad(std::min(hseq, r.head_seq) + 1,
+                 "the signed head's signature does not verify with this key");
+    if (hseq < r.head_seq)
+      return bad(hseq + 1, "entry was appended after the last signed head (not signed by the gateway)");
+    if (hseq > r.head_seq)
+      return bad(r.head_seq + 1,
+                 fmt::format("entry missing: the signed head names seq {}", hseq));
+    if (hhash != r.head_hash)
+      return bad(hseq, "the signed head's hash does not match this entry: the chain was rewritten");
+    signed_through = hseq;
+  }
+  r.signed_through = signed_through;
+  return r;
+}
+
+}  // namespace rsgate::journal

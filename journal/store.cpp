@@ -1,0 +1,67 @@
+// See store.hpp.
+#include "journal/store.hpp"
+
+#include <sqlite3.h>
+
+#include "journal/entry.hpp"
+#include "schema/schema.hpp"
+
+namespace rsgate::journal {
+
+sqlite::db open_for_writing(const std::filesystem::path& path) {
+  sqlite::db d(path, sqlite::open_mode::create);
+  d.exec("PRAGMA journal_mode = WAL");
+  d.exec("PRAGMA synchronous = FULL");
+  d.exec("PRAGMA foreign_keys = ON");
+  try {
+    sqlite::migrate(d, schema::journal_migrations, schema::kJournalApplicationId);
+  } catch (const sqlite::error& e) {
+    if (e.code() == SQLITE_NOTADB || (e.code() & 0xff) == SQLITE_NOTADB)
+      throw not_a_journal(path.string() + " is not an rsgate journal");
+    throw;
+  }
+  return d;
+}
+
+sqlite::db open_for_reading(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    throw std::runtime_error(path.string() + ": no such journal file");
+  sqlite::db d;
+  try {
+    d = sqlite::db(path, sqlite::open_mode::read_only);
+    auto app = d.scalar_int("PRAGMA application_id");
+    if (app != schema::kJournalApplicationId || !d.table_exists("journal"))
+      throw not_a_journal(path.string() + " is not an rsgate journal");
+  } catch (const sqlite::error& e) {
+    throw not_a_journal(path.string() + " is not an rsgate journal (" + e.what() + ")");
+  }
+  return d;
+}
+
+void ensure_meta(sqlite::db& d, const std::string& gateway, const public_key& pk, micros now) {
+  auto ins = d.prepare("INSERT OR IGNORE INTO journal_meta(key, value) VALUES (?1, ?2)");
+  auto put = [&](std::string_view k, std::string_view v) {
+    ins.reset();
+    ins.bind(1, k).bind(2, v);
+    ins.step();
+  };
+  d.exec("BEGIN IMMEDIATE");
+  try {
+    put("gateway", gateway);
+    put("created_at", std::to_string(now));
+    put("public_key", to_hex(pk));
+    d.exec("COMMIT");
+  } catch (...) {
+    sqlite3_exec(d.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
+chain_tail read_chain_tail(sqlite::db& d) {
+  auto s = d.prepare("SELECT seq, ts, hash FROM journal ORDER BY seq DESC LIMIT 1");
+  if (!s.step()) return {0, 0, std::string(kGenesisHash)};
+  return {s.col_int(0), s.col_int(1), std::string(s.col_text(2))};
+}
+
+}  // namespace rsgate::journal

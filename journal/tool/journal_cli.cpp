@@ -1,0 +1,401 @@
+// See journal_cli.hpp. Every flag is validated before any file is opened, and every failure
+// becomes one line on stderr and an exit code; nothing here throws past run_journal_command.
+#include "journal/tool/journal_cli.hpp"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <iostream>
+#include <thread>
+
+#include "auth/formats.hpp"
+#include "core/files.hpp"
+#include "core/timefmt.hpp"
+#include "journal/journal.hpp"
+#include "journal/tool/format.hpp"
+
+namespace po = boost::program_options;
+
+namespace rsgate::journal {
+namespace {
+
+constexpr int kOk = 0, kFailed = 1, kUsage = 2;
+
+struct usage_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct common {
+  std::vector<std::string> dbs;
+  std::string data;
+};
+
+void add_common(po::options_description& d, common& c) {
+  d.add_options()
+      ("db", po::value(&c.dbs)->composing(), "journal database file (repeatable; merged by time)")
+      ("data", po::value(&c.data), "data directory whose journal.db to use (default ./rsgate-dev)")
+      ("help,h", "show this help");
+}
+
+std::vector<std::filesystem::path> journal_files(const common& c) {
+  std::vector<std::filesystem::path> out;
+  for (auto& d : c.dbs) out.emplace_back(d);
+  if (out.empty()) out.push_back(std::filesystem::path(c.data.empty() ? "rsgate-dev" : c.data) / "journal.db");
+  return out;
+}
+
+struct parsed {
+  po::variables_map vm;
+  bool help = false;
+};
+
+parsed parse(const std::vector<std::string>& args, const po::options_description& d,
+             const po::positional_options_description* pos = nullptr) {
+  parsed p;
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  auto parser = po::command_line_parser(rest).options(d);
+  po::positional_options_description none;
+  parser.positional(pos ? *pos : none);
+  po::store(parser.run(), p.vm);
+  po::notify(p.vm);
+  p.help = p.vm.count("help") > 0;
+  return p;
+}
+
+micros parse_time_flag(const po::variables_map& vm, const char* name) {
+  auto text = vm[name].as<std::string>();
+  auto t = parse_time(text, system_clock::instance().now());
+  if (!t)
+    throw usage_error(fmt::format(
+        "invalid --{} '{}': expected an RFC 3339 time (2026-11-27T10:00:00Z), a date "
+        "(2026-11-27) or an age (90m, 2h, 7d)",
+        name, text));
+  return *t;
+}
+
+void time_flags(po::options_description& d) {
+  d.add_options()
+      ("since", po::value<std::string>(), "from this time on (RFC 3339, date, or age like 2h)")
+      ("until", po::value<std::string>(), "before this time");
+}
+
+void apply_time_flags(const po::variables_map& vm, filter& f) {
+  if (vm.count("since")) f.since = parse_time_flag(vm, "since");
+  if (vm.count("until")) f.until = parse_time_flag(vm, "until");
+  if (f.since && f.until && *f.until <= *f.since)
+    throw usage_error("--until must be later than --since");
+}
+
+std::filesystem::path key_dir_for(const common& c, const std::vector<std::filesystem::path>& files) {
+  if (!c.data.empty()) return std::filesystem::path(c.data) / "keys";
+  auto parent = files.front().parent_path();
+  return (parent.empty() ? std::filesystem::path(".") : parent) / "keys";
+}
+
+std::string read_secret_from_stdin() {
+  std::string line;
+  std::getline(std::cin, line);
+  while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.pop_back();
+  return line;
+}
+
+int cmd_query(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  common c;
+  po::options_description d("rsgate journal query [options]");
+  add_common(d, c);
+  time_flags(d);
+  d.add_options()
+      ("pmr", po::value<std::string>(), "PMR number (12345,677,000 or TS012345678)")
+      ("session", po::value<std::string>(), "session id")
+      ("actor", po::value<std::string>(), "user, machine or component that acted")
+      ("machine", po::value<std::string>(), "machine TTTT-MMM*SSSSSSS")
+      ("kind", po::value<std::string>(), "event kind, e.g. session.attach")
+      ("outcome", po::value<std::string>(), "ok, denied or error")
+      ("hash-of", po::value<std::string>(), "entries about this secret ('-' reads it from stdin)")
+      ("limit", po::value<long long>()->default_value(1000), "at most this many entries (1-100000)")
+      ("cursor", po::value<std::string>(), "continue after this position (printed on stderr)")
+      ("order", po::value<std::string>()->default_value("asc"), "asc (oldest first) or desc")
+      ("format", po::value<std::string>()->default_value("table"), "table, json or csv");
+  auto p = parse(args, d);
+  if (p.help) {
+    out << d << "\n";
+    return kOk;
+  }
+  auto& vm = p.vm;
+  filter f;
+  apply_time_flags(vm, f);
+  if (vm.count("pmr")) {
+    auto v = vm["pmr"].as<std::string>();
+    if (!auth::is_valid_pmr(v)) throw usage_error(fmt::format("invalid --pmr '{}': {}", v, auth::kPmrForm));
+    f.pmr = auth::normalize_pmr(v);
+  }
+  if (vm.count("machine")) {
+    auto v = vm["machine"].as<std::string>();
+    if (!auth::is_valid_machine(v))
+      throw usage_error(fmt::format("invalid --machine '{}': {}", v, auth::kMachineForm));
+    f.machine = auth::normalize_machine(v);
+  }
+  if (vm.count("kind")) {
+    auto v = vm["kind"].as<std::string>();
+    if (!is_known_kind(v))
+      throw usage_error(fmt::format("unknown --kind '{}' (see docs/journal.md for the kinds)", v));
+    f.kind = v;
+  }
+  if (vm.count("outcome")) {
+    auto v = vm["outcome"].as<std::string>();
+    auto o = parse_outcome(v);
+    if (!o) throw usage_error(fmt::format("invalid --outcome '{}': expected ok, denied or error", v));
+    f.result = o;
+  }
+  for (const char* name : {"session", "actor"}) {
+    if (!vm.count(name)) continue;
+    auto v = vm[name].as<std::string>();
+    if (v.empty() || v.size() > kMaxFieldBytes)
+      throw usage_error(fmt::format("invalid --{}: must be 1 to 256 characters", name));
+    (std::string_view(name) == "session" ? f.session_id : f.actor) = v;
+  }
+  auto limit = vm["limit"].as<long long>();
+  if (limit < 1 || limit > static_cast<long long>(kMaxQueryLimit))
+    throw usage_error(fmt::format("invalid --limit {}: must be 1 to {}", limit, kMaxQueryLimit));
+  f.limit = static_cast<std::size_t>(limit);
+  auto order = vm["order"].as<std::string>();
+  if (order != "asc" && order != "desc")
+    throw usage_error(fmt::format("invalid --order '{}': expected asc or desc", order));
+  f.descending = order == "desc";
+  if (vm.count("cursor")) {
+    auto cur = cursor::decode(vm["cursor"].as<std::string>());
+    if (!cur) throw usage_error("invalid --cursor: use the value printed by a previous query");
+    f.after = cur;
+  }
+  auto fmt_name = vm["format"].as<std::string>();
+  output_format fmt_kind;
+  if (fmt_name == "table") fmt_kind = output_format::table;
+  else if (fmt_name == "json") fmt_kind = output_format::json;
+  else if (fmt_name == "csv") fmt_kind = output_format::csv;
+  else throw usage_error(fmt::format("invalid --format '{}': expected table, json or csv", fmt_name));
+
+  auto files = journal_files(c);
+  if (vm.count("hash-of")) {
+    auto v = vm["hash-of"].as<std::string>();
+    if (v == "-") v = read_secret_from_stdin();
+    if (v.empty()) throw usage_error("--hash-of needs a value");
+    auto key = hmac_key::load(key_dir_for(c, files) / "journal-hmac.key");
+    f.secret_hmac = key.hash_of(v);
+  }
+  reader r(files);
+  auto pg = r.query(f);
+  switch (fmt_kind) {
+    case output_format::table:
+      write_table(out, pg.entries, true, r.files() > 1);
+      break;
+    case output_format::json:
+      for (auto& e : pg.entries) out << to_json_line(e) << '\n';
+      break;
+    case output_format::csv:
+      out << csv_header() << "\r\n";
+      for (auto& e : pg.entries) out << to_csv_row(e) << "\r\n";
+      break;
+  }
+  if (pg.next) err << "more entries follow; next page: --cursor " << pg.next->encode() << "\n";
+  return kOk;
+}
+
+int cmd_verify(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  common c;
+  std::string pubkey_file;
+  po::options_description d("rsgate journal verify [options]");
+  add_common(d, c);
+  d.add_options()("pubkey", po::value(&pubkey_file),
+                  "gateway public key file (from `rsgate journal pubkey`): also check signatures");
+  auto p = parse(args, d);
+  if (p.help) {
+    out << d << "\n";
+    return kOk;
+  }
+  std::optional<public_key> pk;
+  if (!pubkey_file.empty()) {
+    std::string text;
+    try {
+      text = read_file(pubkey_file, 4096);
+    } catch (const std::exception& e) {
+      throw usage_error(e.what());
+    }
+    pk = parse_public_key(text);
+    if (!pk) throw usage_error(fmt::format("{}: not a public key (64 hex digits expected)", pubkey_file));
+  }
+  auto files = journal_files(c);
+  reader r(files);  // opens and checks every file before verifying any
+  int rc = kOk;
+  for (std::size_t i = 0; i < r.files(); ++i) {
+    auto res = verify(r.db(i), pk);
+    std::string name = r.path(i).string();
+    if (!res.ok) {
+      err << fmt::format("{}: FAILED at seq {}: {}\n", name, res.first_bad_seq, res.problem);
+      out << fmt::format("{}: FAILED at seq {}: {}\n", name, res.first_bad_seq, res.problem);
+      rc = kFailed;
+      continue;
+    }
+    out << fmt::format("{}: ok: {} entries, {} checkpoints, head seq {} hash {}", name, res.entries,
+                       res.checkpoints, res.head_seq, res.head_hash);
+    if (res.signatures_checked)
+      out << fmt::format(", signatures verified through seq {}\n", res.signed_through);
+    else
+      out << " (chain only; give --pubkey to check signatures)\n";
+  }
+  return rc;
+}
+
+int cmd_export(const std::vector<std::string>& args, std::ostream& out, std::ostream&) {
+  common c;
+  po::options_description d("rsgate journal export --format jsonl|csv [options]");
+  add_common(d, c);
+  time_flags(d);
+  d.add_options()("format", po::value<std::string>(), "jsonl or csv (required)");
+  auto p = parse(args, d);
+  if (p.help) {
+    out << d << "\n";
+    return kOk;
+  }
+  auto& vm = p.vm;
+  if (!vm.count("format")) throw usage_error("export needs --format jsonl or --format csv");
+  auto fmt_name = vm["format"].as<std::string>();
+  if (fmt_name != "jsonl" && fmt_name != "csv")
+    throw usage_error(fmt::format("invalid --format '{}': expected jsonl or csv", fmt_name));
+  filter f;
+  apply_time_flags(vm, f);
+  f.limit = 10000;
+  reader r(journal_files(c));
+  if (fmt_name == "csv") out << csv_header() << "\r\n";
+  for (;;) {
+    auto pg = r.query(f);
+    for (auto& e : pg.entries) {
+      if (fmt_name == "csv")
+        out << to_csv_row(e) << "\r\n";
+      else
+        out << to_json_line(e) << '\n';
+    }
+    if (!pg.next) break;
+    f.after = pg.next;
+  }
+  out.flush();
+  return out ? kOk : kUsage;
+}
+
+int cmd_tail(const std::vector<std::string>& args, std::ostream& out, std::ostream&) {
+  common c;
+  po::options_description d("rsgate journal tail [-f] [-n N] [options]");
+  add_common(d, c);
+  d.add_options()
+      ("follow,f", "keep printing new entries as they are appended")
+      ("lines,n", po::value<long long>()->default_value(10), "how many of the last entries (0-10000)")
+      ("format", po::value<std::string>()->default_value("table"), "table or json")
+      ("interval", po::value<long long>()->default_value(500), "poll interval with -f, milliseconds");
+  auto p = parse(args, d);
+  if (p.help) {
+    out << d << "\n";
+    return kOk;
+  }
+  auto& vm = p.vm;
+  auto n = vm["lines"].as<long long>();
+  if (n < 0 || n > 10000) throw usage_error("invalid -n: must be 0 to 10000");
+  auto fmt_name = vm["format"].as<std::string>();
+  if (fmt_name != "table" && fmt_name != "json")
+    throw usage_error(fmt::format("invalid --format '{}': expected table or json", fmt_name));
+  auto interval = vm["interval"].as<long long>();
+  if (interval < 10 || interval > 60000) throw usage_error("invalid --interval: must be 10 to 60000 ms");
+  bool json = fmt_name == "json";
+  reader r(journal_files(c));
+  std::vector<std::int64_t> last(r.files(), 0);
+  auto emit = [&](std::vector<entry>& es, bool header) {
+    std::stable_sort(es.begin(), es.end(), [](const entry& a, const entry& b) {
+      return std::tie(a.ts, a.gateway, a.seq) < std::tie(b.ts, b.gateway, b.seq);
+    });
+    if (json)
+      for (auto& e : es) out << to_json_line(e) << '\n';
+    else if (!es.empty() || header)
+      write_table(out, es, header, r.files() > 1);
+    out.flush();
+  };
+  std::vector<entry> initial;
+  filter f;
+  f.descending = true;
+  f.limit = n > 0 ? static_cast<std::size_t>(n) : 1;
+  auto pg = r.query(f);
+  if (n > 0) initial = pg.entries;
+  for (std::size_t i = 0; i < r.files(); ++i)
+    last[i] = read_chain_tail(r.db(i)).seq;
+  emit(initial, true);
+  if (!vm.count("follow")) return kOk;
+  for (;;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(interval));
+    std::vector<entry> fresh;
+    for (std::size_t i = 0; i < r.files(); ++i) {
+      auto es = r.since_seq(i, last[i], 10000);
+      if (!es.empty()) last[i] = es.back().seq;
+      for (auto& e : es) fresh.push_back(std::move(e));
+    }
+    emit(fresh, false);
+    if (!out) return kOk;  // reader went away (e.g. a closed pipe)
+  }
+}
+
+int cmd_pubkey(const std::vector<std::string>& args, std::ostream& out, std::ostream&) {
+  common c;
+  po::options_description d("rsgate journal pubkey [--data DIR]");
+  add_common(d, c);
+  auto p = parse(args, d);
+  if (p.help) {
+    out << d << "\n";
+    return kOk;
+  }
+  std::filesystem::path dir(c.data.empty() ? "rsgate-dev" : c.data);
+  auto key = signing_key::load(dir / "keys" / "journal-signing.key");
+  out << format_public_key(key.pub());
+  return kOk;
+}
+
+constexpr std::string_view kUsageText =
+    "usage: rsgate journal <command> [options]\n"
+    "commands:\n"
+    "  query    list entries matching filters (--pmr --session --actor --machine --kind\n"
+    "           --outcome --since --until --hash-of --limit --format table|json|csv)\n"
+    "  verify   check the hash chain (and signatures with --pubkey); exit 1 names the first\n"
+    "           bad seq\n"
+    "  export   write every entry as --format jsonl or csv\n"
+    "  tail     show the last entries; -f follows new ones\n"
+    "  pubkey   print the gateway's journal public key\n"
+    "Each takes --db FILE (repeatable) or --data DIR; `rsgate journal <command> --help`.\n";
+
+}  // namespace
+
+int run_journal_command(const std::vector<std::string>& args, std::ostream& out,
+                        std::ostream& err) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    (args.empty() ? err : out) << kUsageText;
+    return args.empty() ? kUsage : kOk;
+  }
+  const std::string& cmd = args[0];
+  std::string prefix = "rsgate journal " + cmd + ": ";
+  try {
+    if (cmd == "query") return cmd_query(args, out, err);
+    if (cmd == "verify") return cmd_verify(args, out, err);
+    if (cmd == "export") return cmd_export(args, out, err);
+    if (cmd == "tail") return cmd_tail(args, out, err);
+    if (cmd == "pubkey") return cmd_pubkey(args, out, err);
+    err << "rsgate journal: unknown command '" << cmd << "' (query, verify, export, tail, pubkey)\n";
+    return kUsage;
+  } catch (const po::error& e) {
+    err << prefix << e.what() << "\n";
+  } catch (const usage_error& e) {
+    err << prefix << e.what() << "\n";
+  } catch (const not_a_journal& e) {
+    err << prefix << e.what() << "\n";
+  } catch (const std::exception& e) {
+    err << prefix << e.what() << "\n";
+  }
+  return kUsage;
+}
+
+}  // namespace rsgate::journal
