@@ -1,0 +1,53 @@
+# The only two commands a new user needs on a fresh Debian 12 machine:
+#   make run    install what is missing, build, run a development gateway (rsgate serve --dev)
+#   make test   install what is missing, build and run the whole suite, then again under
+#               AddressSanitizer + UndefinedBehaviorSanitizer, then a short fuzzing pass
+# Other targets: build, bench (tests/bench, by hand), fuzz (longer libFuzzer runs), clean.
+
+FUZZ_SECONDS ?= 10
+
+.PHONY: all deps build run test test-release test-dev fuzz-smoke fuzz bench clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	cmake --preset release >/dev/null
+	cmake --build --preset release
+
+run: build
+	./build/release/gateway/rsgate serve --dev
+
+test: deps
+	$(MAKE) --no-print-directory test-release
+	$(MAKE) --no-print-directory test-dev
+	$(MAKE) --no-print-directory fuzz-smoke FUZZ_SECONDS=$(FUZZ_SECONDS)
+
+test-release:
+	cmake --preset release >/dev/null
+	cmake --build --preset release
+	ctest --preset release
+
+test-dev:
+	cmake --preset dev >/dev/null
+	cmake --build --preset dev
+	ctest --preset dev
+
+# libFuzzer (clang) explores each target from its checked-in corpus for FUZZ_SECONDS.
+fuzz-smoke:
+	cmake --preset fuzz >/dev/null
+	cmake --build --preset fuzz
+	bash tests/fuzz/run.sh build/fuzz $(FUZZ_SECONDS)
+
+fuzz:
+	$(MAKE) --no-print-directory fuzz-smoke FUZZ_SECONDS=300
+
+bench: deps
+	cmake --preset release >/dev/null
+	cmake --build --preset release --target journal_bench
+	./build/release/tests/bench/journal_bench
+
+clean:
+	rm -rf build
