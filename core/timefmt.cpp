@@ -70,7 +70,10 @@ std::optional<micros> parse_duration(std::string_view text) {
 
 std::optional<micros> parse_time(std::string_view s, micros now) {
   if (s.empty() || s.size() > 40) return std::nullopt;
-  if (auto age = parse_duration(s)) return now - *age;
+  if (auto age = parse_duration(s)) {
+    if (*age > now) return std::nullopt;  // before 1970
+    return now - *age;
+  }
   using namespace std::chrono;
   size_t pos = 0;
   int y = 0, mo = 0, d = 0, h = 0, mi = 0, se = 0;

@@ -93,7 +93,14 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   }
   const bool dev = vm.count("dev") > 0;
   if (dev && vm.count("config")) throw usage_error("--dev and --config exclude each other");
-  config c = vm.count("config") ? load_config(vm["config"].as<std::string>()) : config{};
+  config c;
+  if (vm.count("config")) {
+    try {
+      c = load_config(vm["config"].as<std::string>());
+    } catch (const std::exception& e) {
+      throw usage_error(e.what());
+    }
+  }
   if (vm.count("data")) c.data_dir = vm["data"].as<std::string>();
   if (vm.count("name")) c.gateway_name = vm["name"].as<std::string>();
   if (c.gateway_name.empty() || c.gateway_name.size() > 64)

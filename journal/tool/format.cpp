@@ -71,8 +71,9 @@ std::string csv_header() {
 
 std::string to_csv_row(const entry& e) {
   std::string out = std::to_string(e.seq);
+  const std::string ts = format_rfc3339(e.ts);  // outlives the loop (C++20 range-for rules)
   for (std::string_view f :
-       {std::string_view(format_rfc3339(e.ts)), std::string_view(e.gateway),
+       {std::string_view(ts), std::string_view(e.gateway),
         std::string_view(e.kind), std::string_view(e.actor), std::string_view(e.source),
         std::string_view(e.session_id), std::string_view(e.pmr), std::string_view(e.machine),
         std::string_view(e.access_type), std::string_view(e.scope), to_string(e.result),

@@ -2,6 +2,7 @@
 // children through pipes, with deadlines, so integration tests never hang. Children are
 // always stopped by PID.
 #pragma once
+#include <signal.h>
 #include <sys/types.h>
 
 #include <chrono>

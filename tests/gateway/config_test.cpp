@@ -1,0 +1,96 @@
+// Configuration: listen addresses, TOML loading over defaults, and clear errors for typos,
+// wrong types and out-of-range values.
+#include "gateway/config.hpp"
+
+#include <catch2/catch.hpp>
+#include <fstream>
+
+#include "tests/support/process.hpp"
+
+using namespace rsgate::gateway;
+
+namespace {
+std::filesystem::path write(const rsgate::test::temp_dir& t, const std::string& text) {
+  auto p = t / "rsgate.toml";
+  std::ofstream(p) << text;
+  return p;
+}
+}  // namespace
+
+TEST_CASE("parse_listen") {
+  auto a = parse_listen("127.0.0.1:8443");
+  REQUIRE(a);
+  CHECK(a->host == "127.0.0.1");
+  CHECK(a->port == 8443);
+  a = parse_listen("[::1]:0");
+  REQUIRE(a);
+  CHECK(a->host == "::1");
+  CHECK(a->port == 0);
+  for (const char* bad : {"", "8443", ":8443", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:-1",
+                          "::1:8443", "[::1:8443", "[]:1", "host name:1", "1.2.3.4:80x"}) {
+    INFO(bad);
+    CHECK_FALSE(parse_listen(bad).has_value());
+  }
+}
+
+TEST_CASE("load_config reads every section over the defaults") {
+  rsgate::test::temp_dir t;
+  auto p = write(t, R"(
+[gateway]
+name = "gw-prod-1"
+data = "/var/lib/rsgate"
+log_level = "warn"
+threads = 4
+[http]
+listen = "[::1]:9443"
+max_connections = 10
+max_body_bytes = 4096
+[tunnel]
+listen = "0.0.0.0:4433"
+[journal]
+checkpoint_entries = 50
+probe_ms = 0
+)");
+  auto c = load_config(p);
+  CHECK(c.gateway_name == "gw-prod-1");
+  CHECK(c.data_dir == "/var/lib/rsgate");
+  CHECK(c.log_level == "warn");
+  CHECK(c.threads == 4);
+  CHECK(c.http.host == "::1");
+  CHECK(c.http.port == 9443);
+  CHECK(c.limits.max_connections == 10);
+  CHECK(c.limits.max_body_bytes == 4096);
+  CHECK(c.tunnel.port == 4433);
+  CHECK(c.checkpoint_entries == 50);
+  CHECK(c.checkpoint_seconds == 60);  // default kept
+  CHECK(c.probe_ms == 0);
+  CHECK(c.cert_file() == "/var/lib/rsgate/server.pem");
+}
+
+TEST_CASE("the sample configuration loads") {
+  rsgate::test::temp_dir t;
+  auto p = write(t, sample_config("/srv/rsgate", "gw1"));
+  auto c = load_config(p);
+  CHECK(c.gateway_name == "gw1");
+  CHECK(c.data_dir == "/srv/rsgate");
+}
+
+TEST_CASE("configuration errors name the key and the reason") {
+  rsgate::test::temp_dir t;
+  const std::pair<const char*, const char*> cases[] = {
+      {"[gateway]\nnmae = \"x\"\n", "gateway.nmae: unknown setting"},
+      {"[gatway]\n", "gatway: unknown section"},
+      {"[http]\nlisten = \"localhost\"\n", "http.listen"},
+      {"[http]\nmax_connections = 0\n", "http.max_connections"},
+      {"[http]\nmax_connections = \"10\"\n", "http.max_connections"},
+      {"[journal]\nprobe_ms = -1\n", "journal.probe_ms"},
+      {"[gateway]\nlog_level = \"loud\"\n", "gateway.log_level"},
+      {"[gateway\n", "rsgate.toml:"},
+  };
+  for (auto [text, expected] : cases) {
+    INFO(text);
+    auto p = write(t, text);
+    CHECK_THROWS_WITH(load_config(p), Catch::Contains(expected));
+  }
+  CHECK_THROWS(load_config(t / "missing.toml"));
+}
