@@ -3,3 +3,4 @@
 #pragma once
 #include "auth/formats.hpp"
 #include "auth/password.hpp"
+#include "auth/scram.hpp"

@@ -3,6 +3,7 @@
 #include "journal/writer.hpp"
 
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <latch>
 #include <set>
 #include <thread>
@@ -182,5 +183,8 @@ TEST_CASE("a file that is not a journal is refused") {
     sqlite::db other(f.db, sqlite::open_mode::create);
     other.exec("PRAGMA application_id = 12345; CREATE TABLE t(x)");
   }
+  CHECK_THROWS_AS(f.open(), not_a_journal);
+  std::filesystem::remove(f.db);
+  std::ofstream(f.db) << "plain text, not SQLite\n";
   CHECK_THROWS_AS(f.open(), not_a_journal);
 }
