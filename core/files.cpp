@@ -96,6 +96,7 @@ std::string read_file(const std::filesystem::path& path, std::size_t max_bytes) 
 
 void make_private_dir(const std::filesystem::path& path, unsigned mode) {
   std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) return;  // an existing directory keeps its mode
   std::filesystem::create_directories(path, ec);
   if (ec) throw std::runtime_error("cannot create directory " + path.string() + ": " + ec.message());
   if (::chmod(path.c_str(), mode) != 0) fail("cannot chmod", path);

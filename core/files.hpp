@@ -19,7 +19,8 @@ void write_file_exclusive(const std::filesystem::path& path, std::string_view co
 [[nodiscard]] std::string read_file(const std::filesystem::path& path,
                                     std::size_t max_bytes = 16 * 1024 * 1024);
 
-// Creates the directory (and parents) and sets it to `mode`. Throws.
+// Creates the directory (and parents) with `mode`; an existing directory is left as it is
+// (pointing --data at /tmp must not lock /tmp down). Throws.
 void make_private_dir(const std::filesystem::path& path, unsigned mode = 0700);
 
 // True when group or others may read/write/execute the file.

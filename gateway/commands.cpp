@@ -30,6 +30,13 @@ struct usage_error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+std::string default_gateway_name() {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  std::string name = host[0] ? host : "gateway";
+  return name.substr(0, 64);
+}
+
 log::level parse_level(const std::string& s) {
   if (s == "debug") return log::level::debug;
   if (s == "warn") return log::level::warn;
@@ -53,19 +60,6 @@ journal::writer_options writer_opts(const config& c) {
   o.probe_every = c.probe_ms * 1000;
   o.max_queue = static_cast<std::size_t>(c.max_queue);
   return o;
-}
-
-journal::entry admin_created_entry(const std::string& admin, const std::string& by) {
-  journal::entry e;
-  e.kind = "admin.user";
-  e.actor = by;
-  boost::json::object d;
-  d["action"] = "create";
-  d["user"] = admin;
-  d["role"] = "admin";
-  d["one_time_password"] = true;
-  e.detail = boost::json::serialize(d);
-  return e;
 }
 
 void print_admin_password(std::ostream& out, const prepare_options& po_, const std::string& pw) {
@@ -102,9 +96,11 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
     }
   }
   if (vm.count("data")) c.data_dir = vm["data"].as<std::string>();
-  if (vm.count("name")) c.gateway_name = vm["name"].as<std::string>();
-  if (c.gateway_name.empty() || c.gateway_name.size() > 64)
-    throw usage_error("--name must be 1 to 64 characters");
+  if (vm.count("name")) {
+    c.gateway_name = vm["name"].as<std::string>();
+    if (c.gateway_name.empty() || c.gateway_name.size() > 64)
+      throw usage_error("--name must be 1 to 64 characters");
+  }
   for (const char* flag : {"http-listen", "tunnel-listen"}) {
     if (!vm.count(flag)) continue;
     auto a = parse_listen(vm[flag].as<std::string>());
@@ -123,11 +119,9 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
 
   data_layout layout{c.data_dir};
   prepare_options prep;
-  std::optional<std::string> admin_password;
   if (dev) {
     bool existed = std::filesystem::exists(layout.journal_db());
-    auto res = prepare_data_dir(layout, prep, system_clock::instance().now());
-    admin_password = res.admin_password;
+    (void)prepare_data_dir(layout, prep);
     out << fmt::format("rsgate: development gateway, data directory {} ({})\n", c.data_dir.string(),
                        existed ? "existing" : "created");
     out << fmt::format("rsgate: development CA certificate: {}\n", layout.ca_cert().string());
@@ -136,6 +130,10 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
         "{} is not a prepared data directory: run `rsgate init --data {}` (or `rsgate serve --dev`)",
         c.data_dir.string(), c.data_dir.string()));
   }
+
+  // Entries keep the name the journal was created with unless one is configured.
+  if (c.gateway_name.empty())
+    c.gateway_name = journal_gateway_name(layout).value_or(dev ? "rsgate-dev" : default_gateway_name());
 
   // A file-size limit must fail a journal write (and be reported), not kill the gateway.
   std::signal(SIGXFSZ, SIG_IGN);
@@ -159,14 +157,11 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
       return kFailed;
     }
   }
-  if (admin_password) {
-    auto r = jw.append_sync(admin_created_entry(prep.admin_name, "rsgate serve --dev"));
-    if (!r.ok()) {
-      err << "rsgate serve: the journal cannot write, refusing to start: " << r.message << "\n";
-      return kFailed;
+  if (dev) {
+    if (auto pw = create_first_admin(layout, jw, prep.admin_name, "rsgate serve --dev")) {
+      print_admin_password(out, prep, *pw);
+      pw->assign(pw->size(), '\0');
     }
-    print_admin_password(out, prep, *admin_password);
-    admin_password->assign(admin_password->size(), '\0');
   }
 
   metrics m;
@@ -234,14 +229,8 @@ int init(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   }
   if (!vm.count("data")) throw usage_error("--data DIR is required");
   data_layout layout{vm["data"].as<std::string>()};
-  std::string name;
-  if (vm.count("name")) {
-    name = vm["name"].as<std::string>();
-  } else {
-    char host[256] = {};
-    ::gethostname(host, sizeof host - 1);
-    name = host[0] ? host : "gateway";
-  }
+  std::string name = vm.count("name") ? vm["name"].as<std::string>()
+                                      : journal_gateway_name(layout).value_or(default_gateway_name());
   if (name.empty() || name.size() > 64) throw usage_error("--name must be 1 to 64 characters");
   if (is_prepared(layout) && std::filesystem::exists(layout.config_file())) {
     err << "rsgate init: " << layout.dir.string() << " is already prepared; nothing changed\n";
@@ -250,26 +239,23 @@ int init(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   prepare_options prep;
   prep.make_certificates = !vm.count("no-certs");
   if (!names.empty()) prep.server_names = names;
-  auto res = prepare_data_dir(layout, prep, system_clock::instance().now());
-  if (!std::filesystem::exists(layout.config_file()))
-    write_file_exclusive(layout.config_file(), sample_config(std::filesystem::absolute(layout.dir), name),
-                         0600);
-  if (res.admin_password) {
+  (void)prepare_data_dir(layout, prep);
+  std::optional<std::string> password;
+  {
     journal::writer_options wo;
     wo.gateway = name;
     wo.probe_every = 0;
     journal::writer jw(layout.journal_db(), journal::signing_key::load(layout.signing_key()), wo);
-    auto r = jw.append_sync(admin_created_entry(prep.admin_name, "rsgate init"));
+    password = create_first_admin(layout, jw, prep.admin_name, "rsgate init");
     jw.close();
-    if (!r.ok()) {
-      err << "rsgate init: the journal cannot write: " << r.message << "\n";
-      return kFailed;
-    }
   }
+  if (!std::filesystem::exists(layout.config_file()))
+    write_file_exclusive(layout.config_file(), sample_config(std::filesystem::absolute(layout.dir), name),
+                         0600);
   out << fmt::format("rsgate: prepared {}\n", layout.dir.string());
   out << fmt::format("rsgate: configuration: {}\n", layout.config_file().string());
   out << fmt::format("rsgate: journal public key: {}", read_file(layout.signing_pub()));
-  if (res.admin_password) print_admin_password(out, prep, *res.admin_password);
+  if (password) print_admin_password(out, prep, *password);
   out << fmt::format("rsgate: start it with: rsgate serve --config {}\n", layout.config_file().string());
   return kOk;
 }

@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include <arpa/inet.h>
+
 #include <charconv>
 #include <set>
 #include <toml++/toml.h>
@@ -23,9 +25,11 @@ std::optional<listen_address> parse_listen(std::string_view text) {
   } else if (host.find(':') != std::string_view::npos) {
     return std::nullopt;  // IPv6 must be bracketed
   }
-  for (char c : host)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == ':' || c == '-'))
-      return std::nullopt;
+  // An IP literal: the listener binds addresses, it does not resolve names.
+  std::string h(host);
+  unsigned char buf[16];
+  if (inet_pton(AF_INET, h.c_str(), buf) != 1 && inet_pton(AF_INET6, h.c_str(), buf) != 1)
+    return std::nullopt;
   unsigned p = 0;
   auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
   if (port.empty() || ec != std::errc{} || end != port.data() + port.size() || p > 65535)
@@ -82,7 +86,7 @@ struct reader {
     str(t, sec, "listen", s);
     if (s.empty()) return;
     auto a = parse_listen(s);
-    if (!a) fail(fmt::format("{}.listen", sec), "expected ADDR:PORT, e.g. 127.0.0.1:8443 or [::1]:8443");
+    if (!a) fail(fmt::format("{}.listen", sec), "expected IP:PORT, e.g. 127.0.0.1:8443 or [::1]:8443");
     out = *a;
   }
 };

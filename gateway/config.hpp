@@ -15,12 +15,12 @@ struct listen_address {
   std::string host;
   std::uint16_t port = 0;
 };
-// "127.0.0.1:8443", "[::1]:8443", "0.0.0.0:0"; nullopt when malformed.
+// "127.0.0.1:8443", "[::1]:8443", "0.0.0.0:0": an IP literal and a port; nullopt otherwise.
 [[nodiscard]] std::optional<listen_address> parse_listen(std::string_view text);
 
 struct config {
   std::filesystem::path data_dir = "rsgate-dev";
-  std::string gateway_name = "rsgate-dev";
+  std::string gateway_name;  // empty: the name the journal was created with (else a default)
   listen_address http{"127.0.0.1", 8443};
   listen_address tunnel{"127.0.0.1", 4433};
   std::filesystem::path tls_cert;  // default: DATA/server.pem

@@ -4,12 +4,16 @@
 #include <sqlite3.h>
 #include <sys/stat.h>
 
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
 #include "auth/password.hpp"
 #include "core/files.hpp"
 #include "core/sqlite.hpp"
 #include "gateway/pki.hpp"
 #include "journal/keys.hpp"
 #include "journal/store.hpp"
+#include "journal/writer.hpp"
 #include "schema/schema.hpp"
 
 namespace rsgate::gateway {
@@ -19,10 +23,18 @@ bool is_prepared(const data_layout& d) {
   return fs::exists(d.journal_db()) && fs::exists(d.signing_key()) && fs::exists(d.hmac_key());
 }
 
-prepare_result prepare_data_dir(const data_layout& d, const prepare_options& o, micros now) {
+prepare_result prepare_data_dir(const data_layout& d, const prepare_options& o) {
   prepare_result r;
   make_private_dir(d.dir, 0700);
   make_private_dir(d.keys(), 0700);
+  if (fs::exists(d.journal_db())) {
+    for (auto key : {d.signing_key(), d.hmac_key()})
+      if (!fs::exists(key))
+        throw std::runtime_error(
+            d.journal_db().string() + " exists but " + key.string() +
+            " is missing: restore keys/ from a backup (a new key would not verify the journal "
+            "written so far)");
+  }
 
   if (!fs::exists(d.signing_key())) {
     auto k = journal::signing_key::generate();
@@ -59,22 +71,49 @@ prepare_result prepare_data_dir(const data_layout& d, const prepare_options& o, 
 
   bool new_state = !fs::exists(d.state_db());
   sqlite::db state(d.state_db(), sqlite::open_mode::create);
-  if (new_state) ::chmod(d.state_db().c_str(), 0600);
+  if (new_state) {
+    ::chmod(d.state_db().c_str(), 0600);
+    r.created_anything = true;
+  }
   state.exec("PRAGMA journal_mode = WAL");
   state.exec("PRAGMA synchronous = FULL");
   sqlite::migrate(state, schema::state_migrations, schema::kStateApplicationId);
-  if (state.scalar_int("SELECT count(*) FROM users") == 0) {
-    // 100 bits, Crockford base32: typed once at first login, then changed.
-    auto password = auth::random_secret(100);
-    auto ins = state.prepare(
-        "INSERT INTO users(name, role, password_hash, must_change, created_at) "
-        "VALUES (?1, 'admin', ?2, 1, ?3)");
-    ins.bind(1, o.admin_name).bind(2, auth::hash_password(password)).bind(3, now);
-    ins.step();
-    r.admin_password = std::move(password);
-    r.created_anything = true;
-  }
   return r;
+}
+
+std::optional<std::string> create_first_admin(const data_layout& d, journal::writer& jw,
+                                              const std::string& admin_name,
+                                              const std::string& created_by) {
+  sqlite::db state(d.state_db(), sqlite::open_mode::read_write);
+  state.exec("PRAGMA synchronous = FULL");
+  if (state.scalar_int("SELECT count(*) FROM users") != 0) return std::nullopt;
+  journal::entry e;
+  e.kind = "admin.user";
+  e.actor = created_by;
+  boost::json::object det;
+  det["action"] = "create";
+  det["user"] = admin_name;
+  det["role"] = "admin";
+  det["one_time_password"] = true;
+  e.detail = boost::json::serialize(det);
+  auto r = jw.append_sync(std::move(e));
+  if (!r.ok()) throw std::runtime_error("the journal cannot write, no administrator created: " + r.message);
+  // 100 bits, Crockford base32: typed once at first login, then changed.
+  auto password = auth::random_secret(100);
+  auto ins = state.prepare(
+      "INSERT INTO users(name, role, password_hash, must_change, created_at) "
+      "VALUES (?1, 'admin', ?2, 1, ?3)");
+  ins.bind(1, admin_name).bind(2, auth::hash_password(password)).bind(3, r.ts);
+  ins.step();
+  return password;
+}
+
+std::optional<std::string> journal_gateway_name(const data_layout& d) {
+  if (!fs::exists(d.journal_db())) return std::nullopt;
+  auto db = journal::open_for_reading(d.journal_db());
+  auto s = db.prepare("SELECT value FROM journal_meta WHERE key = 'gateway'");
+  if (!s.step()) return std::nullopt;
+  return std::string(s.col_text(0));
 }
 
 }  // namespace rsgate::gateway

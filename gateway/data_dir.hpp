@@ -1,6 +1,7 @@
 // The gateway's data directory (SPEC §3): journal.db, state.db, ca.pem, server.pem and keys/.
 // prepare_data_dir() creates whatever is missing and never overwrites what exists, so it is
-// safe on every start; it returns the one-time admin password only when it created the admin.
+// safe on every start. It refuses to make new journal keys next to an existing journal (the
+// old checkpoints and keyed hashes would stop verifying): lost keys are restored from backup.
 #pragma once
 #include <filesystem>
 #include <optional>
@@ -8,6 +9,10 @@
 #include <vector>
 
 #include "core/clock.hpp"
+
+namespace rsgate::journal {
+class writer;
+}
 
 namespace rsgate::gateway {
 
@@ -34,11 +39,20 @@ struct prepare_options {
 
 struct prepare_result {
   bool created_anything = false;
-  std::optional<std::string> admin_password;  // print once, never again
 };
 
-[[nodiscard]] prepare_result prepare_data_dir(const data_layout& d, const prepare_options& o,
-                                              micros now);
+[[nodiscard]] prepare_result prepare_data_dir(const data_layout& d, const prepare_options& o);
+
+// Creates the first administrator when state.db has no account yet: journals `admin.user`
+// first (fail closed: if the journal cannot write, nothing is created and the next start
+// tries again), then stores the account. Returns the one-time password, to be printed once.
+[[nodiscard]] std::optional<std::string> create_first_admin(const data_layout& d,
+                                                            journal::writer& journal,
+                                                            const std::string& admin_name,
+                                                            const std::string& created_by);
+
+// The gateway name recorded when the journal was created, if there is a journal.
+[[nodiscard]] std::optional<std::string> journal_gateway_name(const data_layout& d);
 
 // True when the directory holds a journal and the signing key (what `serve` needs).
 [[nodiscard]] bool is_prepared(const data_layout& d);

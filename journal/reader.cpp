@@ -183,6 +183,15 @@ std::vector<entry> reader::since_seq(std::size_t file, std::int64_t after_seq, s
   return out;
 }
 
+std::vector<entry> reader::latest(std::size_t file, std::int64_t up_to_seq, std::size_t limit) {
+  auto s = dbs_.at(file).prepare(
+      fmt::format("SELECT {} FROM journal WHERE seq <= ?1 ORDER BY seq DESC LIMIT ?2", kEntryColumns));
+  s.bind(1, up_to_seq).bind(2, static_cast<std::int64_t>(limit));
+  std::vector<entry> out;
+  while (s.step()) out.push_back(entry_from_row(s));
+  return out;
+}
+
 verify_result verify(sqlite::db& d, const std::optional<public_key>& pk) {
   verify_result r;
   r.signatures_checked = pk.has_value();
@@ -200,6 +209,8 @@ verify_result verify(sqlite::db& d, const std::optional<public_key>& pk) {
   std::string last_gateway;
   while (s.step()) {
     entry e = entry_from_row(s);
+    if (!parse_outcome(s.col_text(11)))
+      return bad(e.seq, "outcome is not ok, denied or error");
     if (e.seq != expected)
       return bad(expected, fmt::format("entry missing (the next entry present is seq {})", e.seq));
     if (e.prev_hash != prev)
@@ -239,14 +250,25 @@ verify_result verify(sqlite::db& d, const std::optional<public_key>& pk) {
     ++r.entries;
     ++expected;
   }
-  if (pk && r.entries > 0) {
+  if (pk) {
     auto h = d.prepare("SELECT seq, hash, signature FROM journal_head WHERE id = 1");
-    if (!h.step()) return bad(1, "the signed head is missing");
+    if (!h.step()) {
+      if (r.entries == 0) {
+        r.signed_through = 0;
+        return r;  // a journal that never held an entry has no head yet
+      }
+      return bad(1, "the signed head is missing");
+    }
     std::int64_t hseq = h.col_int(0);
     std::string hhash(h.col_text(1));
     std::string hsig(h.col_text(2));
     if (hhash.size() != 64 || !from_hex(hhash))
       return bad(std::min(hseq, r.head_seq) + 1, "the signed head is malformed");
+    if (r.entries == 0) {
+      // Every entry is gone but the head says there were some: name the first.
+      auto m = d.prepare("SELECT value FROM journal_meta WHERE key = 'gateway'");
+      if (m.step()) last_gateway = m.col_text(0);
+    }
     if (!verify_signature(*pk, signed_statement(statement::head, last_gateway, hseq, hhash),
                           hsig))
       return bad(std::min(hseq, r.head_seq) + 1,

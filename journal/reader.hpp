@@ -52,6 +52,8 @@ class reader {
   // Entries with seq > after_seq of the first (or only) file, oldest first, at most `limit`.
   [[nodiscard]] std::vector<entry> since_seq(std::size_t file, std::int64_t after_seq,
                                              std::size_t limit);
+  // The newest `limit` entries of one file with seq <= up_to_seq, newest first.
+  [[nodiscard]] std::vector<entry> latest(std::size_t file, std::int64_t up_to_seq, std::size_t limit);
   [[nodiscard]] std::size_t files() const { return dbs_.size(); }
   [[nodiscard]] const std::filesystem::path& path(std::size_t i) const { return paths_[i]; }
   [[nodiscard]] sqlite::db& db(std::size_t i) { return dbs_[i]; }

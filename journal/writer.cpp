@@ -49,6 +49,12 @@ writer::writer(const std::filesystem::path& db_path, signing_key key, writer_opt
   if (opts_.max_batch == 0) opts_.max_batch = 1;
   db_ = open_for_writing(db_path);
   ensure_meta(db_, opts_.gateway, key_.pub(), clock_.now());
+  {
+    auto m = db_.prepare("SELECT value FROM journal_meta WHERE key = 'public_key'");
+    if (m.step() && m.col_text(0) != to_hex(key_.pub()))
+      throw std::runtime_error(db_path.string() +
+                               ": the signing key is not the one this journal was created with");
+  }
   auto head = read_chain_tail(db_);
   last_seq_ = head.seq;
   last_ts_ = head.ts;

@@ -318,14 +318,18 @@ int cmd_tail(const std::vector<std::string>& args, std::ostream& out, std::ostre
       write_table(out, es, header, r.files() > 1);
     out.flush();
   };
+  // Where each file ends now, read before the initial page, so an entry appended in between
+  // is printed by the follow loop rather than lost.
+  for (std::size_t i = 0; i < r.files(); ++i) last[i] = read_chain_tail(r.db(i)).seq;
   std::vector<entry> initial;
-  filter f;
-  f.descending = true;
-  f.limit = n > 0 ? static_cast<std::size_t>(n) : 1;
-  auto pg = r.query(f);
-  if (n > 0) initial = pg.entries;
-  for (std::size_t i = 0; i < r.files(); ++i)
-    last[i] = read_chain_tail(r.db(i)).seq;
+  if (n > 0) {
+    for (std::size_t i = 0; i < r.files(); ++i)
+      for (auto& e : r.latest(i, last[i], static_cast<std::size_t>(n))) initial.push_back(std::move(e));
+    std::stable_sort(initial.begin(), initial.end(), [](const entry& a, const entry& b) {
+      return std::tie(a.ts, a.gateway, a.seq) > std::tie(b.ts, b.gateway, b.seq);
+    });
+    if (initial.size() > static_cast<std::size_t>(n)) initial.resize(static_cast<std::size_t>(n));
+  }
   emit(initial, true);
   if (!vm.count("follow")) return kOk;
   for (;;) {
@@ -342,17 +346,27 @@ int cmd_tail(const std::vector<std::string>& args, std::ostream& out, std::ostre
 }
 
 int cmd_pubkey(const std::vector<std::string>& args, std::ostream& out, std::ostream&) {
-  common c;
+  std::string data;
   po::options_description d("rsgate journal pubkey [--data DIR]");
-  add_common(d, c);
+  d.add_options()
+      ("data", po::value(&data), "data directory (default ./rsgate-dev)")
+      ("help,h", "show this help");
   auto p = parse(args, d);
   if (p.help) {
     out << d << "\n";
     return kOk;
   }
-  std::filesystem::path dir(c.data.empty() ? "rsgate-dev" : c.data);
-  auto key = signing_key::load(dir / "keys" / "journal-signing.key");
-  out << format_public_key(key.pub());
+  // The public half only: an auditor's copy of keys/ need not hold the private key.
+  auto file = std::filesystem::path(data.empty() ? "rsgate-dev" : data) / "keys" / "journal-signing.pub";
+  std::string text;
+  try {
+    text = read_file(file, 4096);
+  } catch (const std::exception& e) {
+    throw usage_error(e.what());
+  }
+  auto pk = parse_public_key(text);
+  if (!pk) throw usage_error(file.string() + " is not a public key file");
+  out << format_public_key(*pk);
   return kOk;
 }
 

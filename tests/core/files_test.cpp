@@ -48,8 +48,11 @@ TEST_CASE("read_file bounds and errors") {
   CHECK_THROWS(read_file(t / "big", 10));
 }
 
-TEST_CASE("make_private_dir sets 0700") {
+TEST_CASE("make_private_dir creates 0700 and leaves existing directories alone") {
   test::temp_dir t;
   make_private_dir(t / "a" / "b");
   CHECK(mode_of(t / "a" / "b") == 0700);
+  ::chmod((t / "a").c_str(), 0755);
+  make_private_dir(t / "a");
+  CHECK(mode_of(t / "a") == 0755);
 }

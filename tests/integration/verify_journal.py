@@ -100,8 +100,8 @@ def _reject_constant(name):
 
 
 def _json_ok(v, depth):
-    """Depth limit and no unpaired surrogates (a JSON text that is not valid Unicode)."""
-    if depth > MAX_JSON_DEPTH:
+    """Depth limit (objects and arrays only) and no unpaired surrogates."""
+    if isinstance(v, (dict, list)) and depth > MAX_JSON_DEPTH:
         return False
     if isinstance(v, str):
         try:

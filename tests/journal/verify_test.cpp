@@ -182,3 +182,23 @@ TEST_CASE("a truncated tail is caught by the signed head") {
   CHECK_FALSE(r.ok);
   CHECK(r.first_bad_seq == 11);
 }
+
+TEST_CASE("an emptied journal is caught by the signed head") {
+  journal_fixture f;
+  make(f);
+  tamper(f, "DELETE FROM journal");
+  auto r = check(f);
+  CHECK_FALSE(r.ok);
+  CHECK(r.first_bad_seq == 1);
+  CHECK(check(f, false).ok);  // the chain alone cannot tell
+}
+
+TEST_CASE("an outcome outside ok/denied/error is refused, not read as error") {
+  journal_fixture f;
+  make(f);
+  tamper(f, "PRAGMA ignore_check_constraints = ON; UPDATE journal SET outcome = 'bogus' WHERE seq = 3");
+  auto r = check(f, false);
+  CHECK_FALSE(r.ok);
+  CHECK(r.first_bad_seq == 3);
+  CHECK_THAT(r.problem, Catch::Contains("outcome"));
+}

@@ -190,6 +190,10 @@ std::string helper_binary(const std::string& name) {
   return std::string(RSGATE_HELPER_DIR) + "/" + name;
 }
 
+std::string source_path(const std::string& relative) {
+  return std::string(RSGATE_SOURCE_DIR) + "/" + relative;
+}
+
 std::size_t line_count(const std::string& text) {
   std::size_t n = 0;
   for (char c : text) n += c == '\n';

@@ -67,6 +67,8 @@ class temp_dir {
 // Paths of the binaries under test (set by CMake).
 std::string rsgate_binary();
 std::string helper_binary(const std::string& name);
+// A file of the source tree, e.g. "tests/integration/verify_journal.py".
+std::string source_path(const std::string& relative);
 
 // Counts lines of `text`.
 std::size_t line_count(const std::string& text);
