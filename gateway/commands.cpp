@@ -62,6 +62,19 @@ journal::writer_options writer_opts(const config& c) {
   return o;
 }
 
+// Records that the gateway stops (best effort when it stops because of an error).
+journal::append_result journal_stop(journal::writer& jw, journal::outcome result,
+                                    std::string_view key, std::string_view value) {
+  journal::entry stop;
+  stop.kind = "gateway.stop";
+  stop.actor = "gateway";
+  stop.result = result;
+  boost::json::object det;
+  det[key] = value;
+  stop.detail = boost::json::serialize(det);
+  return jw.append_sync(std::move(stop));
+}
+
 void print_admin_password(std::ostream& out, const prepare_options& po_, const std::string& pw) {
   out << fmt::format(
       "rsgate: one-time password for administrator '{}': {}\n"
@@ -98,14 +111,14 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   if (vm.count("data")) c.data_dir = vm["data"].as<std::string>();
   if (vm.count("name")) {
     c.gateway_name = vm["name"].as<std::string>();
-    if (c.gateway_name.empty() || c.gateway_name.size() > 64)
-      throw usage_error("--name must be 1 to 64 characters");
+    if (!is_valid_gateway_name(c.gateway_name))
+      throw usage_error("invalid --name: 1 to 64 of A-Z a-z 0-9 . _ -");
   }
   for (const char* flag : {"http-listen", "tunnel-listen"}) {
     if (!vm.count(flag)) continue;
     auto a = parse_listen(vm[flag].as<std::string>());
     if (!a)
-      throw usage_error(fmt::format("invalid --{} '{}': expected ADDR:PORT, e.g. 127.0.0.1:8443",
+      throw usage_error(fmt::format("invalid --{} '{}': expected IP:PORT, e.g. 127.0.0.1:8443",
                                     flag, vm[flag].as<std::string>()));
     (std::string_view(flag) == "http-listen" ? c.http : c.tunnel) = *a;
   }
@@ -158,7 +171,14 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
     }
   }
   if (dev) {
-    if (auto pw = create_first_admin(layout, jw, prep.admin_name, "rsgate serve --dev")) {
+    std::optional<std::string> pw;
+    try {
+      pw = create_first_admin(layout, jw, prep.admin_name, "rsgate serve --dev");
+    } catch (const std::exception& e) {
+      journal_stop(jw, journal::outcome::error, "reason", e.what());
+      throw;
+    }
+    if (pw) {
       print_admin_password(out, prep, *pw);
       pw->assign(pw->size(), '\0');
     }
@@ -184,25 +204,13 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   try {
     signo = run_https(ro, api, m);
   } catch (const std::exception& e) {
-    journal::entry stop;
-    stop.kind = "gateway.stop";
-    stop.actor = "gateway";
-    stop.result = journal::outcome::error;
-    boost::json::object det;
-    det["reason"] = e.what();
-    stop.detail = boost::json::serialize(det);
-    (void)jw.append_sync(std::move(stop));
+    (void)journal_stop(jw, journal::outcome::error, "reason", e.what());
     jw.close();
     err << "rsgate serve: " << e.what() << "\n";
     return kFailed;
   }
-  journal::entry stop;
-  stop.kind = "gateway.stop";
-  stop.actor = "gateway";
-  boost::json::object det;
-  det["signal"] = signo == SIGTERM ? "SIGTERM" : signo == SIGINT ? "SIGINT" : "other";
-  stop.detail = boost::json::serialize(det);
-  auto r = jw.append_sync(std::move(stop));
+  auto r = journal_stop(jw, journal::outcome::ok, "signal",
+                        signo == SIGTERM ? "SIGTERM" : signo == SIGINT ? "SIGINT" : "other");
   jw.close();  // final signed checkpoint
   if (!r.ok()) {
     err << "rsgate serve: stopped, but the journal could not record it: " << r.message << "\n";
@@ -231,7 +239,7 @@ int init(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   data_layout layout{vm["data"].as<std::string>()};
   std::string name = vm.count("name") ? vm["name"].as<std::string>()
                                       : journal_gateway_name(layout).value_or(default_gateway_name());
-  if (name.empty() || name.size() > 64) throw usage_error("--name must be 1 to 64 characters");
+  if (!is_valid_gateway_name(name)) throw usage_error("invalid --name: 1 to 64 of A-Z a-z 0-9 . _ -");
   if (is_prepared(layout) && std::filesystem::exists(layout.config_file())) {
     err << "rsgate init: " << layout.dir.string() << " is already prepared; nothing changed\n";
     return kFailed;

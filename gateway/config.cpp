@@ -37,6 +37,32 @@ std::optional<listen_address> parse_listen(std::string_view text) {
   return listen_address{std::string(host), static_cast<std::uint16_t>(p)};
 }
 
+bool is_valid_gateway_name(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char ch : name)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '_' && ch != '-')
+      return false;
+  return true;
+}
+
+namespace {
+// A TOML basic string: quotes, backslashes and control characters escaped.
+std::string toml_string(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char ch : s) {
+    if (ch == '"' || ch == '\\') {
+      out += '\\';
+      out += static_cast<char>(ch);
+    } else if (ch < 0x20 || ch == 0x7f) {
+      out += fmt::format("\\u{:04X}", ch);
+    } else {
+      out += static_cast<char>(ch);
+    }
+  }
+  return out + "\"";
+}
+}  // namespace
+
 std::filesystem::path config::cert_file() const {
   return tls_cert.empty() ? data_dir / "server.pem" : tls_cert;
 }
@@ -117,7 +143,11 @@ config load_config(const std::filesystem::path& file) {
     r.integer(g, "gateway", "threads", 1, 64, threads);
     c.threads = static_cast<int>(threads);
     if (!data.empty()) c.data_dir = data;
-    if (!name.empty()) c.gateway_name = name;
+    if (!name.empty()) {
+      if (!is_valid_gateway_name(name))
+        r.fail("gateway.name", "must be 1 to 64 of A-Z a-z 0-9 . _ -");
+      c.gateway_name = name;
+    }
     if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
         c.log_level != "error")
       r.fail("gateway.log_level", "must be debug, info, warn or error");
@@ -165,8 +195,8 @@ std::string sample_config(const std::filesystem::path& data_dir, const std::stri
   return fmt::format(R"(# rsgate gateway configuration (docs/operations.md explains every setting).
 
 [gateway]
-name = "{}"            # written into every journal entry's `gateway` field
-data = "{}"
+name = {}            # written into every journal entry's `gateway` field
+data = {}
 log_level = "info"      # debug, info, warn, error
 threads = 2
 
@@ -190,7 +220,7 @@ checkpoint_seconds = 60     # ... or every T seconds with new entries, and at sh
 probe_ms = 2000             # readiness write probe while idle; 0 disables
 max_queue = 65536           # appends waiting beyond this are refused
 )",
-                     gateway_name, data_dir.string());
+                     toml_string(gateway_name), toml_string(data_dir.string()));
 }
 
 }  // namespace rsgate::gateway

@@ -18,6 +18,9 @@ struct listen_address {
 // "127.0.0.1:8443", "[::1]:8443", "0.0.0.0:0": an IP literal and a port; nullopt otherwise.
 [[nodiscard]] std::optional<listen_address> parse_listen(std::string_view text);
 
+// Gateway names go into every journal entry: 1–64 of A-Z a-z 0-9 . _ -
+[[nodiscard]] bool is_valid_gateway_name(std::string_view name);
+
 struct config {
   std::filesystem::path data_dir = "rsgate-dev";
   std::string gateway_name;  // empty: the name the journal was created with (else a default)

@@ -42,6 +42,11 @@ prepare_result prepare_data_dir(const data_layout& d, const prepare_options& o) 
     write_file_atomic(d.signing_pub(), journal::format_public_key(k.pub()), 0644);
     r.created_anything = true;
   }
+  if (!fs::exists(d.signing_pub())) {
+    // Only the public half was lost: it follows from the private key.
+    write_file_atomic(d.signing_pub(),
+                      journal::format_public_key(journal::signing_key::load(d.signing_key()).pub()), 0644);
+  }
   if (!fs::exists(d.hmac_key())) {
     journal::hmac_key::generate().save(d.hmac_key());
     r.created_anything = true;

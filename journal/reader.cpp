@@ -209,10 +209,10 @@ verify_result verify(sqlite::db& d, const std::optional<public_key>& pk) {
   std::string last_gateway;
   while (s.step()) {
     entry e = entry_from_row(s);
-    if (!parse_outcome(s.col_text(11)))
-      return bad(e.seq, "outcome is not ok, denied or error");
     if (e.seq != expected)
       return bad(expected, fmt::format("entry missing (the next entry present is seq {})", e.seq));
+    if (!parse_outcome(s.col_text(11)))
+      return bad(e.seq, "outcome is not ok, denied or error");
     if (e.prev_hash != prev)
       return bad(e.seq, "prev_hash does not match the hash of the entry before it");
     std::string h;
@@ -262,8 +262,8 @@ verify_result verify(sqlite::db& d, const std::optional<public_key>& pk) {
     std::int64_t hseq = h.col_int(0);
     std::string hhash(h.col_text(1));
     std::string hsig(h.col_text(2));
-    if (hhash.size() != 64 || !from_hex(hhash))
-      return bad(std::min(hseq, r.head_seq) + 1, "the signed head is malformed");
+    if (hseq < 1 || hhash.size() != 64 || !from_hex(hhash))
+      return bad(std::max<std::int64_t>(std::min(hseq, r.head_seq), 0) + 1, "the signed head is malformed");
     if (r.entries == 0) {
       // Every entry is gone but the head says there were some: name the first.
       auto m = d.prepare("SELECT value FROM journal_meta WHERE key = 'gateway'");

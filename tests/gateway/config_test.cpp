@@ -68,12 +68,24 @@ probe_ms = 0
   CHECK(c.cert_file() == "/var/lib/rsgate/server.pem");
 }
 
-TEST_CASE("the sample configuration loads") {
+TEST_CASE("the sample configuration loads, whatever the data path holds") {
   rsgate::test::temp_dir t;
   auto p = write(t, sample_config("/srv/rsgate", "gw1"));
   auto c = load_config(p);
   CHECK(c.gateway_name == "gw1");
   CHECK(c.data_dir == "/srv/rsgate");
+  const std::string odd = "/srv/a \"quoted\" dir\\with\tbackslash";
+  c = load_config(write(t, sample_config(odd, "gw-2.prod_1")));
+  CHECK(c.data_dir == odd);
+  CHECK(c.gateway_name == "gw-2.prod_1");
+}
+
+TEST_CASE("gateway names") {
+  CHECK(is_valid_gateway_name("gw-2.prod_1"));
+  CHECK_FALSE(is_valid_gateway_name(""));
+  CHECK_FALSE(is_valid_gateway_name(std::string(65, 'a')));
+  CHECK_FALSE(is_valid_gateway_name("a\"b"));
+  CHECK_FALSE(is_valid_gateway_name("gw 1"));
 }
 
 TEST_CASE("configuration errors name the key and the reason") {
@@ -86,6 +98,7 @@ TEST_CASE("configuration errors name the key and the reason") {
       {"[http]\nmax_connections = \"10\"\n", "http.max_connections"},
       {"[journal]\nprobe_ms = -1\n", "journal.probe_ms"},
       {"[gateway]\nlog_level = \"loud\"\n", "gateway.log_level"},
+      {"[gateway]\nname = \"way too long and with spaces\"\n", "gateway.name"},
       {"[gateway\n", "rsgate.toml:"},
   };
   for (auto [text, expected] : cases) {

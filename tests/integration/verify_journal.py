@@ -78,8 +78,7 @@ def canonical_encoding(row):
     """docs/journal.md, "Canonical encoding"."""
     (seq, ts, gateway, kind, actor, source, session_id, pmr, machine, access_type, scope,
      outcome, secret_hmac, detail, prev_hash, _hash) = row
-    if outcome not in OUTCOMES:
-        outcome = b"error"  # a value outside the three is encoded as "error"
+    # verify() has already refused an outcome outside ok/denied/error (§10, check 4.2).
     out = bytearray(ENTRY_TAG + b"\x00")
     out += u64(seq)
     out += u64(ts)
@@ -194,9 +193,12 @@ def verify(db, pk):
             ts = db.execute("SELECT CAST(ts AS INTEGER) FROM journal WHERE seq = ?",
                             (seq,)).fetchone()[0]
             row = (seq, ts) + row[2:]
-        gateway, kind, detail, prev_hash, stored_hash = row[2], row[3], row[13], row[14], row[15]
+        gateway, kind, outcome = row[2], row[3], row[11]
+        detail, prev_hash, stored_hash = row[13], row[14], row[15]
         if seq != expected:
             raise Bad(expected, f"entry missing (the next entry present is seq {seq})")
+        if outcome not in OUTCOMES:
+            raise Bad(seq, "outcome is not ok, denied or error")
         if prev_hash != prev:
             raise Bad(seq, "prev_hash does not match the hash of the entry before it")
         if not HEX64.fullmatch(prev_hash):
@@ -225,15 +227,23 @@ def verify(db, pk):
         entries += 1
         expected += 1
 
-    if verify_key is not None and entries > 0:
+    if verify_key is not None:
         h = db.execute("SELECT CAST(seq AS INTEGER), hash, signature FROM journal_head "
                        "WHERE id = 1").fetchone()
         if h is None:
+            if entries == 0:
+                return entries, head_hash.decode("ascii")  # never held an entry: no head yet
             raise Bad(1, "the signed head is missing")
         hseq = h[0] if h[0] is not None else 0
         hhash, hsig = text(h[1]), text(h[2])
-        if not HEX64.fullmatch(hhash):
-            raise Bad(min(hseq, head_seq) + 1, "the signed head is malformed")
+        if hseq < 1 or not HEX64.fullmatch(hhash):
+            raise Bad(max(min(hseq, head_seq), 0) + 1, "the signed head is malformed")
+        if entries == 0:
+            # Every entry is gone but a head remains: check it with the name the journal
+            # was created with (journal_meta, key 'gateway'; '' when there is no such row).
+            m = db.execute("SELECT value FROM journal_meta WHERE key = 'gateway'").fetchone()
+            if m is not None:
+                last_gateway = text(m[0])
         try:
             hsig_text = hsig.decode("ascii")
         except UnicodeDecodeError:
