@@ -1,0 +1,134 @@
+// See handshake.hpp. Unknown and revoked machines are refused exactly like a wrong secret
+// (same reason text, same failure count), so the answer does not reveal which machines exist.
+#include "gateway/tunnel/handshake.hpp"
+
+#include <algorithm>
+
+#include "auth/chap_md5.hpp"
+
+namespace rsgate::tunnel {
+namespace {
+constexpr std::string_view kDenied = "authentication failed";
+constexpr std::size_t kServerNonceBytes = 24;
+}  // namespace
+
+gateway_handshake::gateway_handshake(bytes exporter, machine_lookup lookup,
+                                     auth::failure_limiter& limiter, random_fill rng)
+    : exporter_(std::move(exporter)), lookup_(std::move(lookup)), limiter_(limiter), rng_(std::move(rng)) {
+  bytes first(1);
+  rng_(first);
+  next_id_ = first[0];
+}
+
+gateway_handshake::step gateway_handshake::fail(std::string reason, micros now, bool count_failure) {
+  step s;
+  s.auth_ok = false;
+  s.reason = reason;
+  failure f;
+  f.id = pending_.id;
+  f.reason = std::string(kDenied);
+  if (count_failure && !machine_.empty()) s.lockout_started = limiter_.record_failure(machine_, now);
+  if (!machine_.empty()) {
+    auto until = limiter_.locked_until(machine_, now);
+    if (until > now) f.retry_after_seconds = (until - now + 999'999) / 1'000'000;
+  }
+  s.send_failure = f;
+  state_ = state::failed;
+  return s;
+}
+
+challenge gateway_handshake::make_challenge() {
+  challenge c;
+  c.id = next_id_;
+  next_id_ = (next_id_ + 1) & 0xff;
+  c.mechanism = mechanism_;
+  if (mechanism_ == kMechanismScram) {
+    bytes server_part(kServerNonceBytes);
+    rng_(server_part);
+    c.nonce = hello_.client_nonce + to_base64(server_part);
+    c.salt = record_->verifier.salt;
+    c.iterations = record_->verifier.iterations;
+  } else {
+    c.value.resize(16);
+    rng_(c.value);
+  }
+  pending_ = c;
+  return c;
+}
+
+gateway_handshake::step gateway_handshake::on_hello(const hello& h, micros now) {
+  if (state_ != state::await_hello) return fail("HELLO out of order", now, false);
+  hello_ = h;
+  machine_ = h.machine;
+  if (!limiter_.allowed(machine_, now)) return fail("machine is locked out", now, false);
+  record_ = lookup_(machine_);
+  // Pick the first mechanism the agent prefers that this machine may use. An unknown or
+  // revoked machine still gets a challenge (with a made-up salt), so it cannot be told apart
+  // from a known one before the response is checked.
+  bool known = record_ && !record_->revoked;
+  mechanism_.clear();
+  for (auto& m : h.mechanisms) {
+    if (m == kMechanismScram || (m == kMechanismMd5 && known && record_->md5_enabled)) {
+      mechanism_ = m;
+      break;
+    }
+  }
+  if (mechanism_.empty()) return fail("no mechanism allowed for this machine", now, true);
+  if (!known) {
+    machine_record decoy;
+    decoy.machine = machine_;
+    decoy.verifier.salt = bytes(16);
+    rng_(decoy.verifier.salt);
+    decoy.verifier.iterations = auth::scram::kDefaultIterations;
+    decoy.revoked = true;
+    record_ = decoy;
+  }
+  step s;
+  s.send_challenge = make_challenge();
+  state_ = state::challenged;
+  return s;
+}
+
+gateway_handshake::step gateway_handshake::rechallenge(micros now) {
+  if (state_ != state::authenticated) return fail("re-challenge before authentication", now, false);
+  step s;
+  s.send_challenge = make_challenge();
+  state_ = state::challenged;
+  return s;
+}
+
+gateway_handshake::step gateway_handshake::on_response(const response& r, micros now) {
+  if (state_ != state::challenged) return fail("RESPONSE out of order", now, false);
+  if (r.id != pending_.id) return fail("RESPONSE names another challenge", now, true);
+  if (!limiter_.allowed(machine_, now)) return fail("machine is locked out", now, false);
+  bool ok = false;
+  step s;
+  if (mechanism_ == kMechanismScram) {
+    if (r.proof.size() == 32) {
+      auth::scram::key proof{};
+      std::copy(r.proof.begin(), r.proof.end(), proof.begin());
+      auto am = scram_auth_message(machine_, hello_.client_nonce, pending_, exporter_);
+      ok = auth::scram::verify_proof(record_->verifier, am, proof) && !record_->revoked;
+      if (ok) {
+        auto sig = auth::scram::server_signature(record_->verifier, am);
+        s.send_success = success{};
+        s.send_success->server_signature.assign(sig.begin(), sig.end());
+      }
+    }
+  } else {
+    ok = !record_->revoked &&
+         auth::chap_md5_verify(static_cast<std::uint8_t>(pending_.id), record_->md5_secret,
+                               pending_.value, r.proof);
+    if (ok) s.send_success = success{};
+  }
+  if (!ok) return fail(record_->revoked ? "unknown or revoked machine" : "wrong response", now, true);
+  limiter_.record_success(machine_);
+  s.send_success->id = pending_.id;
+  s.send_success->session = session_;
+  s.auth_ok = true;
+  state_ = state::authenticated;
+  pending_ = {};  // a challenge is answered once
+  return s;
+}
+
+}  // namespace rsgate::tunnel
