@@ -65,6 +65,7 @@ writer::writer(const std::filesystem::path& db_path, signing_key key, writer_opt
       "INSERT INTO journal(seq, ts, gateway, kind, actor, source, session_id, pmr, machine, "
       "access_type, scope, outcome, secret_hmac, detail, prev_hash, hash) "
       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)");
+  tail_ = db_.prepare("SELECT seq, ts, hash FROM journal ORDER BY seq DESC LIMIT 1");
   head_ = db_.prepare(
       "INSERT INTO journal_head(id, seq, hash, signature, probed_at) VALUES (1, ?1, ?2, ?3, ?4) "
       "ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, "
@@ -186,9 +187,19 @@ void writer::write_batch(std::deque<pending>& batch, bool final_checkpoint) {
   std::vector<append_result> results;
   results.reserve(batch.size());
   bool wrote_checkpoint = false;
-  micros now = std::max(clock_.now(), last_ts_);
+  micros now = 0;
   try {
     db_.exec("BEGIN IMMEDIATE");
+    // Another process (an admin command beside a running gateway) may have appended since
+    // our last batch: continue the chain from what is on disk, under the write lock.
+    tail_.reset();
+    if (tail_.step()) {
+      last_seq_ = tail_.col_int(0);
+      last_ts_ = tail_.col_int(1);
+      last_hash_ = std::string(tail_.col_text(2));
+    }
+    tail_.reset();
+    now = std::max(clock_.now(), last_ts_);
     auto insert = [&](const entry& e) {
       insert_.reset();
       insert_.bind(1, e.seq).bind(2, e.ts).bind(3, e.gateway).bind(4, e.kind).bind(5, e.actor)
@@ -238,9 +249,10 @@ void writer::write_batch(std::deque<pending>& batch, bool final_checkpoint) {
       std::lock_guard lock(mu_);
       stats_.failed += batch.size();
     }
+    // Before the completions run: a caller woken by one may move a test clock at once.
+    last_write_ts_ = clock_.now();
     auto err = failure(errc::write_failed, ex.what());
     for (auto& p : batch) p.done(err);
-    last_write_ts_ = now;
     return;
   }
   if (!ready_.exchange(true)) log::info("journal: writing again at seq {}", last_seq_);
@@ -272,6 +284,7 @@ void writer::probe() {
   } catch (const std::exception& ex) {
     sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
     if (ready_.exchange(false)) log::error("journal: write probe failed: {}", ex.what());
+    else log::debug("journal: write probe still failing: {}", ex.what());
     return;
   }
   if (!ready_.exchange(true)) log::info("journal: write probe succeeded; ready again");

@@ -9,7 +9,9 @@
 // action" (SPEC §5, journal before access).
 //
 // Owned by the gateway for its whole life; append(), ready() and stats() may be called from
-// any thread. Completions run on the writer thread and must not block.
+// any thread. Completions run on the writer thread and must not block. Several processes may
+// each hold a writer on the same file (an admin command beside a running gateway): every
+// batch continues the chain from the newest entry on disk, under SQLite's write lock.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -108,6 +110,7 @@ class writer {
   sqlite::db db_;
   sqlite::stmt insert_;
   sqlite::stmt head_;
+  sqlite::stmt tail_;
 
   // Chain state: touched only by the writer thread (and the constructor before it starts).
   std::int64_t last_seq_ = 0;

@@ -188,3 +188,22 @@ TEST_CASE("a file that is not a journal is refused") {
   std::ofstream(f.db) << "plain text, not SQLite\n";
   CHECK_THROWS_AS(f.open(), not_a_journal);
 }
+
+TEST_CASE("two writers on one file (gateway and an admin command) keep one chain") {
+  journal_fixture f;
+  auto a = f.open();
+  auto b = f.open();
+  std::int64_t expected = 1;
+  for (int i = 0; i < 10; ++i) {
+    auto& w = i % 3 ? a : b;
+    auto r = w->append_sync(sample_entry());
+    REQUIRE(r.ok());
+    CHECK(r.seq == expected++);
+  }
+  a->close();
+  b->close();
+  reader rd({f.db});
+  auto res = verify(rd.db(0), f.key.pub());
+  INFO(res.problem);
+  CHECK(res.ok);
+}
