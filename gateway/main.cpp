@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "gateway/admin_commands.hpp"
 #include "gateway/commands.hpp"
 #include "journal/tool/journal_cli.hpp"
 
@@ -11,6 +12,9 @@ constexpr const char* kUsage =
     "usage: rsgate <command> [options]\n"
     "  serve     run the gateway (--dev: zero-configuration development gateway)\n"
     "  init      prepare a data directory for production\n"
+    "  user      add, list, disable accounts; set passwords (add NAME --role ROLE)\n"
+    "  machine   enroll, list, revoke customer machines (enroll writes the agent profile)\n"
+    "  token     create a bearer token for tools (token create --user NAME)\n"
     "  journal   query, verify, export and tail the journal (rsgate journal --help)\n"
     "Every command takes --help.\n";
 }
@@ -32,6 +36,9 @@ int main(int argc, char** argv) {
   }
   if (cmd == "serve") return rsgate::gateway::run_serve(args, std::cout, std::cerr);
   if (cmd == "init") return rsgate::gateway::run_init(args, std::cout, std::cerr);
+  if (cmd == "user") return rsgate::gateway::run_user(args, std::cin, std::cout, std::cerr);
+  if (cmd == "machine") return rsgate::gateway::run_machine(args, std::cin, std::cout, std::cerr);
+  if (cmd == "token") return rsgate::gateway::run_token(args, std::cin, std::cout, std::cerr);
   if (cmd == "journal") {
     std::vector<std::string> rest(args.begin() + 1, args.end());
     return rsgate::journal::run_journal_command(rest, std::cout, std::cerr);

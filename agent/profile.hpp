@@ -1,0 +1,41 @@
+// The agent profile (TOML, mode 0600): where the gateway is, which CA to trust, which machine
+// this is and its CHAP secret, and which local host:port each offered scope maps to. Written
+// by `rsgate machine enroll` on the vendor side, read by `rsgate-agent` on the customer side,
+// which refuses a profile readable by group or others (it holds the machine's secret).
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace rsgate::agent {
+
+struct scope_mapping {
+  std::string name;  // offered to the gateway
+  std::string host;  // stays on the customer side
+  std::uint16_t port = 0;
+};
+
+struct profile {
+  std::string primary;      // gateway tunnel address "host:port"
+  std::string backup;       // "" or "host:port"
+  std::string server_name;  // name the gateway's certificate must carry
+  std::string ca_pem;       // the pinned vendor CA
+  std::string proxy;        // "" or "http://host:port" (HTTP CONNECT)
+  std::string type, model, serial;
+  std::string secret;
+  std::vector<std::string> mechanisms = {"scram-sha-256"};
+  std::vector<scope_mapping> scopes;
+  int key_expiry_minutes = 60;
+
+  [[nodiscard]] std::string machine() const { return type + "-" + model + "*" + serial; }
+};
+
+// "NAME=HOST:PORT" as given to `rsgate machine enroll --scope`; throws std::invalid_argument.
+[[nodiscard]] scope_mapping parse_scope_mapping(std::string_view text);
+
+[[nodiscard]] std::string to_toml(const profile& p);
+// Reads and validates a profile; throws std::runtime_error naming the file and the problem.
+[[nodiscard]] profile load_profile(const std::filesystem::path& file);
+
+}  // namespace rsgate::agent

@@ -1,0 +1,183 @@
+// See state.hpp.
+#include "gateway/state.hpp"
+
+#include <sodium.h>
+
+#include <array>
+#include <stdexcept>
+
+#include "core/encoding.hpp"
+#include "core/files.hpp"
+#include "schema/schema.hpp"
+
+namespace rsgate::gateway {
+
+bool is_role(std::string_view r) {
+  for (auto k : kRoles)
+    if (r == k) return true;
+  return false;
+}
+
+state_store::state_store(const std::filesystem::path& db) : db_(db, sqlite::open_mode::create) {
+  db_.exec("PRAGMA journal_mode = WAL");
+  db_.exec("PRAGMA synchronous = FULL");
+  db_.exec("PRAGMA foreign_keys = ON");
+  sqlite::migrate(db_, schema::state_migrations, schema::kStateApplicationId);
+}
+
+namespace {
+user_row user_from(const sqlite::stmt& s) {
+  return {std::string(s.col_text(0)), std::string(s.col_text(1)), std::string(s.col_text(2)),
+          s.col_int(3) != 0, s.col_int(4) != 0, s.col_int(5)};
+}
+machine_row machine_from(const sqlite::stmt& s) {
+  return {std::string(s.col_text(0)), std::string(s.col_text(1)), s.col_int(2) != 0,
+          std::string(s.col_text(3)), s.col_int(4) != 0, s.col_int(5), s.col_int(6)};
+}
+constexpr const char* kUserCols = "name, role, password_hash, must_change, disabled, created_at";
+constexpr const char* kMachineCols =
+    "machine, verifier, md5_enabled, md5_secret, revoked, enrolled_at, revoked_at";
+}  // namespace
+
+std::optional<user_row> state_store::find_user(const std::string& name) {
+  auto s = db_.prepare(std::string("SELECT ") + kUserCols + " FROM users WHERE name = ?1");
+  s.bind(1, name);
+  if (!s.step()) return std::nullopt;
+  return user_from(s);
+}
+
+std::vector<user_row> state_store::users() {
+  auto s = db_.prepare(std::string("SELECT ") + kUserCols + " FROM users ORDER BY name");
+  std::vector<user_row> out;
+  while (s.step()) out.push_back(user_from(s));
+  return out;
+}
+
+void state_store::add_user(const user_row& u) {
+  auto s = db_.prepare(
+      "INSERT INTO users(name, role, password_hash, must_change, disabled, created_at) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+  s.bind(1, u.name).bind(2, u.role).bind(3, u.password_hash).bind(4, u.must_change ? 1 : 0)
+      .bind(5, u.disabled ? 1 : 0).bind(6, u.created_at);
+  s.step();
+}
+
+bool state_store::set_disabled(const std::string& name, bool disabled) {
+  auto s = db_.prepare("UPDATE users SET disabled = ?2 WHERE name = ?1");
+  s.bind(1, name).bind(2, disabled ? 1 : 0);
+  s.step();
+  return db_.scalar_int("SELECT changes()") > 0;
+}
+
+bool state_store::set_password(const std::string& name, const std::string& hash, bool must_change) {
+  auto s = db_.prepare("UPDATE users SET password_hash = ?2, must_change = ?3 WHERE name = ?1");
+  s.bind(1, name).bind(2, hash).bind(3, must_change ? 1 : 0);
+  s.step();
+  return db_.scalar_int("SELECT changes()") > 0;
+}
+
+std::optional<machine_row> state_store::find_machine(const std::string& machine) {
+  auto s = db_.prepare(std::string("SELECT ") + kMachineCols + " FROM machines WHERE machine = ?1");
+  s.bind(1, machine);
+  if (!s.step()) return std::nullopt;
+  return machine_from(s);
+}
+
+std::vector<machine_row> state_store::machines() {
+  auto s = db_.prepare(std::string("SELECT ") + kMachineCols + " FROM machines ORDER BY machine");
+  std::vector<machine_row> out;
+  while (s.step()) out.push_back(machine_from(s));
+  return out;
+}
+
+void state_store::add_machine(const machine_row& m) {
+  auto s = db_.prepare(
+      "INSERT INTO machines(machine, verifier, md5_enabled, md5_secret, revoked, enrolled_at) "
+      "VALUES (?1, ?2, ?3, ?4, 0, ?5)");
+  s.bind(1, m.machine).bind(2, m.verifier).bind(3, m.md5_enabled ? 1 : 0)
+      .bind(4, m.md5_secret_sealed).bind(5, m.enrolled_at);
+  s.step();
+}
+
+bool state_store::revoke_machine(const std::string& machine, micros now) {
+  auto s = db_.prepare("UPDATE machines SET revoked = 1, revoked_at = ?2 WHERE machine = ?1 AND revoked = 0");
+  s.bind(1, machine).bind(2, now);
+  s.step();
+  return db_.scalar_int("SELECT changes()") > 0;
+}
+
+void state_store::add_token(const token_row& t) {
+  auto s = db_.prepare(
+      "INSERT INTO tokens(token_hash, user, created_at, expires_at, revoked) VALUES (?1, ?2, ?3, ?4, 0)");
+  s.bind(1, t.token_hash).bind(2, t.user).bind(3, t.created_at).bind(4, t.expires_at);
+  s.step();
+}
+
+std::optional<token_row> state_store::find_token(const std::string& hash) {
+  auto s = db_.prepare(
+      "SELECT token_hash, user, created_at, expires_at, revoked FROM tokens WHERE token_hash = ?1");
+  s.bind(1, hash);
+  if (!s.step()) return std::nullopt;
+  return token_row{std::string(s.col_text(0)), std::string(s.col_text(1)), s.col_int(2),
+                   s.col_int(3), s.col_int(4) != 0};
+}
+
+master_key master_key::load_or_create(const std::filesystem::path& file) {
+  if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
+  master_key k;
+  if (!std::filesystem::exists(file)) {
+    crypto_secretbox_keygen(k.key_.data());
+    write_file_exclusive(file, to_hex(k.key_) + "\n", 0600);
+    return k;
+  }
+  if (is_group_or_world_accessible(file))
+    throw std::runtime_error(file.string() + " is readable by group or others; chmod 600 it");
+  auto text = read_file(file, 4096);
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  auto raw = from_hex(text);
+  if (!raw || raw->size() != k.key_.size()) throw std::runtime_error(file.string() + " is malformed");
+  std::copy(raw->begin(), raw->end(), k.key_.begin());
+  sodium_memzero(raw->data(), raw->size());
+  return k;
+}
+
+master_key::~master_key() { sodium_memzero(key_.data(), key_.size()); }
+
+std::string master_key::seal(std::string_view plaintext) const {
+  bytes out(crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES + plaintext.size());
+  randombytes_buf(out.data(), crypto_secretbox_NONCEBYTES);
+  crypto_secretbox_easy(out.data() + crypto_secretbox_NONCEBYTES,
+                        reinterpret_cast<const unsigned char*>(plaintext.data()), plaintext.size(),
+                        out.data(), key_.data());
+  return to_base64(out);
+}
+
+std::optional<std::string> master_key::open(std::string_view sealed) const {
+  auto raw = from_base64(sealed);
+  if (!raw || raw->size() < crypto_secretbox_NONCEBYTES + crypto_secretbox_MACBYTES) return std::nullopt;
+  std::string out(raw->size() - crypto_secretbox_NONCEBYTES - crypto_secretbox_MACBYTES, '\0');
+  if (crypto_secretbox_open_easy(reinterpret_cast<unsigned char*>(out.data()),
+                                 raw->data() + crypto_secretbox_NONCEBYTES,
+                                 raw->size() - crypto_secretbox_NONCEBYTES, raw->data(),
+                                 key_.data()) != 0)
+    return std::nullopt;
+  return out;
+}
+
+std::string new_token() {
+  if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
+  std::array<std::uint8_t, 32> b{};
+  randombytes_buf(b.data(), b.size());
+  char out[sodium_base64_ENCODED_LEN(32, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
+  sodium_bin2base64(out, sizeof out, b.data(), b.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+  sodium_memzero(b.data(), b.size());
+  return std::string("rsg_") + out;
+}
+
+std::string token_hash(std::string_view token) {
+  std::array<std::uint8_t, 32> d{};
+  crypto_hash_sha256(d.data(), reinterpret_cast<const unsigned char*>(token.data()), token.size());
+  return to_hex(d);
+}
+
+}  // namespace rsgate::gateway

@@ -1,0 +1,88 @@
+// The gateway's state database (state.db): accounts, tokens and enrolled machines. Not
+// evidence — the journal is — but every change here is journaled first by the callers.
+// One state_store per thread (it owns a SQLite connection).
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/clock.hpp"
+#include "core/sqlite.hpp"
+
+namespace rsgate::gateway {
+
+inline constexpr const char* kRoles[] = {"representative", "developer", "auditor", "admin"};
+[[nodiscard]] bool is_role(std::string_view r);
+
+struct user_row {
+  std::string name;
+  std::string role;
+  std::string password_hash;
+  bool must_change = false;
+  bool disabled = false;
+  micros created_at = 0;
+};
+
+struct machine_row {
+  std::string machine;
+  std::string verifier;
+  bool md5_enabled = false;
+  std::string md5_secret_sealed;
+  bool revoked = false;
+  micros enrolled_at = 0;
+  micros revoked_at = 0;
+};
+
+struct token_row {
+  std::string token_hash;
+  std::string user;
+  micros created_at = 0;
+  micros expires_at = 0;
+  bool revoked = false;
+};
+
+class state_store {
+ public:
+  // Opens (migrating) state.db. Throws sqlite::error / std::runtime_error.
+  explicit state_store(const std::filesystem::path& db);
+
+  [[nodiscard]] std::optional<user_row> find_user(const std::string& name);
+  [[nodiscard]] std::vector<user_row> users();
+  void add_user(const user_row& u);  // throws on a duplicate name
+  bool set_disabled(const std::string& name, bool disabled);
+  bool set_password(const std::string& name, const std::string& hash, bool must_change);
+
+  [[nodiscard]] std::optional<machine_row> find_machine(const std::string& machine);
+  [[nodiscard]] std::vector<machine_row> machines();
+  void add_machine(const machine_row& m);  // throws on a duplicate
+  bool revoke_machine(const std::string& machine, micros now);
+
+  void add_token(const token_row& t);
+  [[nodiscard]] std::optional<token_row> find_token(const std::string& token_hash);
+
+ private:
+  sqlite::db db_;
+};
+
+// Secrets sealed with the data directory's master key (libsodium secretbox).
+class master_key {
+ public:
+  static master_key load_or_create(const std::filesystem::path& file);
+  [[nodiscard]] std::string seal(std::string_view plaintext) const;
+  [[nodiscard]] std::optional<std::string> open(std::string_view sealed) const;
+  ~master_key();
+  master_key(const master_key&) = default;
+  master_key& operator=(const master_key&) = default;
+
+ private:
+  master_key() = default;
+  std::array<std::uint8_t, 32> key_{};
+};
+
+// Bearer tokens: "rsg_" + 43 base64url characters (256 random bits); stored as SHA-256.
+[[nodiscard]] std::string new_token();
+[[nodiscard]] std::string token_hash(std::string_view token);
+
+}  // namespace rsgate::gateway
