@@ -1,0 +1,149 @@
+// Remote support sessions (SPEC §2.4–2.7): who owns a machine's session, who holds grants,
+// which channels are open — and every decision about them. Pure and single-threaded: the
+// gateway keeps one registry on one strand; nothing here does I/O or reads a clock.
+//
+// Journal before access: an access-granting change is decided here (`check_*`), reserved so
+// no concurrent request can take the same slot, journaled by the caller, and only then
+// applied (`commit_*`). If the journal fails, the caller calls `release_*` and nothing
+// changed.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "auth/rate_limit.hpp"
+#include "core/clock.hpp"
+
+namespace rsgate::gateway {
+
+enum class role { representative, developer, auditor, admin };
+[[nodiscard]] std::optional<role> parse_role(std::string_view s);
+[[nodiscard]] std::string_view to_string(role r);
+
+enum class session_state { waiting, active, ended };
+[[nodiscard]] std::string_view to_string(session_state s);
+
+struct grant {
+  std::string id;                        // "G1", "G2", … within the session
+  std::string user;
+  std::set<std::string> scopes;          // empty: every offered scope
+  std::set<std::string> access_types;    // empty: every access type
+  micros expires_at = 0;                 // 0: until revoked or the session ends
+  std::string granted_by;
+  micros granted_at = 0;
+  bool revoked = false;
+};
+
+struct channel_info {
+  std::uint32_t id = 0;
+  std::string user;
+  std::string grant_id;  // the grant it was opened under; "" for the owner
+  std::string scope;
+  std::string access_type;
+  micros opened_at = 0;
+  std::int64_t bytes_to_agent = 0;
+  std::int64_t bytes_from_agent = 0;
+};
+
+struct session {
+  std::string id;
+  std::string machine;
+  std::vector<std::string> scopes;  // offered by the customer
+  session_state state = session_state::waiting;
+  std::string key_hmac;   // keyed hash of the current session key ("" when none)
+  micros key_expires_at = 0;
+  bool key_used = false;  // single use: consumed by the first attach
+  std::string owner;
+  std::string pmr;                   // the PMR the current owner attached with
+  std::vector<std::string> pmrs;     // every PMR ever linked to this session
+  std::vector<grant> grants;
+  std::map<std::uint32_t, channel_info> channels;
+  micros created_at = 0;
+  micros ended_at = 0;
+  std::string end_reason;
+  bool attach_pending = false;  // an attach is being journaled: others see the session locked
+  int next_grant = 1;
+};
+
+// Why something was refused, as the HTTP API reports it (SPEC §4).
+struct refusal {
+  int status = 403;     // 400, 403, 404, 409, 429
+  std::string code;     // "locked", "forbidden", "not_found", "rate_limited", "bad_key", …
+  std::string message;
+};
+
+struct attach_request {
+  std::string user;
+  role user_role = role::representative;
+  std::string source;          // client address, for the per-source limit
+  std::string key_hmac;        // set when attaching by key
+  std::string machine;         // set when attaching by machine
+  std::string pmr;             // validated and normalised by the caller
+};
+
+struct limits_policy {
+  auth::limit_policy per_user{5, 15LL * 60 * 1'000'000, 15LL * 60 * 1'000'000, 100'000};
+  auth::limit_policy per_source{10, 15LL * 60 * 1'000'000, 15LL * 60 * 1'000'000, 100'000};
+  auth::limit_policy global{50, 60LL * 1'000'000, 60LL * 1'000'000, 1};
+};
+
+class session_registry {
+ public:
+  explicit session_registry(limits_policy p = {});
+
+  // A tunnel authenticated: the machine's waiting (or resumed) session.
+  session& open_for_machine(const std::string& id, const std::string& machine,
+                            std::vector<std::string> scopes, micros now);
+  [[nodiscard]] session* find(const std::string& id);
+  [[nodiscard]] session* find_live_for_machine(const std::string& machine);
+  [[nodiscard]] std::vector<const session*> visible_to(const std::string& user, micros now) const;
+
+  void set_key(session& s, std::string key_hmac, micros expires_at);
+
+  // Attach: decide, reserve, (caller journals), then commit or release.
+  [[nodiscard]] std::variant<session*, refusal> check_attach(const attach_request& r, micros now);
+  void commit_attach(session& s, const attach_request& r, micros now);
+  void release_attach(session& s) { s.attach_pending = false; }
+  // Records a wrong key against the limits (the caller journals it as denied).
+  void record_bad_key(const attach_request& r, micros now);
+
+  [[nodiscard]] std::optional<refusal> check_owner(const session& s, const std::string& user) const;
+  [[nodiscard]] std::variant<grant, refusal> check_grant(const session& s, const std::string& owner,
+                                                         const std::string& grantee, role grantee_role,
+                                                         std::set<std::string> scopes,
+                                                         std::set<std::string> access_types,
+                                                         micros expires_at, micros now) const;
+  grant& commit_grant(session& s, grant g);
+  // Revoke: returns the grantee's open channel ids, which the caller closes at once.
+  [[nodiscard]] std::variant<grant*, refusal> check_revoke(session& s, const std::string& owner,
+                                                           const std::string& grant_id);
+  std::vector<std::uint32_t> commit_revoke(session& s, grant& g);
+  [[nodiscard]] std::optional<refusal> check_transfer(const session& s, const std::string& owner,
+                                                      const std::string& to, role to_role) const;
+  // Hands ownership over; returns the previous owner's channels, which close.
+  std::vector<std::uint32_t> commit_transfer(session& s, const std::string& to);
+  // Ends the session: returns every open channel id.
+  std::vector<std::uint32_t> end(session& s, std::string reason, micros now);
+
+  // May `user` open a channel to `scope` with `access_type` now? (owner or a live grant)
+  [[nodiscard]] std::optional<refusal> check_channel(const session& s, const std::string& user,
+                                                     const std::string& scope,
+                                                     const std::string& access_type, micros now) const;
+  void commit_channel(session& s, channel_info c);
+  std::optional<channel_info> close_channel(session& s, std::uint32_t id);
+  // Grants whose expiry passed: revoked (the caller journals and closes their channels).
+  std::vector<std::pair<session*, grant*>> expire_grants(micros now);
+
+ private:
+  limits_policy policy_;
+  auth::failure_limiter per_user_;
+  auth::failure_limiter per_source_;
+  auth::failure_limiter global_;
+  std::map<std::string, session> sessions_;
+};
+
+}  // namespace rsgate::gateway
