@@ -16,6 +16,7 @@
 #include "gateway/http/routes.hpp"
 #include "gateway/metrics.hpp"
 #include "gateway/runtime.hpp"
+#include "gateway/service.hpp"
 #include "journal/journal.hpp"
 
 namespace po = boost::program_options;
@@ -186,7 +187,8 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
 
   metrics m;
   m.start_time_us = system_clock::instance().now();
-  routes api(jw, m);
+  service sessions(jw, layout, system_clock::instance());
+  routes api(jw, m, &sessions);
   runtime_options ro;
   ro.host = c.http.host;
   ro.port = c.http.port;

@@ -25,7 +25,10 @@ std::optional<listen_address> parse_listen(std::string_view text) {
   } else if (host.find(':') != std::string_view::npos) {
     return std::nullopt;  // IPv6 must be bracketed
   }
-  // An IP literal: the listener binds addresses, it does not resolve names.
+  // An IP literal: the listener binds addresses, it does not resolve names. Only the
+  // characters of one, so an embedded NUL cannot hide a suffix from inet_pton.
+  for (char c : host)
+    if (!std::isxdigit(static_cast<unsigned char>(c)) && c != '.' && c != ':') return std::nullopt;
   std::string h(host);
   unsigned char buf[16];
   if (inet_pton(AF_INET, h.c_str(), buf) != 1 && inet_pton(AF_INET6, h.c_str(), buf) != 1)

@@ -1,6 +1,7 @@
 // See routes.hpp.
 #include "gateway/http/routes.hpp"
 
+#include "gateway/service.hpp"
 #include "journal/writer.hpp"
 
 namespace rsgate::gateway {
@@ -30,7 +31,16 @@ void add_security_headers(http_response& r) {
 
 void routes::handle(http_request req, reply done) {
   auto path = path_of(req.target);
-  if (path.starts_with("/api/v1/")) path.remove_prefix(7);  // "/api/v1/healthz" == "/healthz"
+  const bool api_path = path.starts_with("/api/v1/");
+  if (api_path) path.remove_prefix(7);  // "/api/v1/healthz" == "/healthz"
+  if (api_path && service_ && path != "/healthz" && path != "/readyz" && path != "/metrics") {
+    std::string p(path);
+    service_->handle(req, p, [done](http_response resp) {
+      add_security_headers(resp);
+      done(std::move(resp));
+    });
+    return;
+  }
   http_response r;
   bool is_get = req.method == "GET" || req.method == "HEAD";
   if (path == "/healthz" || path == "/readyz" || path == "/metrics" || path == "/") {

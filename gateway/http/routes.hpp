@@ -11,14 +11,19 @@ class writer;
 
 namespace rsgate::gateway {
 
+class service;
+
 class routes final : public api {
  public:
-  routes(journal::writer& journal, metrics& m) : journal_(journal), metrics_(m) {}
+  // `sessions` may be null (health, readiness and metrics only).
+  routes(journal::writer& journal, metrics& m, service* sessions = nullptr)
+      : journal_(journal), metrics_(m), service_(sessions) {}
   void handle(http_request req, reply done) override;
 
  private:
   journal::writer& journal_;
   metrics& metrics_;
+  service* service_;
 };
 
 // Headers every response carries (HSTS, no sniffing, no caching of API answers, CSP).

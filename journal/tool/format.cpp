@@ -25,7 +25,9 @@ std::string cell(std::string_view s, std::size_t max = 0) {
 
 }  // namespace
 
-std::string to_json_line(const entry& e) {
+std::string to_json_line(const entry& e) { return boost::json::serialize(to_json_object(e)); }
+
+boost::json::object to_json_object(const entry& e) {
   boost::json::object o;
   o["seq"] = e.seq;
   o["ts"] = format_rfc3339(e.ts);
@@ -49,7 +51,7 @@ std::string to_json_line(const entry& e) {
     o["detail"] = std::move(d);
   o["prev_hash"] = e.prev_hash;
   o["hash"] = e.hash;
-  return boost::json::serialize(o);
+  return o;
 }
 
 std::string csv_quote(std::string_view field) {

@@ -5,6 +5,8 @@
 #include <span>
 #include <string>
 
+#include <boost/json/object.hpp>
+
 #include "journal/entry.hpp"
 
 namespace rsgate::journal {
@@ -12,6 +14,8 @@ namespace rsgate::journal {
 enum class output_format { table, json, csv };
 
 [[nodiscard]] std::string to_json_line(const entry& e);  // without newline
+// The same object, for embedding in API answers.
+[[nodiscard]] boost::json::object to_json_object(const entry& e);
 [[nodiscard]] std::string csv_header();
 [[nodiscard]] std::string to_csv_row(const entry& e);  // without CRLF
 [[nodiscard]] std::string csv_quote(std::string_view field);

@@ -26,9 +26,11 @@ TEST_CASE("parse_listen") {
   REQUIRE(a);
   CHECK(a->host == "::1");
   CHECK(a->port == 0);
-  for (const char* bad : {"", "8443", ":8443", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:-1",
+  const std::string_view bads[] = {"", "8443", ":8443", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:-1",
                           "::1:8443", "[::1:8443", "[]:1", "host name:1", "1.2.3.4:80x",
-                          "localhost:8443", "[localhost]:1", "1.2.3:4", "256.1.1.1:80"}) {
+                          "localhost:8443", "[localhost]:1", "1.2.3:4", "256.1.1.1:80",
+                          std::string_view("127.0.0.1\0junk:80", 18)};
+  for (auto bad : bads) {
     INFO(bad);
     CHECK_FALSE(parse_listen(bad).has_value());
   }

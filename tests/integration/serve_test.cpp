@@ -104,9 +104,10 @@ TEST_CASE("serve --dev starts from nothing, serves HTTPS, stops cleanly on SIGIN
     CHECK(m.status == 200);
     CHECK(m.body.find("rsgate_journal_ready 1") != std::string::npos);
     CHECK(m.body.find("rsgate_http_requests_total{code=\"2xx\"}") != std::string::npos);
-    auto nf = https_get(base + "/api/v1/sessions/none", ca);
-    CHECK(nf.status == 404);
+    auto nf = https_get(base + "/api/v1/sessions/none", ca);  // not logged in
+    CHECK(nf.status == 401);
     CHECK(nf.body.find("\"error\"") != std::string::npos);
+    CHECK(https_get(base + "/nothing/here", ca).status == 404);
     // The certificate names localhost too.
     auto port = base.substr(base.rfind(':') + 1);
     CHECK(https_get("https://localhost:" + port + "/healthz", ca).status == 200);

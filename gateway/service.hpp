@@ -1,0 +1,94 @@
+// The gateway's session service behind the REST API (SPEC §4): authentication (password
+// login with a cookie + CSRF token, or a bearer token), attach, grants, transfer, channels,
+// end, PMR lookup and journal queries. Plain C++ without Asio: handlers answer through the
+// api::reply callback, from the journal writer's thread when they had to journal first.
+//
+// Thread-safe: one mutex guards the registry and the web sessions; it is never held while
+// waiting for the journal. Owned by `rsgate serve` for the gateway's lifetime.
+#pragma once
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "auth/rate_limit.hpp"
+#include "core/clock.hpp"
+#include "gateway/data_dir.hpp"
+#include "gateway/http/api.hpp"
+#include "gateway/sessions.hpp"
+#include "gateway/state.hpp"
+#include "journal/journal.hpp"
+
+namespace rsgate::gateway {
+
+struct principal {
+  std::string user;
+  role user_role = role::representative;
+  bool via_cookie = false;
+};
+
+class service {
+ public:
+  service(journal::writer& journal, const data_layout& layout, const clock& clk);
+
+  // Handles every /api/v1/... path except health/readiness/metrics. `path` has the /api/v1
+  // prefix removed. Calls `done` exactly once.
+  void handle(const http_request& req, std::string_view path, api::reply done);
+
+  // Used by the tunnel side (and tests): a machine authenticated and offers these scopes.
+  std::string open_session(const std::string& machine, std::vector<std::string> scopes);
+  void set_session_key(const std::string& session_id, std::string_view display_key, micros expires_at);
+  [[nodiscard]] session_registry& registry_for_test() { return registry_; }
+
+ private:
+  struct web_session {
+    std::string user;
+    role user_role;
+    std::string csrf;
+    micros expires_at;
+    micros idle_until;
+  };
+
+  std::optional<principal> authenticate(const http_request& req, bool state_changing,
+                                        http_response& error);
+  void login(const http_request& req, api::reply done);
+  void logout(const http_request& req, api::reply done);
+  void list_sessions(const principal& p, const http_request& req, api::reply done);
+  void attach(const principal& p, const http_request& req, api::reply done);
+  void get_session(const principal& p, const std::string& id, api::reply done);
+  void add_grant(const principal& p, const std::string& id, const http_request& req, api::reply done);
+  void revoke_grant(const principal& p, const std::string& id, const std::string& gid, const http_request& req,
+                    api::reply done);
+  void transfer(const principal& p, const std::string& id, const http_request& req, api::reply done);
+  void open_channel(const principal& p, const std::string& id, const http_request& req, api::reply done);
+  void end_session(const principal& p, const std::string& id, const http_request& req, api::reply done);
+  void pmr_sessions(const principal& p, const std::string& pmr, const http_request& req, api::reply done);
+  void journal_query(const principal& p, const http_request& req, api::reply done);
+  void journal_verify(const principal& p, const http_request& req, api::reply done);
+
+  // Appends `e`; on success runs `then` (under no lock) and it replies; on failure replies 503.
+  void journal_then(journal::entry e, api::reply done, std::function<void(const journal::append_result&)> then);
+  journal::entry base_entry(std::string kind, const principal& p, const http_request& req) const;
+  std::optional<user_row> lookup_user(const std::string& name);
+
+  journal::writer& journal_;
+  data_layout layout_;
+  const clock& clock_;
+  journal::hmac_key hmac_;
+
+  std::mutex mu_;  // guards everything below
+  session_registry registry_;
+  state_store state_;
+  std::map<std::string, web_session> web_sessions_;  // by SHA-256 of the cookie value
+  auth::failure_limiter login_user_limiter_;
+  auth::failure_limiter login_source_limiter_;
+  struct channel_ticket {
+    std::string session_id, user, scope, access_type;
+    micros expires_at;
+  };
+  std::map<std::string, channel_ticket> tickets_;  // by SHA-256 of the one-time token
+  std::uint64_t next_session_ = 1;
+};
+
+}  // namespace rsgate::gateway

@@ -1,0 +1,251 @@
+// The REST session API without a network: login with cookie + CSRF, bearer tokens, attach
+// and the lock, grants and channel permission, revocation, transfer, end, PMR lookup and the
+// auditors' journal endpoints — and "journal before access": when the journal cannot write,
+// an attach is refused with 503 and nothing changes.
+#include "gateway/service.hpp"
+
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <catch2/catch.hpp>
+#include <future>
+
+#include "auth/password.hpp"
+#include "auth/session_key.hpp"
+#include "gateway/http/routes.hpp"
+#include "tests/support/process.hpp"
+
+using namespace rsgate;
+using namespace rsgate::gateway;
+namespace json = boost::json;
+
+namespace {
+
+struct api_fixture {
+  test::temp_dir dir;
+  data_layout layout{dir / "data"};
+  std::unique_ptr<journal::writer> writer;
+  std::unique_ptr<service> svc;
+  metrics m;
+  std::unique_ptr<routes> api;
+  std::map<std::string, std::string> tokens;  // user -> bearer token
+
+  api_fixture() {
+    prepare_options po;
+    po.make_certificates = false;
+    (void)prepare_data_dir(layout, po);
+    journal::writer_options o;
+    o.gateway = "gw-api";
+    o.probe_every = 0;
+    writer = std::make_unique<journal::writer>(layout.journal_db(), journal::signing_key::load(layout.signing_key()), o);
+    {
+      state_store st(layout.state_db());
+      for (auto [name, role] : {std::pair{"alice", "representative"}, std::pair{"bob", "representative"},
+                                std::pair{"dave", "developer"}, std::pair{"audrey", "auditor"},
+                                std::pair{"root", "admin"}}) {
+        st.add_user({name, role, auth::hash_password("password of " + std::string(name)),
+                     std::string(name) == "bob", false, 1});
+        auto t = new_token();
+        st.add_token({token_hash(t), name, 1, 0, false});
+        tokens[name] = t;
+      }
+    }
+    svc = std::make_unique<service>(*writer, layout, system_clock::instance());
+    api = std::make_unique<routes>(*writer, m, svc.get());
+  }
+
+  http_response call(const std::string& method, const std::string& target, const std::string& user,
+                     const std::string& body = "", std::vector<std::pair<std::string, std::string>> headers = {}) {
+    http_request r;
+    r.method = method;
+    r.target = target;
+    r.body = body;
+    r.remote = "203.0.113.9:40000";
+    r.headers = std::move(headers);
+    if (!user.empty()) r.headers.emplace_back("Authorization", "Bearer " + tokens.at(user));
+    std::promise<http_response> p;
+    auto f = p.get_future();
+    api->handle(r, [&p](http_response resp) { p.set_value(std::move(resp)); });
+    return f.get();
+  }
+  static json::object obj(const http_response& r) { return json::parse(r.body).as_object(); }
+  static std::string code(const http_response& r) {
+    return std::string(obj(r)["error"].as_object()["code"].as_string());
+  }
+
+  // A machine's tunnel authenticated and offered two scopes; its key is returned.
+  std::pair<std::string, std::string> customer_session() {
+    auto id = svc->open_session("9009-42A*7801234", {"hmc", "partition:LP01"});
+    auto key = auth::generate_session_key();
+    svc->set_session_key(id, key, system_clock::instance().now() + 3600'000'000LL);
+    return {id, key};
+  }
+  std::int64_t count(const std::string& kind, journal::outcome o) {
+    journal::reader rd({layout.journal_db()});
+    journal::filter f;
+    f.kind = kind;
+    f.result = o;
+    return rd.count(f);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("login: wrong password, forced change, cookie and CSRF") {
+  api_fixture f;
+  auto bad = f.call("POST", "/api/v1/login", "", R"({"user":"alice","password":"nope"})");
+  CHECK(bad.status == 401);
+  CHECK(f.count("user.login", journal::outcome::denied) == 1);
+  auto unknown = f.call("POST", "/api/v1/login", "", R"({"user":"nobody","password":"nope"})");
+  CHECK(unknown.status == 401);
+  CHECK(f.obj(unknown) == f.obj(bad));  // an unknown account looks the same
+
+  auto must = f.call("POST", "/api/v1/login", "", R"({"user":"bob","password":"password of bob"})");
+  CHECK(must.status == 403);
+  CHECK(f.code(must) == "password_change_required");
+  auto changed = f.call("POST", "/api/v1/login", "",
+                        R"({"user":"bob","password":"password of bob","new_password":"a much better password"})");
+  CHECK(changed.status == 200);
+
+  auto ok = f.call("POST", "/api/v1/login", "", R"({"user":"alice","password":"password of alice"})");
+  REQUIRE(ok.status == 200);
+  std::string cookie;
+  for (auto& [k, v] : ok.headers)
+    if (k == "Set-Cookie") cookie = v;
+  CHECK(cookie.find("HttpOnly") != std::string::npos);
+  CHECK(cookie.find("Secure") != std::string::npos);
+  CHECK(cookie.find("SameSite=Strict") != std::string::npos);
+  auto jar = cookie.substr(0, cookie.find(';'));
+  auto csrf = std::string(f.obj(ok)["csrf_token"].as_string());
+  CHECK(f.call("GET", "/api/v1/sessions", "", "", {{"Cookie", jar}}).status == 200);
+  auto no_csrf = f.call("POST", "/api/v1/sessions/attach", "", R"({"machine":"9009-42A*7801234","pmr":"TS012345678"})",
+                        {{"Cookie", jar}});
+  CHECK(no_csrf.status == 403);
+  CHECK(f.code(no_csrf) == "csrf");
+  f.customer_session();
+  auto with_csrf = f.call("POST", "/api/v1/sessions/attach", "", R"({"machine":"9009-42A*7801234","pmr":"TS012345678"})",
+                          {{"Cookie", jar}, {"X-CSRF-Token", csrf}});
+  CHECK(with_csrf.status == 201);
+  CHECK(f.call("POST", "/api/v1/logout", "", "", {{"Cookie", jar}}).status == 200);
+  CHECK(f.call("GET", "/api/v1/sessions", "", "", {{"Cookie", jar}}).status == 401);
+  CHECK(f.call("GET", "/api/v1/sessions", "").status == 401);
+  CHECK(f.call("GET", "/api/v1/sessions", "", "", {{"Authorization", "Bearer rsg_forged"}}).status == 401);
+}
+
+TEST_CASE("attach: the key, the lock, roles and malformed input") {
+  api_fixture f;
+  auto [id, key] = f.customer_session();
+  auto body = [&](const std::string& k, const std::string& pmr) {
+    return json::serialize(json::object{{"session_key", k}, {"pmr", pmr}});
+  };
+  CHECK(f.call("POST", "/api/v1/sessions/attach", "alice", body(key, "12345,677")).status == 400);
+  CHECK(f.call("POST", "/api/v1/sessions/attach", "alice", R"({"machine":"9009-42A","pmr":"TS012345678"})").status == 400);
+  CHECK(f.call("POST", "/api/v1/sessions/attach", "alice", R"({"pmr":"TS012345678"})").status == 400);
+  CHECK(f.call("POST", "/api/v1/sessions/attach", "alice", "not json").status == 400);
+  auto dev = f.call("POST", "/api/v1/sessions/attach", "dave", body(key, "TS012345678"));
+  CHECK(dev.status == 403);
+  CHECK(f.call("POST", "/api/v1/sessions/attach", "root", body(key, "TS012345678")).status == 403);
+  auto wrong = auth::generate_session_key();
+  CHECK(f.call("POST", "/api/v1/sessions/attach", "alice", body(wrong, "TS012345678")).status == 403);
+
+  auto ok = f.call("POST", "/api/v1/sessions/attach", "alice", body(key, "12345,677,000"));
+  REQUIRE(ok.status == 201);
+  auto s = f.obj(ok);
+  CHECK(s["id"].as_string() == id);
+  CHECK(s["owner"].as_string() == "alice");
+  CHECK(s["pmr"].as_string() == "12345,677,000");
+
+  auto second = f.call("POST", "/api/v1/sessions/attach", "bob",
+                       R"({"machine":"9009-42A*7801234","pmr":"TS012345678"})");
+  CHECK(second.status == 409);
+  CHECK(f.obj(second)["error"].as_object()["message"].as_string().find("alice") != std::string::npos);
+  CHECK(f.count("session.attach", journal::outcome::ok) == 1);
+  CHECK(f.count("session.attach", journal::outcome::denied) == 4);  // dev, admin, wrong key, locked
+}
+
+TEST_CASE("grants, channels, revocation, transfer and end") {
+  api_fixture f;
+  auto [id, key] = f.customer_session();
+  REQUIRE(f.call("POST", "/api/v1/sessions/attach", "alice",
+                 json::serialize(json::object{{"session_key", key}, {"pmr", "TS012345678"}})).status == 201);
+  auto base = "/api/v1/sessions/" + id;
+  CHECK(f.call("POST", base + "/grants", "bob", R"({"user":"dave"})").status == 403);  // not the owner
+  CHECK(f.call("POST", base + "/grants", "alice", R"({"user":"root"})").status == 403);  // admins get no access
+  CHECK(f.call("POST", base + "/grants", "alice", R"({"user":"dave","access_types":["rdp"]})").status == 400);
+  auto g = f.call("POST", base + "/grants", "alice",
+                  R"({"user":"dave","scopes":["hmc"],"access_types":["ssh"],"expires_in":"2h"})");
+  REQUIRE(g.status == 201);
+  auto ch = f.call("POST", base + "/channels", "dave", R"({"scope":"hmc","access_type":"ssh"})");
+  CHECK(ch.status == 201);
+  CHECK(f.obj(ch)["token"].as_string().size() > 30);
+  auto other = f.call("POST", base + "/channels", "dave", R"({"scope":"partition:LP01","access_type":"ssh"})");
+  CHECK(other.status == 403);
+  CHECK(f.code(other) == "outside_grant");
+  CHECK(f.call("POST", base + "/channels", "bob", R"({"scope":"hmc","access_type":"ssh"})").status == 403);
+  CHECK(f.call("GET", base, "dave").status == 200);  // a grantee sees the session
+  CHECK(f.call("GET", base, "bob").status == 404);   // others do not
+  auto full = f.obj(f.call("GET", base, "audrey"));  // auditors do, with the timeline
+  CHECK(full["timeline"].as_array().size() >= 2);
+
+  CHECK(f.call("DELETE", base + "/grants/G1", "dave").status == 403);
+  CHECK(f.call("DELETE", base + "/grants/G1", "alice").status == 200);
+  CHECK(f.call("POST", base + "/channels", "dave", R"({"scope":"hmc","access_type":"ssh"})").status == 403);
+
+  CHECK(f.call("POST", base + "/transfer", "alice", R"({"user":"dave"})").status == 403);
+  CHECK(f.call("POST", base + "/transfer", "alice", R"({"user":"bob"})").status == 200);
+  CHECK(f.call("POST", base + "/channels", "alice", R"({"scope":"hmc","access_type":"ssh"})").status == 403);
+  CHECK(f.call("DELETE", base, "alice").status == 403);
+  auto end = f.call("DELETE", base, "bob");
+  CHECK(end.status == 200);
+  CHECK(f.obj(end)["state"].as_string() == "ended");
+  for (auto kind : {"session.grant", "session.revoke", "session.transfer", "session.end"})
+    CHECK(f.count(kind, journal::outcome::ok) == 1);
+  CHECK(f.count("channel.open", journal::outcome::denied) >= 2);
+}
+
+TEST_CASE("PMR lookup and the auditors' journal endpoints") {
+  api_fixture f;
+  auto [id, key] = f.customer_session();
+  REQUIRE(f.call("POST", "/api/v1/sessions/attach", "alice",
+                 json::serialize(json::object{{"session_key", key}, {"pmr", "TS012345678"}})).status == 201);
+  auto pmr = f.call("GET", "/api/v1/pmrs/TS012345678/sessions", "audrey");
+  REQUIRE(pmr.status == 200);
+  auto o = f.obj(pmr);
+  REQUIRE(o["sessions"].as_array().size() == 1);
+  CHECK(o["sessions"].as_array()[0].as_object()["id"].as_string() == id);
+  CHECK(f.call("GET", "/api/v1/pmrs/12345%2C677%2C000/sessions", "alice").status == 200);
+  CHECK(f.call("GET", "/api/v1/pmrs/bogus/sessions", "audrey").status == 400);
+  CHECK(f.call("GET", "/api/v1/pmrs/TS012345678/sessions", "dave").status == 403);
+  auto j = f.call("GET", "/api/v1/journal?kind=session.attach&limit=5", "audrey");
+  REQUIRE(j.status == 200);
+  CHECK(f.obj(j)["entries"].as_array().size() == 1);
+  CHECK(f.call("GET", "/api/v1/journal?kind=nonsense", "audrey").status == 400);
+  CHECK(f.call("GET", "/api/v1/journal?since=yesterday", "audrey").status == 400);
+  CHECK(f.call("GET", "/api/v1/journal", "alice").status == 403);
+  auto v = f.call("GET", "/api/v1/journal/verify", "audrey");
+  REQUIRE(v.status == 200);
+  CHECK(f.obj(v)["ok"].as_bool());
+  CHECK(f.count("audit.query", journal::outcome::ok) == 4);  // two PMR lookups, a query, a verify
+}
+
+TEST_CASE("journal before access: an attach the journal cannot record is refused, nothing changes") {
+  api_fixture f;
+  auto [id, key] = f.customer_session();
+  auto body = json::serialize(json::object{{"session_key", key}, {"pmr", "TS012345678"}});
+  ::signal(SIGXFSZ, SIG_IGN);
+  rlimit saved{};
+  getrlimit(RLIMIT_FSIZE, &saved);
+  rlimit l = saved;
+  l.rlim_cur = 1;
+  setrlimit(RLIMIT_FSIZE, &l);
+  auto r = f.call("POST", "/api/v1/sessions/attach", "alice", body);
+  setrlimit(RLIMIT_FSIZE, &saved);
+  CHECK(r.status == 503);
+  CHECK(f.code(r) == "journal_unavailable");
+  CHECK(f.obj(f.call("GET", "/api/v1/sessions", "alice"))["sessions"].as_array().empty());
+  // With the journal writing again, the same key still works (it was not consumed).
+  auto ok = f.call("POST", "/api/v1/sessions/attach", "alice", body);
+  CHECK(ok.status == 201);
+}
