@@ -213,6 +213,104 @@ std::string service::open_session(const std::string& machine, std::vector<std::s
   return registry_.open_for_machine(id, machine, std::move(scopes), clock_.now()).id;
 }
 
+std::optional<tunnel::machine_record> service::machine_record_for(const std::string& machine) {
+  std::lock_guard lock(mu_);
+  auto row = state_.find_machine(machine);
+  if (!row) return std::nullopt;
+  auto v = auth::scram::verifier::decode(row->verifier);
+  if (!v) return std::nullopt;
+  tunnel::machine_record r;
+  r.machine = row->machine;
+  r.verifier = *v;
+  r.revoked = row->revoked;
+  r.md5_enabled = row->md5_enabled;
+  if (row->md5_enabled) {
+    auto key = master_key::load_or_create(layout_.keys() / "master.key");
+    auto secret = key.open(row->md5_secret_sealed);
+    if (!secret) r.md5_enabled = false;  // unreadable: refuse MD5 rather than guess
+    else r.md5_secret = *secret;
+  }
+  return r;
+}
+
+std::string service::tunnel_authenticated(const std::string& machine, std::vector<std::string> scopes,
+                                          std::shared_ptr<tunnel_link> link) {
+  std::lock_guard lock(mu_);
+  auto now = clock_.now();
+  std::string id;
+  if (auto* live_s = registry_.find_live_for_machine(machine)) id = live_s->id;
+  else id = fmt::format("S-{}-{}", format_rfc3339(now).substr(0, 10), next_session_++);
+  auto& s = registry_.open_for_machine(id, machine, std::move(scopes), now);
+  links_[s.id] = link;
+  return s.id;
+}
+
+void service::key_offered(const std::string& session_id, std::string_view display_key, micros lifetime,
+                          const std::string& source, std::function<void(std::optional<micros>)> done) {
+  auto canonical = auth::normalize_session_key(display_key);
+  if (!canonical) return done(std::nullopt);
+  auto hmac = hmac_.hash_of(*canonical);
+  journal::entry e;
+  e.kind = "session.key_issued";
+  e.actor = "customer";
+  e.source = source;
+  e.session_id = session_id;
+  e.secret_hmac = hmac;
+  {
+    std::lock_guard lock(mu_);
+    auto* s = registry_.find(session_id);
+    if (!s || s->state == session_state::ended) return done(std::nullopt);
+    e.machine = s->machine;
+  }
+  e.detail = json::serialize(json::object{{"expires_in_seconds", lifetime / kSecond}});
+  journal_.append(std::move(e), [this, session_id, hmac, lifetime, done](const journal::append_result& r) {
+    if (!r.ok()) return done(std::nullopt);
+    std::lock_guard lock(mu_);
+    auto* s = registry_.find(session_id);
+    if (!s) return done(std::nullopt);
+    registry_.set_key(*s, hmac, r.ts + lifetime);
+    done(r.ts + lifetime);
+  });
+}
+
+void service::customer_stopped(const std::string& session_id, const std::string& source, std::function<void()> done) {
+  journal::entry e;
+  e.kind = "session.end";
+  e.actor = "customer";
+  e.source = source;
+  e.session_id = session_id;
+  {
+    // Ending removes access: at once, journaled as soon as possible.
+    std::lock_guard lock(mu_);
+    auto* s = registry_.find(session_id);
+    if (!s || s->state == session_state::ended) return done();
+    (void)registry_.end(*s, "customer", clock_.now());
+    e.pmr = s->pmr;
+    e.machine = s->machine;
+    links_.erase(session_id);
+  }
+  e.detail = R"({"reason":"customer"})";
+  journal_.append(std::move(e), [done](const journal::append_result&) { done(); });
+}
+
+void service::tunnel_closed(const std::string& session_id, const tunnel_link* link) {
+  std::lock_guard lock(mu_);
+  auto it = links_.find(session_id);
+  if (it != links_.end()) {
+    auto l = it->second.lock();
+    if (!l || l.get() == link) links_.erase(it);
+  }
+}
+
+void service::notify(const std::string& session_id, tunnel::notice n) {
+  auto it = links_.find(session_id);
+  if (it == links_.end()) return;
+  if (auto l = it->second.lock()) {
+    n.ts = format_rfc3339(clock_.now());
+    l->notify(n);
+  }
+}
+
 void service::set_session_key(const std::string& session_id, std::string_view display_key, micros expires_at) {
   auto canonical = auth::normalize_session_key(display_key);
   if (!canonical) throw std::invalid_argument("malformed session key");
@@ -477,6 +575,18 @@ void service::attach(const principal& p, const http_request& req, api::reply don
   if (auto* r = std::get_if<refusal>(&v)) {
     e.result = journal::outcome::denied;
     e.machine = a.machine;
+    if (r->code == "locked") {
+      std::lock_guard lock(mu_);
+      auto* locked = a.key_hmac.empty() ? registry_.find_live_for_machine(a.machine) : nullptr;
+      if (locked) {
+        tunnel::notice n;
+        n.event = "attach_refused";
+        n.actor = a.user;
+        n.pmr = a.pmr;
+        n.reason = "the session is locked";
+        notify(locked->id, n);
+      }
+    }
     e.detail = json::serialize(json::object{{"code", r->code}, {"reason", r->message}, {"by", key.empty() ? "machine" : "key"}});
     auto answer = from_refusal(*r);
     journal_.append(std::move(e), [done, answer](const journal::append_result&) { done(answer); });
@@ -491,6 +601,11 @@ void service::attach(const principal& p, const http_request& req, api::reply don
       return;
     }
     registry_.commit_attach(*s, a, r.ts);
+    tunnel::notice n;
+    n.event = "attach";
+    n.actor = a.user;
+    n.pmr = a.pmr;
+    notify(s->id, n);
     done(ok_json(201, session_json(*s)));
   });
 }
@@ -568,6 +683,14 @@ void service::add_grant(const principal& p, const std::string& id, const http_re
     // Re-check under the lock: the owner may have changed while the journal wrote.
     if (!s || s->state != session_state::active) return done(json_error(409, "conflict", "the session changed meanwhile"));
     registry_.commit_grant(*s, g);
+    tunnel::notice n;
+    n.event = "grant";
+    n.actor = g.granted_by;
+    n.user = g.user;
+    std::string granted;
+    for (auto& x : g.scopes) granted += (granted.empty() ? "" : ",") + x;
+    n.scope = granted.substr(0, tunnel::kMaxNameBytes);
+    notify(s->id, n);
     done(ok_json(201, session_json(*s)));
   });
 }
@@ -592,6 +715,11 @@ void service::revoke_grant(const principal& p, const std::string& id, const std:
     e.machine = s->machine;
     e.detail = json::serialize(json::object{{"grant", gid}, {"user", g->user}, {"closed_channels", std::move(ch)}});
     answer = session_json(*s);
+    tunnel::notice n;
+    n.event = "revoke";
+    n.actor = p.user;
+    n.user = g->user;
+    notify(id, n);
   }
   journal_.append(std::move(e), [done, answer](const journal::append_result&) { done(ok_json(200, answer)); });
 }
@@ -620,6 +748,11 @@ void service::transfer(const principal& p, const std::string& id, const http_req
     if (!s || s->owner != user || s->state != session_state::active)
       return done(json_error(409, "conflict", "the session changed meanwhile"));
     registry_.commit_transfer(*s, to);
+    tunnel::notice n;
+    n.event = "transfer";
+    n.actor = user;
+    n.user = to;
+    notify(id, n);
     done(ok_json(200, session_json(*s)));
   });
 }
@@ -681,6 +814,11 @@ void service::end_session(const principal& p, const std::string& id, const http_
     e.pmr = s->pmr;
     e.machine = s->machine;
     answer = session_json(*s);
+    auto it = links_.find(id);
+    if (it != links_.end()) {
+      if (auto l = it->second.lock()) l->end_session(fmt::format("ended by its owner, {}", p.user));
+      links_.erase(it);
+    }
   }
   e.detail = R"({"reason":"owner"})";
   journal_.append(std::move(e), [done, answer](const journal::append_result&) { done(ok_json(200, answer)); });

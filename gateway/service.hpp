@@ -18,9 +18,20 @@
 #include "gateway/http/api.hpp"
 #include "gateway/sessions.hpp"
 #include "gateway/state.hpp"
+#include "gateway/tunnel/handshake.hpp"
+#include "gateway/tunnel/messages.hpp"
 #include "journal/journal.hpp"
 
 namespace rsgate::gateway {
+
+// What the service needs from a customer's live tunnel (implemented by the tunnel
+// connection in the network runtime). Thread-safe; the calls only queue frames.
+class tunnel_link {
+ public:
+  virtual ~tunnel_link() = default;
+  virtual void notify(const tunnel::notice& n) = 0;
+  virtual void end_session(const std::string& reason) = 0;  // END, then close the tunnel
+};
 
 struct principal {
   std::string user;
@@ -36,7 +47,23 @@ class service {
   // prefix removed. Calls `done` exactly once.
   void handle(const http_request& req, std::string_view path, api::reply done);
 
-  // Used by the tunnel side (and tests): a machine authenticated and offers these scopes.
+  // --- the tunnel side ---
+  // The enrolled machine as CHAP needs it (MD5 secret unsealed only when enabled).
+  [[nodiscard]] std::optional<tunnel::machine_record> machine_record_for(const std::string& machine);
+  // A machine authenticated: its (new or resumed) session id; `link` receives notices.
+  std::string tunnel_authenticated(const std::string& machine, std::vector<std::string> scopes,
+                                   std::shared_ptr<tunnel_link> link);
+  // The agent offered a session key: journaled (as its keyed hash) before it is usable;
+  // `done` gets the expiry, or nullopt when the journal could not record it.
+  void key_offered(const std::string& session_id, std::string_view display_key, micros lifetime,
+                   const std::string& source, std::function<void(std::optional<micros>)> done);
+  // The customer ended everything (STOP), or the tunnel is gone.
+  void customer_stopped(const std::string& session_id, const std::string& source, std::function<void()> done);
+  void tunnel_closed(const std::string& session_id, const tunnel_link* link);
+  [[nodiscard]] journal::writer& journal() { return journal_; }
+  [[nodiscard]] const journal::hmac_key& hmac() const { return hmac_; }
+
+  // Used by tests: a machine authenticated and offers these scopes.
   std::string open_session(const std::string& machine, std::vector<std::string> scopes);
   void set_session_key(const std::string& session_id, std::string_view display_key, micros expires_at);
   [[nodiscard]] session_registry& registry_for_test() { return registry_; }
@@ -88,6 +115,8 @@ class service {
     micros expires_at;
   };
   std::map<std::string, channel_ticket> tickets_;  // by SHA-256 of the one-time token
+  std::map<std::string, std::weak_ptr<tunnel_link>> links_;  // by session id
+  void notify(const std::string& session_id, tunnel::notice n);  // called with mu_ held
   std::uint64_t next_session_ = 1;
 };
 
