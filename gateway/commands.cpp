@@ -196,6 +196,13 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   ro.key_file = c.key_file().string();
   ro.limits = c.limits;
   ro.threads = c.threads;
+  ro.sessions = &sessions;
+  ro.tunnel_host = c.tunnel.host;
+  ro.tunnel_port = c.tunnel.port;
+  ro.on_tunnel_listening = [&](const std::string& bound) {
+    out << "rsgate: tunnel: " << bound << "\n";
+    log::info("agent tunnels on {}", bound);
+  };
   ro.on_listening = [&](const std::string& bound) {
     out << "rsgate: console: https://" << bound << "/\n";
     out << "rsgate: ready (SIGINT or SIGTERM stops)\n";

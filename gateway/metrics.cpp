@@ -39,6 +39,8 @@ std::string metrics::render(const journal::writer_stats& js, bool journal_ready)
       fmt::format("rsgate_http_connections_refused_total {}\n", http_connections_refused.load()));
   add("rsgate_tls_handshake_failures_total", "counter", "TLS handshakes that failed or timed out.",
       fmt::format("rsgate_tls_handshake_failures_total {}\n", tls_handshake_failures.load()));
+  add("rsgate_tunnels_active", "gauge", "Agent tunnels connected now.",
+      fmt::format("rsgate_tunnels_active {}\n", tunnels_active.load()));
   add("rsgate_journal_ready", "gauge", "1 while the journal can write, else 0.",
       fmt::format("rsgate_journal_ready {}\n", journal_ready ? 1 : 0));
   add("rsgate_journal_appends_total", "counter", "Entries durably appended since start.",

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/log.hpp"
+#include "gateway/net/tunnel_server.hpp"
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -226,12 +227,25 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
                                                     : bound.address().to_string()) +
                            ":" + std::to_string(bound.port());
 
+  std::unique_ptr<tunnel_server> tunnels;
+  if (opts.sessions) {
+    tunnel_config tc;
+    tc.host = opts.tunnel_host;
+    tc.port = opts.tunnel_port;
+    tc.cert_file = opts.cert_file;
+    tc.key_file = opts.key_file;
+    tunnels = std::make_unique<tunnel_server>(ioc, tc, *opts.sessions, m);
+    auto tunnel_bound = tunnels->start();
+    if (opts.on_tunnel_listening) opts.on_tunnel_listening(tunnel_bound);
+  }
+
   int stop_signal = 0;
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
   asio::steady_timer drain(ioc);
   auto deadline = std::chrono::steady_clock::time_point{};
   std::function<void()> check_drained = [&] {
-    if (m.http_connections_active.load() <= 0 || std::chrono::steady_clock::now() >= deadline) {
+    if ((m.http_connections_active.load() <= 0 && m.tunnels_active.load() <= 0) ||
+        std::chrono::steady_clock::now() >= deadline) {
       ioc.stop();
       return;
     }
@@ -243,6 +257,7 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
     stop_signal = signo;
     log::info("signal {} received: stopping (grace {} ms)", signo, opts.limits.shutdown_grace_ms);
     st.stopping = true;
+    if (tunnels) tunnels->stop();
     asio::post(acceptor_ex, [&] {
       beast::error_code ignored;
       acceptor.close(ignored);

@@ -31,6 +31,11 @@ struct runtime_options {
   int threads = 2;
   // Called once listening, with the bound "host:port" (the port is real even when 0 was asked).
   std::function<void(const std::string& bound)> on_listening;
+  // The agents' tunnel listener (TLS 1.3, ALPN rsgate/1), served when `sessions` is set.
+  class service* sessions = nullptr;
+  std::string tunnel_host = "127.0.0.1";
+  std::uint16_t tunnel_port = 4433;
+  std::function<void(const std::string& bound)> on_tunnel_listening;
 };
 
 // Runs until SIGINT or SIGTERM arrives and the shutdown completes; returns that signal's

@@ -1,0 +1,78 @@
+// rsgate-agent: the customer's side. Dispatches; nothing else lives here.
+#include <boost/program_options.hpp>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "agent/profile.hpp"
+#include "agent/runtime.hpp"
+
+namespace po = boost::program_options;
+
+namespace {
+constexpr const char* kUsage =
+    "usage: rsgate-agent <command> [options]\n"
+    "  start --profile FILE   connect to the gateway, issue a session key, wait (Ctrl-C stops)\n"
+    "  stop                   end remote support: the tunnel, every channel and grant\n"
+    "  status [--json]        state, owner, PMR and grants of the running agent\n"
+    "  key                    void the current session key and issue a new one\n"
+    "Every command takes --control PATH (the running agent's socket) and --help.\n";
+}
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  const std::string cmd = args[0];
+  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+    std::cout << kUsage;
+    return 0;
+  }
+  po::options_description d("rsgate-agent " + cmd + " [options]");
+  d.add_options()
+      ("profile", po::value<std::string>(), "start: the agent profile written by rsgate machine enroll")
+      ("control", po::value<std::string>(), "control socket of the running agent")
+      ("key-minutes", po::value<int>()->default_value(60), "start: session key lifetime, 1-1440 minutes")
+      ("json", "status: one JSON object")
+      ("help,h", "show this help");
+  po::variables_map vm;
+  try {
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+    po::store(po::command_line_parser(rest).options(d).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "rsgate-agent " << cmd << ": " << e.what() << "\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << d << "\n";
+    return 0;
+  }
+  std::string control = vm.count("control") ? vm["control"].as<std::string>() : rsgate::agent::default_control_path();
+  if (cmd == "start") {
+    if (!vm.count("profile")) {
+      std::cerr << "rsgate-agent start: --profile FILE is required\n";
+      return 2;
+    }
+    rsgate::agent::start_options o;
+    try {
+      o.prof = rsgate::agent::load_profile(vm["profile"].as<std::string>());
+    } catch (const std::exception& e) {
+      std::cerr << "rsgate-agent start: " << e.what() << "\n";
+      return 2;
+    }
+    o.key_minutes = vm["key-minutes"].as<int>();
+    if (o.key_minutes < 1 || o.key_minutes > 1440) {
+      std::cerr << "rsgate-agent start: --key-minutes must be 1 to 1440\n";
+      return 2;
+    }
+    o.control_path = control;
+    return rsgate::agent::run_agent(o, std::cout, std::cerr);
+  }
+  if (cmd == "stop" || cmd == "key" || cmd == "status")
+    return rsgate::agent::control_command(control, cmd, std::cout, std::cerr);
+  std::cerr << "rsgate-agent: unknown command '" << cmd << "'\n" << kUsage;
+  return 2;
+}

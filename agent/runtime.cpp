@@ -1,0 +1,463 @@
+// See runtime.hpp. One io_context, one thread: the tunnel reader, a keepalive timer, the
+// control socket and the signal handler are coroutines on it, so the agent's state needs no
+// locks. The agent verifies the gateway against the CA pinned in its profile and the
+// gateway's name, and trusts SUCCESS only with the right SCRAM server signature.
+#include "agent/runtime.hpp"
+
+#include <fmt/format.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+#include <deque>
+#include <filesystem>
+#include <ostream>
+
+#include "agent/handshake.hpp"
+#include "auth/session_key.hpp"
+#include "core/timefmt.hpp"
+#include "gateway/tunnel/messages.hpp"
+#include "gateway/tunnel/protocol.hpp"
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace ssl = asio::ssl;
+namespace json = boost::json;
+using tcp = asio::ip::tcp;
+using local_socket = asio::local::stream_protocol::socket;
+
+namespace rsgate::agent {
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+struct agent_state {
+  agent_state(const start_options& o, std::ostream& os, std::ostream& es) : opt(o), out(os), err(es) {}
+  const start_options& opt;
+  std::ostream& out;
+  std::ostream& err;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> stream;
+  std::deque<bytes> outq;
+  bool writing = false;
+  bool done = false;
+  int exit_code = 0;
+  std::string gateway;
+  std::string session;
+  std::string key;
+  std::string key_expires_at;
+  std::string owner, pmr;
+  std::vector<std::string> grants;
+  std::string state = "connecting";
+  std::optional<tunnel::decoder> dec;
+  std::deque<std::string> pending_key_replies;  // control clients waiting for a KEY_ACK
+  std::vector<std::shared_ptr<local_socket>> key_waiters;
+};
+
+void line(agent_state& st, const std::string& text) {
+  st.out << text << "\n";
+  st.out.flush();
+}
+
+asio::awaitable<void> flush(agent_state& st) {
+  if (st.writing || !st.stream) co_return;
+  st.writing = true;
+  while (!st.outq.empty()) {
+    auto f = std::move(st.outq.front());
+    st.outq.pop_front();
+    auto [ec, n] = co_await asio::async_write(*st.stream, asio::buffer(f), use_tuple);
+    if (ec) {
+      st.outq.clear();
+      break;
+    }
+  }
+  st.writing = false;
+}
+
+void send(agent_state& st, tunnel::frame_type t, bytes payload, std::uint32_t channel = 0) {
+  st.outq.push_back(tunnel::encode(t, channel, payload));
+  asio::co_spawn(st.stream->get_executor(), flush(st), asio::detached);
+}
+
+void offer_key(agent_state& st) {
+  tunnel::key_offer k;
+  k.key = auth::generate_session_key();
+  k.expires_in = static_cast<std::int64_t>(st.opt.key_minutes) * 60;
+  st.key = k.key;
+  st.key_expires_at.clear();
+  send(st, tunnel::frame_type::key_offer, tunnel::to_payload(k));
+}
+
+std::string status_json(const agent_state& st) {
+  json::array grants;
+  for (auto& g : st.grants) grants.emplace_back(g);
+  json::object o{{"state", st.state}, {"machine", st.opt.prof.machine()}, {"gateway", st.gateway},
+                 {"session", st.session}, {"key_expires_at", st.key_expires_at}, {"owner", st.owner},
+                 {"pmr", st.pmr}, {"grants", std::move(grants)}};
+  return json::serialize(o);
+}
+
+// Reads one frame with the decoder, waiting for more bytes as needed.
+asio::awaitable<std::optional<tunnel::frame>> read_frame(agent_state& st, std::vector<std::uint8_t>& pending) {
+  std::array<std::uint8_t, 16 * 1024> buf{};
+  for (;;) {
+    if (auto f = st.dec->next()) co_return f;
+    if (!pending.empty()) {
+      auto used = st.dec->feed(pending);
+      pending.erase(pending.begin(), pending.begin() + static_cast<long>(used));
+      if (st.dec->error() != tunnel::decode_error::none) co_return std::nullopt;
+      continue;
+    }
+    auto [ec, n] = co_await st.stream->async_read_some(asio::buffer(buf), use_tuple);
+    if (ec) co_return std::nullopt;
+    pending.assign(buf.begin(), buf.begin() + static_cast<long>(n));
+  }
+}
+
+void print_notice(agent_state& st, const tunnel::notice& n) {
+  std::string what;
+  if (n.event == "attach") {
+    st.owner = n.actor;
+    st.pmr = n.pmr;
+    st.state = "active";
+    what = fmt::format("{} attached for PMR {} and now owns the session", n.actor, n.pmr);
+  } else if (n.event == "attach_refused") {
+    what = fmt::format("{} tried to attach for PMR {}: refused ({})", n.actor, n.pmr, n.reason);
+  } else if (n.event == "grant") {
+    st.grants.push_back(n.user);
+    what = fmt::format("{} granted {} access{}", n.actor, n.user, n.scope.empty() ? "" : " to " + n.scope);
+  } else if (n.event == "revoke") {
+    std::erase(st.grants, n.user);
+    what = fmt::format("{} revoked the access of {}", n.actor, n.user);
+  } else if (n.event == "transfer") {
+    st.owner = n.user;
+    what = fmt::format("{} handed the session to {}", n.actor, n.user);
+  } else if (n.event == "channel_open") {
+    what = fmt::format("{} opened {} to {}", n.actor, n.access_type, n.scope);
+  } else if (n.event == "channel_close") {
+    what = fmt::format("{} closed {} to {} ({} bytes in, {} out)", n.actor, n.access_type, n.scope, n.bytes_in, n.bytes_out);
+  } else {
+    what = n.event;
+  }
+  line(st, fmt::format("[{}] {}", n.ts, what));
+}
+
+asio::awaitable<void> control_client(agent_state& st, std::shared_ptr<local_socket> sock) {
+  asio::streambuf buf(256);
+  auto [ec, n] = co_await asio::async_read_until(*sock, buf, '\n', use_tuple);
+  if (ec) co_return;
+  std::string cmd(asio::buffers_begin(buf.data()), asio::buffers_begin(buf.data()) + static_cast<long>(n) - 1);
+  std::string reply;
+  if (cmd == "stop") {
+    reply = "stopping\n";
+    st.done = true;
+    if (st.stream) send(st, tunnel::frame_type::stop, tunnel::to_payload(tunnel::reason_only{"customer"}));
+  } else if (cmd == "status") {
+    reply = status_json(st) + "\n";
+  } else if (cmd == "key") {
+    if (st.state != "authenticated" && st.state != "active") {
+      reply = "error: not connected\n";
+    } else {
+      offer_key(st);
+      st.key_waiters.push_back(sock);
+      co_return;  // answered when the gateway acknowledges the key
+    }
+  } else {
+    reply = "error: unknown command\n";
+  }
+  co_await asio::async_write(*sock, asio::buffer(reply), use_tuple);
+  if (cmd == "stop" && st.stream) {
+    // Give STOP a moment to leave, then close.
+    asio::steady_timer t(sock->get_executor(), std::chrono::milliseconds(300));
+    co_await t.async_wait(use_tuple);
+    beast::error_code ignored;
+    st.stream->next_layer().socket().close(ignored);
+  }
+}
+
+asio::awaitable<void> control_server(agent_state& st, asio::local::stream_protocol::acceptor& acc) {
+  for (;;) {
+    auto sock = std::make_shared<local_socket>(acc.get_executor());
+    auto [ec] = co_await acc.async_accept(*sock, use_tuple);
+    if (ec) co_return;
+    asio::co_spawn(acc.get_executor(), control_client(st, sock), asio::detached);
+  }
+}
+
+asio::awaitable<void> keepalive(agent_state& st) {
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  while (!st.done && st.stream) {
+    t.expires_after(std::chrono::seconds(tunnel::kKeepaliveSeconds));
+    co_await t.async_wait(use_tuple);
+    if (st.done || !st.stream) break;
+    send(st, tunnel::frame_type::ping, {});
+  }
+}
+
+asio::awaitable<bool> connect_to(agent_state& st, ssl::context& tls, const std::string& address) {
+  auto ex = co_await asio::this_coro::executor;
+  auto colon = address.rfind(':');
+  std::string host = address.substr(0, colon), port = address.substr(colon + 1);
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  tcp::resolver resolver(ex);
+  auto [rec, results] = co_await resolver.async_resolve(host, port, use_tuple);
+  if (rec) {
+    st.err << fmt::format("rsgate-agent: cannot resolve {}: {}\n", address, rec.message());
+    co_return false;
+  }
+  st.stream.emplace(beast::tcp_stream(ex), tls);
+  st.stream->next_layer().expires_after(std::chrono::seconds(tunnel::kHandshakeTimeoutSeconds));
+  auto [cec, ep] = co_await st.stream->next_layer().async_connect(results, use_tuple);
+  if (cec) {
+    st.err << fmt::format("rsgate-agent: cannot connect to {}: {}\n", address, cec.message());
+    co_return false;
+  }
+  beast::error_code ignored;
+  st.stream->next_layer().socket().set_option(tcp::no_delay(true), ignored);
+  SSL_set_tlsext_host_name(st.stream->native_handle(), st.opt.prof.server_name.c_str());
+  st.stream->set_verify_callback(ssl::host_name_verification(st.opt.prof.server_name));
+  auto [hec] = co_await st.stream->async_handshake(ssl::stream_base::client, use_tuple);
+  if (hec) {
+    st.err << fmt::format("rsgate-agent: TLS with {} failed: {} (is it the gateway of the pinned CA, named {}?)\n",
+                          address, hec.message(), st.opt.prof.server_name);
+    co_return false;
+  }
+  st.gateway = address;
+  co_return true;
+}
+
+asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
+  bool connected = false;
+  for (auto& address : {st.opt.prof.primary, st.opt.prof.backup}) {
+    if (address.empty()) continue;
+    if ((connected = co_await connect_to(st, tls, address))) break;
+  }
+  if (!connected) {
+    st.exit_code = 1;
+    st.done = true;
+    st.state = "disconnected";
+    co_return;
+  }
+  st.state = "authenticating";
+  bytes exporter(tunnel::kExporterBytes);
+  SSL_export_keying_material(st.stream->native_handle(), exporter.data(), exporter.size(),
+                             tunnel::kExporterLabel.data(), tunnel::kExporterLabel.size(), nullptr, 0, 0);
+  identity id;
+  id.machine = st.opt.prof.machine();
+  id.secret = st.opt.prof.secret;
+  id.mechanisms = st.opt.prof.mechanisms;
+  for (auto& s : st.opt.prof.scopes) id.scopes.push_back({s.name, ""});
+  agent_handshake hs(id, exporter, make_client_nonce());
+  st.dec.emplace();
+  std::vector<std::uint8_t> pending;
+  send(st, tunnel::frame_type::hello, tunnel::to_payload(hs.make_hello()));
+  asio::co_spawn(co_await asio::this_coro::executor, keepalive(st), asio::detached);
+  std::string why;
+  auto fail = [&](const std::string& msg) {
+    st.err << "rsgate-agent: " << msg << "\n";
+    st.exit_code = 1;
+    st.done = true;
+  };
+  while (!st.done) {
+    auto f = co_await read_frame(st, pending);
+    if (!f) {
+      if (!st.done) fail(st.dec->error() != tunnel::decode_error::none
+                             ? std::string("protocol error from the gateway: ") + std::string(tunnel::describe(st.dec->error()))
+                             : std::string("the connection to the gateway was lost"));
+      break;
+    }
+    st.stream->next_layer().expires_after(std::chrono::seconds(tunnel::kDeadPeerSeconds));
+    switch (f->header.type) {
+      case tunnel::frame_type::challenge: {
+        auto c = tunnel::parse_challenge(f->payload, why);
+        auto r = c ? hs.on_challenge(*c, why) : std::nullopt;
+        if (!r) {
+          fail("refusing the gateway's challenge: " + why);
+          break;
+        }
+        send(st, tunnel::frame_type::response, tunnel::to_payload(*r));
+        break;
+      }
+      case tunnel::frame_type::success: {
+        auto s = tunnel::parse_success(f->payload, why);
+        if (!s || !hs.on_success(*s, why)) {
+          fail("the gateway failed to prove itself: " + why);
+          break;
+        }
+        if (st.session.empty()) {
+          st.session = s->session;
+          st.state = "authenticated";
+          line(st, fmt::format("Connected to {} as {}; session {}", st.gateway, id.machine, st.session));
+          offer_key(st);
+        }
+        break;
+      }
+      case tunnel::frame_type::failure: {
+        auto fl = tunnel::parse_failure(f->payload, why);
+        fail(fmt::format("the gateway refused this machine: {}{}", fl ? fl->reason : why,
+                         fl && fl->retry_after_seconds ? fmt::format(" (locked out; retry in {} s)", fl->retry_after_seconds) : ""));
+        break;
+      }
+      case tunnel::frame_type::key_ack: {
+        auto k = tunnel::parse_key_ack(f->payload, why);
+        if (!k) {
+          fail("malformed KEY_ACK: " + why);
+          break;
+        }
+        st.key_expires_at = k->expires_at;
+        line(st, fmt::format("Session key: {}", st.key));
+        line(st, fmt::format("(give it to your support representative; it expires at {}, single use)", k->expires_at));
+        for (auto& w : st.key_waiters) {
+          auto reply = std::make_shared<std::string>(fmt::format("Session key: {}\n", st.key));
+          asio::async_write(*w, asio::buffer(*reply), [reply, w](beast::error_code, std::size_t) {});
+        }
+        st.key_waiters.clear();
+        break;
+      }
+      case tunnel::frame_type::notice: {
+        auto n = tunnel::parse_notice(f->payload, why);
+        if (n) print_notice(st, *n);
+        break;
+      }
+      case tunnel::frame_type::end: {
+        auto r = tunnel::parse_reason(f->payload, why);
+        line(st, fmt::format("Session ended: {}", r ? r->reason : std::string("by the gateway")));
+        st.state = "ended";
+        st.done = true;
+        break;
+      }
+      case tunnel::frame_type::ping:
+        send(st, tunnel::frame_type::pong, {});
+        break;
+      case tunnel::frame_type::pong:
+        break;
+      case tunnel::frame_type::error: {
+        auto e = tunnel::parse_error(f->payload, why);
+        fail(fmt::format("the gateway reported an error: {} {}", e ? e->code : "?", e ? e->message : why));
+        break;
+      }
+      case tunnel::frame_type::channel_open: {
+        // Channels come with the next version of this agent: refuse clearly, never connect.
+        send(st, tunnel::frame_type::channel_reject,
+             tunnel::to_payload(tunnel::reason_only{"this agent version does not open channels yet"}), f->header.channel);
+        break;
+      }
+      default:
+        fail(std::string("unexpected ") + std::string(tunnel::name_of(f->header.type)) + " from the gateway");
+    }
+  }
+  if (st.state != "ended") st.state = "disconnected";
+  co_await flush(st);
+  st.stream->next_layer().expires_after(std::chrono::seconds(2));
+  co_await st.stream->async_shutdown(use_tuple);
+}
+
+}  // namespace
+
+std::string default_control_path() {
+  if (const char* d = std::getenv("XDG_RUNTIME_DIR"); d && *d) return std::string(d) + "/rsgate-agent.sock";
+  return fmt::format("/tmp/rsgate-agent-{}.sock", ::getuid());
+}
+
+int run_agent(const start_options& o, std::ostream& out, std::ostream& err) {
+  asio::io_context ioc(1);
+  ssl::context tls(ssl::context::tls_client);
+  SSL_CTX_set_min_proto_version(tls.native_handle(), TLS1_3_VERSION);
+  tls.set_verify_mode(ssl::verify_peer);
+  beast::error_code ec;
+  tls.add_certificate_authority(asio::buffer(o.prof.ca_pem), ec);
+  if (ec) {
+    err << "rsgate-agent: the profile's pinned CA cannot be loaded: " << ec.message() << "\n";
+    return 2;
+  }
+  static const unsigned char alpn[] = {8, 'r', 's', 'g', 'a', 't', 'e', '/', '1'};
+  SSL_CTX_set_alpn_protos(tls.native_handle(), alpn, sizeof alpn);
+
+  agent_state st(o, out, err);
+  // The control socket: private to this account (0600 inside the umask).
+  std::filesystem::remove(o.control_path);
+  asio::local::stream_protocol::acceptor acc(ioc);
+  {
+    auto old = ::umask(0077);
+    acc.open();
+    acc.bind(asio::local::stream_protocol::endpoint(o.control_path), ec);
+    ::umask(old);
+    if (ec) {
+      err << "rsgate-agent: cannot create the control socket " << o.control_path << ": " << ec.message() << "\n";
+      return 1;
+    }
+    acc.listen();
+  }
+  asio::co_spawn(ioc, control_server(st, acc), asio::detached);
+  asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](beast::error_code sec, int) {
+    if (sec) return;
+    line(st, "Stopping remote support (customer request)");
+    st.done = true;
+    if (st.stream && (st.state == "authenticated" || st.state == "active")) {
+      send(st, tunnel::frame_type::stop, tunnel::to_payload(tunnel::reason_only{"customer"}));
+      auto t = std::make_shared<asio::steady_timer>(ioc, std::chrono::milliseconds(300));
+      t->async_wait([&st, t](beast::error_code) {
+        beast::error_code ignored;
+        st.stream->next_layer().socket().close(ignored);
+      });
+    } else if (st.stream) {
+      beast::error_code ignored;
+      st.stream->next_layer().socket().close(ignored);
+    }
+  });
+  asio::co_spawn(ioc, run_tunnel(st, tls), [&](std::exception_ptr) {
+    signals.cancel();
+    beast::error_code ignored;
+    acc.close(ignored);
+    ioc.stop();
+  });
+  ioc.run();
+  std::filesystem::remove(o.control_path);
+  return st.exit_code;
+}
+
+int control_command(const std::string& control_path, const std::string& command, std::ostream& out,
+                    std::ostream& err) {
+  asio::io_context ioc;
+  local_socket sock(ioc);
+  beast::error_code ec;
+  sock.connect(asio::local::stream_protocol::endpoint(control_path), ec);
+  if (ec) {
+    err << "rsgate-agent: no running agent at " << control_path << " (" << ec.message() << ")\n";
+    return 1;
+  }
+  std::string req = command + "\n";
+  asio::write(sock, asio::buffer(req), ec);
+  asio::streambuf buf(64 * 1024);
+  auto n = asio::read_until(sock, buf, '\n', ec);
+  if (ec && n == 0) {
+    err << "rsgate-agent: the agent did not answer\n";
+    return 1;
+  }
+  std::string reply(asio::buffers_begin(buf.data()), asio::buffers_begin(buf.data()) + static_cast<long>(n));
+  if (reply.starts_with("error:")) {
+    err << "rsgate-agent: " << reply.substr(7);
+    return 1;
+  }
+  out << reply;
+  return 0;
+}
+
+}  // namespace rsgate::agent

@@ -1,0 +1,39 @@
+// The gateway's tunnel listener (docs/protocol.md): TLS 1.3 only, ALPN "rsgate/1", one
+// coroutine per agent connection. Included only by the network runtime's translation units.
+#pragma once
+#include <boost/asio/io_context.hpp>
+#include <memory>
+#include <string>
+
+#include "gateway/metrics.hpp"
+
+namespace rsgate::gateway {
+
+class service;
+
+struct tunnel_config {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 4433;
+  std::string cert_file;
+  std::string key_file;
+  int handshake_timeout_ms = 20'000;   // TLS + HELLO + CHAP
+  int dead_peer_ms = 90'000;           // no frame at all for this long: the tunnel is dead
+  std::size_t max_tunnels = 1024;
+};
+
+class tunnel_server {
+ public:
+  tunnel_server(boost::asio::io_context& ioc, tunnel_config cfg, service& svc, metrics& m);
+  ~tunnel_server();
+  // Binds and starts accepting; returns the bound "host:port". Throws when it cannot listen.
+  std::string start();
+  // Stops accepting and asks every tunnel to close.
+  void stop();
+
+  struct impl;
+
+ private:
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace rsgate::gateway
