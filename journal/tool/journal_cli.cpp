@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "auth/formats.hpp"
+#include "auth/session_key.hpp"
 #include "core/files.hpp"
 #include "core/timefmt.hpp"
 #include "journal/journal.hpp"
@@ -181,6 +182,8 @@ int cmd_query(const std::vector<std::string>& args, std::ostream& out, std::ostr
     auto v = vm["hash-of"].as<std::string>();
     if (v == "-") v = read_secret_from_stdin();
     if (v.empty()) throw usage_error("--hash-of needs a value");
+    // A session key is hashed in its canonical form, however the customer wrote it down.
+    if (auto canonical = auth::normalize_session_key(v)) v = *canonical;
     auto key = hmac_key::load(key_dir_for(c, files) / "journal-hmac.key");
     f.secret_hmac = key.hash_of(v);
   }

@@ -186,6 +186,7 @@ temp_dir::~temp_dir() {
 }
 
 std::string rsgate_binary() { return RSGATE_BINARY; }
+std::string agent_binary() { return RSGATE_AGENT_BINARY; }
 std::string helper_binary(const std::string& name) {
   return std::string(RSGATE_HELPER_DIR) + "/" + name;
 }

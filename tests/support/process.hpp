@@ -66,6 +66,7 @@ class temp_dir {
 
 // Paths of the binaries under test (set by CMake).
 std::string rsgate_binary();
+std::string agent_binary();
 std::string helper_binary(const std::string& name);
 // A file of the source tree, e.g. "tests/integration/verify_journal.py".
 std::string source_path(const std::string& relative);

@@ -1,0 +1,246 @@
+// The core flow with real processes on loopback: `rsgate serve`, `rsgate-agent start` with a
+// profile from `rsgate machine enroll`, representatives attaching with curl over HTTPS, the
+// agent printing what happens, the customer stopping, and every step in the journal, which
+// verifies. Also CHAP refusals: a wrong secret, MD5 when not enabled, and the lock-out.
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "core/files.hpp"
+#include "tests/integration/common.hpp"
+
+using namespace rsgate;
+using namespace rsgate::test;
+namespace json = boost::json;
+
+namespace {
+
+constexpr auto kWait = std::chrono::seconds(60);
+
+struct gateway_fixture {
+  temp_dir t;
+  std::filesystem::path dir = t / "gw";
+  std::unique_ptr<child> gw;
+  std::string https, tunnel;
+  std::map<std::string, std::string> tokens;
+
+  gateway_fixture() {
+    init_data_dir(dir, "gw-flow", true);
+    auto cfg = read_file(dir / "rsgate.toml");
+    for (auto port : {"8443", "4433"}) {
+      auto from = std::string("listen = \"127.0.0.1:") + port + "\"";
+      auto p = cfg.find(from);
+      REQUIRE(p != std::string::npos);
+      cfg.replace(p, from.size(), "listen = \"127.0.0.1:0\"");
+    }
+    std::ofstream(dir / "rsgate.toml") << cfg;
+    gw = std::make_unique<child>(std::vector<std::string>{rsgate_binary(), "serve", "--config", (dir / "rsgate.toml").string()},
+                                 t / "gw.err");
+    auto deadline = std::chrono::steady_clock::now() + kWait;
+    while ((https.empty() || tunnel.empty()) && std::chrono::steady_clock::now() < deadline) {
+      auto line = gw->read_line(std::chrono::seconds(5));
+      if (!line) continue;
+      if (auto p = line->find("tunnel: "); p != std::string::npos) tunnel = line->substr(p + 8);
+      if (auto p = line->find("console: https://"); p != std::string::npos)
+        https = line->substr(p + 17, line->size() - p - 18);  // host:port
+    }
+    REQUIRE_FALSE(https.empty());
+    REQUIRE_FALSE(tunnel.empty());
+    for (auto [name, role] : {std::pair{"alice", "representative"}, std::pair{"bob", "representative"},
+                              std::pair{"dave", "developer"}}) {
+      REQUIRE(rsgate_cmd({"user", "add", name, "--role", role, "--password-stdin", "--data", dir.string()},
+                         "a long enough password\n").exit_code == 0);
+      auto tok = rsgate_cmd({"token", "create", "--user", name, "--data", dir.string()});
+      REQUIRE(tok.exit_code == 0);
+      tokens[name] = tok.out.substr(0, tok.out.size() - 1);
+    }
+  }
+  ~gateway_fixture() {
+    if (gw) {
+      gw->signal(SIGTERM);
+      (void)gw->wait(std::chrono::seconds(20));
+    }
+  }
+
+  std::filesystem::path enroll(const std::string& serial, bool md5 = false) {
+    auto profile = t / (serial + ".toml");
+    std::vector<std::string> a = {"machine", "enroll", "--type", "9009", "--model", "42A", "--serial", serial,
+                                  "--scope", "hmc=127.0.0.1:9", "--scope", "partition:LP01=127.0.0.1:9",
+                                  "--gateway", tunnel, "--profile-out", profile.string(), "--data", dir.string()};
+    if (md5) a.push_back("--md5");
+    auto r = rsgate_cmd(a);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return profile;
+  }
+
+  struct answer {
+    int status = 0;
+    json::object body;
+  };
+  answer api(const std::string& method, const std::string& path, const std::string& user, const std::string& body = "") {
+    std::vector<std::string> a = {"curl", "-sS", "--max-time", "20", "--cacert", (dir / "ca.pem").string(),
+                                  "-X", method, "-H", "Authorization: Bearer " + tokens.at(user), "-o", "-", "-w", "\n%{http_code}"};
+    if (!body.empty()) {
+      a.push_back("-H");
+      a.push_back("Content-Type: application/json");
+      a.push_back("--data");
+      a.push_back(body);
+    }
+    a.push_back("https://" + https + path);
+    auto r = run(a, "", std::chrono::seconds(30));
+    answer out;
+    auto nl = r.out.rfind('\n');
+    REQUIRE(nl != std::string::npos);
+    out.status = std::atoi(r.out.c_str() + nl + 1);
+    boost::system::error_code ec;
+    auto v = json::parse(r.out.substr(0, nl), ec);
+    if (!ec && v.is_object()) out.body = v.as_object();
+    return out;
+  }
+
+  std::vector<std::string> kinds(const std::string& kind, const std::string& outcome) {
+    auto r = rsgate_cmd({"journal", "query", "--data", dir.string(), "--kind", kind, "--outcome", outcome, "--format", "json"});
+    REQUIRE(r.exit_code == 0);
+    std::vector<std::string> lines;
+    std::istringstream in(r.out);
+    std::string l;
+    while (std::getline(in, l)) lines.push_back(l);
+    return lines;
+  }
+};
+
+std::string wait_line(child& c, const std::string& needle) {
+  auto l = c.wait_for(needle, kWait);
+  INFO("waiting for: " << needle);
+  REQUIRE(l.has_value());
+  return *l;
+}
+
+}  // namespace
+
+TEST_CASE("the story: agent, key, attach and lock, grant, notices, customer stop, journal") {
+  gateway_fixture f;
+  auto profile = f.enroll("7801234");
+  auto control = (f.t / "agent.sock").string();
+  child agent({agent_binary(), "start", "--profile", profile.string(), "--control", control}, f.t / "agent.err");
+  auto connected = wait_line(agent, "Connected to ");
+  CHECK(connected.find("9009-42A*7801234") != std::string::npos);
+  auto key_line = wait_line(agent, "Session key: ");
+  auto key = key_line.substr(key_line.find(": ") + 2);
+  CHECK(key.size() == 16);
+
+  auto body = [](const std::string& k, const std::string& pmr) {
+    return json::serialize(json::object{{"session_key", k}, {"pmr", pmr}});
+  };
+  CHECK(f.api("POST", "/api/v1/sessions/attach", "alice", body("0000-0000-0000-0", "TS012345678")).status == 403);
+  CHECK(f.api("POST", "/api/v1/sessions/attach", "dave", body(key, "TS012345678")).status == 403);
+  CHECK(f.api("POST", "/api/v1/sessions/attach", "alice", body(key, "12345")).status == 400);
+  auto att = f.api("POST", "/api/v1/sessions/attach", "alice", body(key, "12345,677,000"));
+  REQUIRE(att.status == 201);
+  auto sid = std::string(att.body["id"].as_string());
+  wait_line(agent, "alice attached for PMR 12345,677,000");
+
+  auto locked = f.api("POST", "/api/v1/sessions/attach", "bob", R"({"machine":"9009-42A*7801234","pmr":"TS012345678"})");
+  CHECK(locked.status == 409);
+  wait_line(agent, "bob tried to attach");
+  CHECK(f.api("POST", "/api/v1/sessions/attach", "bob", body(key, "TS012345678")).status == 409);  // the key is used
+
+  CHECK(f.api("POST", "/api/v1/sessions/" + sid + "/grants", "bob", R"({"user":"dave"})").status == 403);
+  REQUIRE(f.api("POST", "/api/v1/sessions/" + sid + "/grants", "alice",
+                R"({"user":"dave","scopes":["hmc"],"access_types":["ssh"]})").status == 201);
+  wait_line(agent, "alice granted dave access to hmc");
+  CHECK(f.api("POST", "/api/v1/sessions/" + sid + "/channels", "dave", R"({"scope":"hmc","access_type":"ssh"})").status == 201);
+  CHECK(f.api("POST", "/api/v1/sessions/" + sid + "/channels", "dave",
+              R"({"scope":"partition:LP01","access_type":"ssh"})").status == 403);
+
+  auto st = run({agent_binary(), "status", "--json", "--control", control});
+  REQUIRE(st.exit_code == 0);
+  auto so = json::parse(st.out).as_object();
+  CHECK(so["owner"].as_string() == "alice");
+  CHECK(so["pmr"].as_string() == "12345,677,000");
+  CHECK(so["state"].as_string() == "active");
+
+  REQUIRE(f.api("DELETE", "/api/v1/sessions/" + sid + "/grants/G1", "alice").status == 200);
+  wait_line(agent, "alice revoked the access of dave");
+  CHECK(f.api("POST", "/api/v1/sessions/" + sid + "/channels", "dave", R"({"scope":"hmc","access_type":"ssh"})").status == 403);
+
+  REQUIRE(run({agent_binary(), "stop", "--control", control}).exit_code == 0);
+  auto code = agent.wait(std::chrono::seconds(20));
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+  auto after = f.api("GET", "/api/v1/sessions/" + sid, "alice");
+  REQUIRE(after.status == 200);
+  CHECK(after.body["state"].as_string() == "ended");
+  CHECK(after.body["end_reason"].as_string() == "customer");
+
+  // The journal holds every step with the right actor, PMR and outcome, and verifies.
+  CHECK(f.kinds("tunnel.connect", "ok").size() == 1);
+  CHECK(f.kinds("tunnel.auth", "ok").size() == 1);
+  CHECK(f.kinds("session.key_issued", "ok").size() == 1);
+  auto attached = f.kinds("session.attach", "ok");
+  REQUIRE(attached.size() == 1);
+  auto a = json::parse(attached[0]).as_object();
+  CHECK(a["actor"].as_string() == "alice");
+  CHECK(a["pmr"].as_string() == "12345,677,000");
+  CHECK(a["session_id"].as_string() == sid);
+  CHECK(f.kinds("session.attach", "denied").size() == 4);  // wrong key, developer, locked twice
+  CHECK(f.kinds("session.grant", "ok").size() == 1);
+  CHECK(f.kinds("session.grant", "denied").size() == 1);
+  CHECK(f.kinds("session.revoke", "ok").size() == 1);
+  CHECK(f.kinds("channel.open", "denied").size() == 2);
+  auto ended = f.kinds("session.end", "ok");
+  REQUIRE(ended.size() == 1);
+  CHECK(json::parse(ended[0]).as_object()["actor"].as_string() == "customer");
+  CHECK(f.kinds("tunnel.close", "ok").size() == 1);
+  // The session key is in no file; its keyed hash finds its issue and its use.
+  CHECK(read_file(f.dir / "journal.db").find(key) == std::string::npos);
+  auto by_key = rsgate_cmd({"journal", "query", "--data", f.dir.string(), "--hash-of", key, "--format", "json"});
+  CHECK(line_count(by_key.out) == 4);  // issued, refused to dave, used by alice, refused to bob
+  auto v = rsgate_cmd({"journal", "verify", "--data", f.dir.string(), "--pubkey",
+                       (f.dir / "keys/journal-signing.pub").string()});
+  INFO(v.out << v.err);
+  CHECK(v.exit_code == 0);
+}
+
+TEST_CASE("CHAP refusals: wrong secret, MD5 not enabled, lock-out after five failures") {
+  gateway_fixture f;
+  auto profile = f.enroll("7801235");
+  auto good = read_file(profile);
+  auto write_variant = [&](const std::string& name, const std::string& from, const std::string& to) {
+    auto s = good;
+    auto p = s.find(from);
+    REQUIRE(p != std::string::npos);
+    s.replace(p, from.size(), to);
+    auto path = f.t / name;
+    write_file_exclusive(path, s, 0600);
+    return path.string();
+  };
+  auto secret_at = good.find("secret = '") + 10;
+  auto secret = good.substr(secret_at, good.find('\'', secret_at) - secret_at);
+  auto wrong = write_variant("wrong.toml", secret, std::string(secret.size(), 'Z'));
+  auto md5 = write_variant("md5.toml", "mechanisms = ['scram-sha-256']", "mechanisms = ['md5']");
+
+  auto r = run({agent_binary(), "start", "--profile", md5, "--control", (f.t / "a1.sock").string()}, "", kWait);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("refused") != std::string::npos);
+  for (int i = 0; i < 4; ++i) {
+    r = run({agent_binary(), "start", "--profile", wrong, "--control", (f.t / "a2.sock").string()}, "", kWait);
+    INFO(r.err);
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("refused this machine") != std::string::npos);
+  }
+  // Five failures in all (the MD5 attempt counts): the machine is locked, even with its secret.
+  r = run({agent_binary(), "start", "--profile", profile.string(), "--control", (f.t / "a3.sock").string()}, "", kWait);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("locked out") != std::string::npos);
+  CHECK(f.kinds("tunnel.auth", "denied").size() >= 6);  // 5 failures + the lock-out (+ the locked attempt)
+  CHECK(f.kinds("tunnel.auth", "ok").empty());
+  auto profile_bad_mode = f.t / "open.toml";
+  write_file_exclusive(profile_bad_mode, good, 0644);
+  auto m = run({agent_binary(), "start", "--profile", profile_bad_mode.string()});
+  CHECK(m.exit_code == 2);
+  CHECK(m.err.find("chmod 600") != std::string::npos);
+}
