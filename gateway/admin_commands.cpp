@@ -16,6 +16,7 @@
 #include "auth/password.hpp"
 #include "auth/scram.hpp"
 #include "core/files.hpp"
+#include "gateway/cli.hpp"
 #include "core/timefmt.hpp"
 #include "gateway/config.hpp"
 #include "gateway/data_dir.hpp"
@@ -27,11 +28,8 @@ namespace po = boost::program_options;
 namespace rsgate::gateway {
 namespace {
 
-constexpr int kOk = 0, kFailed = 1, kUsage = 2;
+using cli::kOk, cli::kFailed, cli::kUsage, cli::usage_error;
 
-struct usage_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 struct refused : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
@@ -315,32 +313,16 @@ int token_cmd(const std::vector<std::string>& args, std::ostream& out) {
   return kOk;
 }
 
-template <typename F>
-int guarded(const char* name, F&& f, std::ostream& err) {
-  try {
-    return f();
-  } catch (const po::error& e) {
-    err << "rsgate " << name << ": " << e.what() << "\n";
-    return kUsage;
-  } catch (const usage_error& e) {
-    err << "rsgate " << name << ": " << e.what() << "\n";
-    return kUsage;
-  } catch (const std::exception& e) {
-    err << "rsgate " << name << ": " << e.what() << "\n";
-    return kFailed;
-  }
-}
-
 }  // namespace
 
 int run_user(const std::vector<std::string>& args, std::istream& in, std::ostream& out, std::ostream& err) {
-  return guarded("user", [&] { return user_cmd(args, in, out); }, err);
+  return cli::guarded("user", [&] { return user_cmd(args, in, out); }, err);
 }
 int run_machine(const std::vector<std::string>& args, std::istream&, std::ostream& out, std::ostream& err) {
-  return guarded("machine", [&] { return machine_cmd(args, out); }, err);
+  return cli::guarded("machine", [&] { return machine_cmd(args, out); }, err);
 }
 int run_token(const std::vector<std::string>& args, std::istream&, std::ostream& out, std::ostream& err) {
-  return guarded("token", [&] { return token_cmd(args, out); }, err);
+  return cli::guarded("token", [&] { return token_cmd(args, out); }, err);
 }
 
 }  // namespace rsgate::gateway

@@ -10,6 +10,7 @@
 #include <iostream>
 
 #include "core/files.hpp"
+#include "gateway/cli.hpp"
 #include "core/log.hpp"
 #include "gateway/config.hpp"
 #include "gateway/data_dir.hpp"
@@ -24,12 +25,9 @@ namespace po = boost::program_options;
 namespace rsgate::gateway {
 namespace {
 
-constexpr int kOk = 0, kFailed = 1, kUsage = 2;
+using cli::kOk, cli::kFailed, cli::kUsage, cli::usage_error;
 constexpr std::string_view kVersion = "0.1.0";
 
-struct usage_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 std::string default_gateway_name() {
   char host[256] = {};
@@ -277,31 +275,14 @@ int init(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   return kOk;
 }
 
-template <typename F>
-int guarded(const char* name, F&& f, const std::vector<std::string>& args, std::ostream& out,
-            std::ostream& err) {
-  try {
-    return f(args, out, err);
-  } catch (const po::error& e) {
-    err << "rsgate " << name << ": " << e.what() << "\n";
-    return kUsage;
-  } catch (const usage_error& e) {
-    err << "rsgate " << name << ": " << e.what() << "\n";
-    return kUsage;
-  } catch (const std::exception& e) {
-    err << "rsgate " << name << ": " << e.what() << "\n";
-    return kFailed;
-  }
-}
-
 }  // namespace
 
 int run_serve(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  return guarded("serve", serve, args, out, err);
+  return cli::guarded("serve", [&] { return serve(args, out, err); }, err);
 }
 
 int run_init(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  return guarded("init", init, args, out, err);
+  return cli::guarded("init", [&] { return init(args, out, err); }, err);
 }
 
 }  // namespace rsgate::gateway

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/log.hpp"
+#include "gateway/net/async_bridge.hpp"
 #include "gateway/net/tunnel_server.hpp"
 
 namespace asio = boost::asio;
@@ -42,18 +43,11 @@ struct server_state {
   std::atomic<bool> stopping{false};
 };
 
-// Bridges api::handle's callback (from any thread) back onto the caller's executor.
+// api::handle completes from any thread (the journal writer's, for journaled actions).
 template <typename Token>
 auto async_handle(api& a, http_request req, Token&& token) {
-  return asio::async_initiate<Token, void(http_response)>(
-      [&a](auto handler, http_request r) {
-        auto ex = asio::get_associated_executor(handler);
-        auto h = std::make_shared<decltype(handler)>(std::move(handler));
-        a.handle(std::move(r), [h, ex](http_response resp) {
-          asio::post(ex, [h, resp = std::move(resp)]() mutable { (*h)(std::move(resp)); });
-        });
-      },
-      token, std::move(req));
+  return net::async_from_callback<void(http_response)>(
+      [&a, r = std::move(req)](auto cb) mutable { a.handle(std::move(r), std::move(cb)); }, token);
 }
 
 http::response<http::string_body> to_wire(http_response r, unsigned version, bool keep_alive,

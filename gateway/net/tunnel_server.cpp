@@ -26,6 +26,7 @@
 
 #include "core/log.hpp"
 #include "core/timefmt.hpp"
+#include "gateway/net/async_bridge.hpp"
 #include "gateway/service.hpp"
 #include "gateway/tunnel/handshake.hpp"
 #include "gateway/tunnel/messages.hpp"
@@ -45,28 +46,23 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 // Completes on the caller's executor when the journal has (or has not) recorded `e`.
 template <typename Token>
 auto async_append(journal::writer& w, journal::entry e, Token&& token) {
-  return asio::async_initiate<Token, void(journal::append_result)>(
-      [&w](auto handler, journal::entry entry) {
-        auto ex = asio::get_associated_executor(handler);
-        auto h = std::make_shared<decltype(handler)>(std::move(handler));
-        w.append(std::move(entry), [h, ex](const journal::append_result& r) {
-          asio::post(ex, [h, r]() mutable { (*h)(r); });
-        });
+  return net::async_from_callback<void(journal::append_result)>(
+      [&w, en = std::move(e)](auto cb) mutable {
+        w.append(std::move(en), [cb](const journal::append_result& r) { cb(r); });
       },
-      token, std::move(e));
+      token);
 }
 
 template <typename Token>
 auto async_key(service& svc, std::string session, std::string key, micros life, std::string source, Token&& token) {
-  return asio::async_initiate<Token, void(std::optional<micros>)>(
-      [&svc](auto handler, std::string s, std::string k, micros l, std::string src) {
-        auto ex = asio::get_associated_executor(handler);
-        auto h = std::make_shared<decltype(handler)>(std::move(handler));
-        svc.key_offered(s, k, l, src, [h, ex](std::optional<micros> r) {
-          asio::post(ex, [h, r]() mutable { (*h)(r); });
-        });
-      },
-      token, std::move(session), std::move(key), life, std::move(source));
+  return net::async_from_callback<void(std::optional<micros>)>(
+      [&svc, session, key, life, source](auto cb) { svc.key_offered(session, key, life, source, cb); }, token);
+}
+
+template <typename Token>
+auto async_stop(service& svc, std::string session, std::string source, Token&& token) {
+  return net::async_from_callback<void()>(
+      [&svc, session, source](auto cb) { svc.customer_stopped(session, source, cb); }, token);
 }
 
 // What every tunnel shares: the service, the configuration, and the CHAP failure limiter
@@ -299,13 +295,7 @@ asio::awaitable<bool> tunnel_connection::on_frame(const tunnel::frame& f) {
     }
     case tunnel::frame_type::stop: {
       stopped_by_customer_ = true;
-      co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
-          [this](auto handler) {
-            auto h = std::make_shared<decltype(handler)>(std::move(handler));
-            auto ex2 = asio::get_associated_executor(*h);
-            svc_.customer_stopped(session_, remote_, [h, ex2] { asio::post(ex2, [h]() mutable { (*h)(); }); });
-          },
-          asio::use_awaitable);
+      co_await async_stop(svc_, session_, remote_, asio::use_awaitable);
       close_reason_ = "stopped by the customer";
       closing_ = true;
       co_return false;

@@ -2,15 +2,13 @@
 // Prometheus text format, JSON errors, security headers.
 #include "gateway/http/routes.hpp"
 
-#include <signal.h>
-#include <sys/resource.h>
-
 #include <boost/json/parse.hpp>
 #include <catch2/catch.hpp>
 #include <thread>
 
 #include "journal/journal.hpp"
 #include "tests/journal/support.hpp"
+#include "tests/support/fsize_limit.hpp"
 
 using namespace rsgate;
 using namespace rsgate::gateway;
@@ -65,15 +63,12 @@ TEST_CASE("readiness follows the journal's ability to write") {
   metrics m;
   routes api(*w, m);
   REQUIRE(w->append_sync(test::sample_entry()).ok());
-  ::signal(SIGXFSZ, SIG_IGN);
-  rlimit saved{};
-  getrlimit(RLIMIT_FSIZE, &saved);
-  rlimit l = saved;
-  l.rlim_cur = 1;
-  setrlimit(RLIMIT_FSIZE, &l);
-  CHECK_FALSE(w->append_sync(test::sample_entry()).ok());
-  auto r = call(api, "GET", "/readyz");
-  setrlimit(RLIMIT_FSIZE, &saved);
+  http_response r;
+  {
+    test::fsize_limit full(1);
+    CHECK_FALSE(w->append_sync(test::sample_entry()).ok());
+    r = call(api, "GET", "/readyz");
+  }
   CHECK(r.status == 503);
   auto err = boost::json::parse(r.body).as_object()["error"].as_object();
   CHECK(err["code"].as_string() == "journal_unavailable");

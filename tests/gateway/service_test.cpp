@@ -4,9 +4,6 @@
 // an attach is refused with 503 and nothing changes.
 #include "gateway/service.hpp"
 
-#include <signal.h>
-#include <sys/resource.h>
-
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <catch2/catch.hpp>
@@ -15,6 +12,7 @@
 #include "auth/password.hpp"
 #include "auth/session_key.hpp"
 #include "gateway/http/routes.hpp"
+#include "tests/support/fsize_limit.hpp"
 #include "tests/support/process.hpp"
 
 using namespace rsgate;
@@ -234,14 +232,11 @@ TEST_CASE("journal before access: an attach the journal cannot record is refused
   api_fixture f;
   auto [id, key] = f.customer_session();
   auto body = json::serialize(json::object{{"session_key", key}, {"pmr", "TS012345678"}});
-  ::signal(SIGXFSZ, SIG_IGN);
-  rlimit saved{};
-  getrlimit(RLIMIT_FSIZE, &saved);
-  rlimit l = saved;
-  l.rlim_cur = 1;
-  setrlimit(RLIMIT_FSIZE, &l);
-  auto r = f.call("POST", "/api/v1/sessions/attach", "alice", body);
-  setrlimit(RLIMIT_FSIZE, &saved);
+  http_response r;
+  {
+    test::fsize_limit full(1);
+    r = f.call("POST", "/api/v1/sessions/attach", "alice", body);
+  }
   CHECK(r.status == 503);
   CHECK(f.code(r) == "journal_unavailable");
   CHECK(f.obj(f.call("GET", "/api/v1/sessions", "alice"))["sessions"].as_array().empty());

@@ -1,33 +1,18 @@
 // "The journal cannot write" as a designed mode: with a file-size limit (RLIMIT_FSIZE, the
 // same mechanism as a full disk for SQLite: short writes and EFBIG), appends fail cleanly,
 // readiness drops, nothing written before is damaged, and appends resume when space returns.
-#include <signal.h>
-#include <sys/resource.h>
-
 #include <catch2/catch.hpp>
 #include <thread>
 
 #include "tests/journal/support.hpp"
+#include "tests/support/fsize_limit.hpp"
 
 using namespace rsgate;
 using namespace rsgate::journal;
 using rsgate::test::journal_fixture;
 using rsgate::test::sample_entry;
 
-namespace {
-struct fsize_limit {
-  rlimit saved{};
-  explicit fsize_limit(rlim_t bytes) {
-    ::signal(SIGXFSZ, SIG_IGN);
-    getrlimit(RLIMIT_FSIZE, &saved);
-    rlimit l = saved;
-    l.rlim_cur = bytes;
-    REQUIRE(setrlimit(RLIMIT_FSIZE, &l) == 0);
-  }
-  void lift() { setrlimit(RLIMIT_FSIZE, &saved); }
-  ~fsize_limit() { lift(); }
-};
-}  // namespace
+using rsgate::test::fsize_limit;
 
 TEST_CASE("appends fail cleanly while the journal cannot write, and resume after") {
   journal_fixture f;
