@@ -23,6 +23,7 @@
 #include "core/log.hpp"
 #include "gateway/net/async_bridge.hpp"
 #include "gateway/net/tunnel_server.hpp"
+#include "gateway/service.hpp"
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -233,6 +234,18 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
     if (opts.on_tunnel_listening) opts.on_tunnel_listening(tunnel_bound);
   }
 
+  // Revocations made by other processes and lapsing grants take effect within a second.
+  asio::steady_timer housekeeping(ioc);
+  std::function<void()> tick = [&] {
+    housekeeping.expires_after(std::chrono::seconds(1));
+    housekeeping.async_wait([&](beast::error_code tec) {
+      if (tec || st.stopping) return;
+      opts.sessions->housekeeping();
+      tick();
+    });
+  };
+  if (opts.sessions) tick();
+
   int stop_signal = 0;
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
   asio::steady_timer drain(ioc);
@@ -251,6 +264,7 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
     stop_signal = signo;
     log::info("signal {} received: stopping (grace {} ms)", signo, opts.limits.shutdown_grace_ms);
     st.stopping = true;
+    housekeeping.cancel();
     if (tunnels) tunnels->stop();
     asio::post(acceptor_ex, [&] {
       beast::error_code ignored;

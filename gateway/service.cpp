@@ -302,6 +302,51 @@ void service::tunnel_closed(const std::string& session_id, const tunnel_link* li
   }
 }
 
+void service::housekeeping() {
+  auto now = clock_.now();
+  std::vector<journal::entry> entries;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = links_.begin(); it != links_.end();) {
+      auto* s = registry_.find(it->first);
+      auto row = s ? state_.find_machine(s->machine) : std::nullopt;
+      if (s && s->state != session_state::ended && (!row || row->revoked)) {
+        (void)registry_.end(*s, "machine revoked", now);
+        if (auto l = it->second.lock()) l->end_session("this machine's enrollment was revoked");
+        journal::entry e;
+        e.kind = "session.end";
+        e.actor = "gateway";
+        e.session_id = s->id;
+        e.pmr = s->pmr;
+        e.machine = s->machine;
+        e.detail = R"({"reason":"machine revoked"})";
+        entries.push_back(std::move(e));
+        it = links_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto [s, g] : registry_.expire_grants(now)) {
+      tunnel::notice n;
+      n.event = "revoke";
+      n.actor = "gateway";
+      n.user = g->user;
+      n.reason = "the grant expired";
+      notify(s->id, n);
+      journal::entry e;
+      e.kind = "session.revoke";
+      e.actor = "gateway";
+      e.session_id = s->id;
+      e.pmr = s->pmr;
+      e.machine = s->machine;
+      e.detail = json::serialize(json::object{{"grant", g->id}, {"user", g->user}, {"reason", "expired"}});
+      entries.push_back(std::move(e));
+    }
+  }
+  // Access was removed already (fail closed); the journal records it as soon as it can.
+  for (auto& e : entries) journal_.append(std::move(e), [](const journal::append_result&) {});
+}
+
 void service::notify(const std::string& session_id, tunnel::notice n) {
   auto it = links_.find(session_id);
   if (it == links_.end()) return;

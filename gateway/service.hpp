@@ -60,6 +60,9 @@ class service {
   // The customer ended everything (STOP), or the tunnel is gone.
   void customer_stopped(const std::string& session_id, const std::string& source, std::function<void()> done);
   void tunnel_closed(const std::string& session_id, const tunnel_link* link);
+  // Called every few seconds by the runtime: ends the sessions of machines revoked meanwhile
+  // (`rsgate machine revoke` runs in another process) and lapses grants whose time is up.
+  void housekeeping();
   [[nodiscard]] journal::writer& journal() { return journal_; }
   [[nodiscard]] const journal::hmac_key& hmac() const { return hmac_; }
 

@@ -244,3 +244,35 @@ TEST_CASE("CHAP refusals: wrong secret, MD5 not enabled, lock-out after five fai
   CHECK(m.exit_code == 2);
   CHECK(m.err.find("chmod 600") != std::string::npos);
 }
+
+TEST_CASE("a grant lapses at its time; revoking the machine ends its live tunnel at once") {
+  gateway_fixture f;
+  auto profile = f.enroll("7801236");
+  child agent({agent_binary(), "start", "--profile", profile.string(), "--control", (f.t / "a.sock").string()},
+              f.t / "agent.err");
+  wait_line(agent, "Connected to ");
+  auto key_line = wait_line(agent, "Session key: ");
+  auto key = key_line.substr(key_line.find(": ") + 2);
+  auto att = f.api("POST", "/api/v1/sessions/attach", "alice",
+                   json::serialize(json::object{{"session_key", key}, {"pmr", "TS000000042"}}));
+  REQUIRE(att.status == 201);
+  auto sid = std::string(att.body["id"].as_string());
+  REQUIRE(f.api("POST", "/api/v1/sessions/" + sid + "/grants", "alice", R"({"user":"dave","expires_in":2})").status == 201);
+  CHECK(f.api("POST", "/api/v1/sessions/" + sid + "/channels", "dave", R"({"scope":"hmc","access_type":"ssh"})").status == 201);
+  wait_line(agent, "gateway revoked the access of dave");  // the grant lapsed
+  CHECK(f.api("POST", "/api/v1/sessions/" + sid + "/channels", "dave", R"({"scope":"hmc","access_type":"ssh"})").status == 403);
+
+  REQUIRE(rsgate_cmd({"machine", "revoke", "9009-42A*7801236", "--data", f.dir.string()}).exit_code == 0);
+  wait_line(agent, "Session ended: this machine's enrollment was revoked");
+  auto code = agent.wait(std::chrono::seconds(20));
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+  CHECK(f.api("GET", "/api/v1/sessions/" + sid, "alice").body["end_reason"].as_string() == "machine revoked");
+  auto revoked = f.kinds("session.revoke", "ok");
+  REQUIRE(revoked.size() == 1);
+  CHECK(revoked[0].find("expired") != std::string::npos);
+  // The revoked machine cannot come back.
+  auto again = run({agent_binary(), "start", "--profile", profile.string(), "--control", (f.t / "b.sock").string()}, "", kWait);
+  CHECK(again.exit_code == 1);
+  CHECK(again.err.find("refused") != std::string::npos);
+}
