@@ -20,6 +20,7 @@
 #include "core/timefmt.hpp"
 #include "gateway/config.hpp"
 #include "gateway/data_dir.hpp"
+#include "gateway/enroll.hpp"
 #include "gateway/state.hpp"
 #include "journal/journal.hpp"
 
@@ -221,8 +222,6 @@ int machine_cmd(const std::vector<std::string>& args, std::ostream& out) {
     p.primary = vm.count("gateway") ? vm["gateway"].as<std::string>() : "127.0.0.1:4433";
     p.backup = vm.count("backup") ? vm["backup"].as<std::string>() : "";
     p.server_name = vm.count("server-name") ? vm["server-name"].as<std::string>() : "localhost";
-    p.mechanisms = vm.count("md5") ? std::vector<std::string>{"scram-sha-256", "md5"}
-                                   : std::vector<std::string>{"scram-sha-256"};
     std::filesystem::path profile_out = vm["profile-out"].as<std::string>();
     if (std::filesystem::exists(profile_out))
       throw usage_error(fmt::format("{} exists; refusing to overwrite a profile", profile_out.string()));
@@ -233,20 +232,11 @@ int machine_cmd(const std::vector<std::string>& args, std::ostream& out) {
     } catch (const std::exception& e) {
       throw usage_error(e.what());
     }
-    if (ctx.state.find_machine(machine)) throw refused(fmt::format("machine {} is enrolled already", machine));
-    p.secret = auth::random_secret(160);  // 32 symbols, 160 bits
-    bytes salt(16);
-    randombytes_buf(salt.data(), salt.size());
-    machine_row row;
-    row.machine = machine;
-    row.verifier = auth::scram::make_verifier(p.secret, salt, auth::scram::kDefaultIterations).encode();
-    row.md5_enabled = vm.count("md5") > 0;
-    if (row.md5_enabled) row.md5_secret_sealed = master_key::load_or_create(ctx.layout.keys() / "master.key").seal(p.secret);
-    row.enrolled_at = system_clock::instance().now();
-    boost::json::array names;
-    for (auto& s : p.scopes) names.emplace_back(s.name);
-    ctx.record("admin.machine", {{"action", "enroll"}, {"md5", row.md5_enabled}, {"scopes", names}}, machine);
-    ctx.state.add_machine(row);
+    try {
+      p = enroll_machine(ctx.layout, ctx.journal, ctx.state, std::move(p), vm.count("md5") > 0, ctx.actor);
+    } catch (const enrollment_refused& e) {
+      throw refused(e.what());
+    }
     write_file_exclusive(profile_out, agent::to_toml(p), 0600);
     out << fmt::format("enrolled {}; agent profile written to {} (mode 0600: it holds the machine's secret)\n",
                        machine, profile_out.string());

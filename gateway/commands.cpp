@@ -9,11 +9,13 @@
 #include <csignal>
 #include <iostream>
 
+#include "agent/profile.hpp"
 #include "core/files.hpp"
 #include "gateway/cli.hpp"
 #include "core/log.hpp"
 #include "gateway/config.hpp"
 #include "gateway/data_dir.hpp"
+#include "gateway/enroll.hpp"
 #include "gateway/http/routes.hpp"
 #include "gateway/metrics.hpp"
 #include "gateway/runtime.hpp"
@@ -72,6 +74,28 @@ journal::append_result journal_stop(journal::writer& jw, journal::outcome result
   det[key] = value;
   stop.detail = boost::json::serialize(det);
   return jw.append_sync(std::move(stop));
+}
+
+// The development gateway's demo machine: enrolled once, its profile kept in the data
+// directory and pointed at wherever the tunnel listens this time.
+std::filesystem::path demo_agent_profile(const data_layout& layout, journal::writer& jw, const std::string& tunnel) {
+  auto file = layout.dir / "demo-agent.toml";
+  agent::profile p;
+  if (std::filesystem::exists(file)) {
+    p = agent::load_profile(file);
+  } else {
+    p.type = "9999";
+    p.model = "DEV";
+    p.serial = "DEMO001";
+    p.server_name = "localhost";
+    p.ca_pem = read_file(layout.ca_cert());
+    p.scopes = {agent::parse_scope_mapping("local-ssh=127.0.0.1:22")};
+    state_store st(layout.state_db());
+    p = enroll_machine(layout, jw, st, std::move(p), false, "rsgate serve --dev");
+  }
+  p.primary = tunnel;
+  write_file_atomic(file, agent::to_toml(p), 0600);
+  return file;
 }
 
 void print_admin_password(std::ostream& out, const prepare_options& po_, const std::string& pw) {
@@ -200,6 +224,10 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   ro.on_tunnel_listening = [&](const std::string& bound) {
     out << "rsgate: tunnel: " << bound << "\n";
     log::info("agent tunnels on {}", bound);
+    if (dev) {
+      auto demo = demo_agent_profile(layout, jw, bound);
+      out << "rsgate: demo machine agent: rsgate-agent start --profile " << demo.string() << "\n";
+    }
   };
   ro.on_listening = [&](const std::string& bound) {
     out << "rsgate: console: https://" << bound << "/\n";

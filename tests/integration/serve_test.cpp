@@ -83,7 +83,7 @@ TEST_CASE("serve --dev starts from nothing, serves HTTPS, stops cleanly on SIGIN
   std::string password;
   {
     child gw({rsgate_binary(), "serve", "--dev", "--data", dir.string(), "--http-listen",
-              "127.0.0.1:0"},
+              "127.0.0.1:0", "--tunnel-listen", "127.0.0.1:0"},
              t / "gw1.err");
     std::vector<std::string> lines;
     auto base = wait_console(gw, lines);
@@ -93,6 +93,13 @@ TEST_CASE("serve --dev starts from nothing, serves HTTPS, stops cleanly on SIGIN
       if (p != std::string::npos) password = l.substr(p + needle.size());
     }
     CHECK(password.size() == 20);
+    // The demo machine's agent line, with a profile that points at this gateway's tunnel.
+    std::string demo;
+    for (auto& l : lines)
+      if (auto p = l.find("demo machine agent: rsgate-agent start --profile "); p != std::string::npos)
+        demo = l.substr(p + 49);
+    REQUIRE_FALSE(demo.empty());
+    CHECK(mode_of(demo) == 0600);
     auto ca = dir / "ca.pem";
 
     auto h = https_get(base + "/healthz", ca);
@@ -134,7 +141,7 @@ TEST_CASE("serve --dev starts from nothing, serves HTTPS, stops cleanly on SIGIN
   CHECK(mode_of(dir / "state.db") == 0600);
 
   auto kinds = kinds_of(dir / "journal.db");
-  CHECK(kinds == std::vector<std::string>{"gateway.start", "admin.user", "gateway.stop",
+  CHECK(kinds == std::vector<std::string>{"gateway.start", "admin.user", "admin.machine", "gateway.stop",
                                           "journal.checkpoint"});
   auto q = rsgate_cmd({"journal", "query", "--data", dir.string(), "--kind", "gateway.stop",
                        "--format", "json"});
@@ -151,7 +158,7 @@ TEST_CASE("serve --dev starts from nothing, serves HTTPS, stops cleanly on SIGIN
   // A second start reuses everything and does not print a password again; SIGTERM stops it.
   {
     child gw({rsgate_binary(), "serve", "--dev", "--data", dir.string(), "--http-listen",
-              "127.0.0.1:0"},
+              "127.0.0.1:0", "--tunnel-listen", "127.0.0.1:0"},
              t / "gw2.err");
     std::vector<std::string> lines;
     wait_console(gw, lines);
@@ -259,12 +266,13 @@ TEST_CASE("a port already in use is a clear start-up failure, journaled") {
   temp_dir t;
   auto dir = t / "dev";
   child first({rsgate_binary(), "serve", "--dev", "--data", dir.string(), "--http-listen",
-               "127.0.0.1:0"},
+               "127.0.0.1:0", "--tunnel-listen", "127.0.0.1:0"},
               t / "first.err");
   std::vector<std::string> lines;
   auto base = wait_console(first, lines);
   auto addr = base.substr(std::string("https://").size());
-  auto r = rsgate_cmd({"serve", "--dev", "--data", (t / "dev2").string(), "--http-listen", addr});
+  auto r = rsgate_cmd({"serve", "--dev", "--data", (t / "dev2").string(), "--http-listen", addr,
+                       "--tunnel-listen", "127.0.0.1:0"});
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("cannot listen") != std::string::npos);
   first.signal(SIGTERM);

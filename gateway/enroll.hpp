@@ -1,0 +1,26 @@
+// Machine enrollment (SPEC §3): create a machine's CHAP secret, keep only its SCRAM verifier
+// (and, for legacy MD5, the secret sealed with keys/master.key), journal it first, and hand
+// back the agent profile for the customer. Used by `rsgate machine enroll` and by
+// `rsgate serve --dev` for its demo machine.
+#pragma once
+#include <string>
+
+#include "agent/profile.hpp"
+#include "gateway/data_dir.hpp"
+#include "gateway/state.hpp"
+#include "journal/writer.hpp"
+
+namespace rsgate::gateway {
+
+struct enrollment_refused : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// `p` carries machine type/model/serial, scopes, gateway addresses, server name and CA;
+// the secret and mechanisms are filled in. Throws enrollment_refused when the machine is
+// enrolled already or the journal cannot record the enrollment (then nothing is stored).
+[[nodiscard]] agent::profile enroll_machine(const data_layout& layout, journal::writer& journal,
+                                            state_store& state, agent::profile p, bool md5,
+                                            const std::string& actor);
+
+}  // namespace rsgate::gateway
