@@ -27,11 +27,13 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <deque>
+#include <map>
 #include <filesystem>
 #include <ostream>
 
 #include "agent/handshake.hpp"
 #include "auth/session_key.hpp"
+#include "core/clock.hpp"
 #include "core/timefmt.hpp"
 #include "gateway/tunnel/messages.hpp"
 #include "gateway/tunnel/protocol.hpp"
@@ -47,6 +49,22 @@ namespace rsgate::agent {
 namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+// One channel: a TCP connection to the local target of an offered scope. The gateway may
+// have at most `credit` bytes in flight toward us... and we toward it: see docs/protocol.md §8.
+struct local_channel {
+  local_channel(asio::any_io_executor ex, std::uint32_t i) : id(i), sock(ex), timer(ex) {}
+  std::uint32_t id;
+  std::string scope, access_type, actor;
+  tcp::socket sock;
+  asio::steady_timer timer;
+  std::int64_t credit = 0;             // bytes we may still send to the gateway
+  std::deque<bytes> inbox;             // from the gateway, not yet written locally
+  std::size_t inbox_bytes = 0;
+  bool gateway_eof = false, local_eof = false, closed = false, shut_down_local = false;
+  std::int64_t bytes_in = 0, bytes_out = 0;
+  void wake() { timer.cancel(); }
+};
 
 struct agent_state {
   agent_state(const start_options& o, std::ostream& os, std::ostream& es) : opt(o), out(os), err(es) {}
@@ -68,6 +86,7 @@ struct agent_state {
   std::optional<tunnel::decoder> dec;
   std::deque<std::string> pending_key_replies;  // control clients waiting for a KEY_ACK
   std::vector<std::shared_ptr<local_socket>> key_waiters;
+  std::map<std::uint32_t, std::shared_ptr<local_channel>> channels;
 };
 
 void line(agent_state& st, const std::string& text) {
@@ -90,9 +109,13 @@ asio::awaitable<void> flush(agent_state& st) {
   st.writing = false;
 }
 
-void send(agent_state& st, tunnel::frame_type t, bytes payload, std::uint32_t channel = 0) {
-  st.outq.push_back(tunnel::encode(t, channel, payload));
+void send_frame(agent_state& st, bytes frame) {
+  st.outq.push_back(std::move(frame));
   asio::co_spawn(st.stream->get_executor(), flush(st), asio::detached);
+}
+
+void send(agent_state& st, tunnel::frame_type t, bytes payload, std::uint32_t channel = 0) {
+  send_frame(st, tunnel::encode(t, channel, payload));
 }
 
 void offer_key(agent_state& st) {
@@ -156,6 +179,108 @@ void print_notice(agent_state& st, const tunnel::notice& n) {
     what = n.event;
   }
   line(st, fmt::format("[{}] {}", n.ts, what));
+}
+
+void finish_channel(agent_state& st, const std::shared_ptr<local_channel>& ch, bool send_close) {
+  if (ch->closed) return;
+  ch->closed = true;
+  beast::error_code ignored;
+  ch->sock.close(ignored);
+  ch->wake();
+  st.channels.erase(ch->id);
+  if (send_close) send(st, tunnel::frame_type::close, {}, ch->id);
+  line(st, fmt::format("[{}] {} closed {} to {} ({} bytes in, {} out)", format_rfc3339(system_clock::instance().now()),
+                       ch->actor.empty() ? "the representative" : ch->actor, ch->access_type, ch->scope, ch->bytes_in,
+                       ch->bytes_out));
+}
+
+void maybe_done(agent_state& st, const std::shared_ptr<local_channel>& ch) {
+  if (ch->local_eof && ch->gateway_eof && ch->inbox.empty() && ch->shut_down_local) finish_channel(st, ch, true);
+}
+
+asio::awaitable<void> local_reader(agent_state& st, std::shared_ptr<local_channel> ch) {
+  std::vector<std::uint8_t> buf(tunnel::kMaxDataPayload);
+  while (!ch->closed) {
+    if (ch->credit <= 0) {
+      ch->timer.expires_after(std::chrono::seconds(60));
+      co_await ch->timer.async_wait(use_tuple);
+      continue;
+    }
+    auto want = std::min<std::size_t>(buf.size(), static_cast<std::size_t>(ch->credit));
+    auto [ec, n] = co_await ch->sock.async_read_some(asio::buffer(buf.data(), want), use_tuple);
+    if (ch->closed) break;
+    if (ec) {
+      ch->local_eof = true;
+      send(st, tunnel::frame_type::eof, {}, ch->id);
+      maybe_done(st, ch);
+      break;
+    }
+    ch->credit -= static_cast<std::int64_t>(n);
+    ch->bytes_out += static_cast<std::int64_t>(n);
+    send(st, tunnel::frame_type::data, bytes(buf.begin(), buf.begin() + static_cast<long>(n)), ch->id);
+  }
+}
+
+asio::awaitable<void> local_writer(agent_state& st, std::shared_ptr<local_channel> ch) {
+  while (!ch->closed) {
+    if (!ch->inbox.empty()) {
+      auto chunk = std::move(ch->inbox.front());
+      ch->inbox.pop_front();
+      ch->inbox_bytes -= chunk.size();
+      auto [ec, n] = co_await asio::async_write(ch->sock, asio::buffer(chunk), use_tuple);
+      if (ec) {
+        finish_channel(st, ch, true);
+        break;
+      }
+      ch->bytes_in += static_cast<std::int64_t>(n);
+      send_frame(st, tunnel::encode_window(ch->id, static_cast<std::uint32_t>(n)));
+      continue;
+    }
+    if (ch->gateway_eof && !ch->shut_down_local) {
+      beast::error_code ignored;
+      ch->sock.shutdown(tcp::socket::shutdown_send, ignored);
+      ch->shut_down_local = true;
+      maybe_done(st, ch);
+      continue;
+    }
+    ch->timer.expires_after(std::chrono::seconds(60));
+    co_await ch->timer.async_wait(use_tuple);
+  }
+}
+
+asio::awaitable<void> open_local(agent_state& st, std::shared_ptr<local_channel> ch, scope_mapping target) {
+  auto ex = co_await asio::this_coro::executor;
+  tcp::resolver resolver(ex);
+  auto [rec, results] = co_await resolver.async_resolve(target.host, std::to_string(target.port), use_tuple);
+  beast::error_code cec = rec;
+  if (!rec) {
+    asio::steady_timer guard(ex, std::chrono::seconds(10));
+    guard.async_wait([ch](beast::error_code e) {
+      if (!e) {
+        beast::error_code ignored;
+        ch->sock.close(ignored);
+      }
+    });
+    auto [e2, ep] = co_await asio::async_connect(ch->sock, results, use_tuple);
+    guard.cancel();
+    cec = e2;
+  }
+  if (ch->closed) co_return;
+  if (cec) {
+    st.channels.erase(ch->id);
+    send(st, tunnel::frame_type::channel_reject,
+         tunnel::to_payload(tunnel::reason_only{"the local target of this scope cannot be reached"}), ch->id);
+    line(st, fmt::format("[{}] refused {} to {} for {}: the local target cannot be reached",
+                         format_rfc3339(system_clock::instance().now()), ch->access_type, ch->scope, ch->actor));
+    co_return;
+  }
+  beast::error_code ignored;
+  ch->sock.set_option(tcp::no_delay(true), ignored);
+  send(st, tunnel::frame_type::channel_accept, tunnel::to_payload(tunnel::channel_accept{tunnel::kInitialWindow}), ch->id);
+  line(st, fmt::format("[{}] {} opened {} to {}", format_rfc3339(system_clock::instance().now()),
+                       ch->actor.empty() ? "the representative" : ch->actor, ch->access_type, ch->scope));
+  asio::co_spawn(ex, local_reader(st, ch), asio::detached);
+  asio::co_spawn(ex, local_writer(st, ch), asio::detached);
 }
 
 asio::awaitable<void> control_client(agent_state& st, std::shared_ptr<local_socket> sock) {
@@ -353,9 +478,55 @@ asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
         break;
       }
       case tunnel::frame_type::channel_open: {
-        // Channels come with the next version of this agent: refuse clearly, never connect.
-        send(st, tunnel::frame_type::channel_reject,
-             tunnel::to_payload(tunnel::reason_only{"this agent version does not open channels yet"}), f->header.channel);
+        auto o = tunnel::parse_channel_open(f->payload, why);
+        if (!o) {
+          fail("malformed CHANNEL_OPEN: " + why);
+          break;
+        }
+        // Only what the customer offered: the agent checks again, whatever the gateway says.
+        const scope_mapping* target = nullptr;
+        for (auto& sm : st.opt.prof.scopes)
+          if (sm.name == o->scope) target = &sm;
+        if (!target || st.channels.size() >= tunnel::kMaxChannelsPerTunnel || st.channels.count(f->header.channel)) {
+          send(st, tunnel::frame_type::channel_reject,
+               tunnel::to_payload(tunnel::reason_only{target ? "too many channels" : "this scope is not offered"}),
+               f->header.channel);
+          break;
+        }
+        auto ch = std::make_shared<local_channel>(st.stream->get_executor(), f->header.channel);
+        ch->scope = o->scope;
+        ch->access_type = o->access_type;
+        ch->actor = o->actor;
+        ch->credit = o->window;
+        st.channels[ch->id] = ch;
+        asio::co_spawn(st.stream->get_executor(), open_local(st, ch, *target), asio::detached);
+        break;
+      }
+      case tunnel::frame_type::data:
+      case tunnel::frame_type::window:
+      case tunnel::frame_type::eof:
+      case tunnel::frame_type::close: {
+        auto it = st.channels.find(f->header.channel);
+        if (it == st.channels.end()) break;  // closed meanwhile: frames in flight
+        auto ch = it->second;
+        if (f->header.type == tunnel::frame_type::data) {
+          if (ch->inbox_bytes + f->payload.size() > tunnel::kInitialWindow || ch->gateway_eof) {
+            fail("the gateway sent beyond a channel's window");
+            break;
+          }
+          ch->inbox_bytes += f->payload.size();
+          ch->inbox.push_back(std::move(f->payload));
+        } else if (f->header.type == tunnel::frame_type::window) {
+          auto& p = f->payload;
+          ch->credit += static_cast<std::int64_t>(static_cast<std::uint32_t>(p[0]) << 24 | static_cast<std::uint32_t>(p[1]) << 16 |
+                                                  static_cast<std::uint32_t>(p[2]) << 8 | p[3]);
+        } else if (f->header.type == tunnel::frame_type::eof) {
+          ch->gateway_eof = true;
+        } else {
+          finish_channel(st, ch, true);
+          break;
+        }
+        ch->wake();
         break;
       }
       default:
@@ -363,6 +534,7 @@ asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
     }
   }
   if (st.state != "ended") st.state = "disconnected";
+  for (auto& [cid, ch] : std::map<std::uint32_t, std::shared_ptr<local_channel>>(st.channels)) finish_channel(st, ch, false);
   co_await flush(st);
   st.stream->next_layer().expires_after(std::chrono::seconds(2));
   co_await st.stream->async_shutdown(use_tuple);

@@ -5,6 +5,7 @@
 
 #include "gateway/admin_commands.hpp"
 #include "gateway/commands.hpp"
+#include "gateway/connect.hpp"
 #include "journal/tool/journal_cli.hpp"
 
 namespace {
@@ -15,6 +16,7 @@ constexpr const char* kUsage =
     "  user      add, list, disable accounts; set passwords (add NAME --role ROLE)\n"
     "  machine   enroll, list, revoke customer machines (enroll writes the agent profile)\n"
     "  token     create a bearer token for tools (token create --user NAME)\n"
+    "  connect   expose a session's scope as a local port (like ssh -L)\n"
     "  journal   query, verify, export and tail the journal (rsgate journal --help)\n"
     "Every command takes --help.\n";
 }
@@ -36,6 +38,7 @@ int main(int argc, char** argv) {
   }
   if (cmd == "serve") return rsgate::gateway::run_serve(args, std::cout, std::cerr);
   if (cmd == "init") return rsgate::gateway::run_init(args, std::cout, std::cerr);
+  if (cmd == "connect") return rsgate::gateway::run_connect(args, std::cout, std::cerr);
   if (cmd == "user") return rsgate::gateway::run_user(args, std::cin, std::cout, std::cerr);
   if (cmd == "machine") return rsgate::gateway::run_machine(args, std::cin, std::cout, std::cerr);
   if (cmd == "token") return rsgate::gateway::run_token(args, std::cin, std::cout, std::cerr);

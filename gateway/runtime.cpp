@@ -17,10 +17,13 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
 #include <thread>
 #include <vector>
 
 #include "core/log.hpp"
+#include "gateway/tunnel/protocol.hpp"
 #include "gateway/net/async_bridge.hpp"
 #include "gateway/net/tunnel_server.hpp"
 #include "gateway/service.hpp"
@@ -28,6 +31,7 @@
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace websocket = beast::websocket;
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 
@@ -41,8 +45,171 @@ struct server_state {
   api& handler;
   metrics& m;
   http_limits limits;
+  service* svc = nullptr;
   std::atomic<bool> stopping{false};
 };
+
+using ws_stream = websocket::stream<beast::ssl_stream<beast::tcp_stream>>;
+constexpr std::string_view kStreamPath = "/api/v1/channels/stream";
+
+std::optional<std::string> token_param(std::string_view target) {
+  auto q = target.find("?token=");
+  if (q == std::string_view::npos) return std::nullopt;
+  auto t = target.substr(q + 7);
+  if (t.empty() || t.size() > 128 || t.find('&') != std::string_view::npos) return std::nullopt;
+  return std::string(t);
+}
+
+// The representative's side of one channel: a WebSocket whose binary messages are the bytes
+// of the stream and whose text message "eof" is a half-close (docs/api.md). Reader and
+// writer run on this connection's strand and wait on one timer, woken by the tunnel side.
+asio::awaitable<void> channel_reader(ws_stream* ws, std::shared_ptr<channel_link> c, std::shared_ptr<tunnel_link> link,
+                                     std::shared_ptr<asio::steady_timer> timer, std::shared_ptr<bool> reader_done) {
+  // However this ends, the writer must learn it: it owns `ws` and waits for us before it goes.
+  struct done_guard {
+    std::shared_ptr<bool> done;
+    std::shared_ptr<asio::steady_timer> t;
+    ~done_guard() {
+      *done = true;
+      t->cancel();
+    }
+  } guard{reader_done, timer};
+  beast::flat_buffer buf;
+  for (;;) {
+    buf.clear();
+    auto [ec, n] = co_await ws->async_read(buf, use_tuple);
+    if (ec) break;
+    if (ws->got_text()) {
+      if (beast::buffers_to_string(buf.data()) == "eof") link->channel_eof(c->id);
+      continue;
+    }
+    auto data = buf.data();
+    const auto* p = static_cast<const std::uint8_t*>(data.data());
+    std::size_t left = data.size();
+    while (left > 0) {
+      std::int64_t take = 0;
+      bool closed = false;
+      {
+        std::lock_guard lock(c->mu);
+        closed = c->closed;
+        take = std::min<std::int64_t>(c->credit, static_cast<std::int64_t>(left));
+        if (!closed && take > 0) {
+          c->credit -= take;
+          c->bytes_to_agent += take;
+        }
+      }
+      if (closed) co_return;
+      if (take == 0) {  // the agent's window is full: wait for its WINDOW
+        timer->expires_after(std::chrono::seconds(30));
+        co_await timer->async_wait(use_tuple);
+        continue;
+      }
+      link->channel_data(c->id, bytes(p, p + take));
+      p += take;
+      left -= static_cast<std::size_t>(take);
+    }
+  }
+  link->channel_close(c->id, "closed by the representative");
+}
+
+asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::string remote, server_state* st) {
+  auto ex = ws.get_executor();
+  auto timer = std::make_shared<asio::steady_timer>(ex);
+  auto c = g.link->open_channel(g.scope, g.access_type, g.user);
+  {
+    std::lock_guard lock(c->mu);
+    c->wake_stream = [ex, timer] { asio::post(ex, [timer] { timer->cancel(); }); };
+  }
+  // Wait for the agent to accept (or refuse) the channel.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(tunnel::kHandshakeTimeoutSeconds);
+  for (;;) {
+    bool accepted = false, closed = false;
+    std::string reason;
+    {
+      std::lock_guard lock(c->mu);
+      accepted = c->accepted;
+      closed = c->closed;
+      reason = c->reason;
+    }
+    if (closed || std::chrono::steady_clock::now() >= deadline) {
+      if (!closed) g.link->channel_close(c->id, "the customer's agent did not answer");
+      websocket::close_reason cr(websocket::close_code::try_again_later);
+      cr.reason = (closed ? reason : std::string("the customer's agent did not answer")).substr(0, 120);
+      co_await ws.async_close(cr, use_tuple);
+      st->svc->channel_closed(c, remote);
+      co_return;
+    }
+    if (accepted) break;
+    timer->expires_at(deadline);
+    co_await timer->async_wait(use_tuple);
+  }
+  st->svc->channel_opened(c);
+  auto reader_done = std::make_shared<bool>(false);
+  asio::co_spawn(ex, channel_reader(&ws, c, g.link, timer, reader_done), asio::detached);
+  bool eof_sent = false;
+  for (;;) {
+    std::optional<bytes> chunk;
+    bool closed = false, agent_eof = false;
+    {
+      std::lock_guard lock(c->mu);
+      if (!c->inbox.empty()) {
+        chunk = std::move(c->inbox.front());
+        c->inbox.pop_front();
+        c->inbox_bytes -= chunk->size();
+      }
+      closed = c->closed;
+      agent_eof = c->agent_eof && c->inbox.empty();
+    }
+    if (chunk) {
+      ws.binary(true);
+      auto [ec, n] = co_await ws.async_write(asio::buffer(*chunk), use_tuple);
+      if (ec) {
+        g.link->channel_close(c->id, "the representative's connection failed");
+        break;
+      }
+      g.link->channel_window(c->id, static_cast<std::uint32_t>(chunk->size()));
+      continue;
+    }
+    if (agent_eof && !eof_sent) {
+      ws.text(true);
+      co_await ws.async_write(asio::buffer(std::string_view("eof")), use_tuple);
+      eof_sent = true;
+      continue;
+    }
+    if (closed || *reader_done) break;
+    timer->expires_after(std::chrono::seconds(60));
+    co_await timer->async_wait(use_tuple);
+  }
+  std::string reason;
+  {
+    std::lock_guard lock(c->mu);
+    reason = c->reason;
+    c->wake_stream = nullptr;
+  }
+  if (!*reader_done) {
+    websocket::close_reason cr(websocket::close_code::normal);
+    cr.reason = reason.substr(0, 120);
+    co_await ws.async_close(cr, use_tuple);
+    // The reader's pending read ends with the close; it uses `ws`, so wait for it.
+    for (int i = 0; i < 500 && !*reader_done; ++i) {
+      timer->expires_after(std::chrono::milliseconds(10));
+      co_await timer->async_wait(use_tuple);
+    }
+    if (!*reader_done) beast::get_lowest_layer(ws).close();
+    while (!*reader_done) {
+      timer->expires_after(std::chrono::milliseconds(10));
+      co_await timer->async_wait(use_tuple);
+    }
+  }
+  st->svc->channel_closed(c, remote);
+}
+
+// Redeems a channel token through the service (from any thread back onto this strand).
+template <typename Token>
+auto async_redeem(service& svc, std::string token, std::string remote, Token&& t) {
+  return net::async_from_callback<void(std::variant<channel_grant, http_response>)>(
+      [&svc, token, remote](auto cb) { svc.redeem_channel(token, remote, cb); }, t);
+}
 
 // api::handle completes from any thread (the journal writer's, for journaled actions).
 template <typename Token>
@@ -110,6 +277,30 @@ asio::awaitable<void> run_connection(beast::ssl_stream<beast::tcp_stream> stream
       break;
     }
     auto& msg = parser.get();
+    if (st->svc && websocket::is_upgrade(msg) &&
+        std::string_view(msg.target()).substr(0, kStreamPath.size()) == kStreamPath) {
+      // A channel stream: the one-time token from POST /sessions/{id}/channels says which.
+      auto token = token_param(msg.target());
+      // (No co_await inside ?: — GCC 12 miscompiles it.)
+      std::variant<channel_grant, http_response> r = json_error(401, "unauthorized", "?token= is missing");
+      if (token) r = co_await async_redeem(*st->svc, *token, remote, asio::use_awaitable);
+      if (auto* err = std::get_if<http_response>(&r)) {
+        st->m.count_status(err->status);
+        auto wire = to_wire(std::move(*err), msg.version(), false, false);
+        co_await http::async_write(stream, wire, use_tuple);
+        break;
+      }
+      st->m.count_status(101);
+      stream.next_layer().expires_never();
+      ws_stream ws(std::move(stream));
+      ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+      ws.read_message_max(64 * 1024);
+      auto [aec] = co_await ws.async_accept(msg, use_tuple);
+      if (aec) co_return;
+      channel_grant grant = std::get<channel_grant>(r);
+      co_await run_channel_stream(std::move(ws), std::move(grant), remote, st);
+      co_return;
+    }
     http_request req;
     req.method = std::string(msg.method_string());
     req.target = std::string(msg.target());
@@ -201,7 +392,7 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
   // Declared before the io_context so they outlive coroutine frames it destroys at the end.
   ssl::context tls(ssl::context::tls_server);
   configure_tls(tls, opts);
-  server_state st{tls, handler, m, opts.limits};
+  server_state st{tls, handler, m, opts.limits, opts.sessions};
   asio::io_context ioc(opts.threads);
 
   beast::error_code ec;

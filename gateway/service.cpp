@@ -31,6 +31,7 @@ constexpr micros kTicketLife = 60 * kSecond;
 constexpr std::size_t kMaxWebSessions = 10'000;
 constexpr std::size_t kMaxTickets = 10'000;
 constexpr std::string_view kCookie = "rsgate_session";
+constexpr micros kReconnectGrace = tunnel::kReconnectGraceSeconds * kSecond;
 
 http_response ok_json(int status, const json::value& v) {
   http_response r;
@@ -181,6 +182,12 @@ json::object session_json(const session& s) {
   return o;
 }
 
+// "203.0.113.7:51234" -> "203.0.113.7": limits count per address, not per connection.
+std::string address_of(const std::string& remote) {
+  auto colon = remote.rfind(':');
+  return colon == std::string::npos ? remote : remote.substr(0, colon);
+}
+
 std::string cookie_value(const http_request& req) {
   auto c = req.header("Cookie");
   std::string_view v = c;
@@ -207,9 +214,14 @@ service::service(journal::writer& journal, const data_layout& layout, const cloc
       login_user_limiter_({5, 15 * 60 * kSecond, 15 * 60 * kSecond, 100'000}),
       login_source_limiter_({20, 15 * 60 * kSecond, 15 * 60 * kSecond, 100'000}) {}
 
+std::string service::new_session_id() {
+  // Date for people, 40 random bits so ids never repeat across restarts or gateways.
+  return fmt::format("S-{}-{}", format_rfc3339(clock_.now()).substr(0, 10), auth::random_secret(40));
+}
+
 std::string service::open_session(const std::string& machine, std::vector<std::string> scopes) {
   std::lock_guard lock(mu_);
-  auto id = fmt::format("S-{}-{}", format_rfc3339(clock_.now()).substr(0, 10), next_session_++);
+  auto id = new_session_id();
   return registry_.open_for_machine(id, machine, std::move(scopes), clock_.now()).id;
 }
 
@@ -239,9 +251,17 @@ std::string service::tunnel_authenticated(const std::string& machine, std::vecto
   auto now = clock_.now();
   std::string id;
   if (auto* live_s = registry_.find_live_for_machine(machine)) id = live_s->id;
-  else id = fmt::format("S-{}-{}", format_rfc3339(now).substr(0, 10), next_session_++);
+  else id = new_session_id();
   auto& s = registry_.open_for_machine(id, machine, std::move(scopes), now);
   links_[s.id] = link;
+  if (s.state == session_state::active) {
+    // A reconnect within the grace period: tell the agent who owns its session.
+    tunnel::notice n;
+    n.event = "attach";
+    n.actor = s.owner;
+    n.pmr = s.pmr;
+    notify(s.id, n);
+  }
   return s.id;
 }
 
@@ -298,8 +318,91 @@ void service::tunnel_closed(const std::string& session_id, const tunnel_link* li
   auto it = links_.find(session_id);
   if (it != links_.end()) {
     auto l = it->second.lock();
-    if (!l || l.get() == link) links_.erase(it);
+    if (l && l.get() != link) return;  // a newer tunnel serves the session already
+    links_.erase(it);
   }
+  if (auto* s = registry_.find(session_id); s && s->state != session_state::ended) {
+    s->tunnel_up = false;
+    s->tunnel_lost_at = clock_.now();
+    std::vector<std::uint32_t> open;
+    for (auto& [cid, c] : s->channels) open.push_back(cid);
+    for (auto cid : open) (void)registry_.close_channel(*s, cid);  // they went with the tunnel
+  }
+}
+
+void service::redeem_channel(const std::string& token, const std::string& source,
+                             std::function<void(std::variant<channel_grant, http_response>)> done) {
+  auto now = clock_.now();
+  channel_grant g;
+  journal::entry e;
+  {
+    std::lock_guard lock(mu_);
+    auto it = tickets_.find(token_hash(token));
+    if (it == tickets_.end() || it->second.expires_at <= now) {
+      if (it != tickets_.end()) tickets_.erase(it);
+      return done(json_error(401, "unauthorized", "unknown or expired channel token"));
+    }
+    auto t = it->second;
+    tickets_.erase(it);  // one use
+    auto* s = registry_.find(t.session_id);
+    if (!s) return done(json_error(404, "not_found", "no such session"));
+    e.kind = "channel.open";
+    e.actor = t.user;
+    e.source = source;
+    e.session_id = s->id;
+    e.pmr = s->pmr;
+    e.machine = s->machine;
+    e.scope = t.scope;
+    e.access_type = t.access_type;
+    // The grant may have been revoked, or the session ended, since the token was issued.
+    if (auto r = registry_.check_channel(*s, t.user, t.scope, t.access_type, now)) {
+      e.result = journal::outcome::denied;
+      e.detail = json::serialize(json::object{{"code", r->code}, {"reason", r->message}});
+      auto answer = from_refusal(*r);
+      journal_.append(std::move(e), [done, answer](const journal::append_result&) { done(answer); });
+      return;
+    }
+    auto l = links_.find(s->id);
+    if (l == links_.end() || !l->second.lock())
+      return done(json_error(409, "conflict", "the customer's tunnel is not connected"));
+    g = {s->id, t.user, t.scope, t.access_type, l->second.lock()};
+  }
+  journal_then(std::move(e), done, [g, done](const journal::append_result& r) {
+    if (r.ok()) done(g);
+  });
+}
+
+void service::channel_opened(const std::shared_ptr<channel_link>& c) {
+  std::lock_guard lock(mu_);
+  if (auto* s = registry_.find(c->session_id))
+    registry_.commit_channel(*s, {c->id, c->user, "", c->scope, c->access_type, c->opened_at});
+}
+
+void service::channel_closed(const std::shared_ptr<channel_link>& c, const std::string& source) {
+  journal::entry e;
+  e.kind = "channel.close";
+  e.actor = c->user;
+  e.source = source;
+  e.session_id = c->session_id;
+  e.scope = c->scope;
+  e.access_type = c->access_type;
+  json::object d;
+  {
+    std::lock_guard cl(c->mu);
+    d = json::object{{"channel", c->id}, {"bytes_to_agent", c->bytes_to_agent},
+                     {"bytes_from_agent", c->bytes_from_agent},
+                     {"duration_ms", (clock_.now() - c->opened_at) / 1000}, {"reason", c->reason}};
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (auto* s = registry_.find(c->session_id)) {
+      (void)registry_.close_channel(*s, c->id);
+      e.pmr = s->pmr;
+      e.machine = s->machine;
+    }
+  }
+  e.detail = json::serialize(d);
+  journal_.append(std::move(e), [](const journal::append_result&) {});
 }
 
 void service::housekeeping() {
@@ -307,26 +410,31 @@ void service::housekeeping() {
   std::vector<journal::entry> entries;
   {
     std::lock_guard lock(mu_);
-    for (auto it = links_.begin(); it != links_.end();) {
-      auto* s = registry_.find(it->first);
-      auto row = s ? state_.find_machine(s->machine) : std::nullopt;
-      if (s && s->state != session_state::ended && (!row || row->revoked)) {
-        (void)registry_.end(*s, "machine revoked", now);
+    for (auto* s : registry_.live_sessions()) {
+      auto row = state_.find_machine(s->machine);
+      std::string reason;
+      if (!row || row->revoked) reason = "machine revoked";
+      else if (!s->tunnel_up && now - s->tunnel_lost_at >= kReconnectGrace) reason = "tunnel lost";
+      if (reason.empty()) continue;
+      (void)registry_.end(*s, reason, now);
+      if (auto it = links_.find(s->id); it != links_.end()) {
         if (auto l = it->second.lock()) l->end_session("this machine's enrollment was revoked");
-        journal::entry e;
-        e.kind = "session.end";
-        e.actor = "gateway";
-        e.session_id = s->id;
-        e.pmr = s->pmr;
-        e.machine = s->machine;
-        e.detail = R"({"reason":"machine revoked"})";
-        entries.push_back(std::move(e));
-        it = links_.erase(it);
-      } else {
-        ++it;
+        links_.erase(it);
       }
+      journal::entry e;
+      e.kind = "session.end";
+      e.actor = "gateway";
+      e.session_id = s->id;
+      e.pmr = s->pmr;
+      e.machine = s->machine;
+      e.detail = json::serialize(json::object{{"reason", reason}});
+      entries.push_back(std::move(e));
     }
     for (auto [s, g] : registry_.expire_grants(now)) {
+      std::vector<std::uint32_t> lapsing;
+      for (auto& [cid, c] : s->channels)
+        if (c.grant_id == g->id) lapsing.push_back(cid);
+      close_channels(s->id, lapsing, "the grant expired");
       tunnel::notice n;
       n.event = "revoke";
       n.actor = "gateway";
@@ -345,6 +453,14 @@ void service::housekeeping() {
   }
   // Access was removed already (fail closed); the journal records it as soon as it can.
   for (auto& e : entries) journal_.append(std::move(e), [](const journal::append_result&) {});
+}
+
+void service::close_channels(const std::string& session_id, const std::vector<std::uint32_t>& ids,
+                             const std::string& reason) {
+  auto it = links_.find(session_id);
+  if (it == links_.end()) return;
+  if (auto l = it->second.lock())
+    for (auto id : ids) l->channel_close(id, reason);
 }
 
 void service::notify(const std::string& session_id, tunnel::notice n) {
@@ -472,27 +588,31 @@ void service::login(const http_request& req, api::reply done) {
   auto new_password = str_field(body, "new_password", false, 1024);
   auto now = clock_.now();
   principal who{name, role::developer, false};
+  const auto address = address_of(req.remote);
   std::optional<user_row> u;
   bool lockout = false;
   std::string why;
   {
     std::lock_guard lock(mu_);
-    if (!login_user_limiter_.allowed(name, now) || !login_source_limiter_.allowed(req.remote, now)) {
+    if (!login_user_limiter_.allowed(name, now) || !login_source_limiter_.allowed(address, now))
       why = "rate_limited";
-    } else {
+    else
       u = auth::is_valid_user_name(name) ? lookup_user(name) : std::nullopt;
-      // Verify even for an unknown user (against a fixed hash) so timing does not tell.
-      static const std::string dummy = auth::hash_password("dummy password for timing");
-      bool ok = auth::verify_password(u ? u->password_hash : dummy, password) && u && !u->disabled;
-      if (!ok) {
-        why = "bad_credentials";
-        lockout = login_user_limiter_.record_failure(name, now);
-        login_source_limiter_.record_failure(req.remote, now);
-      } else if (u->must_change && new_password.empty()) {
-        why = "password_change_required";
-      } else if (!new_password.empty() && (new_password.size() < 12 || new_password == password)) {
-        why = "weak_new_password";
-      }
+  }
+  if (why.empty()) {
+    // Argon2id takes ~0.1 s: never under the lock. An unknown user is checked against a
+    // fixed hash so timing does not tell which accounts exist.
+    static const std::string dummy = auth::hash_password("dummy password for timing");
+    bool ok = auth::verify_password(u ? u->password_hash : dummy, password) && u && !u->disabled;
+    if (!ok) {
+      why = "bad_credentials";
+      std::lock_guard lock(mu_);
+      lockout = login_user_limiter_.record_failure(name, now);
+      login_source_limiter_.record_failure(address, now);
+    } else if (u->must_change && new_password.empty()) {
+      why = "password_change_required";
+    } else if (!new_password.empty() && (new_password.size() < 12 || new_password == password)) {
+      why = "weak_new_password";
     }
   }
   if (!why.empty()) {
@@ -591,7 +711,7 @@ void service::attach(const principal& p, const http_request& req, api::reply don
   attach_request a;
   a.user = p.user;
   a.user_role = p.user_role;
-  a.source = req.remote.substr(0, req.remote.rfind(':'));
+  a.source = address_of(req.remote);
   a.pmr = auth::normalize_pmr(pmr);
   if (!key.empty()) {
     auto canonical = auth::normalize_session_key(key);
@@ -754,7 +874,9 @@ void service::revoke_grant(const principal& p, const std::string& id, const std:
     if (auto* r = std::get_if<refusal>(&v)) return done(from_refusal(*r));
     auto* g = std::get<grant*>(v);
     json::array ch;
-    for (auto c : registry_.commit_revoke(*s, *g)) ch.emplace_back(c);
+    auto closing = registry_.commit_revoke(*s, *g);
+    for (auto c : closing) ch.emplace_back(c);
+    close_channels(id, closing, "access revoked");
     e.session_id = id;
     e.pmr = s->pmr;
     e.machine = s->machine;
@@ -792,7 +914,7 @@ void service::transfer(const principal& p, const std::string& id, const http_req
     auto* s = registry_.find(id);
     if (!s || s->owner != user || s->state != session_state::active)
       return done(json_error(409, "conflict", "the session changed meanwhile"));
-    registry_.commit_transfer(*s, to);
+    close_channels(id, registry_.commit_transfer(*s, to), "ownership handed over");
     tunnel::notice n;
     n.event = "transfer";
     n.actor = user;
@@ -877,8 +999,9 @@ void service::pmr_sessions(const principal& p, const std::string& pmr_in, const 
   auto e = base_entry("audit.query", p, req);
   e.pmr = pmr;
   e.detail = json::serialize(json::object{{"endpoint", "pmrs"}});
-  journal_then(std::move(e), done, [this, pmr, done](const journal::append_result& r) {
-    if (!r.ok()) return;
+  // Read first (on this I/O thread, not the journal writer's), release only once the query
+  // itself is journaled.
+  auto answer = [&] {
     journal::reader rd({layout_.journal_db()});
     journal::filter f;
     f.pmr = pmr;
@@ -903,7 +1026,10 @@ void service::pmr_sessions(const principal& p, const std::string& pmr_in, const 
       }
       sessions.emplace_back(json::object{{"id", id}, {"machine", machine}, {"entries", std::move(entries)}});
     }
-    done(ok_json(200, json::object{{"pmr", pmr}, {"sessions", std::move(sessions)}, {"other_entries", std::move(direct)}}));
+    return ok_json(200, json::object{{"pmr", pmr}, {"sessions", std::move(sessions)}, {"other_entries", std::move(direct)}});
+  }();
+  journal_then(std::move(e), done, [answer, done](const journal::append_result& r) {
+    if (r.ok()) done(answer);
   });
 }
 
@@ -954,14 +1080,14 @@ void service::journal_query(const principal& p, const http_request& req, api::re
   }
   auto e = base_entry("audit.query", p, req);
   e.detail = json::serialize(json::object{{"endpoint", "journal"}, {"query", req.target.substr(0, 200)}});
-  journal_then(std::move(e), done, [this, f, done](const journal::append_result& r) {
-    if (!r.ok()) return;
-    journal::reader rd({layout_.journal_db()});
-    auto page = rd.query(f);
-    json::array out;
-    for (auto& x : page.entries) out.emplace_back(journal::to_json_object(x));
-    done(ok_json(200, json::object{{"entries", std::move(out)},
-                                   {"next_cursor", page.next ? json::value(page.next->encode()) : json::value(nullptr)}}));
+  journal::reader rd({layout_.journal_db()});
+  auto page = rd.query(f);
+  json::array out;
+  for (auto& x : page.entries) out.emplace_back(journal::to_json_object(x));
+  auto answer = ok_json(200, json::object{{"entries", std::move(out)},
+                                          {"next_cursor", page.next ? json::value(page.next->encode()) : json::value(nullptr)}});
+  journal_then(std::move(e), done, [answer, done](const journal::append_result& r) {
+    if (r.ok()) done(answer);
   });
 }
 
@@ -969,13 +1095,13 @@ void service::journal_verify(const principal& p, const http_request& req, api::r
   if (p.user_role != role::auditor) return done(json_error(403, "forbidden", "the journal is for auditors"));
   auto e = base_entry("audit.query", p, req);
   e.detail = R"({"endpoint":"journal/verify"})";
-  journal_then(std::move(e), done, [this, done](const journal::append_result& r) {
-    if (!r.ok()) return;
-    journal::reader rd({layout_.journal_db()});
-    auto res = journal::verify(rd.db(0), journal_.key().pub());
-    done(ok_json(200, json::object{{"ok", res.ok}, {"entries", res.entries}, {"head_seq", res.head_seq},
-                                   {"head_hash", res.head_hash}, {"signed_through", res.signed_through},
-                                   {"first_bad_seq", res.first_bad_seq}, {"problem", res.problem}}));
+  journal::reader rd({layout_.journal_db()});
+  auto res = journal::verify(rd.db(0), journal_.key().pub());
+  auto answer = ok_json(200, json::object{{"ok", res.ok}, {"entries", res.entries}, {"head_seq", res.head_seq},
+                                          {"head_hash", res.head_hash}, {"signed_through", res.signed_through},
+                                          {"first_bad_seq", res.first_bad_seq}, {"problem", res.problem}});
+  journal_then(std::move(e), done, [answer, done](const journal::append_result& r) {
+    if (r.ok()) done(answer);
   });
 }
 

@@ -7,6 +7,7 @@
 // waiting for the journal. Owned by `rsgate serve` for the gateway's lifetime.
 #pragma once
 #include <map>
+#include <variant>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -14,6 +15,7 @@
 
 #include "auth/rate_limit.hpp"
 #include "core/clock.hpp"
+#include "gateway/channel_link.hpp"
 #include "gateway/data_dir.hpp"
 #include "gateway/http/api.hpp"
 #include "gateway/sessions.hpp"
@@ -31,6 +33,20 @@ class tunnel_link {
   virtual ~tunnel_link() = default;
   virtual void notify(const tunnel::notice& n) = 0;
   virtual void end_session(const std::string& reason) = 0;  // END, then close the tunnel
+  // Channels (docs/protocol.md §8). open_channel sends CHANNEL_OPEN and returns the shared
+  // channel; the others queue frames for it. All may be called from any thread.
+  virtual std::shared_ptr<channel_link> open_channel(const std::string& scope, const std::string& access_type,
+                                                     const std::string& actor) = 0;
+  virtual void channel_data(std::uint32_t id, bytes data) = 0;
+  virtual void channel_window(std::uint32_t id, std::uint32_t increment) = 0;
+  virtual void channel_eof(std::uint32_t id) = 0;
+  virtual void channel_close(std::uint32_t id, const std::string& reason) = 0;
+};
+
+// A redeemed channel ticket: who may open what, through which tunnel.
+struct channel_grant {
+  std::string session_id, user, scope, access_type;
+  std::shared_ptr<tunnel_link> link;
 };
 
 struct principal {
@@ -60,6 +76,17 @@ class service {
   // The customer ended everything (STOP), or the tunnel is gone.
   void customer_stopped(const std::string& session_id, const std::string& source, std::function<void()> done);
   void tunnel_closed(const std::string& session_id, const tunnel_link* link);
+
+  // --- channel streams ---
+  // Redeems a one-time channel token from POST /sessions/{id}/channels: checks again that
+  // the caller may open it now, journals channel.open (journal before access) and answers
+  // with the tunnel to open it through, or an HTTP error.
+  void redeem_channel(const std::string& token, const std::string& source,
+                      std::function<void(std::variant<channel_grant, http_response>)> done);
+  // The channel is open (the agent accepted) / gone: registry and journal (channel.close
+  // with bytes each way and the duration).
+  void channel_opened(const std::shared_ptr<channel_link>& c);
+  void channel_closed(const std::shared_ptr<channel_link>& c, const std::string& source);
   // Called every few seconds by the runtime: ends the sessions of machines revoked meanwhile
   // (`rsgate machine revoke` runs in another process) and lapses grants whose time is up.
   void housekeeping();
@@ -101,6 +128,7 @@ class service {
   void journal_then(journal::entry e, api::reply done, std::function<void(const journal::append_result&)> then);
   journal::entry base_entry(std::string kind, const principal& p, const http_request& req) const;
   std::optional<user_row> lookup_user(const std::string& name);
+  std::string new_session_id();
 
   journal::writer& journal_;
   data_layout layout_;
@@ -120,7 +148,8 @@ class service {
   std::map<std::string, channel_ticket> tickets_;  // by SHA-256 of the one-time token
   std::map<std::string, std::weak_ptr<tunnel_link>> links_;  // by session id
   void notify(const std::string& session_id, tunnel::notice n);  // called with mu_ held
-  std::uint64_t next_session_ = 1;
+  void close_channels(const std::string& session_id, const std::vector<std::uint32_t>& ids,
+                      const std::string& reason);  // called with mu_ held
 };
 
 }  // namespace rsgate::gateway

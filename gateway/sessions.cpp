@@ -55,6 +55,8 @@ session& session_registry::open_for_machine(const std::string& id, const std::st
                                             std::vector<std::string> scopes, micros now) {
   if (auto* live_s = find_live_for_machine(machine)) {
     live_s->scopes = std::move(scopes);  // a reconnect may offer a different set
+    live_s->tunnel_up = true;
+    live_s->tunnel_lost_at = 0;
     return *live_s;
   }
   session s;
@@ -74,6 +76,13 @@ session* session_registry::find_live_for_machine(const std::string& machine) {
   for (auto& [id, s] : sessions_)
     if (s.machine == machine && s.state != session_state::ended) return &s;
   return nullptr;
+}
+
+std::vector<session*> session_registry::live_sessions() {
+  std::vector<session*> out;
+  for (auto& [id, s] : sessions_)
+    if (s.state != session_state::ended) out.push_back(&s);
+  return out;
 }
 
 std::vector<const session*> session_registry::visible_to(const std::string& user, micros now) const {
@@ -114,6 +123,8 @@ std::variant<session*, refusal> session_registry::check_attach(const attach_requ
   if (s->state == session_state::active)
     return refuse(409, "locked", fmt::format("the session is owned by {}", s->owner));
   if (s->attach_pending) return refuse(409, "locked", "another attach to this session is in progress");
+  if (!s->tunnel_up)
+    return refuse(409, "not_connected", "the customer's tunnel is not connected; it may come back shortly");
   s->attach_pending = true;
   return s;
 }

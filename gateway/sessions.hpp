@@ -66,6 +66,8 @@ struct session {
   micros ended_at = 0;
   std::string end_reason;
   bool attach_pending = false;  // an attach is being journaled: others see the session locked
+  bool tunnel_up = true;        // the customer's tunnel is connected
+  micros tunnel_lost_at = 0;    // when it dropped (the session survives a grace period)
   int next_grant = 1;
 };
 
@@ -101,6 +103,7 @@ class session_registry {
   [[nodiscard]] session* find(const std::string& id);
   [[nodiscard]] session* find_live_for_machine(const std::string& machine);
   [[nodiscard]] std::vector<const session*> visible_to(const std::string& user, micros now) const;
+  [[nodiscard]] std::vector<session*> live_sessions();
 
   void set_key(session& s, std::string key_hmac, micros expires_at);
 

@@ -22,6 +22,8 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <deque>
+#include <map>
+#include <mutex>
 #include <set>
 
 #include "core/log.hpp"
@@ -90,6 +92,52 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   void end_session(const std::string& reason) override {
     post_frame(tunnel::frame_type::end, tunnel::to_payload(tunnel::reason_only{reason}), true);
   }
+  std::shared_ptr<channel_link> open_channel(const std::string& scope, const std::string& access_type,
+                                             const std::string& actor) override {
+    auto c = std::make_shared<channel_link>();
+    c->scope = scope;
+    c->access_type = access_type;
+    c->user = actor;
+    c->session_id = session_;
+    c->opened_at = system_clock::instance().now();
+    {
+      std::lock_guard lock(ch_mu_);
+      if (channels_.size() >= tunnel::kMaxChannelsPerTunnel || closing_flag_) {
+        c->closed = true;
+        c->reason = "too many open channels";
+        return c;
+      }
+      c->id = next_channel_++;
+      channels_[c->id] = c;
+    }
+    tunnel::channel_open m{scope, access_type, actor, tunnel::kInitialWindow};
+    asio::post(stream_.get_executor(), [self = shared_from_this(), id = c->id, p = tunnel::to_payload(m)] {
+      self->queue(tunnel::frame_type::channel_open, p, id);
+    });
+    return c;
+  }
+  void channel_data(std::uint32_t id, bytes data) override {
+    asio::post(stream_.get_executor(), [self = shared_from_this(), id, d = std::move(data)] {
+      for (std::size_t off = 0; off < d.size(); off += tunnel::kMaxDataPayload) {
+        auto n = std::min(tunnel::kMaxDataPayload, d.size() - off);
+        self->queue(tunnel::frame_type::data, std::span<const std::uint8_t>(d.data() + off, n), id);
+      }
+    });
+  }
+  void channel_window(std::uint32_t id, std::uint32_t increment) override {
+    asio::post(stream_.get_executor(), [self = shared_from_this(), id, increment] {
+      auto f = tunnel::encode_window(id, increment);
+      self->out_.push_back(std::move(f));
+      self->wake_.cancel();
+    });
+  }
+  void channel_eof(std::uint32_t id) override {
+    asio::post(stream_.get_executor(), [self = shared_from_this(), id] { self->queue(tunnel::frame_type::eof, {}, id); });
+  }
+  void channel_close(std::uint32_t id, const std::string& reason) override {
+    asio::post(stream_.get_executor(), [self = shared_from_this(), id, reason] { self->close_channel(id, reason, true); });
+  }
+
   void close_now() {
     asio::post(stream_.get_executor(), [self = shared_from_this()] {
       self->closing_ = true;
@@ -117,6 +165,43 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     wake_.cancel();
   }
   asio::awaitable<void> writer();
+  // On the strand: forget channel `id`, tell its stream side, and CLOSE it toward the agent.
+  void close_channel(std::uint32_t id, const std::string& reason, bool send_close) {
+    std::shared_ptr<channel_link> c;
+    {
+      std::lock_guard lock(ch_mu_);
+      auto it = channels_.find(id);
+      if (it == channels_.end()) return;
+      c = it->second;
+      channels_.erase(it);
+      recently_closed_.insert(id);
+      if (recently_closed_.size() > 1024) recently_closed_.erase(recently_closed_.begin());
+    }
+    {
+      std::lock_guard lock(c->mu);
+      if (!c->closed) {
+        c->closed = true;
+        c->reason = reason;
+      }
+    }
+    c->wake();
+    if (send_close) queue(tunnel::frame_type::close, {}, id);
+  }
+  void close_all_channels(const std::string& reason) {
+    std::vector<std::uint32_t> ids;
+    {
+      std::lock_guard lock(ch_mu_);
+      closing_flag_ = true;
+      for (auto& [id, c] : channels_) ids.push_back(id);
+    }
+    for (auto id : ids) close_channel(id, reason, false);
+  }
+  std::shared_ptr<channel_link> find_channel(std::uint32_t id) {
+    std::lock_guard lock(ch_mu_);
+    auto it = channels_.find(id);
+    return it == channels_.end() ? nullptr : it->second;
+  }
+  bool on_channel_frame(const tunnel::frame& f);
   asio::awaitable<bool> on_frame(const tunnel::frame& f);
   asio::awaitable<bool> authenticate_step(const tunnel::frame& f);
   journal::entry entry(std::string kind, journal::outcome o, std::string detail = "{}") const {
@@ -154,7 +239,94 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   journal::outcome close_outcome_ = journal::outcome::ok;
   bool authenticated_ = false;
   bool stopped_by_customer_ = false;
+  std::mutex ch_mu_;  // channels_ is read by stream sides on other strands
+  std::map<std::uint32_t, std::shared_ptr<channel_link>> channels_;
+  std::set<std::uint32_t> recently_closed_;
+  std::uint32_t next_channel_ = 1;
+  bool closing_flag_ = false;
 };
+
+bool tunnel_connection::on_channel_frame(const tunnel::frame& f) {
+  const auto id = f.header.channel;
+  auto c = find_channel(id);
+  if (!c) {
+    bool late;
+    {
+      std::lock_guard lock(ch_mu_);
+      late = recently_closed_.count(id) > 0;
+    }
+    if (late) return true;  // frames in flight when we closed it
+    protocol_error("unknown_channel", "a frame for a channel that is not open");
+    return false;
+  }
+  std::string why;
+  switch (f.header.type) {
+    case tunnel::frame_type::channel_accept: {
+      auto a = tunnel::parse_channel_accept(f.payload, why);
+      if (!a) {
+        protocol_error("bad_channel_accept", why);
+        return false;
+      }
+      {
+        std::lock_guard lock(c->mu);
+        c->accepted = true;
+        c->credit = a->window;
+      }
+      c->wake();
+      return true;
+    }
+    case tunnel::frame_type::channel_reject: {
+      auto r = tunnel::parse_reason(f.payload, why);
+      close_channel(id, "refused by the customer's agent: " + (r ? r->reason : why), false);
+      return true;
+    }
+    case tunnel::frame_type::data: {
+      bool overflow = false;
+      {
+        std::lock_guard lock(c->mu);
+        if (!c->closed) {
+          if (c->inbox_bytes + f.payload.size() > tunnel::kInitialWindow || c->agent_eof) {
+            overflow = true;
+          } else {
+            c->inbox_bytes += f.payload.size();
+            c->bytes_from_agent += static_cast<std::int64_t>(f.payload.size());
+            c->inbox.push_back(f.payload);
+          }
+        }
+      }
+      if (overflow) {
+        protocol_error("window_exceeded", "DATA beyond the window or after EOF");
+        return false;
+      }
+      c->wake();
+      return true;
+    }
+    case tunnel::frame_type::window: {
+      std::uint32_t inc = static_cast<std::uint32_t>(f.payload[0]) << 24 | static_cast<std::uint32_t>(f.payload[1]) << 16 |
+                          static_cast<std::uint32_t>(f.payload[2]) << 8 | f.payload[3];
+      {
+        std::lock_guard lock(c->mu);
+        c->credit = std::min<std::int64_t>(c->credit + inc, tunnel::kMaxWindow);
+      }
+      c->wake();
+      return true;
+    }
+    case tunnel::frame_type::eof: {
+      {
+        std::lock_guard lock(c->mu);
+        c->agent_eof = true;
+      }
+      c->wake();
+      return true;
+    }
+    case tunnel::frame_type::close:
+      close_channel(id, "closed by the customer's side", true);
+      return true;
+    default:
+      protocol_error("unexpected", "unexpected channel frame");
+      return false;
+  }
+}
 
 asio::awaitable<void> tunnel_connection::writer() {
   auto self = shared_from_this();
@@ -308,9 +480,11 @@ asio::awaitable<bool> tunnel_connection::on_frame(const tunnel::frame& f) {
       co_return false;
     }
     default:
-      // Channels are opened by the gateway only; none is open yet in this version.
-      std::string msg = "unexpected " + std::string(tunnel::name_of(f.header.type));
-      protocol_error("unexpected", msg);
+      if (f.header.channel != 0) co_return on_channel_frame(f);
+      {
+        std::string msg = "unexpected " + std::string(tunnel::name_of(f.header.type));
+        protocol_error("unexpected", msg);
+      }
       co_return false;
   }
 }
@@ -367,6 +541,7 @@ asio::awaitable<void> tunnel_connection::run() {
   }
   closing_ = true;
   wake_.cancel();
+  close_all_channels("the tunnel closed");
   if (!session_.empty()) svc_.tunnel_closed(session_, this);
   if (!machine_.empty() || close_outcome_ != journal::outcome::ok) {
     auto e = entry(std::string("tunnel.close"), close_outcome_, json::serialize(json::object{{"reason", close_reason_}}));

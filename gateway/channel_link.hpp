@@ -1,0 +1,48 @@
+// One open channel as both of its ends in the gateway see it: the tunnel connection (frames
+// to and from the agent) and the stream endpoint (the representative's WebSocket). They run
+// on different strands; this object is the only state they share, guarded by its mutex.
+// Bounded: at most the window we advertised to the agent waits in `inbox`, and the stream
+// side sends to the agent only within `credit`, the agent's window.
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+
+#include "core/clock.hpp"
+#include "core/encoding.hpp"
+
+namespace rsgate::gateway {
+
+struct channel_link {
+  std::mutex mu;
+  std::uint32_t id = 0;
+  std::string session_id, user, scope, access_type;
+  micros opened_at = 0;
+  // agent -> representative
+  std::deque<bytes> inbox;
+  std::size_t inbox_bytes = 0;
+  bool agent_eof = false;
+  // representative -> agent
+  std::int64_t credit = 0;
+  // life
+  bool accepted = false;
+  bool closed = false;      // by either side; `reason` says why
+  std::string reason;
+  std::int64_t bytes_to_agent = 0;
+  std::int64_t bytes_from_agent = 0;
+  // Wakes the stream side (posts to its strand); set by the stream side, called unlocked.
+  std::function<void()> wake_stream;
+
+  void wake() {
+    std::function<void()> w;
+    {
+      std::lock_guard lock(mu);
+      w = wake_stream;
+    }
+    if (w) w();
+  }
+};
+
+}  // namespace rsgate::gateway

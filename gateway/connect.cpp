@@ -1,0 +1,301 @@
+// See connect.hpp. One io_context thread; per accepted connection one coroutine that obtains
+// the channel and then runs two pumps (TCP -> WebSocket, WebSocket -> TCP) until both
+// directions ended or either side failed.
+#include "gateway/connect.hpp"
+
+#include <fmt/format.h>
+#include <openssl/ssl.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+#include <boost/program_options.hpp>
+#include <iostream>
+#include <ostream>
+
+#include "core/files.hpp"
+#include "gateway/cli.hpp"
+#include "gateway/config.hpp"
+#include "gateway/tunnel/messages.hpp"
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+namespace ssl = asio::ssl;
+namespace json = boost::json;
+namespace po = boost::program_options;
+using tcp = asio::ip::tcp;
+
+namespace rsgate::gateway {
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+struct connect_options {
+  std::string host, port, session, scope, access_type, token;
+  std::ostream* out;
+  std::ostream* err;
+};
+
+asio::awaitable<std::optional<beast::ssl_stream<beast::tcp_stream>>> dial(const connect_options& o, ssl::context& tls,
+                                                                          std::string& why) {
+  auto ex = co_await asio::this_coro::executor;
+  tcp::resolver r(ex);
+  auto [rec, results] = co_await r.async_resolve(o.host, o.port, use_tuple);
+  if (rec) {
+    why = "cannot resolve the gateway: " + rec.message();
+    co_return std::nullopt;
+  }
+  beast::ssl_stream<beast::tcp_stream> s(ex, tls);
+  beast::get_lowest_layer(s).expires_after(std::chrono::seconds(20));
+  auto [cec, ep] = co_await beast::get_lowest_layer(s).async_connect(results, use_tuple);
+  if (cec) {
+    why = "cannot connect to the gateway: " + cec.message();
+    co_return std::nullopt;
+  }
+  SSL_set_tlsext_host_name(s.native_handle(), o.host.c_str());
+  s.set_verify_callback(ssl::host_name_verification(o.host));
+  auto [hec] = co_await s.async_handshake(ssl::stream_base::client, use_tuple);
+  if (hec) {
+    why = "TLS with the gateway failed: " + hec.message();
+    co_return std::nullopt;
+  }
+  beast::get_lowest_layer(s).expires_never();
+  co_return std::optional<beast::ssl_stream<beast::tcp_stream>>(std::move(s));
+}
+
+// POST /api/v1/sessions/{id}/channels -> the one-time stream token.
+asio::awaitable<std::optional<std::string>> request_channel(const connect_options& o, ssl::context& tls, std::string& why) {
+  auto s = co_await dial(o, tls, why);
+  if (!s) co_return std::nullopt;
+  http::request<http::string_body> req{http::verb::post, "/api/v1/sessions/" + o.session + "/channels", 11};
+  req.set(http::field::host, o.host);
+  req.set(http::field::authorization, "Bearer " + o.token);
+  req.set(http::field::content_type, "application/json");
+  req.body() = json::serialize(json::object{{"scope", o.scope}, {"access_type", o.access_type}});
+  req.prepare_payload();
+  beast::get_lowest_layer(*s).expires_after(std::chrono::seconds(30));
+  auto [wec, wn] = co_await http::async_write(*s, req, use_tuple);
+  beast::flat_buffer buf;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(64 * 1024);
+  auto [rec, rn] = co_await http::async_read(*s, buf, parser, use_tuple);
+  if (wec || rec) {
+    why = "the gateway did not answer the channel request";
+    co_return std::nullopt;
+  }
+  auto& res = parser.get();
+  boost::system::error_code jec;
+  auto v = json::parse(res.body(), jec);
+  if (res.result_int() != 201 || jec || !v.is_object() || !v.as_object().contains("token")) {
+    std::string msg = "refused";
+    if (!jec && v.is_object() && v.as_object().contains("error"))
+      msg = std::string(v.as_object()["error"].as_object()["message"].as_string());
+    why = fmt::format("the gateway refused the channel ({}): {}", res.result_int(), msg);
+    co_return std::nullopt;
+  }
+  co_await s->async_shutdown(use_tuple);
+  co_return std::string(v.as_object()["token"].as_string());
+}
+
+using ws_stream = websocket::stream<beast::ssl_stream<beast::tcp_stream>>;
+
+asio::awaitable<void> tcp_to_ws(tcp::socket* sock, ws_stream* ws, std::shared_ptr<bool> sent_eof,
+                                std::shared_ptr<bool> done) {
+  std::vector<std::uint8_t> buf(32 * 1024);
+  for (;;) {
+    auto [ec, n] = co_await sock->async_read_some(asio::buffer(buf), use_tuple);
+    if (ec) {
+      if (ec == asio::error::eof && ws->is_open()) {
+        ws->text(true);
+        co_await ws->async_write(asio::buffer(std::string_view("eof")), use_tuple);  // half-close
+        *sent_eof = true;
+      }
+      break;
+    }
+    ws->binary(true);
+    auto [wec, wn] = co_await ws->async_write(asio::buffer(buf.data(), n), use_tuple);
+    if (wec) break;
+  }
+  *done = true;
+}
+
+asio::awaitable<void> relay(tcp::socket sock, connect_options o, ssl::context* tls) {
+  std::string why;
+  auto peer = sock.remote_endpoint().port();
+  auto token = co_await request_channel(o, *tls, why);
+  if (!token) {
+    *o.err << "rsgate connect: " << why << "\n";
+    co_return;
+  }
+  auto s = co_await dial(o, *tls, why);
+  if (!s) {
+    *o.err << "rsgate connect: " << why << "\n";
+    co_return;
+  }
+  ws_stream ws(std::move(*s));
+  ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
+  ws.read_message_max(64 * 1024);
+  auto [hec] = co_await ws.async_handshake(o.host + ":" + o.port, "/api/v1/channels/stream?token=" + *token, use_tuple);
+  if (hec) {
+    *o.err << "rsgate connect: the channel stream failed: " << hec.message() << "\n";
+    co_return;
+  }
+  *o.out << fmt::format("rsgate connect: connection from port {} -> {} ({})\n", peer, o.scope, o.access_type);
+  o.out->flush();
+  auto sent_eof = std::make_shared<bool>(false);
+  auto pump_done = std::make_shared<bool>(false);
+  asio::co_spawn(sock.get_executor(), tcp_to_ws(&sock, &ws, sent_eof, pump_done), asio::detached);
+  beast::flat_buffer buf;
+  bool got_eof = false;
+  for (;;) {
+    buf.clear();
+    auto [ec, n] = co_await ws.async_read(buf, use_tuple);
+    if (ec) {
+      if (!(got_eof && *sent_eof)) {
+        if (ec == websocket::error::closed && !ws.reason().reason.empty())
+          *o.err << "rsgate connect: the channel was closed: " << ws.reason().reason << "\n";
+        else if (ec != websocket::error::closed)
+          *o.err << "rsgate connect: the channel ended: " << ec.message() << "\n";
+      }
+      break;
+    }
+    if (ws.got_text()) {
+      if (beast::buffers_to_string(buf.data()) == "eof") {
+        got_eof = true;
+        beast::error_code ignored;
+        sock.shutdown(tcp::socket::shutdown_send, ignored);
+        if (*sent_eof) {
+          co_await ws.async_close(websocket::close_code::normal, use_tuple);
+        }
+      }
+      continue;
+    }
+    auto [wec, wn] = co_await asio::async_write(sock, buf.data(), use_tuple);
+    if (wec) break;
+  }
+  // The other pump uses `sock` and `ws`: end it and wait for it before they go.
+  beast::error_code ignored;
+  sock.close(ignored);
+  asio::steady_timer t(sock.get_executor());
+  while (!*pump_done) {
+    t.expires_after(std::chrono::milliseconds(10));
+    co_await t.async_wait(use_tuple);
+  }
+}
+
+asio::awaitable<void> accept_loop(tcp::acceptor* acc, connect_options o, ssl::context* tls) {
+  for (;;) {
+    auto [ec, sock] = co_await acc->async_accept(use_tuple);
+    if (ec) co_return;
+    beast::error_code ignored;
+    sock.set_option(tcp::no_delay(true), ignored);
+    asio::co_spawn(acc->get_executor(), relay(std::move(sock), o, tls), asio::detached);
+  }
+}
+
+int connect_cmd(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  po::options_description d("rsgate connect --gateway URL --token T --session ID --scope S --access-type A --listen ADDR:PORT");
+  d.add_options()
+      ("gateway", po::value<std::string>(), "the gateway, https://HOST:PORT")
+      ("token", po::value<std::string>(), "bearer token (rsgate token create), or - to read it from stdin")
+      ("session", po::value<std::string>(), "session id")
+      ("scope", po::value<std::string>(), "scope offered by the customer, e.g. hmc")
+      ("access-type", po::value<std::string>(), "ssh, sftp, ftp, telnet-5250, https, ops-navigator, vterm, file-transfer, other")
+      ("listen", po::value<std::string>()->default_value("127.0.0.1:0"), "local listener, IP:PORT")
+      ("ca", po::value<std::string>(), "CA certificate that signed the gateway's certificate (dev: DATA/ca.pem)")
+      ("insecure", "do not check the gateway's certificate (development only)")
+      ("help,h", "show this help");
+  po::variables_map vm;
+  po::store(po::command_line_parser(std::vector<std::string>(args.begin() + 1, args.end())).options(d).run(), vm);
+  po::notify(vm);
+  if (vm.count("help")) {
+    out << d << "\n";
+    return cli::kOk;
+  }
+  for (auto k : {"gateway", "token", "session", "scope", "access-type"})
+    if (!vm.count(k)) throw cli::usage_error(fmt::format("--{} is required", k));
+  connect_options o;
+  auto url = vm["gateway"].as<std::string>();
+  if (!url.starts_with("https://")) throw cli::usage_error("--gateway must be https://HOST:PORT");
+  auto hp = url.substr(8);
+  while (!hp.empty() && hp.back() == '/') hp.pop_back();
+  auto colon = hp.rfind(':');
+  o.host = colon == std::string::npos ? hp : hp.substr(0, colon);
+  o.port = colon == std::string::npos ? "443" : hp.substr(colon + 1);
+  if (o.host.empty() || o.port.empty() || o.port.find_first_not_of("0123456789") != std::string::npos)
+    throw cli::usage_error("--gateway must be https://HOST:PORT");
+  o.token = vm["token"].as<std::string>();
+  if (o.token == "-") std::getline(std::cin, o.token);
+  if (o.token.empty() || o.token.size() > 256) throw cli::usage_error("--token is empty or too long");
+  o.session = vm["session"].as<std::string>();
+  if (o.session.empty() || o.session.size() > 64 || o.session.find_first_of("/?#% ") != std::string::npos)
+    throw cli::usage_error("--session must be a session id such as S-2026-11-27-ABCDEFGH");
+  o.scope = vm["scope"].as<std::string>();
+  if (!tunnel::is_scope_name(o.scope)) throw cli::usage_error("--scope must be a scope name such as hmc");
+  o.access_type = vm["access-type"].as<std::string>();
+  if (!tunnel::is_access_type(o.access_type)) throw cli::usage_error("invalid --access-type (see --help)");
+  auto listen = parse_listen(vm["listen"].as<std::string>());
+  if (!listen) throw cli::usage_error("--listen must be IP:PORT, e.g. 127.0.0.1:2222");
+  o.out = &out;
+  o.err = &err;
+
+  asio::io_context ioc(1);
+  ssl::context tls(ssl::context::tls_client);
+  SSL_CTX_set_min_proto_version(tls.native_handle(), TLS1_2_VERSION);
+  if (vm.count("insecure")) {
+    err << "rsgate connect: WARNING: --insecure: the gateway's certificate is not checked\n";
+    tls.set_verify_mode(ssl::verify_none);
+  } else {
+    if (!vm.count("ca")) throw cli::usage_error("--ca FILE is required (or --insecure for development)");
+    beast::error_code ec;
+    std::string pem;
+    try {
+      pem = read_file(vm["ca"].as<std::string>(), 1 << 20);
+    } catch (const std::exception& e) {
+      throw cli::usage_error(e.what());
+    }
+    tls.add_certificate_authority(asio::buffer(pem), ec);
+    if (ec) throw cli::usage_error("--ca: not a PEM certificate");
+    tls.set_verify_mode(ssl::verify_peer);
+  }
+  tcp::acceptor acc(ioc);
+  beast::error_code ec;
+  tcp::endpoint ep(asio::ip::make_address(listen->host), listen->port);
+  acc.open(ep.protocol(), ec);
+  if (!ec) acc.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acc.bind(ep, ec);
+  if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) throw std::runtime_error("cannot listen on " + vm["listen"].as<std::string>() + ": " + ec.message());
+  auto bound = acc.local_endpoint();
+  out << fmt::format("rsgate connect: listening on {}:{} -> scope {} ({}) of session {}\n", bound.address().to_string(),
+                     bound.port(), o.scope, o.access_type, o.session);
+  out.flush();
+  asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](beast::error_code, int) { ioc.stop(); });
+  asio::co_spawn(ioc, accept_loop(&acc, o, &tls), asio::detached);
+  ioc.run();
+  return cli::kOk;
+}
+
+}  // namespace
+
+int run_connect(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  return cli::guarded("connect", [&] { return connect_cmd(args, out, err); }, err);
+}
+
+}  // namespace rsgate::gateway
