@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "core/files.hpp"
+#include "tests/support/echo_server.hpp"
 #include "tests/integration/common.hpp"
 
 using namespace rsgate;
@@ -64,11 +65,15 @@ struct gateway_fixture {
     }
   }
 
-  std::filesystem::path enroll(const std::string& serial, bool md5 = false) {
+  std::filesystem::path enroll(const std::string& serial, bool md5 = false,
+                               std::vector<std::string> scopes = {"hmc=127.0.0.1:9", "partition:LP01=127.0.0.1:9"}) {
     auto profile = t / (serial + ".toml");
     std::vector<std::string> a = {"machine", "enroll", "--type", "9009", "--model", "42A", "--serial", serial,
-                                  "--scope", "hmc=127.0.0.1:9", "--scope", "partition:LP01=127.0.0.1:9",
                                   "--gateway", tunnel, "--profile-out", profile.string(), "--data", dir.string()};
+    for (auto& sc : scopes) {
+      a.push_back("--scope");
+      a.push_back(sc);
+    }
     if (md5) a.push_back("--md5");
     auto r = rsgate_cmd(a);
     INFO(r.err);
@@ -275,4 +280,102 @@ TEST_CASE("a grant lapses at its time; revoking the machine ends its live tunnel
   auto again = run({agent_binary(), "start", "--profile", profile.string(), "--control", (f.t / "b.sock").string()}, "", kWait);
   CHECK(again.exit_code == 1);
   CHECK(again.err.find("refused") != std::string::npos);
+}
+
+namespace {
+// `rsgate connect` for `user` to `scope` of session `sid`; returns the child and its port.
+std::pair<std::unique_ptr<child>, std::uint16_t> connect_for(gateway_fixture& f, const std::string& user,
+                                                             const std::string& sid, const std::string& scope,
+                                                             const std::string& access_type) {
+  auto c = std::make_unique<child>(std::vector<std::string>{rsgate_binary(), "connect", "--gateway", "https://" + f.https,
+                                                            "--token", f.tokens.at(user), "--session", sid, "--scope",
+                                                            scope, "--access-type", access_type, "--listen",
+                                                            "127.0.0.1:0", "--ca", (f.dir / "ca.pem").string()},
+                                   f.t / ("connect-" + user + ".err"));
+  auto line = c->wait_for("listening on 127.0.0.1:", kWait);
+  REQUIRE(line);
+  auto p = line->find("127.0.0.1:") + 10;
+  return {std::move(c), static_cast<std::uint16_t>(std::stoi(line->substr(p)))};
+}
+
+std::vector<std::uint8_t> random_bytes(std::size_t n) {
+  std::vector<std::uint8_t> v(n);
+  std::uint32_t x = 2463534242u;
+  for (auto& b : v) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    b = static_cast<std::uint8_t>(x);
+  }
+  return v;
+}
+}  // namespace
+
+TEST_CASE("channels: bytes arrive intact both ways; revocation closes the grantee's channel at once") {
+  gateway_fixture f;
+  echo_server echo;
+  auto profile = f.enroll("7801237", false, {"echo=127.0.0.1:" + std::to_string(echo.port()), "hmc=127.0.0.1:9"});
+  child agent({agent_binary(), "start", "--profile", profile.string(), "--control", (f.t / "a.sock").string()},
+              f.t / "agent.err");
+  auto key_line = wait_line(agent, "Session key: ");
+  auto key = key_line.substr(key_line.find(": ") + 2);
+  auto att = f.api("POST", "/api/v1/sessions/attach", "alice",
+                   json::serialize(json::object{{"session_key", key}, {"pmr", "TS000000043"}}));
+  REQUIRE(att.status == 201);
+  auto sid = std::string(att.body["id"].as_string());
+  REQUIRE(f.api("POST", "/api/v1/sessions/" + sid + "/grants", "alice",
+                R"({"user":"dave","scopes":["echo"],"access_types":["other"]})").status == 201);
+
+  auto [conn, port] = connect_for(f, "dave", sid, "echo", "other");
+  {
+    auto data = random_bytes(8 * 1024 * 1024);
+    int s = connect_local(port);
+    REQUIRE(s >= 0);
+    auto got = round_trip(s, data);
+    ::close(s);
+    CHECK(got.size() == data.size());
+    CHECK(got == data);
+  }
+  wait_line(agent, "dave opened other to echo");
+  wait_line(agent, "dave closed other to echo (8388608 bytes in, 8388608 out)");
+
+  // A connection the grantee keeps open is cut when the owner revokes the grant.
+  int s = connect_local(port);
+  REQUIRE(s >= 0);
+  REQUIRE(::write(s, "ping", 4) == 4);
+  char buf[16];
+  REQUIRE(::read(s, buf, 4) == 4);
+  REQUIRE(f.api("DELETE", "/api/v1/sessions/" + sid + "/grants/G1", "alice").status == 200);
+  timeval tv{20, 0};
+  ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  CHECK(::read(s, buf, sizeof buf) <= 0);  // closed, not timed out after 20 s
+  ::close(s);
+  // Without a grant the next connection is refused by the gateway.
+  int s2 = connect_local(port);
+  REQUIRE(s2 >= 0);
+  ::setsockopt(s2, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  CHECK(::read(s2, buf, sizeof buf) <= 0);
+  ::close(s2);
+
+  auto opened = f.kinds("channel.open", "ok");
+  REQUIRE(opened.size() == 2);
+  auto o = json::parse(opened[0]).as_object();
+  CHECK(o["actor"].as_string() == "dave");
+  CHECK(o["scope"].as_string() == "echo");
+  CHECK(o["access_type"].as_string() == "other");
+  CHECK(o["pmr"].as_string() == "TS000000043");
+  auto closed = f.kinds("channel.close", "ok");
+  REQUIRE(closed.size() == 2);
+  auto d0 = json::parse(closed[0]).as_object()["detail"].as_object();
+  CHECK(d0["bytes_to_agent"].as_int64() == 8 * 1024 * 1024);
+  CHECK(d0["bytes_from_agent"].as_int64() == 8 * 1024 * 1024);
+  CHECK(json::parse(closed[1]).as_object()["detail"].as_object()["reason"].as_string() == "access revoked");
+  CHECK(f.kinds("channel.open", "denied").size() == 1);  // the attempt after revocation
+  conn->signal(SIGTERM);
+  CHECK(conn->wait(std::chrono::seconds(20)).has_value());
+  REQUIRE(run({agent_binary(), "stop", "--control", (f.t / "a.sock").string()}).exit_code == 0);
+  CHECK(agent.wait(std::chrono::seconds(20)) == 0);
+  auto v = rsgate_cmd({"journal", "verify", "--data", f.dir.string(), "--pubkey",
+                       (f.dir / "keys/journal-signing.pub").string()});
+  CHECK(v.exit_code == 0);
 }
