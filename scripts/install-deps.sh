@@ -8,7 +8,7 @@ packages=(
   g++-12 make cmake ninja-build pkg-config clang-14 libclang-rt-14-dev
   libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
   libssl-dev libsqlite3-dev libsodium-dev libfmt-dev libtomlplusplus-dev catch2
-  openssl curl sqlite3 util-linux python3 python3-nacl
+  openssl curl sqlite3 util-linux python3 python3-nacl openssh-client openssh-server
 )
 if [ "${RSGATE_EXTRA_PACKAGES:-}" != "" ]; then
   # shellcheck disable=SC2206
