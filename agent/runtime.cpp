@@ -130,9 +130,13 @@ void offer_key(agent_state& st) {
 std::string status_json(const agent_state& st) {
   json::array grants;
   for (auto& g : st.grants) grants.emplace_back(g);
+  json::array channels;
+  for (auto& [id, ch] : st.channels)
+    channels.emplace_back(json::object{{"id", id}, {"scope", ch->scope}, {"access_type", ch->access_type},
+                                       {"actor", ch->actor}, {"bytes_in", ch->bytes_in}, {"bytes_out", ch->bytes_out}});
   json::object o{{"state", st.state}, {"machine", st.opt.prof.machine()}, {"gateway", st.gateway},
                  {"session", st.session}, {"key_expires_at", st.key_expires_at}, {"owner", st.owner},
-                 {"pmr", st.pmr}, {"grants", std::move(grants)}};
+                 {"pmr", st.pmr}, {"grants", std::move(grants)}, {"channels", std::move(channels)}};
   return json::serialize(o);
 }
 

@@ -2,6 +2,7 @@
 // profile from `rsgate machine enroll`, representatives attaching with curl over HTTPS, the
 // agent printing what happens, the customer stopping, and every step in the journal, which
 // verifies. Also CHAP refusals: a wrong secret, MD5 when not enabled, and the lock-out.
+#include <atomic>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <fstream>
@@ -378,4 +379,56 @@ TEST_CASE("channels: bytes arrive intact both ways; revocation closes the grante
   auto v = rsgate_cmd({"journal", "verify", "--data", f.dir.string(), "--pubkey",
                        (f.dir / "keys/journal-signing.pub").string()});
   CHECK(v.exit_code == 0);
+}
+
+TEST_CASE("a representative who stops reading stalls only his own channel") {
+  gateway_fixture f;
+  echo_server echo;
+  auto profile = f.enroll("7801238", false, {"echo=127.0.0.1:" + std::to_string(echo.port())});
+  auto control = (f.t / "a.sock").string();
+  child agent({agent_binary(), "start", "--profile", profile.string(), "--control", control}, f.t / "agent.err");
+  auto key_line = wait_line(agent, "Session key: ");
+  auto key = key_line.substr(key_line.find(": ") + 2);
+  auto att = f.api("POST", "/api/v1/sessions/attach", "alice",
+                   json::serialize(json::object{{"session_key", key}, {"pmr", "TS000000045"}}));
+  REQUIRE(att.status == 201);
+  auto [conn, port] = connect_for(f, "alice", std::string(att.body["id"].as_string()), "echo", "other");
+
+  // Channel A: 32 MiB pushed in, nothing read back. The echo fills every window on the way
+  // back, the agent stops reading the target, the windows toward it fill, and the writer blocks.
+  int a = connect_local(port);
+  REQUIRE(a >= 0);
+  std::atomic<std::size_t> pushed{0};
+  std::thread stuck([&] {
+    auto data = random_bytes(32 * 1024 * 1024);
+    for (std::size_t off = 0; off < data.size();) {
+      auto w = ::write(a, data.data() + off, std::min<std::size_t>(65536, data.size() - off));
+      if (w <= 0) break;
+      off += static_cast<std::size_t>(w);
+      pushed = off;
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  CHECK(pushed.load() < 32u * 1024 * 1024);  // blocked: nothing buffers without bound
+
+  // Channel B still works.
+  int b = connect_local(port);
+  REQUIRE(b >= 0);
+  timeval tv{30, 0};
+  ::setsockopt(b, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  auto data = random_bytes(2 * 1024 * 1024);
+  auto got = round_trip(b, data);
+  ::close(b);
+  CHECK(got == data);
+  auto st = run({agent_binary(), "status", "--json", "--control", control});
+  REQUIRE(st.exit_code == 0);
+  CHECK(json::parse(st.out).as_object()["channels"].as_array().size() >= 1);  // A is still open
+
+  ::shutdown(a, SHUT_RDWR);
+  ::close(a);
+  stuck.join();
+  conn->signal(SIGTERM);
+  (void)conn->wait(std::chrono::seconds(20));
+  REQUIRE(run({agent_binary(), "stop", "--control", control}).exit_code == 0);
+  CHECK(agent.wait(std::chrono::seconds(20)) == 0);
 }
