@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
   d.add_options()
       ("profile", po::value<std::string>(), "start: the agent profile written by rsgate machine enroll")
       ("control", po::value<std::string>(), "control socket of the running agent")
-      ("key-minutes", po::value<int>()->default_value(60), "start: session key lifetime, 1-1440 minutes")
+      ("key-minutes", po::value<int>(), "start: session key lifetime, 1-1440 minutes (default: the profile's)")
       ("json", "status: one JSON object")
       ("help,h", "show this help");
   po::variables_map vm;
@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
       std::cerr << "rsgate-agent start: " << e.what() << "\n";
       return 2;
     }
-    o.key_minutes = vm["key-minutes"].as<int>();
+    o.key_minutes = vm.count("key-minutes") ? vm["key-minutes"].as<int>() : o.prof.key_expiry_minutes;
     if (o.key_minutes < 1 || o.key_minutes > 1440) {
       std::cerr << "rsgate-agent start: --key-minutes must be 1 to 1440\n";
       return 2;

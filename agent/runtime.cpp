@@ -478,6 +478,10 @@ asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
         break;
       case tunnel::frame_type::error: {
         auto e = tunnel::parse_error(f->payload, why);
+        if (e && e->code == "key_refused") {  // the tunnel stays up; the old key stays void
+          st.err << "rsgate-agent: the gateway could not record the new session key; try `rsgate-agent key` again\n";
+          break;
+        }
         fail(fmt::format("the gateway reported an error: {} {}", e ? e->code : "?", e ? e->message : why));
         break;
       }
@@ -566,7 +570,17 @@ int run_agent(const start_options& o, std::ostream& out, std::ostream& err) {
   SSL_CTX_set_alpn_protos(tls.native_handle(), alpn, sizeof alpn);
 
   agent_state st(o, out, err);
-  // The control socket: private to this account (0600 inside the umask).
+  // The control socket: private to this account (0600 inside the umask). A live agent
+  // already answering there keeps it; a stale socket file is replaced.
+  {
+    local_socket probe(ioc);
+    beast::error_code pec;
+    probe.connect(asio::local::stream_protocol::endpoint(o.control_path), pec);
+    if (!pec) {
+      err << "rsgate-agent: another agent is running (" << o.control_path << "); use --control for a second one\n";
+      return 1;
+    }
+  }
   std::filesystem::remove(o.control_path);
   asio::local::stream_protocol::acceptor acc(ioc);
   {

@@ -296,7 +296,19 @@ asio::awaitable<void> run_connection(beast::ssl_stream<beast::tcp_stream> stream
       ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
       ws.read_message_max(64 * 1024);
       auto [aec] = co_await ws.async_accept(msg, use_tuple);
-      if (aec) co_return;
+      if (aec) {
+        // channel.open is journaled already: record that it never opened.
+        auto never = std::make_shared<channel_link>();
+        auto& gr = std::get<channel_grant>(r);
+        never->session_id = gr.session_id;
+        never->user = gr.user;
+        never->scope = gr.scope;
+        never->access_type = gr.access_type;
+        never->opened_at = system_clock::instance().now();
+        never->reason = "the representative's stream failed before the channel opened";
+        st->svc->channel_closed(never, remote);
+        co_return;
+      }
       channel_grant grant = std::get<channel_grant>(r);
       co_await run_channel_stream(std::move(ws), std::move(grant), remote, st);
       co_return;

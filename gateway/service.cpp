@@ -374,8 +374,15 @@ void service::redeem_channel(const std::string& token, const std::string& source
 
 void service::channel_opened(const std::shared_ptr<channel_link>& c) {
   std::lock_guard lock(mu_);
-  if (auto* s = registry_.find(c->session_id))
-    registry_.commit_channel(*s, {c->id, c->user, "", c->scope, c->access_type, c->opened_at});
+  auto* s = registry_.find(c->session_id);
+  if (!s) return;
+  // The grant may have been revoked (or the session ended) while the agent was connecting:
+  // such a channel is closed at once instead of being registered.
+  if (auto r = registry_.check_channel(*s, c->user, c->scope, c->access_type, clock_.now())) {
+    close_channels(s->id, {c->id}, "access revoked");
+    return;
+  }
+  registry_.commit_channel(*s, {c->id, c->user, "", c->scope, c->access_type, c->opened_at});
 }
 
 void service::channel_closed(const std::shared_ptr<channel_link>& c, const std::string& source) {

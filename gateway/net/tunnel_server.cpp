@@ -156,7 +156,9 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   }
   // On the strand only.
   void queue(tunnel::frame_type t, std::span<const std::uint8_t> payload, std::uint32_t channel = 0) {
-    if (out_.size() >= 1024) {  // a peer that does not read: give up on it
+    // Bounded by the windows (256 channels x 256 KiB in 32 KiB frames = 2048 DATA frames)
+    // plus control frames: beyond that the agent is not reading, so give up on it.
+    if (out_.size() >= 4096) {
       closing_ = true;
       out_.clear();
     } else {
@@ -505,8 +507,13 @@ asio::awaitable<void> tunnel_connection::run() {
   bytes exporter(tunnel::kExporterBytes);
   SSL_export_keying_material(stream_.native_handle(), exporter.data(), exporter.size(),
                              tunnel::kExporterLabel.data(), tunnel::kExporterLabel.size(), nullptr, 0, 0);
-  hs_.emplace(exporter, [this](const std::string& m) { return svc_.machine_record_for(m); }, ctx_.limiter,
-              [](std::span<std::uint8_t> out) { randombytes_buf(out.data(), out.size()); });
+  hs_.emplace(
+      exporter, [this](const std::string& m) { return svc_.machine_record_for(m); }, ctx_.limiter,
+      [](std::span<std::uint8_t> out) { randombytes_buf(out.data(), out.size()); },
+      [this](const std::string& m) {
+        auto h = from_hex(svc_.hmac().hash_of("chap-decoy-salt:" + m)).value_or(bytes(32));
+        return bytes(h.begin(), h.begin() + 16);
+      });
   asio::co_spawn(stream_.get_executor(), writer(), asio::detached);
   tunnel::decoder dec;
   std::array<std::uint8_t, 16 * 1024> buf{};

@@ -13,8 +13,10 @@ constexpr std::size_t kServerNonceBytes = 24;
 }  // namespace
 
 gateway_handshake::gateway_handshake(bytes exporter, machine_lookup lookup,
-                                     auth::failure_limiter& limiter, random_fill rng)
-    : exporter_(std::move(exporter)), lookup_(std::move(lookup)), limiter_(limiter), rng_(std::move(rng)) {
+                                     auth::failure_limiter& limiter, random_fill rng,
+                                     std::function<bytes(const std::string&)> decoy_salt)
+    : exporter_(std::move(exporter)), lookup_(std::move(lookup)), limiter_(limiter), rng_(std::move(rng)),
+      decoy_salt_(std::move(decoy_salt)) {
   bytes first(1);
   rng_(first);
   next_id_ = first[0];
@@ -77,8 +79,12 @@ gateway_handshake::step gateway_handshake::on_hello(const hello& h, micros now) 
   if (!known) {
     machine_record decoy;
     decoy.machine = machine_;
-    decoy.verifier.salt = bytes(16);
-    rng_(decoy.verifier.salt);
+    if (decoy_salt_) {
+      decoy.verifier.salt = decoy_salt_(machine_);
+    } else {
+      decoy.verifier.salt = bytes(16);
+      rng_(decoy.verifier.salt);
+    }
     decoy.verifier.iterations = auth::scram::kDefaultIterations;
     decoy.revoked = true;
     record_ = decoy;

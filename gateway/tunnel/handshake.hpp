@@ -46,8 +46,11 @@ class gateway_handshake {
     std::string reason;  // for the journal's detail when denied
   };
 
+  // `decoy_salt` gives the salt an unknown machine is challenged with: the same for the same
+  // name every time (a keyed hash), as a real machine's salt is, so that asking twice does
+  // not reveal which machines are enrolled. Defaults to random (tests).
   gateway_handshake(bytes exporter, machine_lookup lookup, auth::failure_limiter& limiter,
-                    random_fill rng);
+                    random_fill rng, std::function<bytes(const std::string&)> decoy_salt = {});
 
   [[nodiscard]] step on_hello(const hello& h, micros now);
   [[nodiscard]] step on_response(const response& r, micros now);
@@ -69,6 +72,7 @@ class gateway_handshake {
   machine_lookup lookup_;
   auth::failure_limiter& limiter_;
   random_fill rng_;
+  std::function<bytes(const std::string&)> decoy_salt_;
   state state_ = state::await_hello;
   hello hello_;
   std::string machine_;

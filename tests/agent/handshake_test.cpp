@@ -236,3 +236,17 @@ TEST_CASE("re-challenge on an authenticated tunnel") {
   auto g3 = w.gateway(exporter);
   CHECK_FALSE(g3.on_response(*r2, w.now).auth_ok.value_or(true));
 }
+
+TEST_CASE("an unknown machine's decoy salt is stable, like a real machine's") {
+  world w;
+  w.machines.clear();
+  bytes exporter(32, 1);
+  std::string why;
+  auto salt_for = [](const std::string& m) { return bytes(16, static_cast<std::uint8_t>(m.size())); };
+  auto challenge_salt = [&] {
+    tunnel::gateway_handshake g(exporter, w.lookup(), w.limiter, w.rng(), salt_for);
+    agent_handshake a(agent_id(), exporter, agent::make_client_nonce());
+    return g.on_hello(*parse_hello(to_payload(a.make_hello()), why), w.now).send_challenge->salt;
+  };
+  CHECK(challenge_salt() == challenge_salt());
+}
