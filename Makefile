@@ -2,11 +2,12 @@
 #   make run    install what is missing, build, run a development gateway (rsgate serve --dev)
 #   make test   install what is missing, build and run the whole suite, then again under
 #               AddressSanitizer + UndefinedBehaviorSanitizer, then a short fuzzing pass
-# Other targets: build, bench (tests/bench, by hand), fuzz (longer libFuzzer runs), clean.
+# Other targets: build, bench and bench-tunnel (tests/bench, by hand), fuzz (longer libFuzzer
+# runs), clean.
 
 FUZZ_SECONDS ?= 10
 
-.PHONY: all deps build run test test-release test-dev fuzz-smoke fuzz bench clean
+.PHONY: all deps build run test test-release test-dev fuzz-smoke fuzz bench bench-tunnel clean
 
 all: build
 
@@ -48,6 +49,13 @@ bench: deps
 	cmake --preset release >/dev/null
 	cmake --build --preset release --target journal_bench
 	./build/release/tests/bench/journal_bench
+
+# The data path against ssh -L and stunnel on loopback (tests/bench/tunnel_bench.sh).
+bench-tunnel: deps
+	RSGATE_EXTRA_PACKAGES="iperf3 stunnel4" bash scripts/install-deps.sh
+	cmake --preset release >/dev/null
+	cmake --build --preset release --target rsgate rsgate-agent
+	bash tests/bench/tunnel_bench.sh
 
 clean:
 	rm -rf build

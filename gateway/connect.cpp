@@ -116,7 +116,7 @@ using ws_stream = websocket::stream<beast::ssl_stream<beast::tcp_stream>>;
 
 asio::awaitable<void> tcp_to_ws(tcp::socket* sock, ws_stream* ws, std::shared_ptr<bool> sent_eof,
                                 std::shared_ptr<bool> done) {
-  std::vector<std::uint8_t> buf(32 * 1024);
+  std::vector<std::uint8_t> buf(60 * 1024);  // under the stream's 64 KiB message limit
   for (;;) {
     auto [ec, n] = co_await sock->async_read_some(asio::buffer(buf), use_tuple);
     if (ec) {
