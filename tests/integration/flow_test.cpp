@@ -125,6 +125,28 @@ std::string wait_line(child& c, const std::string& needle) {
   return *l;
 }
 
+// The customer starts the agent, the representative `owner` attaches with the printed key.
+struct attached {
+  std::unique_ptr<child> agent;
+  std::string control;
+  std::string sid;
+};
+attached start_and_attach(gateway_fixture& f, const std::filesystem::path& profile, const std::string& owner,
+                          const std::string& pmr) {
+  attached a;
+  a.control = (f.t / "a.sock").string();
+  a.agent = std::make_unique<child>(
+      std::vector<std::string>{agent_binary(), "start", "--profile", profile.string(), "--control", a.control},
+      f.t / "agent.err");
+  auto key_line = wait_line(*a.agent, "Session key: ");
+  auto key = key_line.substr(key_line.find(": ") + 2);
+  auto att = f.api("POST", "/api/v1/sessions/attach", owner,
+                   json::serialize(json::object{{"session_key", key}, {"pmr", pmr}}));
+  REQUIRE(att.status == 201);
+  a.sid = std::string(att.body["id"].as_string());
+  return a;
+}
+
 }  // namespace
 
 TEST_CASE("the story: agent, key, attach and lock, grant, notices, customer stop, journal") {
@@ -254,15 +276,9 @@ TEST_CASE("CHAP refusals: wrong secret, MD5 not enabled, lock-out after five fai
 TEST_CASE("a grant lapses at its time; revoking the machine ends its live tunnel at once") {
   gateway_fixture f;
   auto profile = f.enroll("7801236");
-  child agent({agent_binary(), "start", "--profile", profile.string(), "--control", (f.t / "a.sock").string()},
-              f.t / "agent.err");
-  wait_line(agent, "Connected to ");
-  auto key_line = wait_line(agent, "Session key: ");
-  auto key = key_line.substr(key_line.find(": ") + 2);
-  auto att = f.api("POST", "/api/v1/sessions/attach", "alice",
-                   json::serialize(json::object{{"session_key", key}, {"pmr", "TS000000042"}}));
-  REQUIRE(att.status == 201);
-  auto sid = std::string(att.body["id"].as_string());
+  auto sess = start_and_attach(f, profile, "alice", "TS000000042");
+  auto& agent = *sess.agent;
+  auto sid = sess.sid;
   REQUIRE(f.api("POST", "/api/v1/sessions/" + sid + "/grants", "alice", R"({"user":"dave","expires_in":2})").status == 201);
   CHECK(f.api("POST", "/api/v1/sessions/" + sid + "/channels", "dave", R"({"scope":"hmc","access_type":"ssh"})").status == 201);
   wait_line(agent, "gateway revoked the access of dave");  // the grant lapsed
@@ -316,14 +332,9 @@ TEST_CASE("channels: bytes arrive intact both ways; revocation closes the grante
   gateway_fixture f;
   echo_server echo;
   auto profile = f.enroll("7801237", false, {"echo=127.0.0.1:" + std::to_string(echo.port()), "hmc=127.0.0.1:9"});
-  child agent({agent_binary(), "start", "--profile", profile.string(), "--control", (f.t / "a.sock").string()},
-              f.t / "agent.err");
-  auto key_line = wait_line(agent, "Session key: ");
-  auto key = key_line.substr(key_line.find(": ") + 2);
-  auto att = f.api("POST", "/api/v1/sessions/attach", "alice",
-                   json::serialize(json::object{{"session_key", key}, {"pmr", "TS000000043"}}));
-  REQUIRE(att.status == 201);
-  auto sid = std::string(att.body["id"].as_string());
+  auto sess = start_and_attach(f, profile, "alice", "TS000000043");
+  auto& agent = *sess.agent;
+  auto sid = sess.sid;
   REQUIRE(f.api("POST", "/api/v1/sessions/" + sid + "/grants", "alice",
                 R"({"user":"dave","scopes":["echo"],"access_types":["other"]})").status == 201);
 
@@ -374,7 +385,7 @@ TEST_CASE("channels: bytes arrive intact both ways; revocation closes the grante
   CHECK(f.kinds("channel.open", "denied").size() == 1);  // the attempt after revocation
   conn->signal(SIGTERM);
   CHECK(conn->wait(std::chrono::seconds(20)).has_value());
-  REQUIRE(run({agent_binary(), "stop", "--control", (f.t / "a.sock").string()}).exit_code == 0);
+  REQUIRE(run({agent_binary(), "stop", "--control", sess.control}).exit_code == 0);
   CHECK(agent.wait(std::chrono::seconds(20)) == 0);
   auto v = rsgate_cmd({"journal", "verify", "--data", f.dir.string(), "--pubkey",
                        (f.dir / "keys/journal-signing.pub").string()});
@@ -385,22 +396,20 @@ TEST_CASE("a representative who stops reading stalls only his own channel") {
   gateway_fixture f;
   echo_server echo;
   auto profile = f.enroll("7801238", false, {"echo=127.0.0.1:" + std::to_string(echo.port())});
-  auto control = (f.t / "a.sock").string();
-  child agent({agent_binary(), "start", "--profile", profile.string(), "--control", control}, f.t / "agent.err");
-  auto key_line = wait_line(agent, "Session key: ");
-  auto key = key_line.substr(key_line.find(": ") + 2);
-  auto att = f.api("POST", "/api/v1/sessions/attach", "alice",
-                   json::serialize(json::object{{"session_key", key}, {"pmr", "TS000000045"}}));
-  REQUIRE(att.status == 201);
-  auto [conn, port] = connect_for(f, "alice", std::string(att.body["id"].as_string()), "echo", "other");
+  auto sess = start_and_attach(f, profile, "alice", "TS000000045");
+  auto& agent = *sess.agent;
+  auto control = sess.control;
+  auto [conn, port] = connect_for(f, "alice", sess.sid, "echo", "other");
 
-  // Channel A: 32 MiB pushed in, nothing read back. The echo fills every window on the way
-  // back, the agent stops reading the target, the windows toward it fill, and the writer blocks.
+  // Channel A: 160 MiB pushed in, nothing read back. The echo fills every window on the way
+  // back, the agent stops reading the target, the windows toward it fill, and the writer
+  // blocks — after the kernel's socket buffers along the path (tens of MiB on loopback).
   int a = connect_local(port);
   REQUIRE(a >= 0);
+  constexpr std::size_t kStuck = 160u * 1024 * 1024;
   std::atomic<std::size_t> pushed{0};
   std::thread stuck([&] {
-    auto data = random_bytes(32 * 1024 * 1024);
+    auto data = random_bytes(kStuck);
     for (std::size_t off = 0; off < data.size();) {
       auto w = ::write(a, data.data() + off, std::min<std::size_t>(65536, data.size() - off));
       if (w <= 0) break;
@@ -409,7 +418,7 @@ TEST_CASE("a representative who stops reading stalls only his own channel") {
     }
   });
   std::this_thread::sleep_for(std::chrono::seconds(2));
-  CHECK(pushed.load() < 32u * 1024 * 1024);  // blocked: nothing buffers without bound
+  CHECK(pushed.load() < kStuck);  // blocked: nothing buffers without bound
 
   // Channel B still works.
   int b = connect_local(port);
