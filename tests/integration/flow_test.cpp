@@ -441,3 +441,46 @@ TEST_CASE("a representative who stops reading stalls only his own channel") {
   REQUIRE(run({agent_binary(), "stop", "--control", control}).exit_code == 0);
   CHECK(agent.wait(std::chrono::seconds(20)) == 0);
 }
+
+TEST_CASE("a malformed or oversized frame closes the tunnel with a journaled protocol error") {
+  gateway_fixture f;
+  // Raw TLS with the right ALPN, then bytes that are not rsgate/1: an unknown frame type,
+  // and a HELLO header that announces 16 MiB.
+  for (const char* bytes : {"\\377\\000\\000\\000\\000\\000\\000\\000\\000\\000\\000\\002xx",
+                            "\\001\\000\\000\\000\\000\\000\\000\\000\\001\\000\\000\\000"}) {
+    auto r = run({"sh", "-c",
+                  std::string("(printf '") + bytes + "'; sleep 1) | openssl s_client -quiet -alpn rsgate/1 -connect " +
+                      f.tunnel + " 2>/dev/null"},
+                 "", std::chrono::seconds(30));
+    (void)r;
+  }
+  std::vector<std::string> closes;
+  for (int i = 0; i < 100 && closes.size() < 2; ++i) {
+    closes = f.kinds("tunnel.close", "error");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE(closes.size() == 2);
+  CHECK(closes[0].find("unknown frame type") != std::string::npos);
+  CHECK(closes[1].find("frame larger than allowed") != std::string::npos);
+  CHECK(f.kinds("tunnel.auth", "ok").empty());
+}
+
+TEST_CASE("rsgate-agent key voids the current key and issues a new one") {
+  gateway_fixture f;
+  auto profile = f.enroll("7801239");
+  auto control = (f.t / "a.sock").string();
+  child agent({agent_binary(), "start", "--profile", profile.string(), "--control", control}, f.t / "agent.err");
+  auto first = wait_line(agent, "Session key: ");
+  auto old_key = first.substr(first.find(": ") + 2);
+  auto r = run({agent_binary(), "key", "--control", control});
+  REQUIRE(r.exit_code == 0);
+  REQUIRE(r.out.starts_with("Session key: "));
+  auto new_key = r.out.substr(13, 16);
+  CHECK(new_key != old_key);
+  auto body = [](const std::string& k) { return json::serialize(json::object{{"session_key", k}, {"pmr", "TS000000046"}}); };
+  CHECK(f.api("POST", "/api/v1/sessions/attach", "alice", body(old_key)).status == 403);
+  CHECK(f.api("POST", "/api/v1/sessions/attach", "alice", body(new_key)).status == 201);
+  CHECK(f.kinds("session.key_issued", "ok").size() == 2);
+  REQUIRE(run({agent_binary(), "stop", "--control", control}).exit_code == 0);
+  CHECK(agent.wait(std::chrono::seconds(20)) == 0);
+}
