@@ -119,7 +119,8 @@ asio::awaitable<void> flush(agent_state& st) {
 
 void send_frame(agent_state& st, bytes frame) {
   st.outq.push_back(std::move(frame));
-  asio::co_spawn(st.stream->get_executor(), flush(st), asio::detached);
+  // A running flush picks the frame up; only start one when none runs.
+  if (!st.writing) asio::co_spawn(st.stream->get_executor(), flush(st), asio::detached);
 }
 
 void send(agent_state& st, tunnel::frame_type t, bytes payload, std::uint32_t channel = 0) {
