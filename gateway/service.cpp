@@ -508,6 +508,13 @@ void service::journal_then(journal::entry e, api::reply done,
 
 std::optional<user_row> service::lookup_user(const std::string& name) { return state_.find_user(name); }
 
+void service::deny(journal::entry e, const refusal& r, api::reply done) {
+  e.result = journal::outcome::denied;
+  e.detail = json::serialize(json::object{{"code", r.code}, {"reason", r.message}});
+  auto answer = from_refusal(r);
+  journal_.append(std::move(e), [done, answer](const journal::append_result&) { done(answer); });
+}
+
 std::optional<principal> service::authenticate(const http_request& req, bool state_changing,
                                                http_response& error) {
   auto now = clock_.now();
@@ -522,6 +529,11 @@ std::optional<principal> service::authenticate(const http_request& req, bool sta
     auto u = lookup_user(row->user);
     if (!u || u->disabled) {
       error = json_error(401, "unauthorized", "the token's account is disabled");
+      return std::nullopt;
+    }
+    if (u->must_change) {
+      error = json_error(403, "password_change_required",
+                         "the account's one-time password must be changed first (POST /api/v1/login)");
       return std::nullopt;
     }
     return principal{u->name, parse_role(u->role).value_or(role::developer), false};
@@ -567,7 +579,7 @@ void service::handle(const http_request& req, std::string_view path, api::reply 
     }
     if (seg.size() == 1 && seg[0] == "sessions" && m == "GET") return list_sessions(*p, req, done);
     if (seg.size() == 2 && seg[0] == "sessions" && seg[1] == "attach" && m == "POST") return attach(*p, req, done);
-    if (seg.size() == 2 && seg[0] == "sessions" && m == "GET") return get_session(*p, seg[1], done);
+    if (seg.size() == 2 && seg[0] == "sessions" && m == "GET") return get_session(*p, seg[1], req, done);
     if (seg.size() == 2 && seg[0] == "sessions" && m == "DELETE") return end_session(*p, seg[1], req, done);
     if (seg.size() == 3 && seg[0] == "sessions" && seg[2] == "grants" && m == "POST") return add_grant(*p, seg[1], req, done);
     if (seg.size() == 4 && seg[0] == "sessions" && seg[2] == "grants" && m == "DELETE")
@@ -782,7 +794,7 @@ void service::attach(const principal& p, const http_request& req, api::reply don
   });
 }
 
-void service::get_session(const principal& p, const std::string& id, api::reply done) {
+void service::get_session(const principal& p, const std::string& id, const http_request& req, api::reply done) {
   json::object o;
   {
     std::lock_guard lock(mu_);
@@ -798,12 +810,25 @@ void service::get_session(const principal& p, const std::string& id, api::reply 
   journal::filter f;
   f.session_id = id;
   f.limit = 1000;
+  const bool audit = [&] {
+    std::lock_guard lock(mu_);
+    auto* s = registry_.find(id);
+    return p.user_role == role::auditor && s && s->owner != p.user;
+  }();
   json::array timeline;
   for (auto& e : rd.query(f).entries)
     timeline.emplace_back(json::object{{"seq", e.seq}, {"ts", format_rfc3339(e.ts)}, {"kind", e.kind},
                                        {"actor", e.actor}, {"outcome", journal::to_string(e.result)}});
   o["timeline"] = std::move(timeline);
-  done(ok_json(200, o));
+  auto answer = ok_json(200, o);
+  if (!audit) return done(answer);
+  // An auditor reading someone's session is an audit query (SPEC §5): journaled first.
+  auto e = base_entry("audit.query", p, req);
+  e.session_id = id;
+  e.detail = R"({"endpoint":"sessions"})";
+  journal_then(std::move(e), done, [answer, done](const journal::append_result& r) {
+    if (r.ok()) done(answer);
+  });
 }
 
 void service::add_grant(const principal& p, const std::string& id, const http_request& req, api::reply done) {
@@ -877,8 +902,11 @@ void service::revoke_grant(const principal& p, const std::string& id, const std:
     std::lock_guard lock(mu_);
     auto* s = registry_.find(id);
     if (!s) return done(json_error(404, "not_found", "no such session"));
+    e.session_id = id;
+    e.pmr = s->pmr;
+    e.machine = s->machine;
     auto v = registry_.check_revoke(*s, p.user, gid);
-    if (auto* r = std::get_if<refusal>(&v)) return done(from_refusal(*r));
+    if (auto* r = std::get_if<refusal>(&v)) return deny(std::move(e), *r, done);
     auto* g = std::get<grant*>(v);
     json::array ch;
     auto closing = registry_.commit_revoke(*s, *g);
@@ -908,11 +936,11 @@ void service::transfer(const principal& p, const std::string& id, const http_req
     if (!s) return done(json_error(404, "not_found", "no such session"));
     auto u = lookup_user(to);
     if (!u || u->disabled) return done(json_error(404, "not_found", fmt::format("no active user '{}'", to)));
-    if (auto r = registry_.check_transfer(*s, p.user, to, parse_role(u->role).value_or(role::admin)))
-      return done(from_refusal(*r));
     e.session_id = id;
     e.pmr = s->pmr;
     e.machine = s->machine;
+    if (auto r = registry_.check_transfer(*s, p.user, to, parse_role(u->role).value_or(role::admin)))
+      return deny(std::move(e), *r, done);
   }
   e.detail = json::serialize(json::object{{"from", p.user}, {"to", to}});
   journal_then(std::move(e), done, [this, id, to, user = p.user, done](const journal::append_result& r) {
@@ -981,12 +1009,12 @@ void service::end_session(const principal& p, const std::string& id, const http_
     std::lock_guard lock(mu_);
     auto* s = registry_.find(id);
     if (!s) return done(json_error(404, "not_found", "no such session"));
-    if (auto r = registry_.check_owner(*s, p.user)) return done(from_refusal(*r));
-    // Ending removes access: effective at once, journaled as soon as possible.
-    (void)registry_.end(*s, "owner", clock_.now());
     e.session_id = id;
     e.pmr = s->pmr;
     e.machine = s->machine;
+    if (auto r = registry_.check_owner(*s, p.user)) return deny(std::move(e), *r, done);
+    // Ending removes access: effective at once, journaled as soon as possible.
+    (void)registry_.end(*s, "owner", clock_.now());
     answer = session_json(*s);
     auto it = links_.find(id);
     if (it != links_.end()) {

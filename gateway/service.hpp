@@ -113,7 +113,7 @@ class service {
   void logout(const http_request& req, api::reply done);
   void list_sessions(const principal& p, const http_request& req, api::reply done);
   void attach(const principal& p, const http_request& req, api::reply done);
-  void get_session(const principal& p, const std::string& id, api::reply done);
+  void get_session(const principal& p, const std::string& id, const http_request& req, api::reply done);
   void add_grant(const principal& p, const std::string& id, const http_request& req, api::reply done);
   void revoke_grant(const principal& p, const std::string& id, const std::string& gid, const http_request& req,
                     api::reply done);
@@ -127,6 +127,8 @@ class service {
   // Appends `e`; on success runs `then` (under no lock) and it replies; on failure replies 503.
   void journal_then(journal::entry e, api::reply done, std::function<void(const journal::append_result&)> then);
   journal::entry base_entry(std::string kind, const principal& p, const http_request& req) const;
+  // Journals a refused request as denied, then answers with the refusal.
+  void deny(journal::entry e, const refusal& r, api::reply done);
   std::optional<user_row> lookup_user(const std::string& name);
   std::string new_session_id();
 

@@ -41,10 +41,11 @@ struct api_fixture {
     {
       state_store st(layout.state_db());
       for (auto [name, role] : {std::pair{"alice", "representative"}, std::pair{"bob", "representative"},
-                                std::pair{"dave", "developer"}, std::pair{"audrey", "auditor"},
-                                std::pair{"root", "admin"}}) {
+                                std::pair{"carol", "representative"}, std::pair{"dave", "developer"},
+                                std::pair{"audrey", "auditor"}, std::pair{"root", "admin"}}) {
+        // carol still has the one-time password she was given.
         st.add_user({name, role, auth::hash_password("password of " + std::string(name)),
-                     std::string(name) == "bob", false, 1});
+                     std::string(name) == "carol", false, 1});
         auto t = new_token();
         st.add_token({token_hash(t), name, 1, 0, false});
         tokens[name] = t;
@@ -100,12 +101,17 @@ TEST_CASE("login: wrong password, forced change, cookie and CSRF") {
   CHECK(unknown.status == 401);
   CHECK(f.obj(unknown) == f.obj(bad));  // an unknown account looks the same
 
-  auto must = f.call("POST", "/api/v1/login", "", R"({"user":"bob","password":"password of bob"})");
+  auto must = f.call("POST", "/api/v1/login", "", R"({"user":"carol","password":"password of carol"})");
   CHECK(must.status == 403);
   CHECK(f.code(must) == "password_change_required");
+  // Her bearer token does not work around that.
+  auto via_token = f.call("GET", "/api/v1/sessions", "carol");
+  CHECK(via_token.status == 403);
+  CHECK(f.code(via_token) == "password_change_required");
   auto changed = f.call("POST", "/api/v1/login", "",
-                        R"({"user":"bob","password":"password of bob","new_password":"a much better password"})");
+                        R"({"user":"carol","password":"password of carol","new_password":"a much better password"})");
   CHECK(changed.status == 200);
+  CHECK(f.call("GET", "/api/v1/sessions", "carol").status == 200);
 
   auto ok = f.call("POST", "/api/v1/login", "", R"({"user":"alice","password":"password of alice"})");
   REQUIRE(ok.status == 200);
@@ -184,10 +190,12 @@ TEST_CASE("grants, channels, revocation, transfer and end") {
   CHECK(f.call("POST", base + "/channels", "bob", R"({"scope":"hmc","access_type":"ssh"})").status == 403);
   CHECK(f.call("GET", base, "dave").status == 200);  // a grantee sees the session
   CHECK(f.call("GET", base, "bob").status == 404);   // others do not
-  auto full = f.obj(f.call("GET", base, "audrey"));  // auditors do, with the timeline
+  auto full = f.obj(f.call("GET", base, "audrey"));  // auditors do, with the timeline,
   CHECK(full["timeline"].as_array().size() >= 2);
+  CHECK(f.count("audit.query", journal::outcome::ok) == 1);  // and that read is journaled
 
   CHECK(f.call("DELETE", base + "/grants/G1", "dave").status == 403);
+  CHECK(f.count("session.revoke", journal::outcome::denied) == 1);  // refusals are journaled too
   CHECK(f.call("DELETE", base + "/grants/G1", "alice").status == 200);
   CHECK(f.call("POST", base + "/channels", "dave", R"({"scope":"hmc","access_type":"ssh"})").status == 403);
 
@@ -195,6 +203,8 @@ TEST_CASE("grants, channels, revocation, transfer and end") {
   CHECK(f.call("POST", base + "/transfer", "alice", R"({"user":"bob"})").status == 200);
   CHECK(f.call("POST", base + "/channels", "alice", R"({"scope":"hmc","access_type":"ssh"})").status == 403);
   CHECK(f.call("DELETE", base, "alice").status == 403);
+  CHECK(f.count("session.end", journal::outcome::denied) == 1);
+  CHECK(f.count("session.transfer", journal::outcome::denied) == 1);
   auto end = f.call("DELETE", base, "bob");
   CHECK(end.status == 200);
   CHECK(f.obj(end)["state"].as_string() == "ended");
