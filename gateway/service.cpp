@@ -422,10 +422,32 @@ void service::housekeeping() {
       std::string reason;
       if (!row || row->revoked) reason = "machine revoked";
       else if (!s->tunnel_up && now - s->tunnel_lost_at >= kReconnectGrace) reason = "tunnel lost";
+      else if (s->state == session_state::active) {
+        // `rsgate user disable` runs in another process: a disabled owner's session ends,
+        // a disabled grantee's grants are revoked (their channels close).
+        auto owner = lookup_user(s->owner);
+        if (!owner || owner->disabled) reason = "owner disabled";
+        for (auto& g : s->grants) {
+          if (g.revoked) continue;
+          auto grantee = lookup_user(g.user);
+          if (grantee && !grantee->disabled) continue;
+          close_channels(s->id, registry_.commit_revoke(*s, g), "account disabled");
+          journal::entry e;
+          e.kind = "session.revoke";
+          e.actor = "gateway";
+          e.session_id = s->id;
+          e.pmr = s->pmr;
+          e.machine = s->machine;
+          e.detail = json::serialize(json::object{{"grant", g.id}, {"user", g.user}, {"reason", "account disabled"}});
+          entries.push_back(std::move(e));
+        }
+      }
       if (reason.empty()) continue;
       (void)registry_.end(*s, reason, now);
       if (auto it = links_.find(s->id); it != links_.end()) {
-        if (auto l = it->second.lock()) l->end_session("this machine's enrollment was revoked");
+        if (auto l = it->second.lock())
+          l->end_session(reason == "machine revoked" ? "this machine's enrollment was revoked"
+                                                     : "the session ended (" + reason + ")");
         links_.erase(it);
       }
       journal::entry e;

@@ -8,6 +8,9 @@
 #include <boost/json/serialize.hpp>
 #include <catch2/catch.hpp>
 #include <future>
+#include <thread>
+
+#include "auth/scram.hpp"
 
 #include "auth/password.hpp"
 #include "auth/session_key.hpp"
@@ -50,6 +53,9 @@ struct api_fixture {
         st.add_token({token_hash(t), name, 1, 0, false});
         tokens[name] = t;
       }
+      // The customer's machine is enrolled (housekeeping ends sessions of unknown machines).
+      st.add_machine({"9009-42A*7801234", auth::scram::make_verifier("secret", bytes(16, 1), 4096).encode(), false,
+                      "", false, 1, 0});
     }
     svc = std::make_unique<service>(*writer, layout, system_clock::instance());
     api = std::make_unique<routes>(*writer, m, svc.get());
@@ -87,6 +93,13 @@ struct api_fixture {
     f.kind = kind;
     f.result = o;
     return rd.count(f);
+  }
+  // For entries appended without waiting (actions that remove access): up to 5 s.
+  std::int64_t eventually(const std::string& kind, journal::outcome o, std::int64_t want) {
+    std::int64_t n = 0;
+    for (int i = 0; i < 500 && (n = count(kind, o)) != want; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return n;
   }
 };
 
@@ -253,4 +266,28 @@ TEST_CASE("journal before access: an attach the journal cannot record is refused
   // With the journal writing again, the same key still works (it was not consumed).
   auto ok = f.call("POST", "/api/v1/sessions/attach", "alice", body);
   CHECK(ok.status == 201);
+}
+
+TEST_CASE("disabling an account (in another process) revokes its grants and ends the sessions it owns") {
+  api_fixture f;
+  auto [id, key] = f.customer_session();
+  REQUIRE(f.call("POST", "/api/v1/sessions/attach", "alice",
+                 json::serialize(json::object{{"session_key", key}, {"pmr", "TS012345678"}})).status == 201);
+  REQUIRE(f.call("POST", "/api/v1/sessions/" + id + "/grants", "alice", R"({"user":"dave"})").status == 201);
+  {
+    state_store other(f.layout.state_db());  // as `rsgate user disable` would
+    other.set_disabled("dave", true);
+  }
+  f.svc->housekeeping();
+  CHECK(f.eventually("session.revoke", journal::outcome::ok, 1) == 1);
+  auto s = f.obj(f.call("GET", "/api/v1/sessions/" + id, "alice"));
+  CHECK(s["state"].as_string() == "active");
+  CHECK(s["grants"].as_array()[0].as_object()["revoked"].as_bool());
+  {
+    state_store other(f.layout.state_db());
+    other.set_disabled("alice", true);
+  }
+  f.svc->housekeeping();
+  CHECK(f.eventually("session.end", journal::outcome::ok, 1) == 1);
+  CHECK(f.call("GET", "/api/v1/sessions/" + id, "audrey").body.find("owner disabled") != std::string::npos);
 }
