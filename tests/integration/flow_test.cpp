@@ -190,6 +190,10 @@ TEST_CASE("the story: agent, key, attach and lock, grant, notices, customer stop
   CHECK(so["owner"].as_string() == "alice");
   CHECK(so["pmr"].as_string() == "12345,677,000");
   CHECK(so["state"].as_string() == "active");
+  auto human = run({agent_binary(), "status", "--control", control});
+  REQUIRE(human.exit_code == 0);
+  CHECK(human.out.find("owner:    alice for PMR 12345,677,000") != std::string::npos);
+  CHECK(human.out.find("grants:   dave") != std::string::npos);
 
   REQUIRE(f.api("DELETE", "/api/v1/sessions/" + sid + "/grants/G1", "alice").status == 200);
   wait_line(agent, "alice revoked the access of dave");
