@@ -42,6 +42,13 @@ http_response ok_json(int status, const json::value& v) {
 
 http_response from_refusal(const refusal& r) { return json_error(r.status, r.code, r.message); }
 
+// The session an entry is about: its id, PMR and machine.
+void about(journal::entry& e, const session& s) {
+  e.session_id = s.id;
+  e.pmr = s.pmr;
+  e.machine = s.machine;
+}
+
 std::string random_token() {
   unsigned char b[32];
   randombytes_buf(b, sizeof b);
@@ -305,8 +312,7 @@ void service::customer_stopped(const std::string& session_id, const std::string&
     auto* s = registry_.find(session_id);
     if (!s || s->state == session_state::ended) return done();
     (void)registry_.end(*s, "customer", clock_.now());
-    e.pmr = s->pmr;
-    e.machine = s->machine;
+    about(e, *s);
     links_.erase(session_id);
   }
   e.detail = R"({"reason":"customer"})";
@@ -349,9 +355,7 @@ void service::redeem_channel(const std::string& token, const std::string& source
     e.kind = "channel.open";
     e.actor = t.user;
     e.source = source;
-    e.session_id = s->id;
-    e.pmr = s->pmr;
-    e.machine = s->machine;
+    about(e, *s);
     e.scope = t.scope;
     e.access_type = t.access_type;
     // The grant may have been revoked, or the session ended, since the token was issued.
@@ -404,8 +408,7 @@ void service::channel_closed(const std::shared_ptr<channel_link>& c, const std::
     std::lock_guard lock(mu_);
     if (auto* s = registry_.find(c->session_id)) {
       (void)registry_.close_channel(*s, c->id);
-      e.pmr = s->pmr;
-      e.machine = s->machine;
+      about(e, *s);
     }
   }
   e.detail = json::serialize(d);
@@ -435,9 +438,7 @@ void service::housekeeping() {
           journal::entry e;
           e.kind = "session.revoke";
           e.actor = "gateway";
-          e.session_id = s->id;
-          e.pmr = s->pmr;
-          e.machine = s->machine;
+          about(e, *s);
           e.detail = json::serialize(json::object{{"grant", g.id}, {"user", g.user}, {"reason", "account disabled"}});
           entries.push_back(std::move(e));
         }
@@ -453,9 +454,7 @@ void service::housekeeping() {
       journal::entry e;
       e.kind = "session.end";
       e.actor = "gateway";
-      e.session_id = s->id;
-      e.pmr = s->pmr;
-      e.machine = s->machine;
+      about(e, *s);
       e.detail = json::serialize(json::object{{"reason", reason}});
       entries.push_back(std::move(e));
     }
@@ -473,9 +472,7 @@ void service::housekeeping() {
       journal::entry e;
       e.kind = "session.revoke";
       e.actor = "gateway";
-      e.session_id = s->id;
-      e.pmr = s->pmr;
-      e.machine = s->machine;
+      about(e, *s);
       e.detail = json::serialize(json::object{{"grant", g->id}, {"user", g->user}, {"reason", "expired"}});
       entries.push_back(std::move(e));
     }
@@ -879,8 +876,7 @@ void service::add_grant(const principal& p, const std::string& id, const http_re
     auto u = lookup_user(grantee);
     if (!u || u->disabled) return done(json_error(404, "not_found", fmt::format("no active user '{}'", grantee)));
     v = registry_.check_grant(*s, p.user, grantee, parse_role(u->role).value_or(role::admin), scopes, types, expires_at, now);
-    e.pmr = s->pmr;
-    e.machine = s->machine;
+    about(e, *s);
   }
   if (auto* r = std::get_if<refusal>(&v)) {
     e.result = journal::outcome::denied;
@@ -924,9 +920,7 @@ void service::revoke_grant(const principal& p, const std::string& id, const std:
     std::lock_guard lock(mu_);
     auto* s = registry_.find(id);
     if (!s) return done(json_error(404, "not_found", "no such session"));
-    e.session_id = id;
-    e.pmr = s->pmr;
-    e.machine = s->machine;
+    about(e, *s);
     auto v = registry_.check_revoke(*s, p.user, gid);
     if (auto* r = std::get_if<refusal>(&v)) return deny(std::move(e), *r, done);
     auto* g = std::get<grant*>(v);
@@ -934,9 +928,7 @@ void service::revoke_grant(const principal& p, const std::string& id, const std:
     auto closing = registry_.commit_revoke(*s, *g);
     for (auto c : closing) ch.emplace_back(c);
     close_channels(id, closing, "access revoked");
-    e.session_id = id;
-    e.pmr = s->pmr;
-    e.machine = s->machine;
+    about(e, *s);
     e.detail = json::serialize(json::object{{"grant", gid}, {"user", g->user}, {"closed_channels", std::move(ch)}});
     answer = session_json(*s);
     tunnel::notice n;
@@ -958,9 +950,7 @@ void service::transfer(const principal& p, const std::string& id, const http_req
     if (!s) return done(json_error(404, "not_found", "no such session"));
     auto u = lookup_user(to);
     if (!u || u->disabled) return done(json_error(404, "not_found", fmt::format("no active user '{}'", to)));
-    e.session_id = id;
-    e.pmr = s->pmr;
-    e.machine = s->machine;
+    about(e, *s);
     if (auto r = registry_.check_transfer(*s, p.user, to, parse_role(u->role).value_or(role::admin)))
       return deny(std::move(e), *r, done);
   }
@@ -995,9 +985,7 @@ void service::open_channel(const principal& p, const std::string& id, const http
     auto* s = registry_.find(id);
     if (!s) return done(json_error(404, "not_found", "no such session"));
     r = registry_.check_channel(*s, p.user, scope, type, now);
-    e.session_id = id;
-    e.pmr = s->pmr;
-    e.machine = s->machine;
+    about(e, *s);
     e.scope = scope;
     e.access_type = type;
     if (!r) {
@@ -1031,9 +1019,7 @@ void service::end_session(const principal& p, const std::string& id, const http_
     std::lock_guard lock(mu_);
     auto* s = registry_.find(id);
     if (!s) return done(json_error(404, "not_found", "no such session"));
-    e.session_id = id;
-    e.pmr = s->pmr;
-    e.machine = s->machine;
+    about(e, *s);
     if (auto r = registry_.check_owner(*s, p.user)) return deny(std::move(e), *r, done);
     // Ending removes access: effective at once, journaled as soon as possible.
     (void)registry_.end(*s, "owner", clock_.now());
