@@ -534,9 +534,7 @@ asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
           ch->inbox_bytes += f->payload.size();
           ch->inbox.push_back(std::move(f->payload));
         } else if (f->header.type == tunnel::frame_type::window) {
-          auto& p = f->payload;
-          ch->credit += static_cast<std::int64_t>(static_cast<std::uint32_t>(p[0]) << 24 | static_cast<std::uint32_t>(p[1]) << 16 |
-                                                  static_cast<std::uint32_t>(p[2]) << 8 | p[3]);
+          ch->credit += tunnel::window_increment(*f);
         } else if (f->header.type == tunnel::frame_type::eof) {
           ch->gateway_eof = true;
         } else {

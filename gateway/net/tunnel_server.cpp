@@ -304,8 +304,7 @@ bool tunnel_connection::on_channel_frame(const tunnel::frame& f) {
       return true;
     }
     case tunnel::frame_type::window: {
-      std::uint32_t inc = static_cast<std::uint32_t>(f.payload[0]) << 24 | static_cast<std::uint32_t>(f.payload[1]) << 16 |
-                          static_cast<std::uint32_t>(f.payload[2]) << 8 | f.payload[3];
+      const std::uint32_t inc = tunnel::window_increment(f);
       {
         std::lock_guard lock(c->mu);
         c->credit = std::min<std::int64_t>(c->credit + inc, tunnel::kMaxWindow);

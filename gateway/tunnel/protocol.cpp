@@ -123,6 +123,10 @@ std::vector<std::uint8_t> encode_window(std::uint32_t channel, std::uint32_t inc
   return encode(frame_type::window, channel, b);
 }
 
+std::uint32_t window_increment(const frame& f) {
+  return f.payload.size() == 4 ? get_u32(f.payload.data()) : 0;
+}
+
 std::size_t decoder::feed(std::span<const std::uint8_t> bytes) {
   std::size_t used = 0;
   while (used < bytes.size() && !ready_ && error_ == decode_error::none) {

@@ -119,6 +119,8 @@ void encode_header(const frame_header& h, std::span<std::uint8_t, kHeaderBytes> 
                                                std::span<const std::uint8_t> payload,
                                                std::uint8_t flags = kFlagsNone);
 [[nodiscard]] std::vector<std::uint8_t> encode_window(std::uint32_t channel, std::uint32_t increment);
+// The increment a WINDOW frame carries (its payload is exactly 4 bytes once decoded).
+[[nodiscard]] std::uint32_t window_increment(const frame& f);
 
 // Incremental decoder: feed bytes as they arrive, take frames out. Holds at most one
 // partial frame (kHeaderBytes + the largest payload), so memory per tunnel is bounded.

@@ -11,23 +11,13 @@
 
 #include "core/sqlite.hpp"
 #include "journal/journal.hpp"
+#include "tests/support/journal_raw.hpp"
 
 using namespace rsgate;
 using namespace rsgate::journal;
 
 namespace {
 
-void insert(sqlite::db& d, const entry& e) {
-  auto s = d.prepare(
-      "INSERT INTO journal(seq, ts, gateway, kind, actor, source, session_id, pmr, machine, "
-      "access_type, scope, outcome, secret_hmac, detail, prev_hash, hash) VALUES "
-      "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)");
-  s.bind(1, e.seq).bind(2, e.ts).bind(3, e.gateway).bind(4, e.kind).bind(5, e.actor)
-      .bind(6, e.source).bind(7, e.session_id).bind(8, e.pmr).bind(9, e.machine)
-      .bind(10, e.access_type).bind(11, e.scope).bind(12, to_string(e.result))
-      .bind(13, e.secret_hmac).bind(14, e.detail).bind(15, e.prev_hash).bind(16, e.hash);
-  s.step();
-}
 
 std::vector<entry> all(sqlite::db& d) {
   auto s = d.prepare(std::string("SELECT ") + std::string(kEntryColumns) + " FROM journal ORDER BY seq");
@@ -57,7 +47,7 @@ int main(int argc, char** argv) {
     e.detail = "{}";
     e.prev_hash = es.back().hash;
     e.hash = compute_hash(e);
-    insert(d, e);
+    test::insert_raw(d, e);
     return 0;
   }
   if (mode == "rewrite" && argc == 4) {
@@ -74,7 +64,7 @@ int main(int argc, char** argv) {
       e.prev_hash = prev;
       e.hash = compute_hash(e);
       prev = e.hash;
-      insert(d, e);
+      test::insert_raw(d, e);
     }
     auto s = d.prepare("UPDATE journal_head SET hash = ?1");
     s.bind(1, prev);

@@ -47,6 +47,11 @@ decoded run(std::span<const std::uint8_t> stream, Piece piece) {
         FUZZ_CHECK(f->payload.size() == f->header.length);
         FUZZ_CHECK(f->header.length <= tunnel::max_payload(f->header.type));
         FUZZ_CHECK(!d.next());  // one frame at a time
+        if (f->header.type == tunnel::frame_type::window) {
+          // What both ends read out of a WINDOW frame: re-encoding it gives the same bytes.
+          auto again = tunnel::encode_window(f->header.channel, tunnel::window_increment(*f));
+          FUZZ_CHECK(std::equal(again.begin() + tunnel::kHeaderBytes, again.end(), f->payload.begin()));
+        }
         out.frames.push_back(std::move(*f));
         continue;
       }

@@ -64,6 +64,7 @@ TEST_CASE("encode then decode, whole and byte by byte") {
     CHECK(got[1].payload.size() == 13);
     CHECK(got[2].header.type == frame_type::window);
     CHECK(got[2].payload == std::vector<std::uint8_t>{0, 0, 0x10, 0});
+    CHECK(window_increment(got[2]) == 4096);
     CHECK(got[3].header.type == frame_type::eof);
     CHECK(got[3].payload.empty());
     CHECK(d.buffered() == 0);
