@@ -126,3 +126,53 @@ TEST_CASE("machine enrollment writes a private profile and stores only a verifie
     CHECK(line_count(b.err) == 1);
   }
 }
+
+TEST_CASE("rsgate connect and rsgate-agent refuse bad usage with one line and exit 2") {
+  temp_dir t;
+  const std::string gw = "https://127.0.0.1:1";
+  const std::vector<std::string> ok = {"--token", "rsg_x", "--session", "S-1", "--scope", "hmc", "--access-type", "ssh",
+                                       "--insecure"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = {"connect"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  std::vector<std::vector<std::string>> cases = {
+      with(ok),  // no --gateway
+      with({"--gateway", "http://127.0.0.1:1", "--token", "t", "--session", "S-1", "--scope", "hmc", "--access-type",
+            "ssh", "--insecure"}),
+      with({"--gateway", "https://127.0.0.1:port", "--token", "t", "--session", "S-1", "--scope", "hmc",
+            "--access-type", "ssh", "--insecure"}),
+      with({"--gateway", gw, "--token", "t", "--session", "a/b", "--scope", "hmc", "--access-type", "ssh", "--insecure"}),
+      with({"--gateway", gw, "--token", "t", "--session", "S-1", "--scope", "Bad Name", "--access-type", "ssh",
+            "--insecure"}),
+      with({"--gateway", gw, "--token", "t", "--session", "S-1", "--scope", "hmc", "--access-type", "rdp", "--insecure"}),
+      with({"--gateway", gw, "--token", "t", "--session", "S-1", "--scope", "hmc", "--access-type", "ssh", "--listen",
+            "localhost:1", "--insecure"}),
+      with({"--gateway", gw, "--token", "t", "--session", "S-1", "--scope", "hmc", "--access-type", "ssh"}),  // no --ca
+      with({"--gateway", gw, "--token", "t", "--session", "S-1", "--scope", "hmc", "--access-type", "ssh", "--ca",
+            (t / "missing.pem").string()}),
+      with({"--bogus"}),
+  };
+  for (auto& args : cases) {
+    auto r = rsgate_cmd(args);
+    std::string shown;
+    for (auto& a : args) shown += a + " ";
+    INFO(shown << "\n" << r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(line_count(r.err) == 1);
+  }
+  const std::vector<std::vector<std::string>> agent_cases = {
+      {"start"},
+      {"start", "--profile", (t / "missing.toml").string()},
+      {"start", "--bogus"},
+      {"frobnicate"},
+  };
+  for (auto args : agent_cases) {
+    args.insert(args.begin(), agent_binary());
+    auto r = run(args);
+    INFO(args[1] << ": " << r.err);
+    CHECK(r.exit_code == 2);
+  }
+  CHECK(run({agent_binary(), "status", "--control", (t / "none.sock").string()}).exit_code == 1);
+}
