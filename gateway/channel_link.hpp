@@ -1,8 +1,13 @@
 // One open channel as both of its ends in the gateway see it: the tunnel connection (frames
-// to and from the agent) and the stream endpoint (the representative's WebSocket). They run
-// on different strands; this object is the only state they share, guarded by its mutex.
+// to and from the agent) and the stream endpoint (the representative's WebSocket). They may
+// run on different threads; this object is the only state they share, guarded by its mutex.
 // Bounded: at most the window we advertised to the agent waits in `inbox`, and the stream
 // side sends to the agent only within `credit`, the agent's window.
+//
+// Wake-ups are coalesced: the stream side says it is about to wait (`stream_waiting`, set in
+// the same critical section in which it found nothing to do), and only then does the tunnel
+// side hand a wake-up to the stream side's executor. A busy channel therefore crosses threads
+// once per idle period, not once per frame.
 #pragma once
 #include <cstdint>
 #include <deque>
@@ -32,13 +37,18 @@ struct channel_link {
   std::string reason;
   std::int64_t bytes_to_agent = 0;
   std::int64_t bytes_from_agent = 0;
-  // Wakes the stream side (posts to its strand); set by the stream side, called unlocked.
+  // Set (under `mu`) by the stream side just before it waits; cleared by wake().
+  bool stream_waiting = false;
+  // Wakes the stream side (posts to its executor); set by the stream side, called unlocked.
   std::function<void()> wake_stream;
 
+  // Called by the tunnel side after it changed anything above.
   void wake() {
     std::function<void()> w;
     {
       std::lock_guard lock(mu);
+      if (!stream_waiting) return;
+      stream_waiting = false;
       w = wake_stream;
     }
     if (w) w();

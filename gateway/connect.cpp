@@ -150,6 +150,10 @@ asio::awaitable<void> relay(tcp::socket sock, connect_options o, ssl::context* t
   ws_stream ws(std::move(*s));
   ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
   ws.read_message_max(64 * 1024);
+  // One frame per message, masked in one pass: Beast's defaults (4 KiB fragments and mask
+  // buffer) cost a TLS record and several composed operations per 4 KiB.
+  ws.auto_fragment(false);
+  ws.write_buffer_bytes(64 * 1024);
   auto [hec] = co_await ws.async_handshake(o.host + ":" + o.port, "/api/v1/channels/stream?token=" + *token, use_tuple);
   if (hec) {
     *o.err << "rsgate connect: the channel stream failed: " << hec.message() << "\n";

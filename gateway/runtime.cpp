@@ -62,18 +62,30 @@ std::optional<std::string> token_param(std::string_view target) {
 
 // The representative's side of one channel: a WebSocket whose binary messages are the bytes
 // of the stream and whose text message "eof" is a half-close (docs/api.md). Reader and
-// writer run on this connection's strand and wait on one timer, woken by the tunnel side.
+// writer run on this connection's strand, each waiting on its own timer, which the tunnel
+// side cancels (through channel_link::wake) when there is something for them.
+constexpr std::size_t kStreamMessageMax = 64 * 1024;  // both ways; docs/api.md
+// WINDOW increments go to the agent in batches of at least this many bytes consumed: the
+// agent keeps three quarters of its window meanwhile, so it never stalls on the batching.
+constexpr std::uint32_t kWindowBatch = tunnel::kInitialWindow / 4;
+
+struct stream_timers {
+  explicit stream_timers(const asio::any_io_executor& ex) : data(ex), credit(ex) {}
+  asio::steady_timer data;    // the writer waits here for the agent's bytes, EOF or close
+  asio::steady_timer credit;  // the reader waits here for the agent's window
+};
+
 asio::awaitable<void> channel_reader(ws_stream* ws, std::shared_ptr<channel_link> c, std::shared_ptr<tunnel_link> link,
-                                     std::shared_ptr<asio::steady_timer> timer, std::shared_ptr<bool> reader_done) {
+                                     std::shared_ptr<stream_timers> timers, std::shared_ptr<bool> reader_done) {
   // However this ends, the writer must learn it: it owns `ws` and waits for us before it goes.
   struct done_guard {
     std::shared_ptr<bool> done;
-    std::shared_ptr<asio::steady_timer> t;
+    std::shared_ptr<stream_timers> t;
     ~done_guard() {
       *done = true;
-      t->cancel();
+      t->data.cancel();
     }
-  } guard{reader_done, timer};
+  } guard{reader_done, timers};
   beast::flat_buffer buf;
   for (;;) {
     buf.clear();
@@ -96,15 +108,17 @@ asio::awaitable<void> channel_reader(ws_stream* ws, std::shared_ptr<channel_link
         if (!closed && take > 0) {
           c->credit -= take;
           c->bytes_to_agent += take;
+        } else if (!closed) {
+          c->stream_waiting = true;
         }
       }
       if (closed) co_return;
       if (take == 0) {  // the agent's window is full: wait for its WINDOW
-        timer->expires_after(std::chrono::seconds(30));
-        co_await timer->async_wait(use_tuple);
+        timers->credit.expires_after(std::chrono::seconds(30));
+        co_await timers->credit.async_wait(use_tuple);
         continue;
       }
-      link->channel_data(c->id, bytes(p, p + take));
+      link->channel_data(c->id, std::span<const std::uint8_t>(p, static_cast<std::size_t>(take)));
       p += take;
       left -= static_cast<std::size_t>(take);
     }
@@ -114,11 +128,16 @@ asio::awaitable<void> channel_reader(ws_stream* ws, std::shared_ptr<channel_link
 
 asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::string remote, server_state* st) {
   auto ex = ws.get_executor();
-  auto timer = std::make_shared<asio::steady_timer>(ex);
+  auto timers = std::make_shared<stream_timers>(ex);
   auto c = g.link->open_channel(g.scope, g.access_type, g.user);
   {
     std::lock_guard lock(c->mu);
-    c->wake_stream = [ex, timer] { asio::post(ex, [timer] { timer->cancel(); }); };
+    c->wake_stream = [ex, timers] {
+      asio::post(ex, [timers] {
+        timers->data.cancel();
+        timers->credit.cancel();
+      });
+    };
   }
   // Wait for the agent to accept (or refuse) the channel.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(tunnel::kHandshakeTimeoutSeconds);
@@ -130,6 +149,7 @@ asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::str
       accepted = c->accepted;
       closed = c->closed;
       reason = c->reason;
+      if (!accepted && !closed) c->stream_waiting = true;
     }
     if (closed || std::chrono::steady_clock::now() >= deadline) {
       if (!closed) g.link->channel_close(c->id, "the customer's agent did not answer");
@@ -140,34 +160,47 @@ asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::str
       co_return;
     }
     if (accepted) break;
-    timer->expires_at(deadline);
-    co_await timer->async_wait(use_tuple);
+    timers->data.expires_at(deadline);
+    co_await timers->data.async_wait(use_tuple);
   }
   st->svc->channel_opened(c);
   auto reader_done = std::make_shared<bool>(false);
-  asio::co_spawn(ex, channel_reader(&ws, c, g.link, timer, reader_done), asio::detached);
+  asio::co_spawn(ex, channel_reader(&ws, c, g.link, timers, reader_done), asio::detached);
   bool eof_sent = false;
+  std::uint32_t unacked = 0;  // consumed, not yet returned to the agent in a WINDOW
+  std::vector<bytes> batch;
+  std::vector<asio::const_buffer> bufs;
   for (;;) {
-    std::optional<bytes> chunk;
+    // Everything waiting, up to one message, in one write.
+    batch.clear();
+    bufs.clear();
+    std::size_t total = 0;
     bool closed = false, agent_eof = false;
     {
       std::lock_guard lock(c->mu);
-      if (!c->inbox.empty()) {
-        chunk = std::move(c->inbox.front());
+      while (!c->inbox.empty() && total + c->inbox.front().size() <= kStreamMessageMax) {
+        total += c->inbox.front().size();
+        batch.push_back(std::move(c->inbox.front()));
         c->inbox.pop_front();
-        c->inbox_bytes -= chunk->size();
       }
+      c->inbox_bytes -= total;
       closed = c->closed;
       agent_eof = c->agent_eof && c->inbox.empty();
+      if (batch.empty() && !(agent_eof && !eof_sent) && !closed && !*reader_done) c->stream_waiting = true;
     }
-    if (chunk) {
+    if (!batch.empty()) {
+      for (auto& b : batch) bufs.emplace_back(asio::buffer(b));
       ws.binary(true);
-      auto [ec, n] = co_await ws.async_write(asio::buffer(*chunk), use_tuple);
+      auto [ec, n] = co_await ws.async_write(bufs, use_tuple);
       if (ec) {
         g.link->channel_close(c->id, "the representative's connection failed");
         break;
       }
-      g.link->channel_window(c->id, static_cast<std::uint32_t>(chunk->size()));
+      unacked += static_cast<std::uint32_t>(total);
+      if (unacked >= kWindowBatch) {
+        g.link->channel_window(c->id, unacked);
+        unacked = 0;
+      }
       continue;
     }
     if (agent_eof && !eof_sent) {
@@ -177,8 +210,8 @@ asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::str
       continue;
     }
     if (closed || *reader_done) break;
-    timer->expires_after(std::chrono::seconds(60));
-    co_await timer->async_wait(use_tuple);
+    timers->data.expires_after(std::chrono::seconds(60));
+    co_await timers->data.async_wait(use_tuple);
   }
   std::string reason;
   {
@@ -192,13 +225,13 @@ asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::str
     co_await ws.async_close(cr, use_tuple);
     // The reader's pending read ends with the close; it uses `ws`, so wait for it.
     for (int i = 0; i < 500 && !*reader_done; ++i) {
-      timer->expires_after(std::chrono::milliseconds(10));
-      co_await timer->async_wait(use_tuple);
+      timers->data.expires_after(std::chrono::milliseconds(10));
+      co_await timers->data.async_wait(use_tuple);
     }
     if (!*reader_done) beast::get_lowest_layer(ws).close();
     while (!*reader_done) {
-      timer->expires_after(std::chrono::milliseconds(10));
-      co_await timer->async_wait(use_tuple);
+      timers->data.expires_after(std::chrono::milliseconds(10));
+      co_await timers->data.async_wait(use_tuple);
     }
   }
   st->svc->channel_closed(c, remote);
@@ -294,7 +327,8 @@ asio::awaitable<void> run_connection(beast::ssl_stream<beast::tcp_stream> stream
       stream.next_layer().expires_never();
       ws_stream ws(std::move(stream));
       ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
-      ws.read_message_max(64 * 1024);
+      ws.read_message_max(kStreamMessageMax);
+      ws.auto_fragment(false);  // one frame per message: a 4 KiB fragment costs a TLS record
       auto [aec] = co_await ws.async_accept(msg, use_tuple);
       if (aec) {
         // channel.open is journaled already: record that it never opened.

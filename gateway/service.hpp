@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "auth/rate_limit.hpp"
@@ -37,7 +38,8 @@ class tunnel_link {
   // channel; the others queue frames for it. All may be called from any thread.
   virtual std::shared_ptr<channel_link> open_channel(const std::string& scope, const std::string& access_type,
                                                      const std::string& actor) = 0;
-  virtual void channel_data(std::uint32_t id, bytes data) = 0;
+  // Frames `data` (in DATA frames of at most the frame limit) on the caller's thread.
+  virtual void channel_data(std::uint32_t id, std::span<const std::uint8_t> data) = 0;
   virtual void channel_window(std::uint32_t id, std::uint32_t increment) = 0;
   virtual void channel_eof(std::uint32_t id) = 0;
   virtual void channel_close(std::uint32_t id, const std::string& reason) = 0;

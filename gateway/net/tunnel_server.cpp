@@ -1,6 +1,8 @@
 // See tunnel_server.hpp. Each connection is a tunnel_connection shared between its two
 // coroutines (reader and writer, on one strand) and the service, which holds it weakly as
-// the tunnel_link it sends notices through. The CHAP logic is gateway_handshake's; this file
+// the tunnel_link it sends notices through. Frames to the agent go through one queue guarded
+// by a mutex, so the channel streams (on other threads) add DATA and WINDOW frames without a
+// hand-off per frame; the writer is woken only when it said it was idle. The CHAP logic is gateway_handshake's; this file
 // only moves frames, enforces deadlines, and journals tunnel.* entries — tunnel.auth before
 // SUCCESS is sent (journal before access).
 #include "gateway/net/tunnel_server.hpp"
@@ -116,24 +118,17 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     });
     return c;
   }
-  void channel_data(std::uint32_t id, bytes data) override {
-    asio::post(stream_.get_executor(), [self = shared_from_this(), id, d = std::move(data)] {
-      for (std::size_t off = 0; off < d.size(); off += tunnel::kMaxDataPayload) {
-        auto n = std::min(tunnel::kMaxDataPayload, d.size() - off);
-        self->queue(tunnel::frame_type::data, std::span<const std::uint8_t>(d.data() + off, n), id);
-      }
-    });
+  // From the stream sides' threads: frame here, queue, wake the writer only if it is idle.
+  void channel_data(std::uint32_t id, std::span<const std::uint8_t> d) override {
+    for (std::size_t off = 0; off < d.size(); off += tunnel::kMaxDataPayload) {
+      auto n = std::min(tunnel::kMaxDataPayload, d.size() - off);
+      push(tunnel::encode(tunnel::frame_type::data, id, d.subspan(off, n)), false);
+    }
   }
   void channel_window(std::uint32_t id, std::uint32_t increment) override {
-    asio::post(stream_.get_executor(), [self = shared_from_this(), id, increment] {
-      auto f = tunnel::encode_window(id, increment);
-      self->out_.push_back(std::move(f));
-      self->wake_.cancel();
-    });
+    push(tunnel::encode_window(id, increment), false);
   }
-  void channel_eof(std::uint32_t id) override {
-    asio::post(stream_.get_executor(), [self = shared_from_this(), id] { self->queue(tunnel::frame_type::eof, {}, id); });
-  }
+  void channel_eof(std::uint32_t id) override { push(tunnel::encode(tunnel::frame_type::eof, id, {}), false); }
   void channel_close(std::uint32_t id, const std::string& reason) override {
     asio::post(stream_.get_executor(), [self = shared_from_this(), id, reason] { self->close_channel(id, reason, true); });
   }
@@ -156,15 +151,29 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   }
   // On the strand only.
   void queue(tunnel::frame_type t, std::span<const std::uint8_t> payload, std::uint32_t channel = 0) {
-    // Bounded by the windows (256 channels x 256 KiB in 32 KiB frames = 2048 DATA frames)
-    // plus control frames: beyond that the agent is not reading, so give up on it.
-    if (out_.size() >= 4096) {
-      closing_ = true;
-      out_.clear();
-    } else {
-      out_.push_back(tunnel::encode(t, channel, payload));
+    push(tunnel::encode(t, channel, payload), true);
+  }
+  // From any thread (`on_strand` says whether this is the connection's strand).
+  void push(bytes frame, bool on_strand) {
+    bool wake = false;
+    {
+      std::lock_guard lock(out_mu_);
+      // Bounded by the windows (256 channels x 256 KiB in 32 KiB frames = 2048 DATA frames)
+      // plus control frames: beyond that the agent is not reading, so give up on it.
+      if (out_.size() >= 4096) {
+        overflow_ = true;
+        out_.clear();
+      } else {
+        out_.push_back(std::move(frame));
+      }
+      wake = writer_idle_;
+      writer_idle_ = false;
     }
-    wake_.cancel();
+    if (!wake) return;
+    if (on_strand)
+      wake_.cancel();
+    else
+      asio::post(stream_.get_executor(), [self = shared_from_this()] { self->wake_.cancel(); });
   }
   asio::awaitable<void> writer();
   // On the strand: forget channel `id`, tell its stream side, and CLOSE it toward the agent.
@@ -203,8 +212,8 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     auto it = channels_.find(id);
     return it == channels_.end() ? nullptr : it->second;
   }
-  bool on_channel_frame(const tunnel::frame& f);
-  asio::awaitable<bool> on_frame(const tunnel::frame& f);
+  bool on_channel_frame(tunnel::frame& f);
+  asio::awaitable<bool> on_frame(tunnel::frame& f);
   asio::awaitable<bool> authenticate_step(const tunnel::frame& f);
   journal::entry entry(std::string kind, journal::outcome o, std::string detail = "{}") const {
     journal::entry e;
@@ -231,7 +240,10 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   metrics& metrics_;
   const tunnel_config& cfg_;
   asio::steady_timer wake_;
-  std::deque<bytes> out_;
+  std::mutex out_mu_;
+  std::deque<bytes> out_;     // guarded by out_mu_
+  bool writer_idle_ = false;  // guarded by out_mu_: the writer waits on wake_
+  bool overflow_ = false;     // guarded by out_mu_
   bool closing_ = false;
   bool writer_done_ = false;
   std::optional<tunnel::gateway_handshake> hs_;
@@ -248,7 +260,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   bool closing_flag_ = false;
 };
 
-bool tunnel_connection::on_channel_frame(const tunnel::frame& f) {
+bool tunnel_connection::on_channel_frame(tunnel::frame& f) {
   const auto id = f.header.channel;
   auto c = find_channel(id);
   if (!c) {
@@ -292,7 +304,7 @@ bool tunnel_connection::on_channel_frame(const tunnel::frame& f) {
           } else {
             c->inbox_bytes += f.payload.size();
             c->bytes_from_agent += static_cast<std::int64_t>(f.payload.size());
-            c->inbox.push_back(f.payload);
+            c->inbox.push_back(std::move(f.payload));
           }
         }
       }
@@ -331,28 +343,45 @@ bool tunnel_connection::on_channel_frame(const tunnel::frame& f) {
 
 asio::awaitable<void> tunnel_connection::writer() {
   auto self = shared_from_this();
+  std::vector<bytes> batch;
+  std::vector<asio::const_buffer> bufs;
   for (;;) {
-    while (!out_.empty()) {
-      // Everything queued (up to 1 MiB) in one write: fewer TLS records and system calls.
-      std::vector<bytes> batch;
-      std::vector<asio::const_buffer> bufs;
+    // Everything queued (up to 1 MiB) in one write: fewer TLS records and system calls.
+    batch.clear();
+    bufs.clear();
+    bool wait = false;
+    {
+      std::lock_guard lock(out_mu_);
+      if (overflow_) closing_ = true;
       std::size_t total = 0;
       while (!out_.empty() && total < (1u << 20)) {
         total += out_.front().size();
         batch.push_back(std::move(out_.front()));
         out_.pop_front();
       }
+      if (batch.empty() && !closing_) {
+        writer_idle_ = true;  // push() wakes us; until this wait begins it cannot run here
+        wait = true;
+      }
+    }
+    if (!batch.empty()) {
       for (auto& b : batch) bufs.emplace_back(asio::buffer(b));
       auto [ec, n] = co_await asio::async_write(stream_, bufs, use_tuple);
       if (ec) {
         closing_ = true;
+        std::lock_guard lock(out_mu_);
         out_.clear();
         break;
       }
+      continue;
     }
-    if (closing_) break;
+    if (!wait) break;  // closing, and everything queued is written
     wake_.expires_at(std::chrono::steady_clock::time_point::max());
     co_await wake_.async_wait(use_tuple);
+    {
+      std::lock_guard lock(out_mu_);
+      writer_idle_ = false;
+    }
   }
   writer_done_ = true;
   // Closing the socket ends the reader's pending read too.
@@ -447,7 +476,7 @@ asio::awaitable<bool> tunnel_connection::authenticate_step(const tunnel::frame& 
   co_return false;
 }
 
-asio::awaitable<bool> tunnel_connection::on_frame(const tunnel::frame& f) {
+asio::awaitable<bool> tunnel_connection::on_frame(tunnel::frame& f) {
   if (!authenticated_) co_return co_await authenticate_step(f);
   std::string why;
   stream_.next_layer().expires_after(std::chrono::milliseconds(cfg_.dead_peer_ms));
