@@ -218,6 +218,7 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   ro.key_file = c.key_file().string();
   ro.limits = c.limits;
   ro.threads = c.threads;
+  ro.workers = c.workers;
   ro.sessions = &sessions;
   ro.tunnel_host = c.tunnel.host;
   ro.tunnel_port = c.tunnel.port;

@@ -137,7 +137,7 @@ config load_config(const std::filesystem::path& file) {
   }
   reader r{root, file.string()};
   config c;
-  if (auto g = r.section("gateway", {"name", "data", "log_level", "threads"})) {
+  if (auto g = r.section("gateway", {"name", "data", "log_level", "threads", "workers"})) {
     std::string data, name;
     r.str(g, "gateway", "data", data);
     r.str(g, "gateway", "name", name);
@@ -145,6 +145,9 @@ config load_config(const std::filesystem::path& file) {
     std::int64_t threads = c.threads;
     r.integer(g, "gateway", "threads", 1, 64, threads);
     c.threads = static_cast<int>(threads);
+    std::int64_t workers = c.workers;
+    r.integer(g, "gateway", "workers", 1, 64, workers);
+    c.workers = static_cast<int>(workers);
     if (!data.empty()) c.data_dir = data;
     if (!name.empty()) {
       if (!is_valid_gateway_name(name))
@@ -201,7 +204,8 @@ std::string sample_config(const std::filesystem::path& data_dir, const std::stri
 name = {}            # written into every journal entry's `gateway` field
 data = {}
 log_level = "info"      # debug, info, warn, error
-threads = 2
+threads = 1             # I/O threads (TLS, tunnels, channels); see docs/performance.md
+workers = 2             # threads running API requests (password hashing, journal queries)
 
 [http]
 listen = "127.0.0.1:8443"

@@ -29,7 +29,8 @@ struct config {
   std::filesystem::path tls_cert;  // default: DATA/server.pem
   std::filesystem::path tls_key;   // default: DATA/keys/server.key
   std::string log_level = "info";
-  int threads = 2;
+  int threads = 1;  // I/O threads: TLS and relaying
+  int workers = 2;  // request threads: password hashing, journal queries
   http_limits limits;
   // Journal writer
   std::int64_t checkpoint_entries = 1000;

@@ -67,6 +67,8 @@ asio::awaitable<std::optional<beast::ssl_stream<beast::tcp_stream>>> dial(const 
     why = "cannot connect to the gateway: " + cec.message();
     co_return std::nullopt;
   }
+  beast::error_code nd;
+  beast::get_lowest_layer(s).socket().set_option(tcp::no_delay(true), nd);  // interactive streams
   SSL_set_tlsext_host_name(s.native_handle(), o.host.c_str());
   s.set_verify_callback(ssl::host_name_verification(o.host));
   auto [hec] = co_await s.async_handshake(ssl::stream_base::client, use_tuple);

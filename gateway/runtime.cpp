@@ -13,6 +13,7 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -46,6 +47,8 @@ struct server_state {
   metrics& m;
   http_limits limits;
   service* svc = nullptr;
+  bool strands = true;  // more than one I/O thread: each connection on its own strand
+  asio::thread_pool* workers = nullptr;
   std::atomic<bool> stopping{false};
 };
 
@@ -244,11 +247,16 @@ auto async_redeem(service& svc, std::string token, std::string remote, Token&& t
       [&svc, token, remote](auto cb) { svc.redeem_channel(token, remote, cb); }, t);
 }
 
-// api::handle completes from any thread (the journal writer's, for journaled actions).
+// api::handle runs on the worker pool (password hashing and journal queries take
+// milliseconds to seconds, which no I/O thread may spend) and completes from any thread (the
+// journal writer's, for journaled actions); the coroutine resumes on its own executor.
 template <typename Token>
-auto async_handle(api& a, http_request req, Token&& token) {
+auto async_handle(api& a, asio::thread_pool& workers, http_request req, Token&& token) {
   return net::async_from_callback<void(http_response)>(
-      [&a, r = std::move(req)](auto cb) mutable { a.handle(std::move(r), std::move(cb)); }, token);
+      [&a, &workers, r = std::move(req)](auto cb) mutable {
+        asio::post(workers, [&a, r = std::move(r), cb = std::move(cb)]() mutable { a.handle(std::move(r), std::move(cb)); });
+      },
+      token);
 }
 
 http::response<http::string_body> to_wire(http_response r, unsigned version, bool keep_alive,
@@ -356,7 +364,7 @@ asio::awaitable<void> run_connection(beast::ssl_stream<beast::tcp_stream> stream
     bool keep_alive = msg.keep_alive() && !st->stopping;
     bool head = msg.method() == http::verb::head;
     unsigned version = msg.version();
-    auto resp = co_await async_handle(st->handler, std::move(req), asio::use_awaitable);
+    auto resp = co_await async_handle(st->handler, *st->workers, std::move(req), asio::use_awaitable);
     st->m.count_status(resp.status);
     auto wire = to_wire(std::move(resp), version, keep_alive, head);
     stream.next_layer().expires_after(std::chrono::milliseconds(lim.request_timeout_ms));
@@ -370,7 +378,11 @@ asio::awaitable<void> run_connection(beast::ssl_stream<beast::tcp_stream> stream
 asio::awaitable<void> run_acceptor(tcp::acceptor* acceptor, server_state* st) {
   auto ex = co_await asio::this_coro::executor;
   for (;;) {
-    auto [ec, sock] = co_await acceptor->async_accept(asio::make_strand(ex), use_tuple);
+    // One I/O thread needs no strands, and io_context's executor is cheaper to copy (no
+    // allocation inside any_io_executor) on every operation of the data path.
+    asio::any_io_executor conn_ex = ex;
+    if (st->strands) conn_ex = asio::make_strand(ex);
+    auto [ec, sock] = co_await acceptor->async_accept(conn_ex, use_tuple);
     if (ec == asio::error::operation_aborted || st->stopping) co_return;
     if (ec) {
       // EMFILE and friends: back off briefly instead of spinning.
@@ -391,7 +403,7 @@ asio::awaitable<void> run_acceptor(tcp::acceptor* acceptor, server_state* st) {
     std::string remote;
     auto rep = sock.remote_endpoint(ec);
     if (!ec) remote = rep.address().to_string() + ":" + std::to_string(rep.port());
-    auto conn_ex = sock.get_executor();
+    conn_ex = sock.get_executor();
     beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(sock)), st->tls);
     asio::co_spawn(conn_ex, run_connection(std::move(stream), std::move(remote), st),
                    asio::detached);
@@ -439,13 +451,18 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
   ssl::context tls(ssl::context::tls_server);
   configure_tls(tls, opts);
   server_state st{tls, handler, m, opts.limits, opts.sessions};
+  st.strands = opts.threads > 1;
   asio::io_context ioc(opts.threads);
+  asio::thread_pool workers(static_cast<std::size_t>(std::max(1, opts.workers)));
+  st.workers = &workers;
 
   beast::error_code ec;
   auto addr = asio::ip::make_address(opts.host, ec);
   if (ec) throw std::runtime_error("invalid listen address " + opts.host);
   tcp::endpoint ep(addr, opts.port);
-  tcp::acceptor acceptor(asio::make_strand(ioc));
+  asio::any_io_executor acceptor_strand = ioc.get_executor();
+  if (st.strands) acceptor_strand = asio::make_strand(ioc);
+  tcp::acceptor acceptor(acceptor_strand);
   acceptor.open(ep.protocol(), ec);
   if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) acceptor.bind(ep, ec);
@@ -466,6 +483,7 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
     tc.port = opts.tunnel_port;
     tc.cert_file = opts.cert_file;
     tc.key_file = opts.key_file;
+    tc.strands = st.strands;
     tunnels = std::make_unique<tunnel_server>(ioc, tc, *opts.sessions, m);
     auto tunnel_bound = tunnels->start();
     if (opts.on_tunnel_listening) opts.on_tunnel_listening(tunnel_bound);
@@ -518,6 +536,7 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
   for (int i = 1; i < opts.threads; ++i) pool.emplace_back([&] { ioc.run(); });
   ioc.run();
   for (auto& t : pool) t.join();
+  workers.join();
   return stop_signal;
 }
 

@@ -28,7 +28,8 @@ struct runtime_options {
   std::string cert_file;  // PEM chain
   std::string key_file;   // PEM private key
   http_limits limits;
-  int threads = 2;
+  int threads = 1;  // I/O threads (TLS, WebSocket, tunnels, relaying)
+  int workers = 2;  // threads running API requests, so no request stalls the I/O
   // Called once listening, with the bound "host:port" (the port is real even when 0 was asked).
   std::function<void(const std::string& bound)> on_listening;
   // The agents' tunnel listener (TLS 1.3, ALPN rsgate/1), served when `sessions` is set.

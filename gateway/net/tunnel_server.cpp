@@ -610,7 +610,11 @@ struct tunnel_server::impl {
   std::vector<std::weak_ptr<tunnel_connection>> live;
 
   impl(asio::io_context& io, tunnel_config c, service& s, metrics& mm)
-      : ioc(io), ctx(s, mm, std::move(c)), acceptor(asio::make_strand(io)) {}
+      : ioc(io), ctx(s, mm, std::move(c)), acceptor(executor_for(io, ctx.cfg.strands)) {}
+  static asio::any_io_executor executor_for(asio::io_context& io, bool strands) {
+    if (strands) return asio::make_strand(io);
+    return io.get_executor();
+  }
 };
 
 namespace {
@@ -620,7 +624,9 @@ asio::awaitable<void> run_tunnel(std::shared_ptr<tunnel_connection> c) { co_awai
 asio::awaitable<void> accept_tunnels(tunnel_server::impl* st) {
   auto ex = co_await asio::this_coro::executor;
   for (;;) {
-    auto [ec, sock] = co_await st->acceptor.async_accept(asio::make_strand(ex), use_tuple);
+    asio::any_io_executor conn_ex = ex;
+    if (st->ctx.cfg.strands) conn_ex = asio::make_strand(ex);
+    auto [ec, sock] = co_await st->acceptor.async_accept(conn_ex, use_tuple);
     if (ec == asio::error::operation_aborted || !st->acceptor.is_open()) co_return;
     if (ec) {
       asio::steady_timer t(ex, std::chrono::milliseconds(100));
@@ -636,7 +642,7 @@ asio::awaitable<void> accept_tunnels(tunnel_server::impl* st) {
     std::string remote;
     auto rep = sock.remote_endpoint(ec);
     if (!ec) remote = rep.address().to_string() + ":" + std::to_string(rep.port());
-    auto conn_ex = sock.get_executor();
+    conn_ex = sock.get_executor();
     auto c = std::make_shared<tunnel_connection>(
         beast::ssl_stream<beast::tcp_stream>(beast::tcp_stream(std::move(sock)), st->tls), std::move(remote), st->ctx);
     {

@@ -19,6 +19,7 @@ struct tunnel_config {
   int handshake_timeout_ms = 20'000;   // TLS + HELLO + CHAP
   int dead_peer_ms = 90'000;           // no frame at all for this long: the tunnel is dead
   std::size_t max_tunnels = 1024;
+  bool strands = true;  // false with one I/O thread: no strand per connection
 };
 
 class tunnel_server {

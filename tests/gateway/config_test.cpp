@@ -44,6 +44,7 @@ name = "gw-prod-1"
 data = "/var/lib/rsgate"
 log_level = "warn"
 threads = 4
+workers = 3
 [http]
 listen = "[::1]:9443"
 max_connections = 10
@@ -59,6 +60,7 @@ probe_ms = 0
   CHECK(c.data_dir == "/var/lib/rsgate");
   CHECK(c.log_level == "warn");
   CHECK(c.threads == 4);
+  CHECK(c.workers == 3);
   CHECK(c.http.host == "::1");
   CHECK(c.http.port == 9443);
   CHECK(c.limits.max_connections == 10);
@@ -99,6 +101,8 @@ TEST_CASE("configuration errors name the key and the reason") {
       {"[http]\nmax_connections = 0\n", "http.max_connections"},
       {"[http]\nmax_connections = \"10\"\n", "http.max_connections"},
       {"[journal]\nprobe_ms = -1\n", "journal.probe_ms"},
+      {"[gateway]\nthreads = 0\n", "gateway.threads"},
+      {"[gateway]\nworkers = 65\n", "gateway.workers"},
       {"[gateway]\nlog_level = \"loud\"\n", "gateway.log_level"},
       {"[gateway]\nname = \"way too long and with spaces\"\n", "gateway.name"},
       {"[gateway\n", "rsgate.toml:"},
