@@ -53,17 +53,21 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 // One channel: a TCP connection to the local target of an offered scope. The gateway may
 // have at most `credit` bytes in flight toward us... and we toward it: see docs/protocol.md §8.
 struct local_channel {
-  local_channel(asio::any_io_executor ex, std::uint32_t i) : id(i), sock(ex), timer(ex) {}
+  local_channel(asio::any_io_executor ex, std::uint32_t i) : id(i), sock(ex), data_timer(ex), credit_timer(ex) {}
   std::uint32_t id;
   std::string scope, access_type, actor;
   tcp::socket sock;
-  asio::steady_timer timer;
+  asio::steady_timer data_timer;    // local_writer waits here for the gateway's bytes or EOF
+  asio::steady_timer credit_timer;  // local_reader waits here for the gateway's window
   std::int64_t credit = 0;             // bytes we may still send to the gateway
   std::deque<bytes> inbox;             // from the gateway, not yet written locally
   std::size_t inbox_bytes = 0;
   bool gateway_eof = false, local_eof = false, closed = false, shut_down_local = false;
   std::int64_t bytes_in = 0, bytes_out = 0;
-  void wake() { timer.cancel(); }
+  void wake() {
+    data_timer.cancel();
+    credit_timer.cancel();
+  }
 };
 
 struct agent_state {
@@ -149,20 +153,25 @@ std::string status_json(const agent_state& st) {
   return json::serialize(o);
 }
 
+// Bytes read from the tunnel and not yet fed to the decoder.
+struct read_buffer {
+  std::array<std::uint8_t, 16 * 1024> data{};  // one TLS record's plaintext at most
+  std::size_t begin = 0, end = 0;
+};
+
 // Reads one frame with the decoder, waiting for more bytes as needed.
-asio::awaitable<std::optional<tunnel::frame>> read_frame(agent_state& st, std::vector<std::uint8_t>& pending) {
-  std::array<std::uint8_t, 16 * 1024> buf{};
+asio::awaitable<std::optional<tunnel::frame>> read_frame(agent_state& st, read_buffer& rb) {
   for (;;) {
     if (auto f = st.dec->next()) co_return f;
-    if (!pending.empty()) {
-      auto used = st.dec->feed(pending);
-      pending.erase(pending.begin(), pending.begin() + static_cast<long>(used));
+    if (rb.begin < rb.end) {
+      rb.begin += st.dec->feed(std::span<const std::uint8_t>(rb.data.data() + rb.begin, rb.end - rb.begin));
       if (st.dec->error() != tunnel::decode_error::none) co_return std::nullopt;
       continue;
     }
-    auto [ec, n] = co_await st.stream->async_read_some(asio::buffer(buf), use_tuple);
+    auto [ec, n] = co_await st.stream->async_read_some(asio::buffer(rb.data), use_tuple);
     if (ec) co_return std::nullopt;
-    pending.assign(buf.begin(), buf.begin() + static_cast<long>(n));
+    rb.begin = 0;
+    rb.end = n;
   }
 }
 
@@ -215,8 +224,8 @@ asio::awaitable<void> local_reader(agent_state& st, std::shared_ptr<local_channe
   std::vector<std::uint8_t> buf(tunnel::kMaxDataPayload);
   while (!ch->closed) {  // one DATA frame per read, at most the frame limit and the credit
     if (ch->credit <= 0) {
-      ch->timer.expires_after(std::chrono::seconds(60));
-      co_await ch->timer.async_wait(use_tuple);
+      ch->credit_timer.expires_after(std::chrono::seconds(60));
+      co_await ch->credit_timer.async_wait(use_tuple);
       continue;
     }
     auto want = std::min<std::size_t>(buf.size(), static_cast<std::size_t>(ch->credit));
@@ -234,19 +243,36 @@ asio::awaitable<void> local_reader(agent_state& st, std::shared_ptr<local_channe
   }
 }
 
+// WINDOW increments go to the gateway in batches of at least this many bytes written: it
+// keeps three quarters of its window meanwhile, so the batching never stalls it.
+constexpr std::uint32_t kWindowBatch = tunnel::kInitialWindow / 4;
+
 asio::awaitable<void> local_writer(agent_state& st, std::shared_ptr<local_channel> ch) {
+  std::uint32_t unacked = 0;  // written locally, not yet returned to the gateway
+  std::vector<bytes> batch;
+  std::vector<asio::const_buffer> bufs;
   while (!ch->closed) {
     if (!ch->inbox.empty()) {
-      auto chunk = std::move(ch->inbox.front());
-      ch->inbox.pop_front();
-      ch->inbox_bytes -= chunk.size();
-      auto [ec, n] = co_await asio::async_write(ch->sock, asio::buffer(chunk), use_tuple);
+      // Everything waiting in one write (at most the window, 256 KiB).
+      batch.clear();
+      bufs.clear();
+      while (!ch->inbox.empty()) {
+        batch.push_back(std::move(ch->inbox.front()));
+        ch->inbox.pop_front();
+        bufs.emplace_back(asio::buffer(batch.back()));
+      }
+      auto [ec, n] = co_await asio::async_write(ch->sock, bufs, use_tuple);
+      ch->inbox_bytes -= n;
       if (ec) {
         finish_channel(st, ch, true);
         break;
       }
       ch->bytes_in += static_cast<std::int64_t>(n);
-      send_frame(st, tunnel::encode_window(ch->id, static_cast<std::uint32_t>(n)));
+      unacked += static_cast<std::uint32_t>(n);
+      if (unacked >= kWindowBatch) {
+        send_frame(st, tunnel::encode_window(ch->id, unacked));
+        unacked = 0;
+      }
       continue;
     }
     if (ch->gateway_eof && !ch->shut_down_local) {
@@ -256,8 +282,8 @@ asio::awaitable<void> local_writer(agent_state& st, std::shared_ptr<local_channe
       maybe_done(st, ch);
       continue;
     }
-    ch->timer.expires_after(std::chrono::seconds(60));
-    co_await ch->timer.async_wait(use_tuple);
+    ch->data_timer.expires_after(std::chrono::seconds(60));
+    co_await ch->data_timer.async_wait(use_tuple);
   }
 }
 
@@ -403,7 +429,7 @@ asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
   for (auto& s : st.opt.prof.scopes) id.scopes.push_back({s.name, ""});
   agent_handshake hs(id, exporter, make_client_nonce());
   st.dec.emplace();
-  std::vector<std::uint8_t> pending;
+  read_buffer rb;
   send(st, tunnel::frame_type::hello, tunnel::to_payload(hs.make_hello()));
   asio::co_spawn(co_await asio::this_coro::executor, keepalive(st), asio::detached);
   std::string why;
@@ -413,7 +439,7 @@ asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
     st.done = true;
   };
   while (!st.done) {
-    auto f = co_await read_frame(st, pending);
+    auto f = co_await read_frame(st, rb);
     if (!f) {
       if (!st.done) fail(st.dec->error() != tunnel::decode_error::none
                              ? std::string("protocol error from the gateway: ") + std::string(tunnel::describe(st.dec->error()))
@@ -533,15 +559,16 @@ asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
           }
           ch->inbox_bytes += f->payload.size();
           ch->inbox.push_back(std::move(f->payload));
+          ch->data_timer.cancel();
         } else if (f->header.type == tunnel::frame_type::window) {
           ch->credit += tunnel::window_increment(*f);
+          ch->credit_timer.cancel();
         } else if (f->header.type == tunnel::frame_type::eof) {
           ch->gateway_eof = true;
+          ch->data_timer.cancel();
         } else {
           finish_channel(st, ch, true);
-          break;
         }
-        ch->wake();
         break;
       }
       default:
