@@ -37,6 +37,7 @@
 #include "core/timefmt.hpp"
 #include "gateway/tunnel/messages.hpp"
 #include "gateway/tunnel/protocol.hpp"
+#include "gateway/tunnel/window.hpp"
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -62,6 +63,7 @@ struct local_channel {
   std::int64_t credit = 0;             // bytes we may still send to the gateway
   std::deque<bytes> inbox;             // from the gateway, not yet written locally
   std::size_t inbox_bytes = 0;
+  tunnel::receive_window rw;           // ours toward the gateway: its DATA limit and growth
   bool gateway_eof = false, local_eof = false, closed = false, shut_down_local = false;
   std::int64_t bytes_in = 0, bytes_out = 0;
   void wake() {
@@ -91,6 +93,7 @@ struct agent_state {
   std::deque<std::string> pending_key_replies;  // control clients waiting for a KEY_ACK
   std::vector<std::shared_ptr<local_socket>> key_waiters;
   std::map<std::uint32_t, std::shared_ptr<local_channel>> channels;
+  tunnel::window_budget windows{tunnel::kTunnelWindowBudget};  // growth of our receive windows
 };
 
 void line(agent_state& st, const std::string& text) {
@@ -206,6 +209,7 @@ void print_notice(agent_state& st, const tunnel::notice& n) {
 void finish_channel(agent_state& st, const std::shared_ptr<local_channel>& ch, bool send_close) {
   if (ch->closed) return;
   ch->closed = true;
+  ch->rw.release(&st.windows);
   beast::error_code ignored;
   ch->sock.close(ignored);
   ch->wake();
@@ -243,12 +247,7 @@ asio::awaitable<void> local_reader(agent_state& st, std::shared_ptr<local_channe
   }
 }
 
-// WINDOW increments go to the gateway in batches of at least this many bytes written: it
-// keeps three quarters of its window meanwhile, so the batching never stalls it.
-constexpr std::uint32_t kWindowBatch = tunnel::kInitialWindow / 4;
-
 asio::awaitable<void> local_writer(agent_state& st, std::shared_ptr<local_channel> ch) {
-  std::uint32_t unacked = 0;  // written locally, not yet returned to the gateway
   std::vector<bytes> batch;
   std::vector<asio::const_buffer> bufs;
   while (!ch->closed) {
@@ -268,11 +267,9 @@ asio::awaitable<void> local_writer(agent_state& st, std::shared_ptr<local_channe
         break;
       }
       ch->bytes_in += static_cast<std::int64_t>(n);
-      unacked += static_cast<std::uint32_t>(n);
-      if (unacked >= kWindowBatch) {
-        send_frame(st, tunnel::encode_window(ch->id, unacked));
-        unacked = 0;
-      }
+      // Returned in WINDOW batches of a quarter window; the window grows while busy.
+      if (auto inc = ch->rw.consumed(static_cast<std::uint32_t>(n), &st.windows))
+        send_frame(st, tunnel::encode_window(ch->id, inc));
       continue;
     }
     if (ch->gateway_eof && !ch->shut_down_local) {
@@ -553,7 +550,7 @@ asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
         if (it == st.channels.end()) break;  // closed meanwhile: frames in flight
         auto ch = it->second;
         if (f->header.type == tunnel::frame_type::data) {
-          if (ch->inbox_bytes + f->payload.size() > tunnel::kInitialWindow || ch->gateway_eof) {
+          if (ch->inbox_bytes + f->payload.size() > ch->rw.window() || ch->gateway_eof) {
             fail("the gateway sent beyond a channel's window");
             break;
           }
@@ -561,7 +558,7 @@ asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
           ch->inbox.push_back(std::move(f->payload));
           ch->data_timer.cancel();
         } else if (f->header.type == tunnel::frame_type::window) {
-          ch->credit += tunnel::window_increment(*f);
+          ch->credit = std::min<std::int64_t>(ch->credit + tunnel::window_increment(*f), tunnel::kMaxWindow);
           ch->credit_timer.cancel();
         } else if (f->header.type == tunnel::frame_type::eof) {
           ch->gateway_eof = true;

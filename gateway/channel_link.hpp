@@ -12,11 +12,13 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 
 #include "core/clock.hpp"
 #include "core/encoding.hpp"
+#include "gateway/tunnel/window.hpp"
 
 namespace rsgate::gateway {
 
@@ -28,6 +30,8 @@ struct channel_link {
   // agent -> representative
   std::deque<bytes> inbox;
   std::size_t inbox_bytes = 0;
+  std::uint32_t window = tunnel::kInitialWindow;  // raised by the stream side as it grows
+  std::shared_ptr<tunnel::window_budget> budget;   // the tunnel's, for that growth
   bool agent_eof = false;
   // representative -> agent
   std::int64_t credit = 0;

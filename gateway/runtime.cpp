@@ -68,9 +68,6 @@ std::optional<std::string> token_param(std::string_view target) {
 // writer run on this connection's strand, each waiting on its own timer, which the tunnel
 // side cancels (through channel_link::wake) when there is something for them.
 constexpr std::size_t kStreamMessageMax = 64 * 1024;  // both ways; docs/api.md
-// WINDOW increments go to the agent in batches of at least this many bytes consumed: the
-// agent keeps three quarters of its window meanwhile, so it never stalls on the batching.
-constexpr std::uint32_t kWindowBatch = tunnel::kInitialWindow / 4;
 
 struct stream_timers {
   explicit stream_timers(const asio::any_io_executor& ex) : data(ex), credit(ex) {}
@@ -170,7 +167,9 @@ asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::str
   auto reader_done = std::make_shared<bool>(false);
   asio::co_spawn(ex, channel_reader(&ws, c, g.link, timers, reader_done), asio::detached);
   bool eof_sent = false;
-  std::uint32_t unacked = 0;  // consumed, not yet returned to the agent in a WINDOW
+  // What we hand on goes back to the agent in WINDOW batches of a quarter window, and the
+  // window grows while the channel is busy (tunnel/window.hpp).
+  tunnel::receive_window rw;
   std::vector<bytes> batch;
   std::vector<asio::const_buffer> bufs;
   for (;;) {
@@ -199,10 +198,12 @@ asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::str
         g.link->channel_close(c->id, "the representative's connection failed");
         break;
       }
-      unacked += static_cast<std::uint32_t>(total);
-      if (unacked >= kWindowBatch) {
-        g.link->channel_window(c->id, unacked);
-        unacked = 0;
+      if (auto inc = rw.consumed(static_cast<std::uint32_t>(total), c->budget.get())) {
+        {
+          std::lock_guard lock(c->mu);
+          c->window = rw.window();  // before the agent can use the growth
+        }
+        g.link->channel_window(c->id, inc);
       }
       continue;
     }
@@ -222,6 +223,7 @@ asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::str
     reason = c->reason;
     c->wake_stream = nullptr;
   }
+  rw.release(c->budget.get());
   if (!*reader_done) {
     websocket::close_reason cr(websocket::close_code::normal);
     cr.reason = reason.substr(0, 120);

@@ -78,13 +78,21 @@ struct shared_ctx {
   tunnel_config cfg;
   std::mutex limiter_mu;
   auth::failure_limiter limiter{auth::limit_policy{}};
+  tunnel::window_budget windows{tunnel::kGatewayWindowBudget};  // growth of every tunnel's windows
 };
+
+// What the gateway holds for one agent before it gives up on it as not reading: every
+// channel's initial window, the growth the agent may grant under rsgate's own policy
+// (docs/protocol.md §8), and room for control frames.
+constexpr std::size_t kMaxQueuedBytes =
+    tunnel::kMaxChannelsPerTunnel * tunnel::kInitialWindow + tunnel::kTunnelWindowBudget + (1u << 20);
 
 class tunnel_connection : public tunnel_link, public std::enable_shared_from_this<tunnel_connection> {
  public:
   tunnel_connection(beast::ssl_stream<beast::tcp_stream> s, std::string remote, shared_ctx& ctx)
       : stream_(std::move(s)), remote_(std::move(remote)), ctx_(ctx), svc_(ctx.svc), metrics_(ctx.m),
-        cfg_(ctx.cfg), wake_(stream_.get_executor()) {
+        cfg_(ctx.cfg), wake_(stream_.get_executor()),
+        budget_(std::make_shared<tunnel::window_budget>(tunnel::kTunnelWindowBudget, &ctx.windows)) {
     wake_.expires_at(std::chrono::steady_clock::time_point::max());
   }
 
@@ -102,6 +110,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     c->user = actor;
     c->session_id = session_;
     c->opened_at = system_clock::instance().now();
+    c->budget = budget_;
     {
       std::lock_guard lock(ch_mu_);
       if (channels_.size() >= tunnel::kMaxChannelsPerTunnel || closing_flag_) {
@@ -158,12 +167,14 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     bool wake = false;
     {
       std::lock_guard lock(out_mu_);
-      // Bounded by the windows (256 channels x 256 KiB in 32 KiB frames = 2048 DATA frames)
-      // plus control frames: beyond that the agent is not reading, so give up on it.
-      if (out_.size() >= 4096) {
+      // Bounded by the agent's windows plus control frames: beyond that the agent is not
+      // reading, so give up on it.
+      if (out_bytes_ + frame.size() > kMaxQueuedBytes) {
         overflow_ = true;
         out_.clear();
+        out_bytes_ = 0;
       } else {
+        out_bytes_ += frame.size();
         out_.push_back(std::move(frame));
       }
       wake = writer_idle_;
@@ -242,6 +253,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   asio::steady_timer wake_;
   std::mutex out_mu_;
   std::deque<bytes> out_;     // guarded by out_mu_
+  std::size_t out_bytes_ = 0; // guarded by out_mu_
   bool writer_idle_ = false;  // guarded by out_mu_: the writer waits on wake_
   bool overflow_ = false;     // guarded by out_mu_
   bool closing_ = false;
@@ -256,6 +268,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   std::mutex ch_mu_;  // channels_ is read by stream sides on other strands
   std::map<std::uint32_t, std::shared_ptr<channel_link>> channels_;
   std::set<std::uint32_t> recently_closed_;
+  std::shared_ptr<tunnel::window_budget> budget_;  // growth of this tunnel's receive windows
   std::uint32_t next_channel_ = 1;
   bool closing_flag_ = false;
 };
@@ -299,7 +312,7 @@ bool tunnel_connection::on_channel_frame(tunnel::frame& f) {
       {
         std::lock_guard lock(c->mu);
         if (!c->closed) {
-          if (c->inbox_bytes + f.payload.size() > tunnel::kInitialWindow || c->agent_eof) {
+          if (c->inbox_bytes + f.payload.size() > c->window || c->agent_eof) {
             overflow = true;
           } else {
             c->inbox_bytes += f.payload.size();
@@ -359,6 +372,7 @@ asio::awaitable<void> tunnel_connection::writer() {
         batch.push_back(std::move(out_.front()));
         out_.pop_front();
       }
+      out_bytes_ -= total;
       if (batch.empty() && !closing_) {
         writer_idle_ = true;  // push() wakes us; until this wait begins it cannot run here
         wait = true;
@@ -371,6 +385,7 @@ asio::awaitable<void> tunnel_connection::writer() {
         closing_ = true;
         std::lock_guard lock(out_mu_);
         out_.clear();
+        out_bytes_ = 0;
         break;
       }
       continue;
