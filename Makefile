@@ -50,9 +50,9 @@ bench: deps
 	cmake --build --preset release --target journal_bench
 	./build/release/tests/bench/journal_bench
 
-# The data path against ssh -L and stunnel on loopback (tests/bench/tunnel_bench.sh).
+# The data path against ssh -L, stunnel and three socat relays on loopback (tests/bench/tunnel_bench.sh).
 bench-tunnel: deps
-	RSGATE_EXTRA_PACKAGES="iperf3 stunnel4" bash scripts/install-deps.sh
+	RSGATE_EXTRA_PACKAGES="iperf3 stunnel4 socat" bash scripts/install-deps.sh
 	cmake --preset release >/dev/null
 	cmake --build --preset release --target rsgate rsgate-agent
 	bash tests/bench/tunnel_bench.sh

@@ -5,9 +5,14 @@
 #   raw       iperf3 client -> iperf3 server
 #   ssh -L    client -> ssh -L (aes128-gcm) -> sshd -> server
 #   stunnel   client -> stunnel (TLS client) -> stunnel (TLS server) -> server
+#   socat3    client -> socat (TLS client) -> socat (TLS server, TLS client) -> socat (TLS server)
+#             -> server: rsgate's own topology (three relays, two TLS legs) built from a lean
+#             C relay, so the cost of that topology on this machine is measured, not guessed
 #   rsgate    client -> rsgate connect -> gateway -> tunnel -> rsgate-agent -> server
 # Throughput: iperf3, 1 and 4 streams, SECONDS each. Latency: 64-byte ping-pongs, p50/p99.
-# Also the gateway's CPU seconds per GB relayed. Every process started here is stopped by PID.
+# Also the CPU seconds per GB relayed of the gateway, the agent and rsgate connect, and the
+# CPU microseconds each spends per ping-pong round trip. Every process started here is stopped
+# by PID.
 set -euo pipefail
 
 BIN=${BIN:-build/release}
@@ -104,6 +109,21 @@ stunnel4 "$work/stunnel-server.conf" 2>"$work/stunnel-s.err" & pids+=($!)
 stunnel4 "$work/stunnel-client.conf" 2>"$work/stunnel-c.err" & pids+=($!)
 wait_port "$st_echo"
 
+# socat3: three socat relays, one per target, forking per connection; 64 KiB buffers.
+cat "$work/st.key" "$work/st.pem" > "$work/socat.pem"
+declare -A socat_in
+for target in iperf echo; do
+  [ $target = iperf ] && dst=$iperf_port || dst=$echo_port
+  far=$(free_port); mid=$(free_port); near=$(free_port)
+  socat -b 65536 "OPENSSL-LISTEN:$far,bind=127.0.0.1,reuseaddr,fork,cert=$work/socat.pem,verify=0" \
+    "TCP:127.0.0.1:$dst" 2>/dev/null & pids+=($!)
+  socat -b 65536 "OPENSSL-LISTEN:$mid,bind=127.0.0.1,reuseaddr,fork,cert=$work/socat.pem,verify=0" \
+    "OPENSSL:127.0.0.1:$far,verify=0" 2>/dev/null & pids+=($!)
+  socat -b 65536 "TCP-LISTEN:$near,bind=127.0.0.1,reuseaddr,fork" "OPENSSL:127.0.0.1:$mid,verify=0" 2>/dev/null & pids+=($!)
+  socat_in[$target]=$near
+  wait_port "$near"
+done
+
 # rsgate: gateway, enrolled machine offering both targets, agent, owner, two rsgate connect.
 "$rsgate" init --data "$work/gw" --name bench >/dev/null
 sed -i 's/listen = "127.0.0.1:8443"/listen = "127.0.0.1:0"/; s/listen = "127.0.0.1:4433"/listen = "127.0.0.1:0"/' "$work/gw/rsgate.toml"
@@ -114,7 +134,7 @@ tunnel=$(sed -n 's/.*tunnel: //p' "$work/gw.out"); https=$(sed -n 's|.*console: 
   --scope "echo=127.0.0.1:$echo_port" --gateway "$tunnel" --profile-out "$work/m.toml" --data "$work/gw" >/dev/null
 echo "a long enough password" | "$rsgate" user add rep --role representative --password-stdin --data "$work/gw"
 token=$("$rsgate" token create --user rep --data "$work/gw")
-"$agent" start --profile "$work/m.toml" --control "$work/agent.sock" >"$work/agent.out" 2>"$work/agent.err" & pids+=($!)
+"$agent" start --profile "$work/m.toml" --control "$work/agent.sock" >"$work/agent.out" 2>"$work/agent.err" & ag_pid=$!; pids+=($ag_pid)
 for _ in $(seq 1 100); do grep -q "Session key:" "$work/agent.out" && break; sleep 0.1; done
 key=$(sed -n 's/Session key: //p' "$work/agent.out")
 sid=$(curl -sS --cacert "$work/gw/ca.pem" -H "Authorization: Bearer $token" \
@@ -122,9 +142,9 @@ sid=$(curl -sS --cacert "$work/gw/ca.pem" -H "Authorization: Bearer $token" \
   python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 rs_iperf=$(free_port); rs_echo=$(free_port)
 "$rsgate" connect --gateway "https://$https" --token "$token" --session "$sid" --scope iperf --access-type other \
-  --listen "127.0.0.1:$rs_iperf" --ca "$work/gw/ca.pem" >/dev/null 2>"$work/c1.err" & pids+=($!)
+  --listen "127.0.0.1:$rs_iperf" --ca "$work/gw/ca.pem" >/dev/null 2>"$work/c1.err" & c1_pid=$!; pids+=($c1_pid)
 "$rsgate" connect --gateway "https://$https" --token "$token" --session "$sid" --scope echo --access-type other \
-  --listen "127.0.0.1:$rs_echo" --ca "$work/gw/ca.pem" >/dev/null 2>"$work/c2.err" & pids+=($!)
+  --listen "127.0.0.1:$rs_echo" --ca "$work/gw/ca.pem" >/dev/null 2>"$work/c2.err" & c2_pid=$!; pids+=($c2_pid)
 wait_port "$rs_echo"; sleep 0.5
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -132,33 +152,46 @@ hz=$(getconf CLK_TCK)
 
 printf '%-9s %12s %12s %10s %10s\n' path "1 stream" "4 streams" "p50 us" "p99 us"
 declare -A result
-for path in raw ssh stunnel rsgate; do
+for path in raw ssh stunnel socat3 rsgate; do
   case $path in
     raw) ip=$iperf_port; ep=$echo_port ;;
     ssh) ip=$ssh_iperf; ep=$ssh_echo ;;
     stunnel) ip=$st_iperf; ep=$st_echo ;;
+    socat3) ip=${socat_in[iperf]}; ep=${socat_in[echo]} ;;
     rsgate) ip=$rs_iperf; ep=$rs_echo ;;
   esac
-  [ "$path" = rsgate ] && t0=$(cpu_ticks "$gw_pid")
+  [ "$path" = rsgate ] && read -r g0 a0 k0 < <(echo "$(cpu_ticks "$gw_pid") $(cpu_ticks "$ag_pid") $(cpu_ticks "$c1_pid")")
   run_iperf "$work/$path-1.json" -c 127.0.0.1 -p "$ip" -t "$SECONDS_PER_RUN"
   run_iperf "$work/$path-4.json" -c 127.0.0.1 -p "$ip" -t "$SECONDS_PER_RUN" -P 4
   one=$(gbits "$work/$path-1.json")
   four=$(gbits "$work/$path-4.json")
   if [ "$path" = rsgate ]; then
-    t1=$(cpu_ticks "$gw_pid")
+    read -r g1 a1 k1 < <(echo "$(cpu_ticks "$gw_pid") $(cpu_ticks "$ag_pid") $(cpu_ticks "$c1_pid")")
     bytes=$(python3 -c "import json; print(sum(json.load(open(f))['end']['sum_received']['bytes'] for f in ['$work/rsgate-1.json','$work/rsgate-4.json']))")
-    cpu_per_gb=$(python3 -c "print('%.2f' % (($t1 - $t0) / $hz / ($bytes / 1e9)))")
+    cpu_per_gb=$(python3 -c "print(' '.join('%.2f' % ((b - a) / $hz / ($bytes / 1e9)) for a, b in [($g0, $g1), ($a0, $a1), ($k0, $k1)]))")
+    read -r pg0 pa0 pk0 < <(echo "$(cpu_ticks "$gw_pid") $(cpu_ticks "$ag_pid") $(cpu_ticks "$c2_pid")")
   fi
   read -r p50 p99 < <(python3 "$here/pingpong.py" client "$ep" "$PINGS" 64)
+  if [ "$path" = rsgate ]; then
+    read -r pg1 pa1 pk1 < <(echo "$(cpu_ticks "$gw_pid") $(cpu_ticks "$ag_pid") $(cpu_ticks "$c2_pid")")
+    cpu_per_rt=$(python3 -c "print(' '.join('%.0f' % ((b - a) * 1e6 / $hz / $PINGS) for a, b in [($pg0, $pg1), ($pa0, $pa1), ($pk0, $pk1)]))")
+  fi
   result[$path]="$one $four $p50 $p99"
   printf '%-9s %9s Gb/s %9s Gb/s %10s %10s\n' "$path" "$one" "$four" "$p50" "$p99"
 done
-echo "gateway CPU: $cpu_per_gb s per GB relayed (both directions of the iperf runs)"
+read -r cg ca ck <<<"$cpu_per_gb"
+read -r rg ra rk <<<"$cpu_per_rt"
+echo "CPU s per GB relayed (iperf runs): gateway $cg, agent $ca, rsgate connect $ck"
+echo "CPU us per round trip (ping-pong, clock ticks of $((1000000 / hz)) us): gateway $rg, agent $ra, rsgate connect $rk"
 read -r ssh1 ssh4 sshp50 _ <<<"${result[ssh]}"
+read -r so1 so4 sop50 _ <<<"${result[socat3]}"
 read -r rs1 rs4 rsp50 _ <<<"${result[rsgate]}"
-python3 - "$rs1" "$ssh1" "$rs4" "$ssh4" "$rsp50" "$sshp50" <<'PY'
+python3 - "$rs1" "$ssh1" "$rs4" "$ssh4" "$rsp50" "$sshp50" "$so1" "$so4" "$sop50" <<'PY'
 import sys
-rs1, ssh1, rs4, ssh4, rsp, sshp = map(float, sys.argv[1:])
+rs1, ssh1, rs4, ssh4, rsp, sshp, so1, so4, sop = map(float, sys.argv[1:])
+print(f"rsgate / socat3 (same topology): throughput 1 stream {rs1/so1:.2f}x, 4 streams {rs4/so4:.2f}x, "
+      f"p50 round trip {rsp/sop:.2f}x")
+print(f"socat3 / ssh -L: throughput 1 stream {so1/ssh1:.2f}x, 4 streams {so4/ssh4:.2f}x, p50 round trip {sop/sshp:.2f}x")
 print(f"rsgate / ssh -L throughput: 1 stream {rs1/ssh1:.2f}x, 4 streams {rs4/ssh4:.2f}x  (target >= 1.0x): "
       + ("met" if min(rs1/ssh1, rs4/ssh4) >= 1.0 else "NOT met"))
 print(f"rsgate / ssh -L p50 round trip: {rsp/sshp:.2f}x  (target <= 1.0x): " + ("met" if rsp <= sshp else "NOT met"))
