@@ -28,9 +28,14 @@ struct gateway_fixture {
   std::string https, tunnel;
   std::map<std::string, std::string> tokens;
 
-  gateway_fixture() {
+  // `threads`: the gateway's I/O threads; more than one puts each connection on a strand and
+  // a channel's two ends on different threads.
+  explicit gateway_fixture(int threads = 1) {
     init_data_dir(dir, "gw-flow", true);
     auto cfg = read_file(dir / "rsgate.toml");
+    auto t1 = cfg.find("threads = 1 ");
+    REQUIRE(t1 != std::string::npos);
+    cfg.replace(t1, 11, "threads = " + std::to_string(threads));
     for (auto port : {"8443", "4433"}) {
       auto from = std::string("listen = \"127.0.0.1:") + port + "\"";
       auto p = cfg.find(from);
@@ -333,7 +338,9 @@ std::vector<std::uint8_t> random_bytes(std::size_t n) {
 }  // namespace
 
 TEST_CASE("channels: bytes arrive intact both ways; revocation closes the grantee's channel at once") {
-  gateway_fixture f;
+  auto threads = GENERATE(1, 3);
+  INFO("gateway threads: " << threads);
+  gateway_fixture f(threads);
   echo_server echo;
   auto profile = f.enroll("7801237", false, {"echo=127.0.0.1:" + std::to_string(echo.port()), "hmc=127.0.0.1:9"});
   auto sess = start_and_attach(f, profile, "alice", "TS000000043");
@@ -397,7 +404,9 @@ TEST_CASE("channels: bytes arrive intact both ways; revocation closes the grante
 }
 
 TEST_CASE("a representative who stops reading stalls only his own channel") {
-  gateway_fixture f;
+  auto threads = GENERATE(1, 3);
+  INFO("gateway threads: " << threads);
+  gateway_fixture f(threads);
   echo_server echo;
   auto profile = f.enroll("7801238", false, {"echo=127.0.0.1:" + std::to_string(echo.port())});
   auto sess = start_and_attach(f, profile, "alice", "TS000000045");
