@@ -9,6 +9,7 @@
 #include <openssl/x509.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -36,6 +37,7 @@
 #include "core/clock.hpp"
 #include "core/timefmt.hpp"
 #include "gateway/tunnel/messages.hpp"
+#include "gateway/net/tls_stream.hpp"
 #include "gateway/tunnel/protocol.hpp"
 #include "gateway/tunnel/window.hpp"
 
@@ -77,7 +79,7 @@ struct agent_state {
   const start_options& opt;
   std::ostream& out;
   std::ostream& err;
-  std::optional<beast::ssl_stream<beast::tcp_stream>> stream;
+  std::optional<gateway::net::tls_stream> stream;  // the tunnel (docs/protocol.md §2)
   std::deque<bytes> outq;
   bool writing = false;
   bool done = false;
@@ -115,7 +117,7 @@ asio::awaitable<void> flush(agent_state& st) {
       st.outq.pop_front();
     }
     for (auto& b : batch) bufs.emplace_back(asio::buffer(b));
-    auto [ec, n] = co_await asio::async_write(*st.stream, bufs, use_tuple);
+    auto ec = co_await st.stream->write(bufs);
     if (ec) {
       st.outq.clear();
       break;
@@ -171,7 +173,7 @@ asio::awaitable<std::optional<tunnel::frame>> read_frame(agent_state& st, read_b
       if (st.dec->error() != tunnel::decode_error::none) co_return std::nullopt;
       continue;
     }
-    auto [ec, n] = co_await st.stream->async_read_some(asio::buffer(rb.data), use_tuple);
+    auto [ec, n] = co_await st.stream->read_some(asio::buffer(rb.data));
     if (ec) co_return std::nullopt;
     rb.begin = 0;
     rb.end = n;
@@ -347,8 +349,7 @@ asio::awaitable<void> control_client(agent_state& st, std::shared_ptr<local_sock
     // Give STOP a moment to leave, then close.
     asio::steady_timer t(sock->get_executor(), std::chrono::milliseconds(300));
     co_await t.async_wait(use_tuple);
-    beast::error_code ignored;
-    st.stream->next_layer().socket().close(ignored);
+    st.stream->close();
   }
 }
 
@@ -382,18 +383,29 @@ asio::awaitable<bool> connect_to(agent_state& st, ssl::context& tls, const std::
     st.err << fmt::format("rsgate-agent: cannot resolve {}: {}\n", address, rec.message());
     co_return false;
   }
-  st.stream.emplace(beast::tcp_stream(ex), tls);
-  st.stream->next_layer().expires_after(std::chrono::seconds(tunnel::kHandshakeTimeoutSeconds));
-  auto [cec, ep] = co_await st.stream->next_layer().async_connect(results, use_tuple);
+  st.stream.emplace(tcp::socket(ex), tls.native_handle());
+  st.stream->expires_after(std::chrono::seconds(tunnel::kHandshakeTimeoutSeconds));
+  auto [cec, ep] = co_await asio::async_connect(st.stream->socket(), results, use_tuple);
   if (cec) {
     st.err << fmt::format("rsgate-agent: cannot connect to {}: {}\n", address, cec.message());
     co_return false;
   }
   beast::error_code ignored;
-  st.stream->next_layer().socket().set_option(tcp::no_delay(true), ignored);
-  SSL_set_tlsext_host_name(st.stream->native_handle(), st.opt.prof.server_name.c_str());
-  st.stream->set_verify_callback(ssl::host_name_verification(st.opt.prof.server_name));
-  auto [hec] = co_await st.stream->async_handshake(ssl::stream_base::client, use_tuple);
+  st.stream->socket().set_option(tcp::no_delay(true), ignored);
+  // The gateway's certificate must chain to the pinned CA (verify_peer on the context) and
+  // name server_name: a DNS name, or an IP address in an IP SAN.
+  SSL* ssl = st.stream->native_handle();
+  const auto& name = st.opt.prof.server_name;
+  beast::error_code aec;
+  (void)asio::ip::make_address(name, aec);
+  if (aec) {
+    SSL_set_tlsext_host_name(ssl, name.c_str());
+    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    SSL_set1_host(ssl, name.c_str());
+  } else {
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name.c_str());
+  }
+  auto hec = co_await st.stream->handshake(false);
   if (hec) {
     st.err << fmt::format("rsgate-agent: TLS with {} failed: {} (is it the gateway of the pinned CA, named {}?)\n",
                           address, hec.message(), st.opt.prof.server_name);
@@ -443,7 +455,7 @@ asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
                              : std::string("the connection to the gateway was lost"));
       break;
     }
-    st.stream->next_layer().expires_after(std::chrono::seconds(tunnel::kDeadPeerSeconds));
+    st.stream->expires_after(std::chrono::seconds(tunnel::kDeadPeerSeconds));
     switch (f->header.type) {
       case tunnel::frame_type::challenge: {
         auto c = tunnel::parse_challenge(f->payload, why);
@@ -575,8 +587,8 @@ asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
   if (st.state != "ended") st.state = "disconnected";
   for (auto& [cid, ch] : std::map<std::uint32_t, std::shared_ptr<local_channel>>(st.channels)) finish_channel(st, ch, false);
   co_await flush(st);
-  st.stream->next_layer().expires_after(std::chrono::seconds(2));
-  co_await st.stream->async_shutdown(use_tuple);
+  st.stream->expires_after(std::chrono::seconds(2));
+  co_await st.stream->shutdown();
 }
 
 }  // namespace
@@ -587,6 +599,9 @@ std::string default_control_path() {
 }
 
 int run_agent(const start_options& o, std::ostream& out, std::ostream& err) {
+  // The tunnel's TLS writes to the socket with write(2) (net::tls_stream): a gateway that
+  // went away must be an error there, not a signal that kills the agent.
+  std::signal(SIGPIPE, SIG_IGN);
   asio::io_context ioc(1);
   ssl::context tls(ssl::context::tls_client);
   SSL_CTX_set_min_proto_version(tls.native_handle(), TLS1_3_VERSION);
@@ -634,13 +649,9 @@ int run_agent(const start_options& o, std::ostream& out, std::ostream& err) {
     if (st.stream && (st.state == "authenticated" || st.state == "active")) {
       send(st, tunnel::frame_type::stop, tunnel::to_payload(tunnel::reason_only{"customer"}));
       auto t = std::make_shared<asio::steady_timer>(ioc, std::chrono::milliseconds(300));
-      t->async_wait([&st, t](beast::error_code) {
-        beast::error_code ignored;
-        st.stream->next_layer().socket().close(ignored);
-      });
+      t->async_wait([&st, t](beast::error_code) { st.stream->close(); });
     } else if (st.stream) {
-      beast::error_code ignored;
-      st.stream->next_layer().socket().close(ignored);
+      st.stream->close();
     }
   });
   asio::co_spawn(ioc, run_tunnel(st, tls), [&](std::exception_ptr) {

@@ -31,6 +31,7 @@
 #include "core/log.hpp"
 #include "core/timefmt.hpp"
 #include "gateway/net/async_bridge.hpp"
+#include "gateway/net/tls_stream.hpp"
 #include "gateway/service.hpp"
 #include "gateway/tunnel/handshake.hpp"
 #include "gateway/tunnel/messages.hpp"
@@ -89,8 +90,8 @@ constexpr std::size_t kMaxQueuedBytes =
 
 class tunnel_connection : public tunnel_link, public std::enable_shared_from_this<tunnel_connection> {
  public:
-  tunnel_connection(beast::ssl_stream<beast::tcp_stream> s, std::string remote, shared_ctx& ctx)
-      : stream_(std::move(s)), remote_(std::move(remote)), ctx_(ctx), svc_(ctx.svc), metrics_(ctx.m),
+  tunnel_connection(tcp::socket sock, SSL_CTX* tls, std::string remote, shared_ctx& ctx)
+      : stream_(std::move(sock), tls), remote_(std::move(remote)), ctx_(ctx), svc_(ctx.svc), metrics_(ctx.m),
         cfg_(ctx.cfg), wake_(stream_.get_executor()),
         budget_(std::make_shared<tunnel::window_budget>(tunnel::kTunnelWindowBudget, &ctx.windows)) {
     wake_.expires_at(std::chrono::steady_clock::time_point::max());
@@ -244,7 +245,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     closing_ = true;
   }
 
-  beast::ssl_stream<beast::tcp_stream> stream_;
+  net::tls_stream stream_;
   std::string remote_;
   shared_ctx& ctx_;
   service& svc_;
@@ -380,7 +381,7 @@ asio::awaitable<void> tunnel_connection::writer() {
     }
     if (!batch.empty()) {
       for (auto& b : batch) bufs.emplace_back(asio::buffer(b));
-      auto [ec, n] = co_await asio::async_write(stream_, bufs, use_tuple);
+      auto ec = co_await stream_.write(bufs);
       if (ec) {
         closing_ = true;
         std::lock_guard lock(out_mu_);
@@ -400,10 +401,8 @@ asio::awaitable<void> tunnel_connection::writer() {
   }
   writer_done_ = true;
   // Closing the socket ends the reader's pending read too.
-  beast::error_code ignored;
-  stream_.next_layer().expires_after(std::chrono::seconds(2));
-  co_await stream_.async_shutdown(use_tuple);
-  stream_.next_layer().socket().close(ignored);
+  stream_.expires_after(std::chrono::seconds(2));
+  co_await stream_.shutdown();
 }
 
 asio::awaitable<bool> tunnel_connection::authenticate_step(const tunnel::frame& f) {
@@ -472,7 +471,7 @@ asio::awaitable<bool> tunnel_connection::authenticate_step(const tunnel::frame& 
     step.send_success->session = session_;
     authenticated_ = true;
     queue(tunnel::frame_type::success, tunnel::to_payload(*step.send_success));
-    stream_.next_layer().expires_after(std::chrono::milliseconds(cfg_.dead_peer_ms));
+    stream_.expires_after(std::chrono::milliseconds(cfg_.dead_peer_ms));
     co_return true;
   }
   // Denied: journal each failure (and a lock-out), answer FAILURE, close.
@@ -494,7 +493,7 @@ asio::awaitable<bool> tunnel_connection::authenticate_step(const tunnel::frame& 
 asio::awaitable<bool> tunnel_connection::on_frame(tunnel::frame& f) {
   if (!authenticated_) co_return co_await authenticate_step(f);
   std::string why;
-  stream_.next_layer().expires_after(std::chrono::milliseconds(cfg_.dead_peer_ms));
+  stream_.expires_after(std::chrono::milliseconds(cfg_.dead_peer_ms));
   switch (f.header.type) {
     case tunnel::frame_type::ping:
       queue(tunnel::frame_type::pong, {});
@@ -545,8 +544,8 @@ asio::awaitable<bool> tunnel_connection::on_frame(tunnel::frame& f) {
 asio::awaitable<void> tunnel_connection::run() {
   auto self = shared_from_this();
   ++metrics_.tunnels_active;
-  stream_.next_layer().expires_after(std::chrono::milliseconds(cfg_.handshake_timeout_ms));
-  auto [hec] = co_await stream_.async_handshake(ssl::stream_base::server, use_tuple);
+  stream_.expires_after(std::chrono::milliseconds(cfg_.handshake_timeout_ms));
+  auto hec = co_await stream_.handshake(true);
   const unsigned char* alpn = nullptr;
   unsigned alpn_len = 0;
   if (!hec) SSL_get0_alpn_selected(stream_.native_handle(), &alpn, &alpn_len);
@@ -569,9 +568,9 @@ asio::awaitable<void> tunnel_connection::run() {
   tunnel::decoder dec;
   std::array<std::uint8_t, 16 * 1024> buf{};
   while (!closing_) {
-    auto [ec, n] = co_await stream_.async_read_some(asio::buffer(buf), use_tuple);
+    auto [ec, n] = co_await stream_.read_some(asio::buffer(buf));
     if (ec) {
-      if (ec == beast::error::timeout) {
+      if (ec == asio::error::timed_out) {
         close_reason_ = authenticated_ ? "no frame from the agent for too long" : "handshake timed out";
         close_outcome_ = journal::outcome::error;
       } else if (!stopped_by_customer_ && close_reason_ == "closed") {
@@ -658,8 +657,7 @@ asio::awaitable<void> accept_tunnels(tunnel_server::impl* st) {
     auto rep = sock.remote_endpoint(ec);
     if (!ec) remote = rep.address().to_string() + ":" + std::to_string(rep.port());
     conn_ex = sock.get_executor();
-    auto c = std::make_shared<tunnel_connection>(
-        beast::ssl_stream<beast::tcp_stream>(beast::tcp_stream(std::move(sock)), st->tls), std::move(remote), st->ctx);
+    auto c = std::make_shared<tunnel_connection>(std::move(sock), st->tls.native_handle(), std::move(remote), st->ctx);
     {
       std::lock_guard lock(st->live_mu);
       std::erase_if(st->live, [](auto& w) { return w.expired(); });

@@ -1,0 +1,213 @@
+#include "gateway/net/tls_stream.hpp"
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace asio = boost::asio;
+
+namespace rsgate::gateway::net {
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+constexpr int kReadAheadBytes = 256 * 1024;  // what one recv() may bring in
+constexpr long kWriteBufferBytes = 256 * 1024;  // records collected before a send()
+
+}  // namespace
+
+tls_stream::tls_stream(asio::ip::tcp::socket sock, SSL_CTX* ctx)
+    : sock_(std::move(sock)), ssl_(SSL_new(ctx)), watchdog_(sock_.get_executor()),
+      self_(std::make_shared<tls_stream*>(this)) {
+  if (!ssl_) throw std::runtime_error("SSL_new failed");
+  SSL_set_mode(ssl_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_set_read_ahead(ssl_, 1);
+  SSL_set_default_read_buffer_len(ssl_, kReadAheadBytes);
+}
+
+tls_stream::~tls_stream() {
+  *self_ = nullptr;  // a watchdog handler still queued finds no stream
+  SSL_free(ssl_);    // frees the BIOs; the socket closes itself
+}
+
+void tls_stream::expires_after(std::chrono::steady_clock::duration d) {
+  deadline_ = std::chrono::steady_clock::now() + d;
+  // A later deadline only moves the value (the watchdog re-arms when it wakes); an earlier
+  // one re-arms now.
+  if (!watchdog_armed_ || deadline_ < armed_for_) arm_watchdog();
+}
+
+void tls_stream::expires_never() { deadline_ = std::chrono::steady_clock::time_point::max(); }
+
+// One timer: when it fires before the deadline (which moved), it waits again for the new
+// one; once past it, it closes the socket, which ends every wait with timed_out.
+void tls_stream::arm_watchdog() {
+  watchdog_armed_ = true;
+  armed_for_ = deadline_;
+  const unsigned gen = ++watchdog_gen_;
+  watchdog_.expires_at(deadline_);  // cancels a wait already pending: its handler is stale
+  watchdog_.async_wait([self = self_, gen](const error_code& ec) {
+    tls_stream* s = *self;
+    if (!s || gen != s->watchdog_gen_) return;
+    s->watchdog_armed_ = false;
+    if (ec == asio::error::operation_aborted) return;
+    if (s->deadline_ == std::chrono::steady_clock::time_point::max()) return;
+    if (std::chrono::steady_clock::now() < s->deadline_) {
+      s->arm_watchdog();
+      return;
+    }
+    s->timed_out_ = true;
+    s->close();
+  });
+}
+
+void tls_stream::close() {
+  error_code ignored;
+  sock_.close(ignored);
+  watchdog_.cancel();
+}
+
+tls_stream::error_code tls_stream::attach_bios() {
+  if (SSL_get_rbio(ssl_)) return {};
+  // rbio: the socket. wbio: a buffer in front of the same socket BIO. The socket BIO gets a
+  // second reference because both chains are freed by SSL_free.
+  BIO* sock_bio = BIO_new_socket(static_cast<int>(sock_.native_handle()), BIO_NOCLOSE);
+  BIO* buf = BIO_new(BIO_f_buffer());
+  if (!sock_bio || !buf || BIO_set_write_buffer_size(buf, kWriteBufferBytes) != 1) {
+    BIO_free(sock_bio);
+    BIO_free(buf);
+    return asio::error::no_memory;
+  }
+  BIO_up_ref(sock_bio);
+  BIO_push(buf, sock_bio);
+  SSL_set_bio(ssl_, sock_bio, buf);
+  wbio_ = buf;
+  error_code ec;
+  sock_.non_blocking(true, ec);
+  return ec;
+}
+
+tls_stream::error_code tls_stream::ssl_error(int ret, int err) {
+  if (timed_out_) return asio::error::timed_out;
+  if (err == SSL_ERROR_ZERO_RETURN) return asio::error::eof;
+  if (err == SSL_ERROR_SYSCALL) {
+    if (ERR_peek_error() != 0) return {static_cast<int>(ERR_get_error()), asio::error::get_ssl_category()};
+    if (ret == 0 || errno == 0) return asio::ssl::error::stream_truncated;  // EOF without close_notify
+    return {errno, boost::system::system_category()};
+  }
+  auto e = ERR_get_error();
+  if (e == 0) return asio::error::fault;
+  if (ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING) return asio::ssl::error::stream_truncated;
+  return {static_cast<int>(e), asio::error::get_ssl_category()};
+}
+
+// Every OpenSSL call below is made only while the socket is open: once closed, its file
+// descriptor number may already belong to another socket, and the socket BIO would use it.
+tls_stream::error_code tls_stream::closed_error() const {
+  return timed_out_ ? error_code(asio::error::timed_out) : error_code(asio::error::operation_aborted);
+}
+
+asio::awaitable<tls_stream::error_code> tls_stream::wait(asio::socket_base::wait_type w) {
+  auto [ec] = co_await sock_.async_wait(w, use_tuple);
+  if (!sock_.is_open()) co_return closed_error();
+  co_return ec;
+}
+
+asio::awaitable<tls_stream::error_code> tls_stream::flush() {
+  for (;;) {
+    if (!sock_.is_open()) co_return closed_error();
+    if (BIO_wpending(wbio_) == 0) co_return error_code{};
+    errno = 0;
+    if (BIO_flush(wbio_) > 0) co_return error_code{};
+    if (!BIO_should_retry(wbio_)) co_return timed_out_ ? error_code(asio::error::timed_out) : error_code(asio::error::broken_pipe);
+    if (auto ec = co_await wait(asio::socket_base::wait_write)) co_return ec;
+  }
+}
+
+asio::awaitable<tls_stream::error_code> tls_stream::handshake(bool server) {
+  if (!sock_.is_open()) co_return closed_error();
+  if (auto ec = attach_bios()) co_return ec;
+  if (server)
+    SSL_set_accept_state(ssl_);
+  else
+    SSL_set_connect_state(ssl_);
+  for (;;) {
+    ERR_clear_error();
+    int r = SSL_do_handshake(ssl_);
+    int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl_, r);
+    if (err != SSL_ERROR_NONE && err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
+      auto ec = ssl_error(r, err);
+      (void)co_await flush();  // an alert, if OpenSSL queued one
+      co_return ec;
+    }
+    if (auto ec = co_await flush()) co_return ec;
+    if (err == SSL_ERROR_NONE) co_return error_code{};
+    auto w = err == SSL_ERROR_WANT_READ ? asio::socket_base::wait_read : asio::socket_base::wait_write;
+    if (auto ec = co_await wait(w)) co_return ec;
+  }
+}
+
+asio::awaitable<std::pair<tls_stream::error_code, std::size_t>> tls_stream::read_some(asio::mutable_buffer b) {
+  for (;;) {
+    if (!sock_.is_open()) co_return std::pair{closed_error(), std::size_t{0}};
+    ERR_clear_error();
+    std::size_t got = 0;
+    int r = SSL_read_ex(ssl_, b.data(), b.size(), &got);
+    if (r == 1) {
+      // A post-handshake message may have queued an answer (a KeyUpdate): send it now if the
+      // socket takes it, else with the next write.
+      if (BIO_wpending(wbio_) > 0) (void)BIO_flush(wbio_);
+      co_return std::pair{error_code{}, got};
+    }
+    int err = SSL_get_error(ssl_, r);
+    if (err == SSL_ERROR_WANT_READ) {
+      if (auto ec = co_await wait(asio::socket_base::wait_read)) co_return std::pair{ec, std::size_t{0}};
+      continue;
+    }
+    if (err == SSL_ERROR_WANT_WRITE) {
+      if (auto ec = co_await flush()) co_return std::pair{ec, std::size_t{0}};
+      continue;
+    }
+    co_return std::pair{ssl_error(r, err), std::size_t{0}};
+  }
+}
+
+asio::awaitable<tls_stream::error_code> tls_stream::write(std::span<const asio::const_buffer> bufs) {
+  for (const auto& b : bufs) {
+    const auto* p = static_cast<const std::uint8_t*>(b.data());
+    std::size_t left = b.size();
+    while (left > 0) {
+      if (!sock_.is_open()) co_return closed_error();
+      ERR_clear_error();
+      std::size_t n = 0;
+      int r = SSL_write_ex(ssl_, p, left, &n);
+      if (r == 1) {
+        p += n;
+        left -= n;
+        continue;
+      }
+      int err = SSL_get_error(ssl_, r);
+      if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+        auto w = err == SSL_ERROR_WANT_READ ? asio::socket_base::wait_read : asio::socket_base::wait_write;
+        if (auto ec = co_await wait(w)) co_return ec;
+        continue;
+      }
+      co_return ssl_error(r, err);
+    }
+  }
+  co_return co_await flush();
+}
+
+asio::awaitable<void> tls_stream::shutdown() {
+  if (sock_.is_open() && SSL_get_rbio(ssl_) && SSL_is_init_finished(ssl_)) {
+    ERR_clear_error();
+    (void)SSL_shutdown(ssl_);  // queue close_notify; the peer's is not awaited
+    (void)co_await flush();
+  }
+  close();
+}
+
+}  // namespace rsgate::gateway::net
