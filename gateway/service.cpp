@@ -367,8 +367,15 @@ void service::redeem_channel(const std::string& token, const std::string& source
       return;
     }
     auto l = links_.find(s->id);
-    if (l == links_.end() || !l->second.lock())
-      return done(json_error(409, "conflict", "the customer's tunnel is not connected"));
+    if (l == links_.end() || !l->second.lock()) {
+      // Between a dropped tunnel and its reconnection (or the end of the grace period): a
+      // refusal like the others, so it is journaled like them.
+      e.result = journal::outcome::denied;
+      e.detail = json::serialize(json::object{{"code", "tunnel_down"}, {"reason", "the customer's tunnel is not connected"}});
+      auto answer = json_error(409, "conflict", "the customer's tunnel is not connected");
+      journal_.append(std::move(e), [done, answer](const journal::append_result&) { done(answer); });
+      return;
+    }
     g = {s->id, t.user, t.scope, t.access_type, l->second.lock()};
   }
   journal_then(std::move(e), done, [g, done](const journal::append_result& r) {

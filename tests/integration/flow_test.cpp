@@ -403,6 +403,40 @@ TEST_CASE("channels: bytes arrive intact both ways; revocation closes the grante
   CHECK(v.exit_code == 0);
 }
 
+TEST_CASE("a channel asked for while the customer's tunnel is down is refused and journaled") {
+  gateway_fixture f;
+  echo_server echo;
+  auto profile = f.enroll("7801240", false, {"echo=127.0.0.1:" + std::to_string(echo.port())});
+  auto sess = start_and_attach(f, profile, "alice", "TS000000047");
+  auto [conn, port] = connect_for(f, "alice", sess.sid, "echo", "other");
+  // The agent dies without STOP: the session waits for it (the reconnect grace), its tunnel is down.
+  sess.agent->signal(SIGKILL);
+  (void)sess.agent->wait(std::chrono::seconds(20));
+  bool refused = false;
+  for (int i = 0; i < 100 && !refused; ++i) {  // until the gateway has noticed the lost tunnel
+    int s = connect_local(port);
+    REQUIRE(s >= 0);
+    timeval tv{20, 0};
+    ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[16];
+    CHECK(::read(s, buf, sizeof buf) <= 0);  // nothing is relayed either way
+    ::close(s);
+    refused = !f.kinds("channel.open", "denied").empty();
+    if (!refused) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE(refused);
+  auto d = json::parse(f.kinds("channel.open", "denied").front()).as_object();
+  CHECK(d["actor"].as_string() == "alice");
+  CHECK(d["scope"].as_string() == "echo");
+  CHECK(d["pmr"].as_string() == "TS000000047");
+  CHECK(d["detail"].as_object()["code"].as_string() == "tunnel_down");
+  CHECK(f.kinds("channel.open", "ok").empty());
+  auto st = f.api("GET", "/api/v1/sessions/" + sess.sid, "alice");
+  CHECK(st.status == 200);  // the session itself lives on, waiting for the agent
+  conn->signal(SIGTERM);
+  CHECK(conn->wait(std::chrono::seconds(20)).has_value());
+}
+
 TEST_CASE("a representative who stops reading stalls only his own channel") {
   auto threads = GENERATE(1, 3);
   INFO("gateway threads: " << threads);
