@@ -480,9 +480,9 @@ TEST_CASE("a representative who stops reading stalls only his own channel") {
   REQUIRE(st.exit_code == 0);
   CHECK(json::parse(st.out).as_object()["channels"].as_array().size() >= 1);  // A is still open
 
-  ::shutdown(a, SHUT_RDWR);
-  ::close(a);
+  ::shutdown(a, SHUT_RDWR);  // ends the writer's blocked write; close only once it is gone
   stuck.join();
+  ::close(a);
   conn->signal(SIGTERM);
   (void)conn->wait(std::chrono::seconds(20));
   REQUIRE(run({agent_binary(), "stop", "--control", control}).exit_code == 0);
