@@ -23,12 +23,14 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <boost/program_options.hpp>
+#include <csignal>
 #include <iostream>
 #include <ostream>
 
 #include "core/files.hpp"
 #include "gateway/cli.hpp"
 #include "gateway/config.hpp"
+#include "gateway/net/tls_stream.hpp"
 #include "gateway/tunnel/messages.hpp"
 
 namespace asio = boost::asio;
@@ -51,33 +53,41 @@ struct connect_options {
   std::ostream* err;
 };
 
-asio::awaitable<std::optional<beast::ssl_stream<beast::tcp_stream>>> dial(const connect_options& o, ssl::context& tls,
-                                                                          std::string& why) {
+// A TLS connection to the gateway's HTTPS listener, its certificate checked against --ca and
+// the host name (or IP address) of --gateway.
+asio::awaitable<std::unique_ptr<net::tls_stream>> dial(const connect_options& o, ssl::context& tls, std::string& why) {
   auto ex = co_await asio::this_coro::executor;
   tcp::resolver r(ex);
   auto [rec, results] = co_await r.async_resolve(o.host, o.port, use_tuple);
   if (rec) {
     why = "cannot resolve the gateway: " + rec.message();
-    co_return std::nullopt;
+    co_return nullptr;
   }
-  beast::ssl_stream<beast::tcp_stream> s(ex, tls);
-  beast::get_lowest_layer(s).expires_after(std::chrono::seconds(20));
-  auto [cec, ep] = co_await beast::get_lowest_layer(s).async_connect(results, use_tuple);
+  auto s = std::make_unique<net::tls_stream>(tcp::socket(ex), tls.native_handle());
+  s->expires_after(std::chrono::seconds(20));
+  auto [cec, ep] = co_await asio::async_connect(s->socket(), results, use_tuple);
   if (cec) {
     why = "cannot connect to the gateway: " + cec.message();
-    co_return std::nullopt;
+    co_return nullptr;
   }
   beast::error_code nd;
-  beast::get_lowest_layer(s).socket().set_option(tcp::no_delay(true), nd);  // interactive streams
-  SSL_set_tlsext_host_name(s.native_handle(), o.host.c_str());
-  s.set_verify_callback(ssl::host_name_verification(o.host));
-  auto [hec] = co_await s.async_handshake(ssl::stream_base::client, use_tuple);
-  if (hec) {
-    why = "TLS with the gateway failed: " + hec.message();
-    co_return std::nullopt;
+  s->socket().set_option(tcp::no_delay(true), nd);  // interactive streams
+  SSL* ssl = s->native_handle();
+  beast::error_code aec;
+  (void)asio::ip::make_address(o.host, aec);
+  if (aec) {
+    SSL_set_tlsext_host_name(ssl, o.host.c_str());
+    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    SSL_set1_host(ssl, o.host.c_str());
+  } else {
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), o.host.c_str());
   }
-  beast::get_lowest_layer(s).expires_never();
-  co_return std::optional<beast::ssl_stream<beast::tcp_stream>>(std::move(s));
+  if (auto hec = co_await s->handshake(false)) {
+    why = "TLS with the gateway failed: " + hec.message();
+    co_return nullptr;
+  }
+  s->expires_never();
+  co_return s;
 }
 
 // POST /api/v1/sessions/{id}/channels -> the one-time stream token.
@@ -90,7 +100,7 @@ asio::awaitable<std::optional<std::string>> request_channel(const connect_option
   req.set(http::field::content_type, "application/json");
   req.body() = json::serialize(json::object{{"scope", o.scope}, {"access_type", o.access_type}});
   req.prepare_payload();
-  beast::get_lowest_layer(*s).expires_after(std::chrono::seconds(30));
+  s->expires_after(std::chrono::seconds(30));
   auto [wec, wn] = co_await http::async_write(*s, req, use_tuple);
   beast::flat_buffer buf;
   http::response_parser<http::string_body> parser;
@@ -110,11 +120,11 @@ asio::awaitable<std::optional<std::string>> request_channel(const connect_option
     why = fmt::format("the gateway refused the channel ({}): {}", res.result_int(), msg);
     co_return std::nullopt;
   }
-  co_await s->async_shutdown(use_tuple);
+  co_await s->shutdown();
   co_return std::string(v.as_object()["token"].as_string());
 }
 
-using ws_stream = websocket::stream<beast::ssl_stream<beast::tcp_stream>>;
+using ws_stream = websocket::stream<net::tls_stream&>;
 
 asio::awaitable<void> tcp_to_ws(tcp::socket* sock, ws_stream* ws, std::shared_ptr<bool> sent_eof,
                                 std::shared_ptr<bool> done) {
@@ -149,7 +159,7 @@ asio::awaitable<void> relay(tcp::socket sock, connect_options o, ssl::context* t
     *o.err << "rsgate connect: " << why << "\n";
     co_return;
   }
-  ws_stream ws(std::move(*s));
+  ws_stream ws(*s);  // `s` outlives it: both live in this coroutine's frame
   ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
   ws.read_message_max(64 * 1024);
   // One frame per message, masked in one pass: Beast's defaults (4 KiB fragments and mask
@@ -260,6 +270,7 @@ int connect_cmd(const std::vector<std::string>& args, std::ostream& out, std::os
   o.out = &out;
   o.err = &err;
 
+  std::signal(SIGPIPE, SIG_IGN);  // TLS writes with write(2) (net::tls_stream)
   asio::io_context ioc(1);
   ssl::context tls(ssl::context::tls_client);
   SSL_CTX_set_min_proto_version(tls.native_handle(), TLS1_2_VERSION);

@@ -26,6 +26,7 @@
 #include "core/log.hpp"
 #include "gateway/tunnel/protocol.hpp"
 #include "gateway/net/async_bridge.hpp"
+#include "gateway/net/tls_stream.hpp"
 #include "gateway/net/tunnel_server.hpp"
 #include "gateway/service.hpp"
 
@@ -52,7 +53,9 @@ struct server_state {
   std::atomic<bool> stopping{false};
 };
 
-using ws_stream = websocket::stream<beast::ssl_stream<beast::tcp_stream>>;
+// The WebSocket runs on the connection's net::tls_stream, which stays in the connection's
+// coroutine frame (it is not movable).
+using ws_stream = websocket::stream<net::tls_stream&>;
 constexpr std::string_view kStreamPath = "/api/v1/channels/stream";
 
 std::optional<std::string> token_param(std::string_view target) {
@@ -285,15 +288,15 @@ http_response limit_error(const beast::error_code& ec) {
   return json_error(400, "bad_request", "malformed HTTP request");
 }
 
-asio::awaitable<void> run_connection(beast::ssl_stream<beast::tcp_stream> stream,
-                                     std::string remote, server_state* st) {
+asio::awaitable<void> run_connection(tcp::socket sock, std::string remote, server_state* st) {
   struct active_guard {
     metrics& m;
     ~active_guard() { --m.http_connections_active; }
   } guard{st->m};
   const auto& lim = st->limits;
-  stream.next_layer().expires_after(std::chrono::milliseconds(lim.handshake_timeout_ms));
-  auto [hec] = co_await stream.async_handshake(ssl::stream_base::server, use_tuple);
+  net::tls_stream stream(std::move(sock), st->tls.native_handle());
+  stream.expires_after(std::chrono::milliseconds(lim.handshake_timeout_ms));
+  auto hec = co_await stream.handshake(true);
   if (hec) {
     ++st->m.tls_handshake_failures;
     co_return;
@@ -303,10 +306,9 @@ asio::awaitable<void> run_connection(beast::ssl_stream<beast::tcp_stream> stream
     http::request_parser<http::string_body> parser;
     parser.header_limit(lim.max_header_bytes);
     parser.body_limit(lim.max_body_bytes);
-    stream.next_layer().expires_after(
-        std::chrono::milliseconds(n == 0 ? lim.request_timeout_ms : lim.idle_timeout_ms));
+    stream.expires_after(std::chrono::milliseconds(n == 0 ? lim.request_timeout_ms : lim.idle_timeout_ms));
     auto [ec, bytes] = co_await http::async_read(stream, buffer, parser, use_tuple);
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+    if (ec == http::error::end_of_stream || ec == asio::error::timed_out ||
         ec == asio::error::operation_aborted || ec == asio::ssl::error::stream_truncated ||
         ec == asio::error::eof || ec == asio::error::connection_reset)
       co_return;
@@ -315,7 +317,7 @@ asio::awaitable<void> run_connection(beast::ssl_stream<beast::tcp_stream> stream
       auto resp = limit_error(ec);
       st->m.count_status(resp.status);
       auto wire = to_wire(std::move(resp), 11, false, false);
-      stream.next_layer().expires_after(std::chrono::milliseconds(lim.request_timeout_ms));
+      stream.expires_after(std::chrono::milliseconds(lim.request_timeout_ms));
       co_await http::async_write(stream, wire, use_tuple);
       break;
     }
@@ -334,8 +336,8 @@ asio::awaitable<void> run_connection(beast::ssl_stream<beast::tcp_stream> stream
         break;
       }
       st->m.count_status(101);
-      stream.next_layer().expires_never();
-      ws_stream ws(std::move(stream));
+      stream.expires_never();
+      ws_stream ws(stream);
       ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
       ws.read_message_max(kStreamMessageMax);
       ws.auto_fragment(false);  // one frame per message: a 4 KiB fragment costs a TLS record
@@ -369,12 +371,12 @@ asio::awaitable<void> run_connection(beast::ssl_stream<beast::tcp_stream> stream
     auto resp = co_await async_handle(st->handler, *st->workers, std::move(req), asio::use_awaitable);
     st->m.count_status(resp.status);
     auto wire = to_wire(std::move(resp), version, keep_alive, head);
-    stream.next_layer().expires_after(std::chrono::milliseconds(lim.request_timeout_ms));
+    stream.expires_after(std::chrono::milliseconds(lim.request_timeout_ms));
     auto [wec, wn] = co_await http::async_write(stream, wire, use_tuple);
     if (wec || !keep_alive) break;
   }
-  stream.next_layer().expires_after(std::chrono::seconds(2));
-  co_await stream.async_shutdown(use_tuple);  // stream_truncated etc. are normal here
+  stream.expires_after(std::chrono::seconds(2));
+  co_await stream.shutdown();
 }
 
 asio::awaitable<void> run_acceptor(tcp::acceptor* acceptor, server_state* st) {
@@ -406,9 +408,7 @@ asio::awaitable<void> run_acceptor(tcp::acceptor* acceptor, server_state* st) {
     auto rep = sock.remote_endpoint(ec);
     if (!ec) remote = rep.address().to_string() + ":" + std::to_string(rep.port());
     conn_ex = sock.get_executor();
-    beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(sock)), st->tls);
-    asio::co_spawn(conn_ex, run_connection(std::move(stream), std::move(remote), st),
-                   asio::detached);
+    asio::co_spawn(conn_ex, run_connection(std::move(sock), std::move(remote), st), asio::detached);
   }
 }
 

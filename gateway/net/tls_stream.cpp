@@ -201,6 +201,12 @@ asio::awaitable<tls_stream::error_code> tls_stream::write(std::span<const asio::
   co_return co_await flush();
 }
 
+asio::awaitable<std::pair<tls_stream::error_code, std::size_t>> tls_stream::write_all(
+    std::vector<asio::const_buffer> bufs) {
+  auto ec = co_await write(bufs);
+  co_return std::pair{ec, ec ? std::size_t{0} : asio::buffer_size(bufs)};
+}
+
 asio::awaitable<void> tls_stream::shutdown() {
   if (sock_.is_open() && SSL_get_rbio(ssl_) && SSL_is_init_finished(ssl_)) {
     ERR_clear_error();

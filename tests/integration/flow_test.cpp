@@ -310,13 +310,15 @@ TEST_CASE("a grant lapses at its time; revoking the machine ends its live tunnel
 
 namespace {
 // `rsgate connect` for `user` to `scope` of session `sid`; returns the child and its port.
+// `ca`: the CA file it trusts (default: the gateway's).
 std::pair<std::unique_ptr<child>, std::uint16_t> connect_for(gateway_fixture& f, const std::string& user,
                                                              const std::string& sid, const std::string& scope,
-                                                             const std::string& access_type) {
+                                                             const std::string& access_type, std::string ca = "") {
+  if (ca.empty()) ca = (f.dir / "ca.pem").string();
   auto c = std::make_unique<child>(std::vector<std::string>{rsgate_binary(), "connect", "--gateway", "https://" + f.https,
                                                             "--token", f.tokens.at(user), "--session", sid, "--scope",
                                                             scope, "--access-type", access_type, "--listen",
-                                                            "127.0.0.1:0", "--ca", (f.dir / "ca.pem").string()},
+                                                            "127.0.0.1:0", "--ca", ca},
                                    f.t / ("connect-" + user + ".err"));
   auto line = c->wait_for("listening on 127.0.0.1:", kWait);
   REQUIRE(line);
@@ -435,6 +437,34 @@ TEST_CASE("a channel asked for while the customer's tunnel is down is refused an
   CHECK(st.status == 200);  // the session itself lives on, waiting for the agent
   conn->signal(SIGTERM);
   CHECK(conn->wait(std::chrono::seconds(20)).has_value());
+}
+
+TEST_CASE("rsgate connect refuses a gateway whose certificate is not from the CA it was given") {
+  gateway_fixture f;
+  echo_server echo;
+  auto profile = f.enroll("7801241", false, {"echo=127.0.0.1:" + std::to_string(echo.port())});
+  auto sess = start_and_attach(f, profile, "alice", "TS000000048");
+  auto other_ca = f.t / "other-ca.pem";
+  REQUIRE(run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+               "-subj", "/CN=someone else", "-keyout", (f.t / "other-ca.key").string(), "-out", other_ca.string()})
+              .exit_code == 0);
+  auto [conn, port] = connect_for(f, "alice", sess.sid, "echo", "other", other_ca.string());
+  int s = connect_local(port);
+  REQUIRE(s >= 0);
+  timeval tv{20, 0};
+  ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  char buf[16];
+  CHECK(::read(s, buf, sizeof buf) <= 0);  // closed: nothing was relayed
+  ::close(s);
+  conn->signal(SIGTERM);
+  CHECK(conn->wait(std::chrono::seconds(20)).has_value());
+  auto err = read_file(f.t / "connect-alice.err");
+  INFO(err);
+  CHECK(err.find("TLS with the gateway failed") != std::string::npos);
+  CHECK(f.kinds("channel.open", "ok").empty());
+  CHECK(f.kinds("channel.open", "denied").empty());  // it never reached the API
+  REQUIRE(run({agent_binary(), "stop", "--control", sess.control}).exit_code == 0);
+  CHECK(sess.agent->wait(std::chrono::seconds(20)) == 0);
 }
 
 TEST_CASE("a representative who stops reading stalls only his own channel") {
