@@ -116,14 +116,49 @@ asio::awaitable<tls_stream::error_code> tls_stream::wait(asio::socket_base::wait
   co_return ec;
 }
 
+tls_stream::step tls_stream::try_flush() {
+  if (!sock_.is_open()) return {closed_error()};
+  if (BIO_wpending(wbio_) == 0) return {};
+  errno = 0;
+  if (BIO_flush(wbio_) > 0) return {};
+  if (BIO_should_retry(wbio_)) return {{}, 0, need::write};
+  return {timed_out_ ? error_code(asio::error::timed_out) : error_code(asio::error::broken_pipe)};
+}
+
+tls_stream::step tls_stream::try_read(asio::mutable_buffer b) {
+  if (!sock_.is_open()) return {closed_error()};
+  ERR_clear_error();
+  std::size_t got = 0;
+  int r = SSL_read_ex(ssl_, b.data(), b.size(), &got);
+  if (r == 1) {
+    // A post-handshake message may have queued an answer (a KeyUpdate): send it now if the
+    // socket takes it, else with the next write.
+    if (BIO_wpending(wbio_) > 0) (void)BIO_flush(wbio_);
+    return {{}, got};
+  }
+  int err = SSL_get_error(ssl_, r);
+  if (err == SSL_ERROR_WANT_READ) return {{}, 0, need::read};
+  if (err == SSL_ERROR_WANT_WRITE) return {{}, 0, need::write};  // retrying writes the answer
+  return {ssl_error(r, err)};
+}
+
+tls_stream::step tls_stream::try_write(const void* p, std::size_t n) {
+  if (!sock_.is_open()) return {closed_error()};
+  ERR_clear_error();
+  std::size_t done = 0;
+  int r = SSL_write_ex(ssl_, p, n, &done);
+  if (r == 1) return {{}, done};
+  int err = SSL_get_error(ssl_, r);
+  if (err == SSL_ERROR_WANT_WRITE) return {{}, 0, need::write};
+  if (err == SSL_ERROR_WANT_READ) return {{}, 0, need::read};
+  return {ssl_error(r, err)};
+}
+
 asio::awaitable<tls_stream::error_code> tls_stream::flush() {
   for (;;) {
-    if (!sock_.is_open()) co_return closed_error();
-    if (BIO_wpending(wbio_) == 0) co_return error_code{};
-    errno = 0;
-    if (BIO_flush(wbio_) > 0) co_return error_code{};
-    if (!BIO_should_retry(wbio_)) co_return timed_out_ ? error_code(asio::error::timed_out) : error_code(asio::error::broken_pipe);
-    if (auto ec = co_await wait(asio::socket_base::wait_write)) co_return ec;
+    auto st = try_flush();
+    if (st.want == need::nothing) co_return st.ec;
+    if (auto ec = co_await wait(wait_for(st.want))) co_return ec;
   }
 }
 
@@ -152,26 +187,9 @@ asio::awaitable<tls_stream::error_code> tls_stream::handshake(bool server) {
 
 asio::awaitable<std::pair<tls_stream::error_code, std::size_t>> tls_stream::read_some(asio::mutable_buffer b) {
   for (;;) {
-    if (!sock_.is_open()) co_return std::pair{closed_error(), std::size_t{0}};
-    ERR_clear_error();
-    std::size_t got = 0;
-    int r = SSL_read_ex(ssl_, b.data(), b.size(), &got);
-    if (r == 1) {
-      // A post-handshake message may have queued an answer (a KeyUpdate): send it now if the
-      // socket takes it, else with the next write.
-      if (BIO_wpending(wbio_) > 0) (void)BIO_flush(wbio_);
-      co_return std::pair{error_code{}, got};
-    }
-    int err = SSL_get_error(ssl_, r);
-    if (err == SSL_ERROR_WANT_READ) {
-      if (auto ec = co_await wait(asio::socket_base::wait_read)) co_return std::pair{ec, std::size_t{0}};
-      continue;
-    }
-    if (err == SSL_ERROR_WANT_WRITE) {
-      if (auto ec = co_await flush()) co_return std::pair{ec, std::size_t{0}};
-      continue;
-    }
-    co_return std::pair{ssl_error(r, err), std::size_t{0}};
+    auto st = try_read(b);
+    if (st.want == need::nothing) co_return std::pair{st.ec, st.n};
+    if (auto ec = co_await wait(wait_for(st.want))) co_return std::pair{ec, std::size_t{0}};
   }
 }
 
@@ -180,31 +198,17 @@ asio::awaitable<tls_stream::error_code> tls_stream::write(std::span<const asio::
     const auto* p = static_cast<const std::uint8_t*>(b.data());
     std::size_t left = b.size();
     while (left > 0) {
-      if (!sock_.is_open()) co_return closed_error();
-      ERR_clear_error();
-      std::size_t n = 0;
-      int r = SSL_write_ex(ssl_, p, left, &n);
-      if (r == 1) {
-        p += n;
-        left -= n;
+      auto st = try_write(p, left);
+      if (st.ec) co_return st.ec;
+      if (st.want != need::nothing) {
+        if (auto ec = co_await wait(wait_for(st.want))) co_return ec;
         continue;
       }
-      int err = SSL_get_error(ssl_, r);
-      if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
-        auto w = err == SSL_ERROR_WANT_READ ? asio::socket_base::wait_read : asio::socket_base::wait_write;
-        if (auto ec = co_await wait(w)) co_return ec;
-        continue;
-      }
-      co_return ssl_error(r, err);
+      p += st.n;
+      left -= st.n;
     }
   }
   co_return co_await flush();
-}
-
-asio::awaitable<std::pair<tls_stream::error_code, std::size_t>> tls_stream::write_all(
-    std::vector<asio::const_buffer> bufs) {
-  auto ec = co_await write(bufs);
-  co_return std::pair{ec, ec ? std::size_t{0} : asio::buffer_size(bufs)};
 }
 
 asio::awaitable<void> tls_stream::shutdown() {

@@ -21,6 +21,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/compose.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -66,8 +67,9 @@ class tls_stream {
   boost::asio::awaitable<void> shutdown();
 
   // Asio's AsyncReadStream and AsyncWriteStream, for Beast's HTTP and WebSocket code (the
-  // HTTPS listener and rsgate connect): each runs the coroutine above. A read fills the first
-  // non-empty buffer; a write writes the whole sequence. Completion is never inline.
+  // HTTPS listener and rsgate connect), as composed operations over the same non-blocking
+  // attempts as the coroutines above: a read fills the first non-empty buffer; a write
+  // writes and flushes the whole sequence. Completion is never inline.
   template <typename MutableBufferSequence, typename Token>
   auto async_read_some(const MutableBufferSequence& buffers, Token&& token) {
     boost::asio::mutable_buffer first;
@@ -78,15 +80,7 @@ class tls_stream {
         break;
       }
     }
-    return boost::asio::async_initiate<Token, void(error_code, std::size_t)>(
-        [this](auto handler, boost::asio::mutable_buffer b) {
-          if (b.size() == 0) {
-            boost::asio::post(get_executor(), [h = std::move(handler)]() mutable { std::move(h)(error_code{}, 0); });
-            return;
-          }
-          boost::asio::co_spawn(get_executor(), read_some(b), completion(std::move(handler)));
-        },
-        token, first);
+    return boost::asio::async_compose<Token, void(error_code, std::size_t)>(read_op{this, first}, token, sock_);
   }
   template <typename ConstBufferSequence, typename Token>
   auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
@@ -95,31 +89,103 @@ class tls_stream {
       boost::asio::const_buffer b = *it;
       if (b.size() != 0) bufs.push_back(b);
     }
-    return boost::asio::async_initiate<Token, void(error_code, std::size_t)>(
-        [this](auto handler, std::vector<boost::asio::const_buffer> v) {
-          boost::asio::co_spawn(get_executor(), write_all(std::move(v)), completion(std::move(handler)));
-        },
-        token, std::move(bufs));
+    return boost::asio::async_compose<Token, void(error_code, std::size_t)>(write_op{this, std::move(bufs)}, token,
+                                                                              sock_);
   }
+
   // Closes the socket now: operations in progress end with operation_aborted (timed_out
   // after the deadline), and no OpenSSL call touches the descriptor again.
   void close();
 
  private:
   boost::asio::awaitable<error_code> wait(boost::asio::socket_base::wait_type w);
-  boost::asio::awaitable<std::pair<error_code, std::size_t>> write_all(std::vector<boost::asio::const_buffer> bufs);
-  template <typename Handler>
-  static auto completion(Handler h) {
-    return [h = std::move(h)](std::exception_ptr e, std::pair<error_code, std::size_t> r) mutable {
-      if (e) r = {boost::asio::error::fault, 0};
-      std::move(h)(r.first, r.second);
-    };
-  }
   boost::asio::awaitable<error_code> flush();
   error_code attach_bios();
   error_code ssl_error(int ret, int err);
   [[nodiscard]] error_code closed_error() const;
   void arm_watchdog();
+
+  // One non-blocking attempt. `want` is set when it could not finish: retry once the
+  // socket is ready for that; `ec` when it failed.
+  enum class need { nothing, read, write };
+  struct step {
+    error_code ec;
+    std::size_t n = 0;
+    need want = need::nothing;
+  };
+  step try_read(boost::asio::mutable_buffer b);
+  step try_write(const void* p, std::size_t n);
+  step try_flush();
+  static boost::asio::socket_base::wait_type wait_for(need w) {
+    return w == need::read ? boost::asio::socket_base::wait_read : boost::asio::socket_base::wait_write;
+  }
+
+  // The composed operations. `waited`: suspended at least once, so completing now is not
+  // inline; otherwise the result is posted and delivered on the next invocation.
+  struct read_op {
+    tls_stream* s;
+    boost::asio::mutable_buffer b;
+    bool waited = false, posted = false;
+    step result{};
+    template <typename Self>
+    void operator()(Self& self, error_code ec = {}) {
+      if (posted) return self.complete(result.ec, result.n);
+      if (ec) return finish(self, {s->sock_.is_open() ? ec : s->closed_error()});
+      if (b.size() == 0) return finish(self, {});
+      auto st = s->try_read(b);
+      if (st.want == need::nothing) return finish(self, st);
+      waited = true;
+      s->sock_.async_wait(wait_for(st.want), std::move(self));
+    }
+    template <typename Self>
+    void finish(Self& self, step st) {
+      if (waited) return self.complete(st.ec, st.n);
+      result = st;
+      posted = true;
+      auto ex = s->get_executor();
+      boost::asio::post(ex, std::move(self));
+    }
+  };
+  struct write_op {
+    tls_stream* s;
+    std::vector<boost::asio::const_buffer> bufs;
+    std::size_t i = 0, off = 0, total = 0;
+    bool waited = false, posted = false;
+    step result{};
+    template <typename Self>
+    void operator()(Self& self, error_code ec = {}) {
+      if (posted) return self.complete(result.ec, result.n);
+      if (ec) return finish(self, {s->sock_.is_open() ? ec : s->closed_error()});
+      while (i < bufs.size()) {
+        auto st = s->try_write(static_cast<const char*>(bufs[i].data()) + off, bufs[i].size() - off);
+        if (st.ec) return finish(self, {st.ec});
+        if (st.want != need::nothing) return suspend(self, st.want);
+        off += st.n;
+        total += st.n;
+        if (off == bufs[i].size()) {
+          ++i;
+          off = 0;
+        }
+      }
+      auto st = s->try_flush();
+      if (st.ec) return finish(self, {st.ec});
+      if (st.want != need::nothing) return suspend(self, st.want);
+      finish(self, {error_code{}, total});
+    }
+    template <typename Self>
+    void suspend(Self& self, need w) {
+      waited = true;
+      s->sock_.async_wait(wait_for(w), std::move(self));
+    }
+    template <typename Self>
+    void finish(Self& self, step st) {
+      if (waited) return self.complete(st.ec, st.ec ? 0 : st.n);
+      result = {st.ec, st.ec ? 0 : st.n};
+      posted = true;
+      auto ex = s->get_executor();
+      boost::asio::post(ex, std::move(self));
+    }
+  };
 
   boost::asio::ip::tcp::socket sock_;
   SSL* ssl_ = nullptr;
