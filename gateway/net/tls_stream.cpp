@@ -3,6 +3,8 @@
 #include <openssl/bio.h>
 #include <openssl/err.h>
 
+#include <cstring>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/ssl/error.hpp>
@@ -193,7 +195,48 @@ asio::awaitable<std::pair<tls_stream::error_code, std::size_t>> tls_stream::read
   }
 }
 
-asio::awaitable<tls_stream::error_code> tls_stream::write(std::span<const asio::const_buffer> bufs) {
+std::vector<asio::const_buffer> tls_stream::coalesce(const std::vector<asio::const_buffer>& in,
+                                                     std::vector<std::uint8_t>& staging) {
+  constexpr std::size_t kRecord = 16 * 1024;
+  // Runs of consecutive pieces, each run at most one record: [first, last) and its size.
+  struct run {
+    std::size_t first, last, bytes;
+  };
+  std::vector<run> runs;
+  std::size_t merged = 0;
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    auto n = in[i].size();
+    if (!runs.empty() && runs.back().last == i && runs.back().bytes + n <= kRecord) {
+      runs.back().last = i + 1;
+      runs.back().bytes += n;
+    } else {
+      runs.push_back({i, i + 1, n});
+    }
+  }
+  for (auto& r : runs)
+    if (r.last - r.first > 1) merged += r.bytes;
+  if (merged == 0) return in;
+  staging.resize(merged);  // sized once: the pointers below stay valid
+  std::vector<asio::const_buffer> out;
+  std::size_t at = 0;
+  for (auto& r : runs) {
+    if (r.last - r.first == 1) {
+      out.push_back(in[r.first]);
+      continue;
+    }
+    auto* start = staging.data() + at;
+    for (auto i = r.first; i < r.last; ++i) {
+      std::memcpy(staging.data() + at, in[i].data(), in[i].size());
+      at += in[i].size();
+    }
+    out.emplace_back(start, r.bytes);
+  }
+  return out;
+}
+
+asio::awaitable<tls_stream::error_code> tls_stream::write(std::span<const asio::const_buffer> in) {
+  std::vector<std::uint8_t> staging;
+  auto bufs = coalesce(std::vector<asio::const_buffer>(in.begin(), in.end()), staging);
   for (const auto& b : bufs) {
     const auto* p = static_cast<const std::uint8_t*>(b.data());
     std::size_t left = b.size();

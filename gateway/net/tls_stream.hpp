@@ -84,13 +84,14 @@ class tls_stream {
   }
   template <typename ConstBufferSequence, typename Token>
   auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
-    std::vector<boost::asio::const_buffer> bufs;  // the caller keeps the bytes until completion
+    write_op op(this);  // the caller keeps the bytes until completion
     for (auto it = boost::asio::buffer_sequence_begin(buffers); it != boost::asio::buffer_sequence_end(buffers); ++it) {
       boost::asio::const_buffer b = *it;
-      if (b.size() != 0) bufs.push_back(b);
+      op.size += b.size();
+      if (b.size() != 0) op.bufs.push_back(b);
     }
-    return boost::asio::async_compose<Token, void(error_code, std::size_t)>(write_op{this, std::move(bufs)}, token,
-                                                                              sock_);
+    op.bufs = coalesce(op.bufs, op.staging);
+    return boost::asio::async_compose<Token, void(error_code, std::size_t)>(std::move(op), token, sock_);
   }
 
   // Closes the socket now: operations in progress end with operation_aborted (timed_out
@@ -116,6 +117,11 @@ class tls_stream {
   step try_read(boost::asio::mutable_buffer b);
   step try_write(const void* p, std::size_t n);
   step try_flush();
+  // Pieces smaller than a TLS record are merged with their neighbours (copied into
+  // `staging`, which must outlive the result) so that, say, a WebSocket frame header and its
+  // payload leave in one record rather than two.
+  static std::vector<boost::asio::const_buffer> coalesce(const std::vector<boost::asio::const_buffer>& in,
+                                                         std::vector<std::uint8_t>& staging);
   static boost::asio::socket_base::wait_type wait_for(need w) {
     return w == need::read ? boost::asio::socket_base::wait_read : boost::asio::socket_base::wait_write;
   }
@@ -147,9 +153,12 @@ class tls_stream {
     }
   };
   struct write_op {
+    explicit write_op(tls_stream* st) : s(st) {}
     tls_stream* s;
     std::vector<boost::asio::const_buffer> bufs;
-    std::size_t i = 0, off = 0, total = 0;
+    std::vector<std::uint8_t> staging;  // moving the op keeps its heap block: `bufs` stay valid
+    std::size_t size = 0;  // of the caller's sequence: what a success reports
+    std::size_t i = 0, off = 0;
     bool waited = false, posted = false;
     step result{};
     template <typename Self>
@@ -161,7 +170,6 @@ class tls_stream {
         if (st.ec) return finish(self, {st.ec});
         if (st.want != need::nothing) return suspend(self, st.want);
         off += st.n;
-        total += st.n;
         if (off == bufs[i].size()) {
           ++i;
           off = 0;
@@ -170,7 +178,7 @@ class tls_stream {
       auto st = s->try_flush();
       if (st.ec) return finish(self, {st.ec});
       if (st.want != need::nothing) return suspend(self, st.want);
-      finish(self, {error_code{}, total});
+      finish(self, {error_code{}, size});
     }
     template <typename Self>
     void suspend(Self& self, need w) {
