@@ -98,6 +98,7 @@ profile load_profile(const std::filesystem::path& file) {
   p.primary = str("gateway.primary", true);
   p.backup = str("gateway.backup", false);
   p.server_name = str("gateway.server_name", true);
+  if (p.server_name.empty()) throw fail("gateway.server_name is empty: the agent could not check the gateway's certificate");
   p.proxy = str("gateway.proxy", false);
   p.ca_pem = str("gateway.ca", true);
   p.type = str("machine.type", true);

@@ -383,7 +383,7 @@ asio::awaitable<bool> connect_to(agent_state& st, ssl::context& tls, const std::
     st.err << fmt::format("rsgate-agent: cannot resolve {}: {}\n", address, rec.message());
     co_return false;
   }
-  st.stream.emplace(tcp::socket(ex), tls.native_handle());
+  st.stream.emplace(tcp::socket(ex), tls.native_handle(), gateway::net::tls_stream::kTunnelBuffer);
   st.stream->expires_after(std::chrono::seconds(tunnel::kHandshakeTimeoutSeconds));
   auto [cec, ep] = co_await asio::async_connect(st.stream->socket(), results, use_tuple);
   if (cec) {
@@ -394,16 +394,10 @@ asio::awaitable<bool> connect_to(agent_state& st, ssl::context& tls, const std::
   st.stream->socket().set_option(tcp::no_delay(true), ignored);
   // The gateway's certificate must chain to the pinned CA (verify_peer on the context) and
   // name server_name: a DNS name, or an IP address in an IP SAN.
-  SSL* ssl = st.stream->native_handle();
-  const auto& name = st.opt.prof.server_name;
-  beast::error_code aec;
-  (void)asio::ip::make_address(name, aec);
-  if (aec) {
-    SSL_set_tlsext_host_name(ssl, name.c_str());
-    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    SSL_set1_host(ssl, name.c_str());
-  } else {
-    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name.c_str());
+  if (!st.stream->expect_peer_name(st.opt.prof.server_name)) {
+    st.err << fmt::format("rsgate-agent: the profile's server_name '{}' cannot be checked against a certificate\n",
+                          st.opt.prof.server_name);
+    co_return false;
   }
   auto hec = co_await st.stream->handshake(false);
   if (hec) {

@@ -63,7 +63,7 @@ asio::awaitable<std::unique_ptr<net::tls_stream>> dial(const connect_options& o,
     why = "cannot resolve the gateway: " + rec.message();
     co_return nullptr;
   }
-  auto s = std::make_unique<net::tls_stream>(tcp::socket(ex), tls.native_handle());
+  auto s = std::make_unique<net::tls_stream>(tcp::socket(ex), tls.native_handle(), net::tls_stream::kHttpsBuffer);
   s->expires_after(std::chrono::seconds(20));
   auto [cec, ep] = co_await asio::async_connect(s->socket(), results, use_tuple);
   if (cec) {
@@ -72,15 +72,9 @@ asio::awaitable<std::unique_ptr<net::tls_stream>> dial(const connect_options& o,
   }
   beast::error_code nd;
   s->socket().set_option(tcp::no_delay(true), nd);  // interactive streams
-  SSL* ssl = s->native_handle();
-  beast::error_code aec;
-  (void)asio::ip::make_address(o.host, aec);
-  if (aec) {
-    SSL_set_tlsext_host_name(ssl, o.host.c_str());
-    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    SSL_set1_host(ssl, o.host.c_str());
-  } else {
-    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), o.host.c_str());
+  if (!s->expect_peer_name(o.host)) {
+    why = "the gateway's name '" + o.host + "' cannot be checked against a certificate";
+    co_return nullptr;
   }
   if (auto hec = co_await s->handshake(false)) {
     why = "TLS with the gateway failed: " + hec.message();

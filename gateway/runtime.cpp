@@ -294,7 +294,7 @@ asio::awaitable<void> run_connection(tcp::socket sock, std::string remote, serve
     ~active_guard() { --m.http_connections_active; }
   } guard{st->m};
   const auto& lim = st->limits;
-  net::tls_stream stream(std::move(sock), st->tls.native_handle());
+  net::tls_stream stream(std::move(sock), st->tls.native_handle(), net::tls_stream::kHttpsBuffer);
   stream.expires_after(std::chrono::milliseconds(lim.handshake_timeout_ms));
   auto hec = co_await stream.handshake(true);
   if (hec) {
@@ -321,6 +321,9 @@ asio::awaitable<void> run_connection(tcp::socket sock, std::string remote, serve
       co_await http::async_write(stream, wire, use_tuple);
       break;
     }
+    // The read's deadline must not run on while the request is handled (a journal
+    // verification may take seconds): the answer gets a fresh one when it is written.
+    stream.expires_never();
     auto& msg = parser.get();
     if (st->svc && websocket::is_upgrade(msg) &&
         std::string_view(msg.target()).substr(0, kStreamPath.size()) == kStreamPath) {

@@ -2,6 +2,7 @@
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 
 #include <cstring>
 
@@ -16,18 +17,17 @@ namespace rsgate::gateway::net {
 namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
-constexpr int kReadAheadBytes = 256 * 1024;  // what one recv() may bring in
-constexpr long kWriteBufferBytes = 256 * 1024;  // records collected before a send()
+constexpr long kHandshakeWriteBuffer = 16 * 1024;  // until the handshake is done
 
 }  // namespace
 
-tls_stream::tls_stream(asio::ip::tcp::socket sock, SSL_CTX* ctx)
+tls_stream::tls_stream(asio::ip::tcp::socket sock, SSL_CTX* ctx, std::size_t buffer_bytes)
     : sock_(std::move(sock)), ssl_(SSL_new(ctx)), watchdog_(sock_.get_executor()),
-      self_(std::make_shared<tls_stream*>(this)) {
+      buffer_bytes_(buffer_bytes), self_(std::make_shared<tls_stream*>(this)) {
   if (!ssl_) throw std::runtime_error("SSL_new failed");
   SSL_set_mode(ssl_, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_set_read_ahead(ssl_, 1);
-  SSL_set_default_read_buffer_len(ssl_, kReadAheadBytes);
+  SSL_set_default_read_buffer_len(ssl_, buffer_bytes_);
 }
 
 tls_stream::~tls_stream() {
@@ -36,6 +36,7 @@ tls_stream::~tls_stream() {
 }
 
 void tls_stream::expires_after(std::chrono::steady_clock::duration d) {
+  if (d > std::chrono::hours(24 * 365)) return expires_never();  // no overflow of now + d
   deadline_ = std::chrono::steady_clock::now() + d;
   // A later deadline only moves the value (the watchdog re-arms when it wakes); an earlier
   // one re-arms now.
@@ -72,13 +73,22 @@ void tls_stream::close() {
   watchdog_.cancel();
 }
 
+bool tls_stream::expect_peer_name(const std::string& name) {
+  if (name.empty() || name.find('\0') != std::string::npos) return false;
+  error_code ec;
+  (void)asio::ip::make_address(name, ec);
+  if (!ec) return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), name.c_str()) == 1;
+  SSL_set_hostflags(ssl_, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+  return SSL_set_tlsext_host_name(ssl_, name.c_str()) == 1 && SSL_set1_host(ssl_, name.c_str()) == 1;
+}
+
 tls_stream::error_code tls_stream::attach_bios() {
   if (SSL_get_rbio(ssl_)) return {};
   // rbio: the socket. wbio: a buffer in front of the same socket BIO. The socket BIO gets a
   // second reference because both chains are freed by SSL_free.
   BIO* sock_bio = BIO_new_socket(static_cast<int>(sock_.native_handle()), BIO_NOCLOSE);
   BIO* buf = BIO_new(BIO_f_buffer());
-  if (!sock_bio || !buf || BIO_set_write_buffer_size(buf, kWriteBufferBytes) != 1) {
+  if (!sock_bio || !buf || BIO_set_write_buffer_size(buf, kHandshakeWriteBuffer) != 1) {
     BIO_free(sock_bio);
     BIO_free(buf);
     return asio::error::no_memory;
@@ -97,12 +107,14 @@ tls_stream::error_code tls_stream::ssl_error(int ret, int err) {
   if (err == SSL_ERROR_ZERO_RETURN) return asio::error::eof;
   if (err == SSL_ERROR_SYSCALL) {
     if (ERR_peek_error() != 0) return {static_cast<int>(ERR_get_error()), asio::error::get_ssl_category()};
-    if (ret == 0 || errno == 0) return asio::ssl::error::stream_truncated;  // EOF without close_notify
-    return {errno, boost::system::system_category()};
+    if (errno == 0) return asio::ssl::error::stream_truncated;  // EOF without close_notify
+    return {errno, boost::system::system_category()};          // reset, broken pipe, ...
   }
+  (void)ret;
   auto e = ERR_get_error();
   if (e == 0) return asio::error::fault;
-  if (ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING) return asio::ssl::error::stream_truncated;
+  if (ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+    return asio::ssl::error::stream_truncated;
   return {static_cast<int>(e), asio::error::get_ssl_category()};
 }
 
@@ -124,12 +136,15 @@ tls_stream::step tls_stream::try_flush() {
   errno = 0;
   if (BIO_flush(wbio_) > 0) return {};
   if (BIO_should_retry(wbio_)) return {{}, 0, need::write};
-  return {timed_out_ ? error_code(asio::error::timed_out) : error_code(asio::error::broken_pipe)};
+  if (timed_out_) return {asio::error::timed_out};
+  return {errno != 0 ? error_code(errno, boost::system::system_category()) : error_code(asio::error::broken_pipe)};
 }
 
 tls_stream::step tls_stream::try_read(asio::mutable_buffer b) {
   if (!sock_.is_open()) return {closed_error()};
+  if (b.size() == 0) return {};
   ERR_clear_error();
+  errno = 0;
   std::size_t got = 0;
   int r = SSL_read_ex(ssl_, b.data(), b.size(), &got);
   if (r == 1) {
@@ -147,6 +162,7 @@ tls_stream::step tls_stream::try_read(asio::mutable_buffer b) {
 tls_stream::step tls_stream::try_write(const void* p, std::size_t n) {
   if (!sock_.is_open()) return {closed_error()};
   ERR_clear_error();
+  errno = 0;
   std::size_t done = 0;
   int r = SSL_write_ex(ssl_, p, n, &done);
   if (r == 1) return {{}, done};
@@ -173,6 +189,7 @@ asio::awaitable<tls_stream::error_code> tls_stream::handshake(bool server) {
     SSL_set_connect_state(ssl_);
   for (;;) {
     ERR_clear_error();
+    errno = 0;
     int r = SSL_do_handshake(ssl_);
     int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl_, r);
     if (err != SSL_ERROR_NONE && err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
@@ -181,7 +198,11 @@ asio::awaitable<tls_stream::error_code> tls_stream::handshake(bool server) {
       co_return ec;
     }
     if (auto ec = co_await flush()) co_return ec;
-    if (err == SSL_ERROR_NONE) co_return error_code{};
+    if (err == SSL_ERROR_NONE) {
+      // The full write buffer only now: a handshake that never completes holds little.
+      if (BIO_set_write_buffer_size(wbio_, static_cast<long>(buffer_bytes_)) != 1) co_return asio::error::no_memory;
+      co_return error_code{};
+    }
     auto w = err == SSL_ERROR_WANT_READ ? asio::socket_base::wait_read : asio::socket_base::wait_write;
     if (auto ec = co_await wait(w)) co_return ec;
   }
@@ -235,6 +256,13 @@ std::vector<asio::const_buffer> tls_stream::coalesce(const std::vector<asio::con
 }
 
 asio::awaitable<tls_stream::error_code> tls_stream::write(std::span<const asio::const_buffer> in) {
+  auto ec = co_await write_sequence(in);
+  if (ec) write_broken_ = true;  // a record may be half written: no later write
+  co_return ec;
+}
+
+asio::awaitable<tls_stream::error_code> tls_stream::write_sequence(std::span<const asio::const_buffer> in) {
+  if (write_broken_) co_return asio::error::broken_pipe;
   std::vector<std::uint8_t> staging;
   auto bufs = coalesce(std::vector<asio::const_buffer>(in.begin(), in.end()), staging);
   for (const auto& b : bufs) {

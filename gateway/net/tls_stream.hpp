@@ -5,8 +5,8 @@
 //
 // Why not asio::ssl::stream: it puts a 17 KiB BIO pair between OpenSSL and the socket, so
 // every byte is copied twice more, every system call moves at most one TLS record, and each
-// record costs a stack of composed operations. Here OpenSSL reads ahead up to 256 KiB per
-// recv(), and the records of a whole gather write collect in a 256 KiB buffer BIO and leave
+// record costs a stack of composed operations. Here OpenSSL reads ahead a whole buffer per
+// recv(), and the records of a whole gather write collect in a buffer BIO and leave
 // in as few send() calls as the socket allows (docs/performance.md, the data path).
 //
 // One read and one write may be in progress at the same time, from coroutines on one strand
@@ -19,6 +19,7 @@
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/compose.hpp>
@@ -30,6 +31,7 @@
 #include <exception>
 #include <memory>
 #include <span>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -41,8 +43,12 @@ class tls_stream {
   using error_code = boost::system::error_code;
 
   // `ctx` carries the certificate, key, CA, verification and ALPN settings; the socket may
-  // still be unconnected (the agent connects it through socket()).
-  tls_stream(boost::asio::ip::tcp::socket sock, SSL_CTX* ctx);
+  // still be unconnected (the agent connects it through socket()). `buffer_bytes`: OpenSSL's
+  // read-ahead buffer and, once the handshake is done, the write buffer (16 KiB before):
+  // together the memory a connection holds, allocated on first use.
+  static constexpr std::size_t kTunnelBuffer = 128 * 1024;  // the tunnel: one per machine
+  static constexpr std::size_t kHttpsBuffer = 64 * 1024;    // HTTPS connections, WebSockets
+  tls_stream(boost::asio::ip::tcp::socket sock, SSL_CTX* ctx, std::size_t buffer_bytes);
   ~tls_stream();
   tls_stream(const tls_stream&) = delete;
   tls_stream& operator=(const tls_stream&) = delete;
@@ -57,6 +63,10 @@ class tls_stream {
   void expires_after(std::chrono::steady_clock::duration d);
   void expires_never();
 
+  // As a client: the certificate must name `name`, a DNS name (also sent as SNI) or an IP
+  // address (matched against IP SANs). False, and nothing set, for an empty or unusable name:
+  // the caller must not connect then. Chain verification is the SSL_CTX's (verify_peer).
+  bool expect_peer_name(const std::string& name);
   // The TLS handshake, as the server (gateway) or the client (agent).
   boost::asio::awaitable<error_code> handshake(bool server);
   // At most b.size() bytes, at least 1; asio::error::eof at the peer's close_notify.
@@ -101,6 +111,7 @@ class tls_stream {
  private:
   boost::asio::awaitable<error_code> wait(boost::asio::socket_base::wait_type w);
   boost::asio::awaitable<error_code> flush();
+  boost::asio::awaitable<error_code> write_sequence(std::span<const boost::asio::const_buffer> in);
   error_code attach_bios();
   error_code ssl_error(int ret, int err);
   [[nodiscard]] error_code closed_error() const;
@@ -154,6 +165,8 @@ class tls_stream {
   };
   struct write_op {
     explicit write_op(tls_stream* st) : s(st) {}
+    write_op(write_op&&) = default;
+    write_op(const write_op&) = delete;  // a copy's `bufs` would point into the original's staging
     tls_stream* s;
     std::vector<boost::asio::const_buffer> bufs;
     std::vector<std::uint8_t> staging;  // moving the op keeps its heap block: `bufs` stay valid
@@ -165,6 +178,7 @@ class tls_stream {
     void operator()(Self& self, error_code ec = {}) {
       if (posted) return self.complete(result.ec, result.n);
       if (ec) return finish(self, {s->sock_.is_open() ? ec : s->closed_error()});
+      if (s->write_broken_) return finish(self, {boost::asio::error::broken_pipe});
       while (i < bufs.size()) {
         auto st = s->try_write(static_cast<const char*>(bufs[i].data()) + off, bufs[i].size() - off);
         if (st.ec) return finish(self, {st.ec});
@@ -187,6 +201,7 @@ class tls_stream {
     }
     template <typename Self>
     void finish(Self& self, step st) {
+      if (st.ec) s->write_broken_ = true;  // a record may be half written: no later write
       if (waited) return self.complete(st.ec, st.ec ? 0 : st.n);
       result = {st.ec, st.ec ? 0 : st.n};
       posted = true;
@@ -204,6 +219,8 @@ class tls_stream {
   bool watchdog_armed_ = false;
   unsigned watchdog_gen_ = 0;  // a re-armed watchdog's old handler sees a stale number
   bool timed_out_ = false;
+  bool write_broken_ = false;  // a write ended early: OpenSSL may hold half a record
+  std::size_t buffer_bytes_;
   std::shared_ptr<tls_stream*> self_;  // lets the watchdog's handler outlive us safely
 };
 
@@ -216,10 +233,11 @@ inline void teardown(boost::beast::role_type, tls_stream& s, boost::system::erro
 }
 template <typename TeardownHandler>
 void async_teardown(boost::beast::role_type, tls_stream& s, TeardownHandler&& handler) {
+  auto ex = boost::asio::get_associated_executor(handler, s.get_executor());
   boost::asio::co_spawn(s.get_executor(), s.shutdown(),
-                        [h = std::forward<TeardownHandler>(handler)](std::exception_ptr) mutable {
+                        boost::asio::bind_executor(ex, [h = std::forward<TeardownHandler>(handler)](std::exception_ptr) mutable {
                           std::move(h)(boost::system::error_code{});
-                        });
+                        }));
 }
 inline void beast_close_socket(tls_stream& s) { s.close(); }
 

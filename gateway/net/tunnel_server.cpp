@@ -91,7 +91,7 @@ constexpr std::size_t kMaxQueuedBytes =
 class tunnel_connection : public tunnel_link, public std::enable_shared_from_this<tunnel_connection> {
  public:
   tunnel_connection(tcp::socket sock, SSL_CTX* tls, std::string remote, shared_ctx& ctx)
-      : stream_(std::move(sock), tls), remote_(std::move(remote)), ctx_(ctx), svc_(ctx.svc), metrics_(ctx.m),
+      : stream_(std::move(sock), tls, net::tls_stream::kTunnelBuffer), remote_(std::move(remote)), ctx_(ctx), svc_(ctx.svc), metrics_(ctx.m),
         cfg_(ctx.cfg), wake_(stream_.get_executor()),
         budget_(std::make_shared<tunnel::window_budget>(tunnel::kTunnelWindowBudget, &ctx.windows)) {
     wake_.expires_at(std::chrono::steady_clock::time_point::max());

@@ -73,6 +73,7 @@ TEST_CASE("malformed profiles name the problem") {
       {"mechanisms = ['scram-sha-256']", "mechanisms = ['plain']", "mechanisms"},
       {"key_expiry_minutes = 60", "key_expiry_minutes = 0", "key_expiry_minutes"},
       {"[machine]", "[machine", "line"},
+      {"server_name = 'gw.example.com'", "server_name = ''", "gateway.server_name is empty"},
   };
   for (auto& [from, to, expect] : rows) {
     INFO(to);

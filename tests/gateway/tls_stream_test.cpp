@@ -49,9 +49,9 @@ struct tls_pair {
     tcp::acceptor acc(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
     tcp::socket c(ioc);
     c.connect(acc.local_endpoint());
-    server.emplace(acc.accept(), server_ctx.native_handle());
-    client.emplace(std::move(c), client_ctx.native_handle());
-    SSL_set1_host(client->native_handle(), client_expects.c_str());
+    server.emplace(acc.accept(), server_ctx.native_handle(), tls_stream::kTunnelBuffer);
+    client.emplace(std::move(c), client_ctx.native_handle(), tls_stream::kTunnelBuffer);
+    REQUIRE(client->expect_peer_name(client_expects));
   }
 
   // Runs both handshakes; returns {server error, client error}.
@@ -140,6 +140,16 @@ TEST_CASE("tls_stream: handshake, 8 MiB each way at once, then close_notify is t
   CHECK(rest.empty());
 }
 
+TEST_CASE("tls_stream: a name or address that cannot be checked is refused before connecting") {
+  tls_pair p;
+  CHECK_FALSE(p.client->expect_peer_name(""));
+  CHECK_FALSE(p.client->expect_peer_name(std::string("a\0b", 3)));
+  CHECK(p.client->expect_peer_name("127.0.0.1"));  // an IP SAN of the test certificate
+  auto [se, ce] = p.handshake();
+  CHECK_FALSE(ce);
+  CHECK_FALSE(se);
+}
+
 TEST_CASE("tls_stream: a certificate for another name, or from another CA, is refused") {
   tls_pair wrong_name("gateway.example.com");
   auto [se, ce] = wrong_name.handshake();
@@ -154,8 +164,8 @@ TEST_CASE("tls_stream: a certificate for another name, or from another CA, is re
   tcp::acceptor acc(other_ca.ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
   tcp::socket c(other_ca.ioc);
   c.connect(acc.local_endpoint());
-  other_ca.server.emplace(acc.accept(), other_ca.server_ctx.native_handle());
-  other_ca.client.emplace(std::move(c), stranger.native_handle());
+  other_ca.server.emplace(acc.accept(), other_ca.server_ctx.native_handle(), tls_stream::kHttpsBuffer);
+  other_ca.client.emplace(std::move(c), stranger.native_handle(), tls_stream::kHttpsBuffer);
   auto [se2, ce2] = other_ca.handshake();
   CHECK(ce2);
   CHECK(se2);
