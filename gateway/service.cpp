@@ -358,23 +358,15 @@ void service::redeem_channel(const std::string& token, const std::string& source
     about(e, *s);
     e.scope = t.scope;
     e.access_type = t.access_type;
+    auto refused = [done](http_response a) { done(std::move(a)); };
     // The grant may have been revoked, or the session ended, since the token was issued.
-    if (auto r = registry_.check_channel(*s, t.user, t.scope, t.access_type, now)) {
-      e.result = journal::outcome::denied;
-      e.detail = json::serialize(json::object{{"code", r->code}, {"reason", r->message}});
-      auto answer = from_refusal(*r);
-      journal_.append(std::move(e), [done, answer](const journal::append_result&) { done(answer); });
-      return;
-    }
+    if (auto r = registry_.check_channel(*s, t.user, t.scope, t.access_type, now)) return deny(std::move(e), *r, refused);
     auto l = links_.find(s->id);
     if (l == links_.end() || !l->second.lock()) {
       // Between a dropped tunnel and its reconnection (or the end of the grace period): a
       // refusal like the others, so it is journaled like them.
-      e.result = journal::outcome::denied;
-      e.detail = json::serialize(json::object{{"code", "tunnel_down"}, {"reason", "the customer's tunnel is not connected"}});
-      auto answer = json_error(409, "conflict", "the customer's tunnel is not connected");
-      journal_.append(std::move(e), [done, answer](const journal::append_result&) { done(answer); });
-      return;
+      constexpr std::string_view why = "the customer's tunnel is not connected";
+      return deny(std::move(e), "tunnel_down", why, json_error(409, "conflict", why), refused);
     }
     g = {s->id, t.user, t.scope, t.access_type, l->second.lock()};
   }
@@ -535,9 +527,13 @@ void service::journal_then(journal::entry e, api::reply done,
 std::optional<user_row> service::lookup_user(const std::string& name) { return state_.find_user(name); }
 
 void service::deny(journal::entry e, const refusal& r, api::reply done) {
+  deny(std::move(e), r.code, r.message, from_refusal(r), std::move(done));
+}
+
+void service::deny(journal::entry e, std::string_view code, std::string_view reason, http_response answer,
+                   api::reply done) {
   e.result = journal::outcome::denied;
-  e.detail = json::serialize(json::object{{"code", r.code}, {"reason", r.message}});
-  auto answer = from_refusal(r);
+  e.detail = json::serialize(json::object{{"code", code}, {"reason", reason}});
   journal_.append(std::move(e), [done, answer](const journal::append_result&) { done(answer); });
 }
 

@@ -131,6 +131,8 @@ class service {
   journal::entry base_entry(std::string kind, const principal& p, const http_request& req) const;
   // Journals a refused request as denied, then answers with the refusal.
   void deny(journal::entry e, const refusal& r, api::reply done);
+  // The same with the journal's detail code and the HTTP answer chosen apart.
+  void deny(journal::entry e, std::string_view code, std::string_view reason, http_response answer, api::reply done);
   std::optional<user_row> lookup_user(const std::string& name);
   std::string new_session_id();
 

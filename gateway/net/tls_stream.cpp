@@ -102,7 +102,7 @@ tls_stream::error_code tls_stream::attach_bios() {
   return ec;
 }
 
-tls_stream::error_code tls_stream::ssl_error(int ret, int err) {
+tls_stream::error_code tls_stream::ssl_error(int err) {
   if (timed_out_) return asio::error::timed_out;
   if (err == SSL_ERROR_ZERO_RETURN) return asio::error::eof;
   if (err == SSL_ERROR_SYSCALL) {
@@ -110,7 +110,6 @@ tls_stream::error_code tls_stream::ssl_error(int ret, int err) {
     if (errno == 0) return asio::ssl::error::stream_truncated;  // EOF without close_notify
     return {errno, boost::system::system_category()};          // reset, broken pipe, ...
   }
-  (void)ret;
   auto e = ERR_get_error();
   if (e == 0) return asio::error::fault;
   if (ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
@@ -156,7 +155,7 @@ tls_stream::step tls_stream::try_read(asio::mutable_buffer b) {
   int err = SSL_get_error(ssl_, r);
   if (err == SSL_ERROR_WANT_READ) return {{}, 0, need::read};
   if (err == SSL_ERROR_WANT_WRITE) return {{}, 0, need::write};  // retrying writes the answer
-  return {ssl_error(r, err)};
+  return {ssl_error(err)};
 }
 
 tls_stream::step tls_stream::try_write(const void* p, std::size_t n) {
@@ -169,7 +168,7 @@ tls_stream::step tls_stream::try_write(const void* p, std::size_t n) {
   int err = SSL_get_error(ssl_, r);
   if (err == SSL_ERROR_WANT_WRITE) return {{}, 0, need::write};
   if (err == SSL_ERROR_WANT_READ) return {{}, 0, need::read};
-  return {ssl_error(r, err)};
+  return {ssl_error(err)};
 }
 
 asio::awaitable<tls_stream::error_code> tls_stream::flush() {
@@ -193,7 +192,7 @@ asio::awaitable<tls_stream::error_code> tls_stream::handshake(bool server) {
     int r = SSL_do_handshake(ssl_);
     int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl_, r);
     if (err != SSL_ERROR_NONE && err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
-      auto ec = ssl_error(r, err);
+      auto ec = ssl_error(err);
       (void)co_await flush();  // an alert, if OpenSSL queued one
       co_return ec;
     }

@@ -90,7 +90,7 @@ class tls_stream {
         break;
       }
     }
-    return boost::asio::async_compose<Token, void(error_code, std::size_t)>(read_op{this, first}, token, sock_);
+    return boost::asio::async_compose<Token, void(error_code, std::size_t)>(read_op(this, first), token, sock_);
   }
   template <typename ConstBufferSequence, typename Token>
   auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
@@ -113,7 +113,7 @@ class tls_stream {
   boost::asio::awaitable<error_code> flush();
   boost::asio::awaitable<error_code> write_sequence(std::span<const boost::asio::const_buffer> in);
   error_code attach_bios();
-  error_code ssl_error(int ret, int err);
+  error_code ssl_error(int err);
   [[nodiscard]] error_code closed_error() const;
   void arm_watchdog();
 
@@ -137,22 +137,27 @@ class tls_stream {
     return w == need::read ? boost::asio::socket_base::wait_read : boost::asio::socket_base::wait_write;
   }
 
-  // The composed operations. `waited`: suspended at least once, so completing now is not
-  // inline; otherwise the result is posted and delivered on the next invocation.
-  struct read_op {
+  // What the composed operations share. `waited`: suspended at least once, so completing
+  // now is not inline; otherwise the result is posted and delivered on the next invocation.
+  struct op_base {
     tls_stream* s;
-    boost::asio::mutable_buffer b;
     bool waited = false, posted = false;
     step result{};
+    // Delivers a result posted earlier; true if it did.
     template <typename Self>
-    void operator()(Self& self, error_code ec = {}) {
-      if (posted) return self.complete(result.ec, result.n);
-      if (ec) return finish(self, {s->sock_.is_open() ? ec : s->closed_error()});
-      if (b.size() == 0) return finish(self, {});
-      auto st = s->try_read(b);
-      if (st.want == need::nothing) return finish(self, st);
+    bool deliver_posted(Self& self) {
+      if (!posted) return false;
+      self.complete(result.ec, result.n);
+      return true;
+    }
+    // The error a wait ended with, as the stream sees it (a closed socket: closed_error()).
+    [[nodiscard]] error_code wait_error(const error_code& ec) const {
+      return s->sock_.is_open() ? ec : s->closed_error();
+    }
+    template <typename Self>
+    void suspend(Self& self, need w) {
       waited = true;
-      s->sock_.async_wait(wait_for(st.want), std::move(self));
+      s->sock_.async_wait(wait_for(w), std::move(self));
     }
     template <typename Self>
     void finish(Self& self, step st) {
@@ -163,25 +168,35 @@ class tls_stream {
       boost::asio::post(ex, std::move(self));
     }
   };
-  struct write_op {
-    explicit write_op(tls_stream* st) : s(st) {}
+  struct read_op : op_base {
+    read_op(tls_stream* st, boost::asio::mutable_buffer buf) : op_base{st}, b(buf) {}
+    boost::asio::mutable_buffer b;
+    template <typename Self>
+    void operator()(Self& self, error_code ec = {}) {
+      if (deliver_posted(self)) return;
+      if (ec) return finish(self, {wait_error(ec)});
+      if (b.size() == 0) return finish(self, {});
+      auto st = s->try_read(b);
+      if (st.want == need::nothing) return finish(self, st);
+      suspend(self, st.want);
+    }
+  };
+  struct write_op : op_base {
+    explicit write_op(tls_stream* st) : op_base{st} {}
     write_op(write_op&&) = default;
     write_op(const write_op&) = delete;  // a copy's `bufs` would point into the original's staging
-    tls_stream* s;
     std::vector<boost::asio::const_buffer> bufs;
     std::vector<std::uint8_t> staging;  // moving the op keeps its heap block: `bufs` stay valid
     std::size_t size = 0;  // of the caller's sequence: what a success reports
     std::size_t i = 0, off = 0;
-    bool waited = false, posted = false;
-    step result{};
     template <typename Self>
     void operator()(Self& self, error_code ec = {}) {
-      if (posted) return self.complete(result.ec, result.n);
-      if (ec) return finish(self, {s->sock_.is_open() ? ec : s->closed_error()});
-      if (s->write_broken_) return finish(self, {boost::asio::error::broken_pipe});
+      if (deliver_posted(self)) return;
+      if (ec) return fail(self, wait_error(ec));
+      if (s->write_broken_) return fail(self, boost::asio::error::broken_pipe);
       while (i < bufs.size()) {
         auto st = s->try_write(static_cast<const char*>(bufs[i].data()) + off, bufs[i].size() - off);
-        if (st.ec) return finish(self, {st.ec});
+        if (st.ec) return fail(self, st.ec);
         if (st.want != need::nothing) return suspend(self, st.want);
         off += st.n;
         if (off == bufs[i].size()) {
@@ -190,23 +205,14 @@ class tls_stream {
         }
       }
       auto st = s->try_flush();
-      if (st.ec) return finish(self, {st.ec});
+      if (st.ec) return fail(self, st.ec);
       if (st.want != need::nothing) return suspend(self, st.want);
       finish(self, {error_code{}, size});
     }
     template <typename Self>
-    void suspend(Self& self, need w) {
-      waited = true;
-      s->sock_.async_wait(wait_for(w), std::move(self));
-    }
-    template <typename Self>
-    void finish(Self& self, step st) {
-      if (st.ec) s->write_broken_ = true;  // a record may be half written: no later write
-      if (waited) return self.complete(st.ec, st.ec ? 0 : st.n);
-      result = {st.ec, st.ec ? 0 : st.n};
-      posted = true;
-      auto ex = s->get_executor();
-      boost::asio::post(ex, std::move(self));
+    void fail(Self& self, error_code ec) {
+      s->write_broken_ = true;  // a record may be half written: no later write
+      finish(self, {ec});
     }
   };
 
