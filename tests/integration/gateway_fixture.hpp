@@ -1,0 +1,185 @@
+// Shared steps of the tests that run a whole gateway: `rsgate init` with certificates, `rsgate
+// serve` on ephemeral loopback ports, accounts with bearer tokens, enrolled machines, curl
+// against the REST API, `rsgate-agent start` and `rsgate connect` as real child processes.
+#pragma once
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <thread>
+
+#include "core/files.hpp"
+#include "tests/integration/common.hpp"
+
+namespace rsgate::test {
+
+namespace json = boost::json;
+
+
+inline constexpr auto kWait = std::chrono::seconds(60);
+
+struct gateway_fixture {
+  temp_dir t;
+  std::filesystem::path dir = t / "gw";
+  std::unique_ptr<child> gw;
+  std::string https, tunnel;
+  std::map<std::string, std::string> tokens;
+
+  // `threads`: the gateway's I/O threads; more than one puts each connection on a strand and
+  // a channel's two ends on different threads.
+  explicit gateway_fixture(int threads = 1) {
+    init_data_dir(dir, "gw-flow", true);
+    auto cfg = read_file(dir / "rsgate.toml");
+    auto t1 = cfg.find("threads = 1 ");
+    REQUIRE(t1 != std::string::npos);
+    cfg.replace(t1, 11, "threads = " + std::to_string(threads));
+    for (auto port : {"8443", "4433"}) {
+      auto from = std::string("listen = \"127.0.0.1:") + port + "\"";
+      auto p = cfg.find(from);
+      REQUIRE(p != std::string::npos);
+      cfg.replace(p, from.size(), "listen = \"127.0.0.1:0\"");
+    }
+    std::ofstream(dir / "rsgate.toml") << cfg;
+    gw = std::make_unique<child>(std::vector<std::string>{rsgate_binary(), "serve", "--config", (dir / "rsgate.toml").string()},
+                                 t / "gw.err");
+    auto deadline = std::chrono::steady_clock::now() + kWait;
+    while ((https.empty() || tunnel.empty()) && std::chrono::steady_clock::now() < deadline) {
+      auto line = gw->read_line(std::chrono::seconds(5));
+      if (!line) continue;
+      if (auto p = line->find("tunnel: "); p != std::string::npos) tunnel = line->substr(p + 8);
+      if (auto p = line->find("console: https://"); p != std::string::npos)
+        https = line->substr(p + 17, line->size() - p - 18);  // host:port
+    }
+    REQUIRE_FALSE(https.empty());
+    REQUIRE_FALSE(tunnel.empty());
+    for (auto [name, role] : {std::pair{"alice", "representative"}, std::pair{"bob", "representative"},
+                              std::pair{"dave", "developer"}}) {
+      REQUIRE(rsgate_cmd({"user", "add", name, "--role", role, "--password-stdin", "--data", dir.string()},
+                         "a long enough password\n").exit_code == 0);
+      auto tok = rsgate_cmd({"token", "create", "--user", name, "--data", dir.string()});
+      REQUIRE(tok.exit_code == 0);
+      tokens[name] = tok.out.substr(0, tok.out.size() - 1);
+    }
+  }
+  ~gateway_fixture() {
+    if (gw) {
+      gw->signal(SIGTERM);
+      (void)gw->wait(std::chrono::seconds(20));
+    }
+  }
+
+  std::filesystem::path enroll(const std::string& serial, bool md5 = false,
+                               std::vector<std::string> scopes = {"hmc=127.0.0.1:9", "partition:LP01=127.0.0.1:9"}) {
+    auto profile = t / (serial + ".toml");
+    std::vector<std::string> a = {"machine", "enroll", "--type", "9009", "--model", "42A", "--serial", serial,
+                                  "--gateway", tunnel, "--profile-out", profile.string(), "--data", dir.string()};
+    for (auto& sc : scopes) {
+      a.push_back("--scope");
+      a.push_back(sc);
+    }
+    if (md5) a.push_back("--md5");
+    auto r = rsgate_cmd(a);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    return profile;
+  }
+
+  struct answer {
+    int status = 0;
+    json::object body;
+  };
+  answer api(const std::string& method, const std::string& path, const std::string& user, const std::string& body = "") {
+    std::vector<std::string> a = {"curl", "-sS", "--max-time", "20", "--cacert", (dir / "ca.pem").string(),
+                                  "-X", method, "-H", "Authorization: Bearer " + tokens.at(user), "-o", "-", "-w", "\n%{http_code}"};
+    if (!body.empty()) {
+      a.push_back("-H");
+      a.push_back("Content-Type: application/json");
+      a.push_back("--data");
+      a.push_back(body);
+    }
+    a.push_back("https://" + https + path);
+    auto r = run(a, "", std::chrono::seconds(30));
+    answer out;
+    auto nl = r.out.rfind('\n');
+    REQUIRE(nl != std::string::npos);
+    out.status = std::atoi(r.out.c_str() + nl + 1);
+    boost::system::error_code ec;
+    auto v = json::parse(r.out.substr(0, nl), ec);
+    if (!ec && v.is_object()) out.body = v.as_object();
+    return out;
+  }
+
+  std::vector<std::string> kinds(const std::string& kind, const std::string& outcome) {
+    auto r = rsgate_cmd({"journal", "query", "--data", dir.string(), "--kind", kind, "--outcome", outcome, "--format", "json"});
+    REQUIRE(r.exit_code == 0);
+    std::vector<std::string> lines;
+    std::istringstream in(r.out);
+    std::string l;
+    while (std::getline(in, l)) lines.push_back(l);
+    return lines;
+  }
+};
+
+inline std::string wait_line(child& c, const std::string& needle) {
+  auto l = c.wait_for(needle, kWait);
+  INFO("waiting for: " << needle);
+  REQUIRE(l.has_value());
+  return *l;
+}
+
+// The customer starts the agent, the representative `owner` attaches with the printed key.
+struct attached {
+  std::unique_ptr<child> agent;
+  std::string control;
+  std::string sid;
+};
+inline attached start_and_attach(gateway_fixture& f, const std::filesystem::path& profile, const std::string& owner,
+                          const std::string& pmr) {
+  attached a;
+  a.control = (f.t / "a.sock").string();
+  a.agent = std::make_unique<child>(
+      std::vector<std::string>{agent_binary(), "start", "--profile", profile.string(), "--control", a.control},
+      f.t / "agent.err");
+  auto key_line = wait_line(*a.agent, "Session key: ");
+  auto key = key_line.substr(key_line.find(": ") + 2);
+  auto att = f.api("POST", "/api/v1/sessions/attach", owner,
+                   json::serialize(json::object{{"session_key", key}, {"pmr", pmr}}));
+  REQUIRE(att.status == 201);
+  a.sid = std::string(att.body["id"].as_string());
+  return a;
+}
+
+
+// `rsgate connect` for `user` to `scope` of session `sid`; returns the child and its port.
+// `ca`: the CA file it trusts (default: the gateway's).
+inline std::pair<std::unique_ptr<child>, std::uint16_t> connect_for(gateway_fixture& f, const std::string& user,
+                                                             const std::string& sid, const std::string& scope,
+                                                             const std::string& access_type, std::string ca = "") {
+  if (ca.empty()) ca = (f.dir / "ca.pem").string();
+  auto c = std::make_unique<child>(std::vector<std::string>{rsgate_binary(), "connect", "--gateway", "https://" + f.https,
+                                                            "--token", f.tokens.at(user), "--session", sid, "--scope",
+                                                            scope, "--access-type", access_type, "--listen",
+                                                            "127.0.0.1:0", "--ca", ca},
+                                   f.t / ("connect-" + user + ".err"));
+  auto line = c->wait_for("listening on 127.0.0.1:", kWait);
+  REQUIRE(line);
+  auto p = line->find("127.0.0.1:") + 10;
+  return {std::move(c), static_cast<std::uint16_t>(std::stoi(line->substr(p)))};
+}
+
+inline std::vector<std::uint8_t> random_bytes(std::size_t n) {
+  std::vector<std::uint8_t> v(n);
+  std::uint32_t x = 2463534242u;
+  for (auto& b : v) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    b = static_cast<std::uint8_t>(x);
+  }
+  return v;
+}
+
+}  // namespace rsgate::test
