@@ -210,6 +210,10 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   metrics m;
   m.start_time_us = system_clock::instance().now();
   service sessions(jw, layout, system_clock::instance());
+  // Sessions do not survive a restart yet: close in the journal whatever the last run left
+  // open (a crash, a kill), so no session vanishes without its session.end.
+  if (auto n = sessions.end_orphaned_sessions())
+    log::info("journaled the end of {} session(s) left open by the previous run", n);
   routes api(jw, m, &sessions);
   runtime_options ro;
   ro.host = c.http.host;
@@ -240,11 +244,13 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   try {
     signo = run_https(ro, api, m);
   } catch (const std::exception& e) {
+    sessions.end_all_sessions("gateway error");
     (void)journal_stop(jw, journal::outcome::error, "reason", e.what());
     jw.close();
     err << "rsgate serve: " << e.what() << "\n";
     return kFailed;
   }
+  sessions.end_all_sessions("gateway shutdown");
   auto r = journal_stop(jw, journal::outcome::ok, "signal",
                         signo == SIGTERM ? "SIGTERM" : signo == SIGINT ? "SIGINT" : "other");
   jw.close();  // final signed checkpoint

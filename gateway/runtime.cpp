@@ -258,7 +258,17 @@ template <typename Token>
 auto async_handle(api& a, asio::thread_pool& workers, http_request req, Token&& token) {
   return net::async_from_callback<void(http_response)>(
       [&a, &workers, r = std::move(req)](auto cb) mutable {
-        asio::post(workers, [&a, r = std::move(r), cb = std::move(cb)]() mutable { a.handle(std::move(r), std::move(cb)); });
+        asio::post(workers, [&a, r = std::move(r), cb = std::move(cb)]() mutable {
+          // The fault firewall's last line: nothing thrown here may reach the pool (which
+          // would terminate the gateway), and the connection always gets its one answer.
+          auto once = exactly_once(std::move(cb));
+          try {
+            a.handle(std::move(r), once);
+          } catch (const std::exception& e) {
+            log::error("request handler failed: {}", e.what());
+            once(json_error(500, "internal", "the gateway failed to handle this request"));
+          }
+        });
       },
       token);
 }
@@ -493,13 +503,25 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
     if (opts.on_tunnel_listening) opts.on_tunnel_listening(tunnel_bound);
   }
 
-  // Revocations made by other processes and lapsing grants take effect within a second.
+  // Policy steps that waited for the journal continue on the worker pool, never on the
+  // journal writer's thread or an I/O thread.
+  if (opts.sessions)
+    opts.sessions->set_executor([&workers](std::function<void()> f) { asio::post(workers, std::move(f)); });
+
+  // Revocations made by other processes and lapsing grants take effect within a second. The
+  // pass reads state.db, so it runs on the worker pool, not on this I/O thread.
   asio::steady_timer housekeeping(ioc);
   std::function<void()> tick = [&] {
     housekeeping.expires_after(std::chrono::seconds(1));
     housekeeping.async_wait([&](beast::error_code tec) {
       if (tec || st.stopping) return;
-      opts.sessions->housekeeping();
+      asio::post(workers, [&opts] {
+        try {
+          opts.sessions->housekeeping();
+        } catch (const std::exception& e) {
+          log::error("housekeeping failed: {}", e.what());
+        }
+      });
       tick();
     });
   };
@@ -540,6 +562,8 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
   for (int i = 1; i < opts.threads; ++i) pool.emplace_back([&] { ioc.run(); });
   ioc.run();
   for (auto& t : pool) t.join();
+  // From now on policy steps continue inline: the pool is about to go.
+  if (opts.sessions) opts.sessions->set_executor({});
   workers.join();
   return stop_signal;
 }

@@ -1,24 +1,40 @@
 // The gateway's session service behind the REST API (SPEC §4): authentication (password
 // login with a cookie + CSRF token, or a bearer token), attach, grants, transfer, channels,
-// end, PMR lookup and journal queries. Plain C++ without Asio: handlers answer through the
-// api::reply callback, from the journal writer's thread when they had to journal first.
+// end, PMR lookup and journal queries, and the tunnel side of sessions. Plain C++ without
+// Asio: handlers answer through the api::reply callback, from the journal writer's thread
+// when they had to journal first.
 //
-// Thread-safe: one mutex guards the registry and the web sessions; it is never held while
-// waiting for the journal. Owned by `rsgate serve` for the gateway's lifetime.
+// Every change to a session is one policy step (policy_queue.hpp): decide, allocate ids,
+// journal and apply, while no other step of that session runs — so the journal and the state
+// never disagree, whatever runs concurrently. A step that grants access applies it only once
+// its entry is durable (journal before access); a step that removes access applies it at once
+// and records it in order, retrying while the journal cannot write (fail closed, nothing lost).
+// The handlers are split by capability: service_auth.cpp (login, tokens), service_sessions.cpp
+// (attach, grants, transfer, end), service_channels.cpp, service_audit.cpp (PMR lookup,
+// journal), this class's own file (the tunnel side, housekeeping, start-up and shutdown).
+//
+// Thread-safe. `mu_` guards the registry, web sessions, tickets and links and is held only
+// for in-memory work; state.db has its own connection and lock. Owned by `rsgate serve` for
+// the gateway's lifetime.
 #pragma once
+#include <atomic>
+#include <deque>
 #include <map>
-#include <variant>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
+#include <variant>
 
 #include "auth/rate_limit.hpp"
 #include "core/clock.hpp"
 #include "gateway/channel_link.hpp"
 #include "gateway/data_dir.hpp"
 #include "gateway/http/api.hpp"
+#include "gateway/policy_queue.hpp"
+#include "gateway/refusal_throttle.hpp"
 #include "gateway/sessions.hpp"
 #include "gateway/state.hpp"
 #include "gateway/tunnel/handshake.hpp"
@@ -60,9 +76,14 @@ struct principal {
 class service {
  public:
   service(journal::writer& journal, const data_layout& layout, const clock& clk);
+  ~service();
+
+  // Where policy steps continue when the one before them finished on another thread (the
+  // journal writer's): the API's worker pool. Without one they continue inline (tests).
+  void set_executor(policy_queue::executor ex);
 
   // Handles every /api/v1/... path except health/readiness/metrics. `path` has the /api/v1
-  // prefix removed. Calls `done` exactly once.
+  // prefix removed. Calls `done` exactly once; no exception escapes.
   void handle(const http_request& req, std::string_view path, api::reply done);
 
   // --- the tunnel side ---
@@ -89,9 +110,19 @@ class service {
   // with bytes each way and the duration).
   void channel_opened(const std::shared_ptr<channel_link>& c);
   void channel_closed(const std::shared_ptr<channel_link>& c, const std::string& source);
-  // Called every few seconds by the runtime: ends the sessions of machines revoked meanwhile
-  // (`rsgate machine revoke` runs in another process) and lapses grants whose time is up.
+
+  // --- life ---
+  // Called every second, off the I/O threads: ends the sessions of machines revoked and
+  // owners disabled meanwhile (other processes), revokes disabled grantees' grants, lapses
+  // grants whose time is up, ends sessions whose tunnel did not come back, writes the records
+  // the journal could not take before, and forgets sessions that ended long ago.
   void housekeeping();
+  // At start-up: journals session.end (reason "gateway restart") for every session the
+  // journal shows open — sessions do not survive a restart yet. Returns how many.
+  std::size_t end_orphaned_sessions();
+  // At shutdown, after the network stopped: ends every live session, journaled.
+  void end_all_sessions(const std::string& reason);
+
   [[nodiscard]] journal::writer& journal() { return journal_; }
   [[nodiscard]] const journal::hmac_key& hmac() const { return hmac_; }
 
@@ -108,54 +139,103 @@ class service {
     micros expires_at;
     micros idle_until;
   };
+  using ticket = policy_queue::ticket;
+  using step = std::function<void(ticket)>;
 
-  std::optional<principal> authenticate(const http_request& req, bool state_changing,
-                                        http_response& error);
-  void login(const http_request& req, api::reply done);
-  void logout(const http_request& req, api::reply done);
-  void list_sessions(const principal& p, const http_request& req, api::reply done);
-  void attach(const principal& p, const http_request& req, api::reply done);
-  void get_session(const principal& p, const std::string& id, const http_request& req, api::reply done);
-  void add_grant(const principal& p, const std::string& id, const http_request& req, api::reply done);
+  // --- routing and authentication (service_auth.cpp) ---
+  void route(const http_request& req, std::string_view path, const api::reply& done);
+  // Who the caller is; or nullopt with the answer in `error`, and in `refused` the journal
+  // entry of the refusal when it gets one of its own (refusal_throttle.hpp).
+  std::optional<principal> authenticate(const http_request& req, bool state_changing, http_response& error,
+                                        std::optional<journal::entry>& refused);
+  std::optional<principal> authenticate_bearer(const http_request& req, std::string_view token, http_response& error,
+                                               std::optional<journal::entry>& refused);
+  std::optional<journal::entry> refuse_credential(const http_request& req, std::string_view method,
+                                                  std::string_view reason, std::string_view secret_hmac);
+  void login(const http_request& req, const api::reply& done);
+  void logout(const http_request& req, const api::reply& done);
+
+  // --- sessions (service_sessions.cpp) ---
+  void list_sessions(const principal& p, const http_request& req, const api::reply& done);
+  void attach(const principal& p, const http_request& req, const api::reply& done);
+  void attach_step(const attach_request& a, journal::entry e, std::string by, const api::reply& done, ticket t);
+  void get_session(const principal& p, const std::string& id, const http_request& req, const api::reply& done);
+  void add_grant(const principal& p, const std::string& id, const http_request& req, const api::reply& done);
   void revoke_grant(const principal& p, const std::string& id, const std::string& gid, const http_request& req,
-                    api::reply done);
-  void transfer(const principal& p, const std::string& id, const http_request& req, api::reply done);
-  void open_channel(const principal& p, const std::string& id, const http_request& req, api::reply done);
-  void end_session(const principal& p, const std::string& id, const http_request& req, api::reply done);
-  void pmr_sessions(const principal& p, const std::string& pmr, const http_request& req, api::reply done);
-  void journal_query(const principal& p, const http_request& req, api::reply done);
-  void journal_verify(const principal& p, const http_request& req, api::reply done);
+                    const api::reply& done);
+  void transfer(const principal& p, const std::string& id, const http_request& req, const api::reply& done);
+  void end_session(const principal& p, const std::string& id, const http_request& req, const api::reply& done);
 
-  // Appends `e`; on success runs `then` (under no lock) and it replies; on failure replies 503.
-  void journal_then(journal::entry e, api::reply done, std::function<void(const journal::append_result&)> then);
+  // --- channels (service_channels.cpp) ---
+  void open_channel(const principal& p, const std::string& id, const http_request& req, const api::reply& done);
+
+  // --- audit (service_audit.cpp) ---
+  void pmr_sessions(const principal& p, const std::string& pmr, const http_request& req, const api::reply& done);
+  void journal_query(const principal& p, const http_request& req, const api::reply& done);
+  void journal_verify(const principal& p, const http_request& req, const api::reply& done);
+
+  // --- policy steps (service.cpp) ---
+  // Runs `s` as the next policy step of session `id`; answers 429 through `done` when too
+  // many steps of that session wait already (`force`: internal records, never refused).
+  void in_session(const std::string& id, const api::reply& done, step s, bool force = false);
+  // Appends `e` for the step holding `t`; `then` runs with the result, under no lock.
+  void record(journal::entry e, ticket t, std::function<void(const journal::append_result&)> then);
+  // Records a change that took effect already (a removal of access, a channel that closed):
+  // in order after the session's earlier unwritten records, kept and retried by
+  // housekeeping while the journal cannot write. `then` runs once it is written or kept.
+  void record_done(const std::string& sid, journal::entry e, ticket t, std::function<void()> then = {});
+  // Writes the session's kept records, oldest first, stopping at the first failure.
+  void flush_unrecorded(const std::string& sid, ticket t);
+  // True when the session has records the journal could not take yet (then nothing that
+  // grants access may proceed: its entry would overtake them). Called with mu_ held.
+  [[nodiscard]] bool has_unrecorded(const std::string& sid) const;
+  // Appends `e` as a refusal (outcome denied, detail {code, reason}) and answers `answer`.
+  void deny(journal::entry e, std::string_view code, std::string_view reason, http_response answer,
+            const api::reply& done, std::optional<ticket> t = std::nullopt);
+  void deny(journal::entry e, const refusal& r, const api::reply& done, std::optional<ticket> t = std::nullopt);
+  // With mu_ held: removes `g`'s access now (closing its channels, telling the agent) and
+  // returns the record of it, for record_done.
+  journal::entry revoke_now(session& s, grant& g, const std::string& actor, const std::string& reason);
+  // With mu_ held: ends `s` now (closing its channels; END with `agent_reason` to its tunnel
+  // unless empty) and returns the record of it.
+  journal::entry end_now(session& s, const std::string& actor, const std::string& reason, std::string agent_reason);
+
+  // --- helpers ---
   journal::entry base_entry(std::string kind, const principal& p, const http_request& req) const;
-  // Journals a refused request as denied, then answers with the refusal.
-  void deny(journal::entry e, const refusal& r, api::reply done);
-  // The same with the journal's detail code and the HTTP answer chosen apart.
-  void deny(journal::entry e, std::string_view code, std::string_view reason, http_response answer, api::reply done);
   std::optional<user_row> lookup_user(const std::string& name);
+  std::optional<token_row> lookup_token(const std::string& hash);
   std::string new_session_id();
+  void notify(const std::string& session_id, tunnel::notice n);  // called with mu_ held
+  void close_channels(const std::string& session_id, const std::vector<std::uint32_t>& ids,
+                      const std::string& reason);  // called with mu_ held
+  void housekeeping_accounts();
+  void housekeeping_time(micros now);
 
   journal::writer& journal_;
   data_layout layout_;
   const clock& clock_;
   journal::hmac_key hmac_;
+  std::optional<master_key> master_;  // loaded once, when a machine first needs MD5
+  policy_queue policy_;
 
-  std::mutex mu_;  // guards everything below
-  session_registry registry_;
+  std::mutex state_mu_;  // guards state_: state.db reads never run under mu_
   state_store state_;
+  std::mutex housekeeping_mu_;  // one housekeeping pass at a time (it has its own connection)
+  std::optional<state_store> housekeeping_state_;
+
+  mutable std::mutex mu_;  // guards everything below
+  session_registry registry_;
+  std::map<std::string, std::deque<journal::entry>> unrecorded_;  // by session id, oldest first
   std::map<std::string, web_session> web_sessions_;  // by SHA-256 of the cookie value
   auth::failure_limiter login_user_limiter_;
   auth::failure_limiter login_source_limiter_;
+  refusal_throttle credential_refusals_;  // journal entries for refused credentials, per address
   struct channel_ticket {
     std::string session_id, user, scope, access_type;
     micros expires_at;
   };
   std::map<std::string, channel_ticket> tickets_;  // by SHA-256 of the one-time token
   std::map<std::string, std::weak_ptr<tunnel_link>> links_;  // by session id
-  void notify(const std::string& session_id, tunnel::notice n);  // called with mu_ held
-  void close_channels(const std::string& session_id, const std::vector<std::uint32_t>& ids,
-                      const std::string& reason);  // called with mu_ held
 };
 
 }  // namespace rsgate::gateway

@@ -78,6 +78,13 @@ session* session_registry::find_live_for_machine(const std::string& machine) {
   return nullptr;
 }
 
+session* session_registry::find_live_by_key(const std::string& key_hmac) {
+  if (key_hmac.empty()) return nullptr;
+  for (auto& [id, s] : sessions_)
+    if (s.state != session_state::ended && s.key_hmac == key_hmac) return &s;
+  return nullptr;
+}
+
 std::vector<session*> session_registry::live_sessions() {
   std::vector<session*> out;
   for (auto& [id, s] : sessions_)
@@ -111,8 +118,7 @@ std::variant<session*, refusal> session_registry::check_attach(const attach_requ
     return refuse(429, "rate_limited", "too many wrong session keys; try again later");
   session* s = nullptr;
   if (!r.key_hmac.empty()) {
-    for (auto& [id, cand] : sessions_)
-      if (!cand.key_hmac.empty() && cand.key_hmac == r.key_hmac && cand.state != session_state::ended) s = &cand;
+    s = find_live_by_key(r.key_hmac);
     if (!s) return refuse(403, "bad_key", "no live session has this key");
     if (!s->key_used && s->key_expires_at <= now)
       return refuse(403, "key_expired", "this session key has expired; the customer can issue a new one");
@@ -122,10 +128,8 @@ std::variant<session*, refusal> session_registry::check_attach(const attach_requ
   }
   if (s->state == session_state::active)
     return refuse(409, "locked", fmt::format("the session is owned by {}", s->owner));
-  if (s->attach_pending) return refuse(409, "locked", "another attach to this session is in progress");
   if (!s->tunnel_up)
     return refuse(409, "not_connected", "the customer's tunnel is not connected; it may come back shortly");
-  s->attach_pending = true;
   return s;
 }
 
@@ -136,7 +140,6 @@ void session_registry::record_bad_key(const attach_request& r, micros now) {
 }
 
 void session_registry::commit_attach(session& s, const attach_request& r, micros) {
-  s.attach_pending = false;
   s.owner = r.user;
   s.pmr = r.pmr;
   if (std::find(s.pmrs.begin(), s.pmrs.end(), r.pmr) == s.pmrs.end()) s.pmrs.push_back(r.pmr);
@@ -226,7 +229,6 @@ std::vector<std::uint32_t> session_registry::end(session& s, std::string reason,
   s.state = session_state::ended;
   s.ended_at = now;
   s.end_reason = std::move(reason);
-  s.attach_pending = false;
   for (auto& g : s.grants) g.revoked = true;
   return out;
 }
@@ -269,15 +271,23 @@ std::optional<channel_info> session_registry::close_channel(session& s, std::uin
   return c;
 }
 
-std::vector<std::pair<session*, grant*>> session_registry::expire_grants(micros now) {
-  std::vector<std::pair<session*, grant*>> out;
+std::vector<std::pair<std::string, std::string>> session_registry::lapsed_grants(micros now) const {
+  std::vector<std::pair<std::string, std::string>> out;
   for (auto& [id, s] : sessions_)
     for (auto& g : s.grants)
-      if (!g.revoked && g.expires_at != 0 && g.expires_at <= now && s.state == session_state::active) {
-        g.revoked = true;
-        out.emplace_back(&s, &g);
-      }
+      if (!g.revoked && g.expires_at != 0 && g.expires_at <= now && s.state == session_state::active)
+        out.emplace_back(id, g.id);
   return out;
+}
+
+void session_registry::prune(micros now, micros keep, std::size_t max_ended, const std::set<std::string>& pinned) {
+  std::vector<std::pair<micros, std::string>> ended;
+  for (auto& [id, s] : sessions_)
+    if (s.state == session_state::ended && !pinned.count(id)) ended.emplace_back(s.ended_at, id);
+  std::sort(ended.begin(), ended.end());
+  std::size_t excess = ended.size() > max_ended ? ended.size() - max_ended : 0;
+  for (std::size_t i = 0; i < ended.size(); ++i)
+    if (i < excess || now - ended[i].first > keep) sessions_.erase(ended[i].second);
 }
 
 }  // namespace rsgate::gateway

@@ -2,10 +2,11 @@
 // which channels are open — and every decision about them. Pure and single-threaded: the
 // gateway keeps one registry on one strand; nothing here does I/O or reads a clock.
 //
-// Journal before access: an access-granting change is decided here (`check_*`), reserved so
-// no concurrent request can take the same slot, journaled by the caller, and only then
-// applied (`commit_*`). If the journal fails, the caller calls `release_*` and nothing
-// changed.
+// Journal before access: an access-granting change is decided here (`check_*`), journaled by
+// the caller, and only then applied (`commit_*`); if the journal fails, nothing changed. The
+// caller runs each session's decide-journal-commit steps one at a time (policy_queue.hpp), so
+// nothing can change a session between its check and its commit. Ended sessions are kept a
+// while for the API (`prune`), then forgotten: the journal keeps their story.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -65,7 +66,6 @@ struct session {
   micros created_at = 0;
   micros ended_at = 0;
   std::string end_reason;
-  bool attach_pending = false;  // an attach is being journaled: others see the session locked
   bool tunnel_up = true;        // the customer's tunnel is connected
   micros tunnel_lost_at = 0;    // when it dropped (the session survives a grace period)
   int next_grant = 1;
@@ -102,15 +102,16 @@ class session_registry {
                             std::vector<std::string> scopes, micros now);
   [[nodiscard]] session* find(const std::string& id);
   [[nodiscard]] session* find_live_for_machine(const std::string& machine);
+  // The live session whose current session key has this keyed hash.
+  [[nodiscard]] session* find_live_by_key(const std::string& key_hmac);
   [[nodiscard]] std::vector<const session*> visible_to(const std::string& user, micros now) const;
   [[nodiscard]] std::vector<session*> live_sessions();
 
   void set_key(session& s, std::string key_hmac, micros expires_at);
 
-  // Attach: decide, reserve, (caller journals), then commit or release.
+  // Attach: decide (the session the request names, or why not), (caller journals), commit.
   [[nodiscard]] std::variant<session*, refusal> check_attach(const attach_request& r, micros now);
   void commit_attach(session& s, const attach_request& r, micros now);
-  void release_attach(session& s) { s.attach_pending = false; }
   // Records a wrong key against the limits (the caller journals it as denied).
   void record_bad_key(const attach_request& r, micros now);
 
@@ -138,8 +139,13 @@ class session_registry {
                                                      const std::string& access_type, micros now) const;
   void commit_channel(session& s, channel_info c);
   std::optional<channel_info> close_channel(session& s, std::uint32_t id);
-  // Grants whose expiry passed: revoked (the caller journals and closes their channels).
-  std::vector<std::pair<session*, grant*>> expire_grants(micros now);
+  // Live grants whose expiry passed, as (session id, grant id); the caller revokes each in a
+  // step of its session.
+  [[nodiscard]] std::vector<std::pair<std::string, std::string>> lapsed_grants(micros now) const;
+  // Forgets ended sessions that ended more than `keep` ago, and the oldest ended ones beyond
+  // `max_ended`, except those listed in `pinned` (their records are not all written yet).
+  void prune(micros now, micros keep, std::size_t max_ended, const std::set<std::string>& pinned);
+  [[nodiscard]] std::size_t size() const { return sessions_.size(); }
 
  private:
   limits_policy policy_;

@@ -252,7 +252,7 @@ void writer::write_batch(std::deque<pending>& batch, bool final_checkpoint) {
     // Before the completions run: a caller woken by one may move a test clock at once.
     last_write_ts_ = clock_.now();
     auto err = failure(errc::write_failed, ex.what());
-    for (auto& p : batch) p.done(err);
+    for (auto& p : batch) complete(p, err);
     return;
   }
   if (!ready_.exchange(true)) log::info("journal: writing again at seq {}", last_seq_);
@@ -265,7 +265,19 @@ void writer::write_batch(std::deque<pending>& batch, bool final_checkpoint) {
     stats_.checkpoints += wrote_checkpoint ? 1 : 0;
     stats_.last_seq = last_seq_;
   }
-  for (std::size_t i = 0; i < batch.size(); ++i) batch[i].done(results[i]);
+  for (std::size_t i = 0; i < batch.size(); ++i) complete(batch[i], results[i]);
+}
+
+void writer::complete(pending& p, const append_result& r) {
+  // A completion that throws must not end the writer thread (std::terminate): every later
+  // append would hang. Log it; the caller's own guard answers its client.
+  try {
+    p.done(r);
+  } catch (const std::exception& e) {
+    log::error("journal: a completion failed: {}", e.what());
+  } catch (...) {
+    log::error("journal: a completion failed");
+  }
 }
 
 void writer::probe() {

@@ -102,6 +102,7 @@ class writer {
   void run();
   void write_batch(std::deque<pending>& batch, bool final_checkpoint);
   void probe();
+  static void complete(pending& p, const append_result& r);
   entry make_checkpoint(std::int64_t seq, micros ts, const std::string& prev) const;
 
   signing_key key_;

@@ -5,6 +5,7 @@
 #include <boost/json/value.hpp>
 #include <strings.h>
 
+
 namespace rsgate::gateway {
 
 std::string http_request::header(std::string_view name) const {
@@ -23,6 +24,11 @@ http_response json_error(int status, std::string_view code, std::string_view mes
   r.status = status;
   r.body = boost::json::serialize(o);
   return r;
+}
+
+api::reply exactly_once(api::reply r) {
+  return once_or<http_response>(std::move(r),
+                                json_error(500, "internal", "the gateway failed to answer this request"));
 }
 
 }  // namespace rsgate::gateway

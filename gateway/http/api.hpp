@@ -5,8 +5,10 @@
 // Handlers complete asynchronously: an endpoint that must journal before it grants access
 // answers only when the journal has committed, from the journal writer's thread.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -39,5 +41,33 @@ class api {
   // Must call `done` exactly once, from any thread.
   virtual void handle(http_request req, reply done) = 0;
 };
+
+// Wraps the completion `f` so that it runs exactly once: calls after the first are ignored,
+// and when the last copy is destroyed without any call (a handler that lost its completion on
+// some path, an exception) it runs with `fallback` — so a caller never waits forever and never
+// gets two answers. Thread-safe.
+template <typename T>
+[[nodiscard]] std::function<void(T)> once_or(std::function<void(T)> f, T fallback) {
+  struct state {
+    state(std::function<void(T)> fn, T fb) : f(std::move(fn)), fallback(std::move(fb)) {}
+    ~state() {
+      if (called.exchange(true)) return;
+      try {
+        f(std::move(fallback));
+      } catch (...) {
+      }
+    }
+    std::function<void(T)> f;
+    T fallback;
+    std::atomic<bool> called{false};
+  };
+  auto st = std::make_shared<state>(std::move(f), std::move(fallback));
+  return [st](T v) {
+    if (!st->called.exchange(true)) st->f(std::move(v));
+  };
+}
+
+// An API reply that answers exactly once; unanswered, it answers 500.
+[[nodiscard]] api::reply exactly_once(api::reply r);
 
 }  // namespace rsgate::gateway

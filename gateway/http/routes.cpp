@@ -2,6 +2,7 @@
 #include "gateway/http/routes.hpp"
 
 #include "gateway/service.hpp"
+#include "core/log.hpp"
 #include "journal/writer.hpp"
 
 namespace rsgate::gateway {
@@ -29,7 +30,19 @@ void add_security_headers(http_response& r) {
   r.headers.emplace_back("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'");
 }
 
-void routes::handle(http_request req, reply done) {
+void routes::handle(http_request req, reply done_in) {
+  auto done = exactly_once(std::move(done_in));
+  try {
+    dispatch(req, done);
+  } catch (const std::exception& e) {
+    log::error("{} {}: {}", req.method, req.target.substr(0, 200), e.what());
+    auto r = json_error(500, "internal", "the gateway failed to handle this request");
+    add_security_headers(r);
+    done(std::move(r));
+  }
+}
+
+void routes::dispatch(const http_request& req, const reply& done) {
   auto path = path_of(req.target);
   const bool api_path = path.starts_with("/api/v1/");
   if (api_path) path.remove_prefix(7);  // "/api/v1/healthz" == "/healthz"

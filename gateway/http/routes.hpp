@@ -18,9 +18,11 @@ class routes final : public api {
   // `sessions` may be null (health, readiness and metrics only).
   routes(journal::writer& journal, metrics& m, service* sessions = nullptr)
       : journal_(journal), metrics_(m), service_(sessions) {}
+  // Answers exactly once; an exception from any handler becomes a 500 (and is logged).
   void handle(http_request req, reply done) override;
 
  private:
+  void dispatch(const http_request& req, const reply& done);
   journal::writer& journal_;
   metrics& metrics_;
   service* service_;

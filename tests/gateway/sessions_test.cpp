@@ -56,16 +56,6 @@ TEST_CASE("attach by key locks the session to its first representative") {
   CHECK(f.refused(f.reg.check_attach(m, f.now)).status == 409);
 }
 
-TEST_CASE("a pending attach locks out a concurrent one; a failed journal write releases it") {
-  fixture f;
-  auto v = f.reg.check_attach(f.by_key("alice"), f.now);
-  REQUIRE(std::holds_alternative<session*>(v));
-  CHECK(f.refused(f.reg.check_attach(f.by_key("bob"), f.now)).status == 409);
-  f.reg.release_attach(*std::get<session*>(v));  // the journal could not record it
-  CHECK(f.s->state == session_state::waiting);
-  CHECK(std::holds_alternative<session*>(f.reg.check_attach(f.by_key("bob"), f.now)));
-}
-
 TEST_CASE("attach refusals: role, unknown key, expired key, unknown machine") {
   fixture f;
   CHECK(f.refused(f.reg.check_attach(f.by_key("dev", "KEYHMAC", role::developer), f.now)).status == 403);
@@ -93,7 +83,6 @@ TEST_CASE("wrong keys are limited per representative, per source and globally") 
   auto other = f.by_key("alice");
   other.source = "198.51.100.1";
   CHECK(std::holds_alternative<session*>(f.reg.check_attach(other, f.now)));
-  f.reg.release_attach(*f.s);
   // ...but many representatives guessing from one address are.
   fixture g;
   for (int i = 0; i < 10; ++i) g.reg.record_bad_key(g.by_key("u" + std::to_string(i), "X"), g.now);
@@ -160,9 +149,10 @@ TEST_CASE("channels: owner anywhere offered; grantee only within the grant; revo
                                               f.now + kMin, f.now));
   f.reg.commit_grant(*f.s, g2);
   CHECK_FALSE(f.reg.check_channel(*f.s, "erin", "hmc", "ssh", f.now));
-  auto expired = f.reg.expire_grants(f.now + 2 * kMin);
-  REQUIRE(expired.size() == 1);
-  CHECK(expired[0].second->user == "erin");
+  CHECK(f.reg.lapsed_grants(f.now).empty());
+  auto lapsed = f.reg.lapsed_grants(f.now + 2 * kMin);
+  REQUIRE(lapsed.size() == 1);
+  CHECK(lapsed[0] == std::pair<std::string, std::string>{"S-1", "G2"});
   CHECK(f.reg.check_channel(*f.s, "erin", "hmc", "ssh", f.now + 2 * kMin)->code == "no_grant");
 }
 
@@ -186,4 +176,25 @@ TEST_CASE("transfer and end") {
   CHECK(s2.id == "S-2");
   CHECK(f.reg.find("S-1")->state == session_state::ended);
   CHECK(f.reg.visible_to("bob", f.now).size() == 1);
+}
+
+TEST_CASE("ended sessions are forgotten after the retention time, or beyond the count, unless pinned") {
+  fixture f;
+  f.attach("alice");
+  (void)f.reg.end(*f.s, "owner", f.now);
+  for (int i = 2; i <= 4; ++i) {
+    auto& s = f.reg.open_for_machine("S-" + std::to_string(i), "9009-42A*780123" + std::to_string(i), {"hmc"}, f.now + i);
+    (void)f.reg.end(s, "owner", f.now + i);
+  }
+  auto& live = f.reg.open_for_machine("S-9", "9009-42A*7801239", {"hmc"}, f.now);
+  CHECK(f.reg.size() == 5);
+  f.reg.prune(f.now + 10, 60 * kMin, 2, {"S-1"});  // keep 2 ended, S-1 pinned
+  CHECK(f.reg.find("S-1"));   // pinned
+  CHECK_FALSE(f.reg.find("S-2"));  // the oldest unpinned beyond the count
+  CHECK(f.reg.find("S-3"));
+  CHECK(f.reg.find("S-4"));
+  CHECK(f.reg.find("S-9") == &live);
+  f.reg.prune(f.now + 61 * kMin, 60 * kMin, 100, {});
+  CHECK(f.reg.size() == 1);  // only the live one
+  CHECK(f.reg.find("S-9") == &live);
 }

@@ -43,6 +43,16 @@ struct gateway_fixture {
       cfg.replace(p, from.size(), "listen = \"127.0.0.1:0\"");
     }
     std::ofstream(dir / "rsgate.toml") << cfg;
+    start();
+    for (auto [name, role] : {std::pair{"alice", "representative"}, std::pair{"bob", "representative"},
+                              std::pair{"dave", "developer"}})
+      add_user(name, role);
+  }
+
+  // Starts `rsgate serve` (again) on the data directory; learns its ephemeral ports.
+  void start() {
+    https.clear();
+    tunnel.clear();
     gw = std::make_unique<child>(std::vector<std::string>{rsgate_binary(), "serve", "--config", (dir / "rsgate.toml").string()},
                                  t / "gw.err");
     auto deadline = std::chrono::steady_clock::now() + kWait;
@@ -55,20 +65,50 @@ struct gateway_fixture {
     }
     REQUIRE_FALSE(https.empty());
     REQUIRE_FALSE(tunnel.empty());
-    for (auto [name, role] : {std::pair{"alice", "representative"}, std::pair{"bob", "representative"},
-                              std::pair{"dave", "developer"}}) {
-      REQUIRE(rsgate_cmd({"user", "add", name, "--role", role, "--password-stdin", "--data", dir.string()},
-                         "a long enough password\n").exit_code == 0);
-      auto tok = rsgate_cmd({"token", "create", "--user", name, "--data", dir.string()});
-      REQUIRE(tok.exit_code == 0);
-      tokens[name] = tok.out.substr(0, tok.out.size() - 1);
-    }
+  }
+  // Stops it with `sig` and returns its exit status (or -signal).
+  std::optional<int> stop(int sig = SIGTERM) {
+    gw->signal(sig);
+    auto code = gw->wait(std::chrono::seconds(30));
+    gw.reset();
+    return code;
+  }
+  // An account with a bearer token, through the real administration commands.
+  void add_user(const std::string& name, const std::string& role) {
+    REQUIRE(rsgate_cmd({"user", "add", name, "--role", role, "--password-stdin", "--data", dir.string()},
+                       "a long enough password\n").exit_code == 0);
+    auto tok = rsgate_cmd({"token", "create", "--user", name, "--data", dir.string()});
+    REQUIRE(tok.exit_code == 0);
+    tokens[name] = tok.out.substr(0, tok.out.size() - 1);
   }
   ~gateway_fixture() {
     if (gw) {
       gw->signal(SIGTERM);
       (void)gw->wait(std::chrono::seconds(20));
     }
+  }
+
+  // A request as a client sends it: any method, target (sent as given, not re-encoded) and
+  // headers. Returns the status and the body.
+  std::pair<int, std::string> raw(const std::string& method, const std::string& target,
+                                  std::vector<std::string> headers, const std::string& body = "") {
+    std::vector<std::string> a = {"curl", "-sS", "--max-time", "20", "--cacert", (dir / "ca.pem").string(),
+                                  "--path-as-is", "-g", "-X", method, "-o", "-", "-w", "\n%{http_code}"};
+    for (auto& h : headers) {
+      a.push_back("-H");
+      a.push_back(h);
+    }
+    if (!body.empty()) {
+      a.push_back("-H");
+      a.push_back("Content-Type: application/json");
+      a.push_back("--data-binary");
+      a.push_back(body);
+    }
+    a.push_back("https://" + https + target);
+    auto r = run(a, "", std::chrono::seconds(30));
+    auto nl = r.out.rfind('\n');
+    if (nl == std::string::npos) return {0, r.err};
+    return {std::atoi(r.out.c_str() + nl + 1), r.out.substr(0, nl)};
   }
 
   std::filesystem::path enroll(const std::string& serial, bool md5 = false,
@@ -102,9 +142,9 @@ struct gateway_fixture {
     }
     a.push_back("https://" + https + path);
     auto r = run(a, "", std::chrono::seconds(30));
-    answer out;
+    answer out;  // status 0: curl itself failed (no Catch2 assertion here: tests call this from threads)
     auto nl = r.out.rfind('\n');
-    REQUIRE(nl != std::string::npos);
+    if (nl == std::string::npos) return out;
     out.status = std::atoi(r.out.c_str() + nl + 1);
     boost::system::error_code ec;
     auto v = json::parse(r.out.substr(0, nl), ec);

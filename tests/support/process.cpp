@@ -185,8 +185,16 @@ temp_dir::~temp_dir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-std::string rsgate_binary() { return RSGATE_BINARY; }
-std::string agent_binary() { return RSGATE_AGENT_BINARY; }
+// RSGATE_TEST_RSGATE / RSGATE_TEST_AGENT point the tests at other builds, e.g. an older
+// commit's, to show that a regression test fails there.
+std::string rsgate_binary() {
+  const char* o = std::getenv("RSGATE_TEST_RSGATE");
+  return o && *o ? o : RSGATE_BINARY;
+}
+std::string agent_binary() {
+  const char* o = std::getenv("RSGATE_TEST_AGENT");
+  return o && *o ? o : RSGATE_AGENT_BINARY;
+}
 std::string helper_binary(const std::string& name) {
   return std::string(RSGATE_HELPER_DIR) + "/" + name;
 }

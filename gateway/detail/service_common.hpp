@@ -1,0 +1,30 @@
+// What the service's files share (service.hpp): the JSON shape of a session, answers, the
+// fields of journal entries about a session. Private to gateway/service*.cpp.
+#pragma once
+#include <boost/json/object.hpp>
+#include <string>
+
+#include "gateway/http/api.hpp"
+#include "gateway/sessions.hpp"
+#include "journal/entry.hpp"
+
+namespace rsgate::gateway::detail {
+
+inline constexpr micros kSecond = 1'000'000;
+
+[[nodiscard]] http_response ok_json(int status, const boost::json::value& v);
+[[nodiscard]] http_response from_refusal(const refusal& r);
+[[nodiscard]] http_response journal_unavailable();
+// The session an entry is about: its id, PMR and machine.
+void about(journal::entry& e, const session& s);
+[[nodiscard]] boost::json::object session_json(const session& s);
+// "203.0.113.7:51234" -> "203.0.113.7" (limits count per address, not per connection).
+[[nodiscard]] std::string address_of(const std::string& remote);
+// A name a client sent, made safe for a journal field: control characters and backslashes
+// become \xHH (docs/journal.md §3), and the result is cut to the field limit on a whole
+// character. Names that pass auth::is_valid_user_name come back unchanged.
+[[nodiscard]] std::string journal_safe(std::string_view name);
+// 32 random bytes, base64url: cookies, CSRF tokens, channel tokens.
+[[nodiscard]] std::string random_token();
+
+}  // namespace rsgate::gateway::detail

@@ -1,0 +1,298 @@
+// The service's front door (service.hpp): the router, who the caller is (a bearer token or a
+// login cookie with its CSRF token), password login and logout. Every refused credential is
+// journaled — a wrong password or token, a locked name or address — through a per-address
+// throttle (refusal_throttle.hpp) so unauthenticated clients cannot grow the journal without
+// bound; names that are not valid user names are journaled escaped, never dropped.
+#include <fmt/format.h>
+
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include "auth/formats.hpp"
+#include "auth/password.hpp"
+#include "core/timefmt.hpp"
+#include "gateway/detail/service_common.hpp"
+#include "gateway/http/request_input.hpp"
+#include "gateway/service.hpp"
+
+namespace json = boost::json;
+
+namespace rsgate::gateway {
+
+using namespace detail;
+
+namespace {
+
+constexpr micros kWebSessionLife = 8 * 3600 * kSecond;
+constexpr micros kWebSessionIdle = 30 * 60 * kSecond;
+constexpr std::size_t kMaxWebSessions = 10'000;
+constexpr std::string_view kCookie = "rsgate_session";
+
+std::string cookie_value(const http_request& req) {
+  auto c = req.header("Cookie");
+  std::string_view v = c;
+  while (!v.empty()) {
+    auto semi = v.find(';');
+    auto part = v.substr(0, semi);
+    while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
+    if (part.starts_with(kCookie) && part.size() > kCookie.size() && part[kCookie.size()] == '=')
+      return std::string(part.substr(kCookie.size() + 1));
+    if (semi == std::string_view::npos) break;
+    v = v.substr(semi + 1);
+  }
+  return {};
+}
+
+// Endpoints without a body refuse one (it would be ignored, and ignoring input is how
+// misspelled restrictions widened access before).
+void no_body(const http_request& req) {
+  if (!req.body.empty()) throw bad_input("this endpoint takes no request body");
+}
+
+bool is(const std::vector<std::string>& seg, std::initializer_list<std::string_view> want) {
+  if (seg.size() != want.size()) return false;
+  std::size_t i = 0;
+  for (auto w : want) {
+    if (!w.empty() && seg[i] != w) return false;  // "" matches any segment (an id)
+    ++i;
+  }
+  return true;
+}
+
+}  // namespace
+
+void service::route(const http_request& req, std::string_view path, const api::reply& done) {
+  auto seg = path_segments(path);
+  const auto& m = req.method;
+  if (is(seg, {"login"}) && m == "POST") return login(req, done);
+  if (is(seg, {"logout"}) && m == "POST") return logout(req, done);
+  const bool changing = m != "GET" && m != "HEAD";
+  http_response err;
+  std::optional<journal::entry> refused;
+  auto p = authenticate(req, changing, err, refused);
+  if (!p) {
+    if (!refused) return done(err);
+    // Answered once the refusal is in the journal, like every other refusal.
+    return journal_.append(std::move(*refused), [done, err](const journal::append_result&) { done(err); });
+  }
+  if (is(seg, {"sessions"}) && m == "GET") return list_sessions(*p, req, done);
+  if (is(seg, {"sessions", "attach"}) && m == "POST") return attach(*p, req, done);
+  if (is(seg, {"sessions", ""}) && m == "GET") return (no_body(req), get_session(*p, seg[1], req, done));
+  if (is(seg, {"sessions", ""}) && m == "DELETE") return (no_body(req), end_session(*p, seg[1], req, done));
+  if (is(seg, {"sessions", "", "grants"}) && m == "POST") return add_grant(*p, seg[1], req, done);
+  if (is(seg, {"sessions", "", "grants", ""}) && m == "DELETE")
+    return (no_body(req), revoke_grant(*p, seg[1], seg[3], req, done));
+  if (is(seg, {"sessions", "", "transfer"}) && m == "POST") return transfer(*p, seg[1], req, done);
+  if (is(seg, {"sessions", "", "channels"}) && m == "POST") return open_channel(*p, seg[1], req, done);
+  if (is(seg, {"pmrs", "", "sessions"}) && m == "GET") return (no_body(req), pmr_sessions(*p, seg[1], req, done));
+  if (is(seg, {"journal"}) && m == "GET") return (no_body(req), journal_query(*p, req, done));
+  if (is(seg, {"journal", "verify"}) && m == "GET") return (no_body(req), journal_verify(*p, req, done));
+  done(json_error(404, "not_found", "no such endpoint"));
+}
+
+std::optional<journal::entry> service::refuse_credential(const http_request& req, std::string_view method,
+                                                        std::string_view reason, std::string_view secret_hmac) {
+  {
+    std::lock_guard lock(mu_);
+    if (!credential_refusals_.admit(address_of(req.remote), clock_.now())) return std::nullopt;  // summarized
+  }
+  journal::entry e;
+  e.kind = "user.login";
+  e.source = journal_safe(req.remote);
+  e.result = journal::outcome::denied;
+  e.secret_hmac = std::string(secret_hmac);
+  e.detail = json::serialize(json::object{{"method", method}, {"reason", reason}});
+  return e;
+}
+
+std::optional<principal> service::authenticate_bearer(const http_request& req, std::string_view tok,
+                                                      http_response& error, std::optional<journal::entry>& refused) {
+  auto now = clock_.now();
+  auto row = lookup_token(token_hash(tok));
+  std::string why;
+  if (!row) why = "unknown_token";
+  else if (row->revoked) why = "revoked_token";
+  else if (row->expires_at && row->expires_at <= now) why = "expired_token";
+  std::optional<user_row> u;
+  if (why.empty()) {
+    u = lookup_user(row->user);
+    if (!u || u->disabled) why = "disabled_account";
+  }
+  if (!why.empty()) {
+    // The token's keyed hash lets an auditor holding a leaked token find its every use.
+    refused = refuse_credential(req, "bearer", why, hmac_.hash_of(tok));
+    error = json_error(401, "unauthorized",
+                       why == "disabled_account" ? "the token's account is disabled"
+                                                 : "the bearer token is unknown, revoked or expired");
+    return std::nullopt;
+  }
+  if (u->must_change) {
+    refused = refuse_credential(req, "bearer", "password_change_required", hmac_.hash_of(tok));
+    error = json_error(403, "password_change_required",
+                       "the account's one-time password must be changed first (POST /api/v1/login)");
+    return std::nullopt;
+  }
+  return principal{u->name, parse_role(u->role).value_or(role::developer), false};
+}
+
+std::optional<principal> service::authenticate(const http_request& req, bool state_changing, http_response& error,
+                                               std::optional<journal::entry>& refused) {
+  auto bearer = req.header("Authorization");
+  if (bearer.starts_with("Bearer ")) return authenticate_bearer(req, std::string_view(bearer).substr(7), error, refused);
+  auto cookie = cookie_value(req);
+  if (cookie.empty()) {
+    error = json_error(401, "unauthorized", "log in (POST /api/v1/login) or send Authorization: Bearer <token>");
+    return std::nullopt;
+  }
+  auto now = clock_.now();
+  web_session ws;
+  {
+    std::lock_guard lock(mu_);
+    auto it = web_sessions_.find(token_hash(cookie));
+    if (it == web_sessions_.end() || it->second.expires_at <= now || it->second.idle_until <= now) {
+      if (it != web_sessions_.end()) web_sessions_.erase(it);
+      error = json_error(401, "unauthorized", "the login session has expired; log in again");
+      return std::nullopt;
+    }
+    ws = it->second;
+  }
+  if (state_changing && !auth::equal_constant_time(req.header("X-CSRF-Token"), ws.csrf)) {
+    refused = refuse_credential(req, "cookie", "csrf", "");
+    error = json_error(403, "csrf", "missing or wrong X-CSRF-Token header");
+    return std::nullopt;
+  }
+  auto u = lookup_user(ws.user);
+  std::lock_guard lock(mu_);
+  auto it = web_sessions_.find(token_hash(cookie));
+  if (!u || u->disabled) {
+    if (it != web_sessions_.end()) web_sessions_.erase(it);
+    error = json_error(401, "unauthorized", "the account is disabled");
+    return std::nullopt;
+  }
+  if (it != web_sessions_.end()) it->second.idle_until = now + kWebSessionIdle;
+  return principal{ws.user, ws.user_role, true};
+}
+
+void service::login(const http_request& req, const api::reply& done) {
+  query_params(req.target, {});
+  auto body = body_object(req, {"user", "password", "new_password"});
+  auto name = str_field(body, "user", true, 64);
+  auto password = str_field(body, "password", true, 1024);
+  auto new_password = str_field(body, "new_password", false, 1024);
+  auto now = clock_.now();
+  const auto address = address_of(req.remote);
+  std::optional<user_row> u;
+  bool name_lockout = false, address_lockout = false;
+  std::string why;
+  {
+    std::lock_guard lock(mu_);
+    if (!login_user_limiter_.allowed(name, now) || !login_source_limiter_.allowed(address, now)) why = "rate_limited";
+  }
+  if (why.empty() && auth::is_valid_user_name(name)) u = lookup_user(name);
+  if (why.empty()) {
+    // Argon2id takes ~0.1 s: never under a lock. An unknown user is checked against a fixed
+    // hash so timing does not tell which accounts exist.
+    static const std::string dummy = auth::hash_password("dummy password for timing");
+    bool ok = auth::verify_password(u ? u->password_hash : dummy, password) && u && !u->disabled;
+    if (!ok) {
+      why = "bad_credentials";
+      std::lock_guard lock(mu_);
+      name_lockout = login_user_limiter_.record_failure(name, now);
+      address_lockout = login_source_limiter_.record_failure(address, now);
+    } else if (u->must_change && new_password.empty()) {
+      why = "password_change_required";
+    } else if (!new_password.empty() && (new_password.size() < 12 || new_password == password)) {
+      why = "weak_new_password";
+    }
+  }
+  if (!why.empty()) {
+    auto status = why == "rate_limited" ? 429 : why == "bad_credentials" ? 401 : why == "password_change_required" ? 403 : 400;
+    std::string message = why == "rate_limited"               ? "too many failed logins; try again later"
+                          : why == "bad_credentials"          ? "invalid user name or password"
+                          : why == "password_change_required" ? "this password must be changed: send new_password too"
+                                                              : "the new password must be at least 12 characters and differ from the old";
+    auto answer = json_error(status, why, message);
+    bool journal_it = true;
+    if (why == "rate_limited" || why == "bad_credentials") {
+      std::lock_guard lock(mu_);
+      journal_it = credential_refusals_.admit(address, now);
+    }
+    // Lock-outs are always journaled: there is at most one per name or address per period.
+    std::vector<journal::entry> entries;
+    if (journal_it || name_lockout || address_lockout) {
+      auto e = base_entry("user.login", principal{name}, req);
+      e.result = journal::outcome::denied;
+      json::object d{{"method", "password"}, {"reason", why}};
+      if (!auth::is_valid_user_name(name)) d["name_escaped"] = true;  // actor shows it escaped
+      e.detail = json::serialize(d);
+      if (journal_it) entries.push_back(e);
+      for (auto [locked, what] : {std::pair{name_lockout, "user name"}, std::pair{address_lockout, "address"}}) {
+        if (!locked) continue;
+        auto l = e;
+        l.kind = "user.lockout";
+        if (std::string_view(what) == "address") l.actor.clear();
+        l.detail = json::serialize(json::object{{"locked", what}, {"reason", "too many failed logins"}, {"minutes", 15}});
+        entries.push_back(std::move(l));
+      }
+    }
+    auto pending = std::make_shared<std::atomic<int>>(static_cast<int>(entries.size()));
+    if (entries.empty()) return done(answer);
+    for (auto& e : entries)
+      journal_.append(std::move(e), [pending, done, answer](const journal::append_result&) {
+        if (--*pending == 0) done(answer);
+      });
+    return;
+  }
+  principal who{u->name, parse_role(u->role).value_or(role::developer), false};
+  auto cookie = random_token();
+  auto csrf = random_token();
+  auto e = base_entry("user.login", who, req);
+  e.secret_hmac = hmac_.hash_of(cookie);
+  e.detail = json::serialize(json::object{{"method", "password"}, {"role", u->role}, {"password_changed", !new_password.empty()}});
+  std::string new_hash = new_password.empty() ? "" : auth::hash_password(new_password);
+  journal_.append(std::move(e), [this, done, cookie, csrf, who, new_hash, now](const journal::append_result& r) {
+    if (!r.ok()) return done(journal_unavailable());
+    if (!new_hash.empty()) {
+      std::lock_guard lock(state_mu_);
+      state_.set_password(who.user, new_hash, false);
+    }
+    {
+      std::lock_guard lock(mu_);
+      if (web_sessions_.size() >= kMaxWebSessions) {
+        for (auto it = web_sessions_.begin(); it != web_sessions_.end();)
+          it = it->second.idle_until <= now ? web_sessions_.erase(it) : std::next(it);
+      }
+      if (web_sessions_.size() >= kMaxWebSessions) return done(json_error(503, "busy", "too many login sessions"));
+      web_sessions_[token_hash(cookie)] = {who.user, who.user_role, csrf, now + kWebSessionLife, now + kWebSessionIdle};
+      login_user_limiter_.record_success(who.user);
+    }
+    auto resp = ok_json(200, json::object{{"user", who.user}, {"role", to_string(who.user_role)}, {"csrf_token", csrf},
+                                          {"expires_at", format_rfc3339(now + kWebSessionLife)}});
+    resp.headers.emplace_back("Set-Cookie", fmt::format("{}={}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={}",
+                                                        kCookie, cookie, kWebSessionLife / kSecond));
+    done(std::move(resp));
+  });
+}
+
+void service::logout(const http_request& req, const api::reply& done) {
+  query_params(req.target, {});
+  if (!req.body.empty()) (void)body_object(req, {});
+  auto cookie = cookie_value(req);
+  std::string user;
+  {
+    std::lock_guard lock(mu_);
+    auto it = web_sessions_.find(token_hash(cookie));
+    if (it != web_sessions_.end()) {
+      user = it->second.user;
+      web_sessions_.erase(it);
+    }
+  }
+  auto resp = ok_json(200, json::object{{"logged_out", !user.empty()}});
+  resp.headers.emplace_back("Set-Cookie", fmt::format("{}=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0", kCookie));
+  if (user.empty()) return done(resp);
+  auto e = base_entry("user.login", principal{user}, req);
+  e.detail = R"({"action":"logout"})";
+  journal_.append(std::move(e), [done, resp](const journal::append_result&) { done(resp); });
+}
+
+}  // namespace rsgate::gateway

@@ -1,0 +1,158 @@
+// Channels through the API (service.hpp, docs/api.md §5.5): a one-time token for the channel
+// stream, its redemption — where the permission is checked again and channel.open is
+// journaled before the agent is asked (journal before access) — and the channel's end,
+// recorded with its bytes and duration. Redemption and the record of the end are policy steps
+// of the session, so they are ordered with the grants and revocations that decide them.
+#include <fmt/format.h>
+
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include "gateway/detail/service_common.hpp"
+#include "gateway/http/request_input.hpp"
+#include "gateway/service.hpp"
+
+namespace json = boost::json;
+
+namespace rsgate::gateway {
+
+using namespace detail;
+
+namespace {
+
+constexpr micros kTicketLife = 60 * kSecond;
+constexpr std::size_t kMaxTickets = 10'000;
+
+}  // namespace
+
+void service::open_channel(const principal& p, const std::string& id, const http_request& req, const api::reply& done) {
+  query_params(req.target, {});
+  auto body = body_object(req, {"scope", "access_type"});
+  auto scope = str_field(body, "scope", true, 64);
+  auto type = str_field(body, "access_type", true, 32);
+  if (!tunnel::is_scope_name(scope)) throw bad_input("malformed scope name");
+  if (!tunnel::is_access_type(type)) throw bad_input(fmt::format("unknown access type '{}'", type));
+  in_session(id, done, [this, p, id, req, scope, type, done](ticket t) {
+    auto e = base_entry("channel.open", p, req);
+    std::string token;
+    {
+      std::lock_guard lock(mu_);
+      auto* s = registry_.find(id);
+      if (!s) return done(json_error(404, "not_found", "no such session"));
+      about(e, *s);
+      e.scope = scope;
+      e.access_type = type;
+      auto now = clock_.now();
+      std::optional<refusal> r = registry_.check_channel(*s, p.user, scope, type, now);
+      if (!r) {
+        for (auto it = tickets_.begin(); it != tickets_.end();)
+          it = it->second.expires_at <= now ? tickets_.erase(it) : std::next(it);
+        if (tickets_.size() >= kMaxTickets) r = refusal{429, "rate_limited", "too many pending channel tokens"};
+      }
+      if (r) return deny(std::move(e), *r, done, std::move(t));
+      // The channel itself is journaled (channel.open) when its stream connects, before the
+      // agent is asked to open it; the ticket only lets that stream find its session.
+      token = random_token();
+      tickets_[token_hash(token)] = {id, p.user, scope, type, now + kTicketLife};
+    }
+    done(ok_json(201, json::object{{"token", token}, {"expires_in", kTicketLife / kSecond},
+                                   {"stream", "/api/v1/channels/stream"}}));
+  });
+}
+
+void service::redeem_channel(const std::string& token, const std::string& source,
+                             std::function<void(std::variant<channel_grant, http_response>)> done_in) {
+  using answer = std::variant<channel_grant, http_response>;
+  auto done = once_or<answer>(std::move(done_in),
+                              json_error(500, "internal", "the gateway failed to handle this request"));
+  channel_ticket tk;
+  {
+    std::lock_guard lock(mu_);
+    auto it = tickets_.find(token_hash(token));
+    if (it == tickets_.end() || it->second.expires_at <= clock_.now()) {
+      if (it != tickets_.end()) tickets_.erase(it);
+      return done(json_error(401, "unauthorized", "unknown or expired channel token"));
+    }
+    tk = it->second;
+    tickets_.erase(it);  // one use
+  }
+  auto reply = [done](http_response r) { done(std::move(r)); };
+  in_session(tk.session_id, reply, [this, tk, source, reply, done](ticket t) {
+    journal::entry e;
+    channel_grant g;
+    {
+      std::lock_guard lock(mu_);
+      auto* s = registry_.find(tk.session_id);
+      if (!s) return done(json_error(404, "not_found", "no such session"));
+      e.kind = "channel.open";
+      e.actor = tk.user;
+      e.source = journal_safe(source);
+      about(e, *s);
+      e.scope = tk.scope;
+      e.access_type = tk.access_type;
+      // The grant may have been revoked, or the session ended, since the token was issued.
+      if (auto r = registry_.check_channel(*s, tk.user, tk.scope, tk.access_type, clock_.now()))
+        return deny(std::move(e), *r, reply, std::move(t));
+      auto l = links_.find(s->id);
+      auto link = l == links_.end() ? nullptr : l->second.lock();
+      if (!link) {
+        // Between a dropped tunnel and its reconnection (or the end of the grace period): a
+        // refusal like the others, so it is journaled like them.
+        constexpr std::string_view why = "the customer's tunnel is not connected";
+        return deny(std::move(e), "tunnel_down", why, json_error(409, "conflict", why), reply, std::move(t));
+      }
+      if (has_unrecorded(s->id)) return done(journal_unavailable());
+      g = {s->id, tk.user, tk.scope, tk.access_type, link};
+    }
+    record(std::move(e), std::move(t), [g, done](const journal::append_result& r) {
+      if (r.ok()) return done(g);
+      done(r.ec == journal::errc::invalid_entry ? json_error(500, "internal", "the journal entry could not be built")
+                                                : journal_unavailable());
+    });
+  });
+}
+
+void service::channel_opened(const std::shared_ptr<channel_link>& c) {
+  std::lock_guard lock(mu_);
+  auto* s = registry_.find(c->session_id);
+  if (!s) return;
+  // The grant may have been revoked (or the session ended) while the agent was connecting:
+  // such a channel is closed at once instead of being registered.
+  if (auto r = registry_.check_channel(*s, c->user, c->scope, c->access_type, clock_.now())) {
+    close_channels(s->id, {c->id}, "access revoked");
+    return;
+  }
+  registry_.commit_channel(*s, {c->id, c->user, "", c->scope, c->access_type, c->opened_at});
+}
+
+void service::channel_closed(const std::shared_ptr<channel_link>& c, const std::string& source) {
+  journal::entry e;
+  e.kind = "channel.close";
+  e.actor = c->user;
+  e.source = journal_safe(source);
+  e.session_id = c->session_id;
+  e.scope = c->scope;
+  e.access_type = c->access_type;
+  {
+    std::lock_guard cl(c->mu);
+    e.detail = json::serialize(json::object{{"channel", c->id}, {"bytes_to_agent", c->bytes_to_agent},
+                                            {"bytes_from_agent", c->bytes_from_agent},
+                                            {"duration_ms", (clock_.now() - c->opened_at) / 1000},
+                                            {"reason", c->reason}});
+  }
+  auto ignore = [](http_response) {};
+  auto sid = c->session_id;
+  auto id = c->id;
+  in_session(sid, ignore, [this, sid, id, e](ticket t) mutable {
+    {
+      std::lock_guard lock(mu_);
+      if (auto* s = registry_.find(sid)) {
+        (void)registry_.close_channel(*s, id);
+        about(e, *s);
+      }
+    }
+    record_done(sid, std::move(e), std::move(t));
+  }, true);
+}
+
+}  // namespace rsgate::gateway

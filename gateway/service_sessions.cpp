@@ -1,0 +1,355 @@
+// Sessions through the API (service.hpp, docs/api.md §5): list, attach by key or machine,
+// read one with its journal timeline, grant, revoke, transfer, end. Each change is one policy
+// step of its session: attach, grant and transfer apply only once their entry is durable;
+// revoke and end apply at once and are recorded in order (record_done).
+#include <fmt/format.h>
+
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include "auth/formats.hpp"
+#include "auth/session_key.hpp"
+#include "core/log.hpp"
+#include "core/timefmt.hpp"
+#include "gateway/detail/service_common.hpp"
+#include "gateway/http/request_input.hpp"
+#include "gateway/service.hpp"
+
+namespace json = boost::json;
+
+namespace rsgate::gateway {
+
+using namespace detail;
+
+namespace {
+
+constexpr std::int64_t kMaxGrantSeconds = 7 * 86400;
+
+http_response failed_record(const journal::append_result& r) {
+  if (r.ec == journal::errc::invalid_entry)
+    return json_error(500, "internal", "the gateway could not build the journal entry for this request");
+  return journal_unavailable();
+}
+
+http_response session_gone() {
+  return json_error(409, "ended", "the session is gone");
+}
+
+std::string user_field(const json::object& body, std::string_view key) {
+  auto name = str_field(body, key, true, 64);
+  if (!auth::is_valid_user_name(name)) throw bad_input(fmt::format("\"{}\" is not a valid user name", key));
+  return name;
+}
+
+json::array names(const std::set<std::string>& items) {
+  json::array a;
+  if (items.empty()) a.emplace_back("*");
+  for (auto& x : items) a.emplace_back(x);
+  return a;
+}
+
+}  // namespace
+
+void service::list_sessions(const principal& p, const http_request& req, const api::reply& done) {
+  if (!req.body.empty()) throw bad_input("this endpoint takes no request body");
+  query_params q(req.target, {"state"});
+  auto state = q.get("state");
+  if (state && *state != "waiting" && *state != "active" && *state != "ended")
+    throw bad_input("state must be waiting, active or ended");
+  json::array out;
+  std::lock_guard lock(mu_);
+  for (auto* s : registry_.visible_to(p.user, clock_.now()))
+    if (!state || to_string(s->state) == *state) out.emplace_back(session_json(*s));
+  done(ok_json(200, json::object{{"sessions", std::move(out)}}));
+}
+
+void service::attach(const principal& p, const http_request& req, const api::reply& done) {
+  query_params(req.target, {});
+  auto body = body_object(req, {"session_key", "machine", "pmr"});
+  auto key = str_field(body, "session_key", false, 64);
+  auto machine = str_field(body, "machine", false, 32);
+  auto pmr = str_field(body, "pmr", true, 32);
+  if (key.empty() == machine.empty()) throw bad_input("give either \"session_key\" or \"machine\", not both");
+  if (!auth::is_valid_pmr(pmr)) throw bad_input(std::string(auth::kPmrForm));
+  attach_request a;
+  a.user = p.user;
+  a.user_role = p.user_role;
+  a.source = address_of(req.remote);
+  a.pmr = auth::normalize_pmr(pmr);
+  if (!key.empty()) {
+    auto canonical = auth::normalize_session_key(key);
+    if (!canonical) throw bad_input("a session key looks like XXXX-XXXX-XXXX-C (12 symbols and a check symbol)");
+    a.key_hmac = hmac_.hash_of(*canonical);
+  } else {
+    if (!auth::is_valid_machine(machine)) throw bad_input(std::string(auth::kMachineForm));
+    a.machine = auth::normalize_machine(machine);
+  }
+  auto e = base_entry("session.attach", p, req);
+  e.pmr = a.pmr;
+  e.machine = a.machine;
+  e.secret_hmac = a.key_hmac;
+  std::string by = key.empty() ? "machine" : "key";
+  std::optional<refusal> refused;
+  std::string sid;
+  {
+    // Which session? Decided again inside its step, where nothing else can change it.
+    std::lock_guard lock(mu_);
+    auto now = clock_.now();
+    auto v = registry_.check_attach(a, now);
+    auto* target = a.key_hmac.empty() ? registry_.find_live_for_machine(a.machine) : registry_.find_live_by_key(a.key_hmac);
+    if (auto* r = std::get_if<refusal>(&v)) {
+      refused = *r;
+      if (r->code == "bad_key" || r->code == "key_expired") registry_.record_bad_key(a, now);
+      if (target) {  // the refusal belongs to that session's story (its timeline, its PMRs)
+        e.session_id = target->id;
+        e.machine = target->machine;
+      }
+      if (r->code == "locked" && target && a.key_hmac.empty()) {
+        tunnel::notice n;
+        n.event = "attach_refused";
+        n.actor = a.user;
+        n.pmr = a.pmr;
+        n.reason = "the session is locked";
+        notify(target->id, n);
+      }
+    } else {
+      sid = std::get<session*>(v)->id;
+    }
+  }
+  if (refused) {
+    e.result = journal::outcome::denied;
+    e.detail = json::serialize(json::object{{"code", refused->code}, {"reason", refused->message}, {"by", by}});
+    auto answer = from_refusal(*refused);
+    journal_.append(std::move(e), [done, answer](const journal::append_result&) { done(answer); });
+    return;
+  }
+  in_session(sid, done, [this, a, e, by, done](ticket t) { attach_step(a, e, by, done, std::move(t)); });
+}
+
+void service::attach_step(const attach_request& a, journal::entry e, std::string by, const api::reply& done, ticket t) {
+  std::string sid;
+  {
+    std::lock_guard lock(mu_);
+    auto v = registry_.check_attach(a, clock_.now());
+    if (auto* r = std::get_if<refusal>(&v)) {
+      e.result = journal::outcome::denied;
+      e.detail = json::serialize(json::object{{"code", r->code}, {"reason", r->message}, {"by", by}});
+      auto answer = from_refusal(*r);
+      return record(std::move(e), std::move(t), [done, answer](const journal::append_result&) { done(answer); });
+    }
+    auto* s = std::get<session*>(v);
+    if (has_unrecorded(s->id)) return done(journal_unavailable());
+    sid = s->id;
+    e.session_id = s->id;
+    e.machine = s->machine;
+  }
+  e.detail = json::serialize(json::object{{"by", by}});
+  record(std::move(e), std::move(t), [this, sid, a, done](const journal::append_result& r) {
+    if (!r.ok()) return done(failed_record(r));
+    std::lock_guard lock(mu_);
+    auto* s = registry_.find(sid);
+    if (!s) return done(session_gone());
+    registry_.commit_attach(*s, a, r.ts);
+    tunnel::notice n;
+    n.event = "attach";
+    n.actor = a.user;
+    n.pmr = a.pmr;
+    notify(s->id, n);
+    done(ok_json(201, session_json(*s)));
+  });
+}
+
+void service::get_session(const principal& p, const std::string& id, const http_request& req, const api::reply& done) {
+  query_params(req.target, {});
+  json::object o;
+  bool audit = false;
+  {
+    std::lock_guard lock(mu_);
+    auto* s = registry_.find(id);
+    bool allowed = s && (s->owner == p.user || p.user_role == role::auditor);
+    if (s && !allowed)
+      for (auto& g : s->grants) allowed = allowed || g.user == p.user;
+    if (!allowed) return done(json_error(404, "not_found", "no such session visible to you"));
+    o = session_json(*s);
+    audit = p.user_role == role::auditor && s->owner != p.user;
+  }
+  // The timeline comes from the journal, the record of what happened.
+  journal::reader rd({layout_.journal_db()});
+  journal::filter f;
+  f.session_id = id;
+  f.limit = 1000;
+  json::array timeline;
+  for (auto& e : rd.query(f).entries)
+    timeline.emplace_back(json::object{{"seq", e.seq}, {"ts", format_rfc3339(e.ts)}, {"kind", e.kind},
+                                       {"actor", e.actor}, {"outcome", journal::to_string(e.result)}});
+  o["timeline"] = std::move(timeline);
+  auto answer = ok_json(200, o);
+  if (!audit) return done(answer);
+  // An auditor reading someone's session is an audit query (SPEC §5): journaled first.
+  auto e = base_entry("audit.query", p, req);
+  e.session_id = id;
+  e.detail = R"({"endpoint":"sessions"})";
+  journal_.append(std::move(e), [answer, done](const journal::append_result& r) {
+    done(r.ok() ? answer : failed_record(r));
+  });
+}
+
+void service::add_grant(const principal& p, const std::string& id, const http_request& req, const api::reply& done) {
+  query_params(req.target, {});
+  auto body = body_object(req, {"user", "scopes", "access_types", "expires_in"});
+  auto grantee = user_field(body, "user");
+  auto scopes = restriction_field(body, "scopes", tunnel::kMaxScopes);
+  auto types = restriction_field(body, "access_types", 16);
+  for (auto& sc : scopes.items)
+    if (!tunnel::is_scope_name(sc)) throw bad_input(fmt::format("malformed scope name in \"scopes\""));
+  for (auto& t : types.items)
+    if (!tunnel::is_access_type(t)) throw bad_input(fmt::format("unknown access type '{}'", t));
+  std::optional<micros> lifetime;
+  if (auto* v = body.if_contains("expires_in"); v && v->is_string()) {
+    lifetime = parse_duration(v->as_string());
+    if (!lifetime || *lifetime > kMaxGrantSeconds * kSecond)
+      throw bad_input("\"expires_in\" must be whole seconds or a duration like 2h, at most 7d");
+  } else if (auto n = whole_field(body, "expires_in", 1, kMaxGrantSeconds)) {
+    lifetime = *n * kSecond;
+  }
+  auto u = lookup_user(grantee);
+  in_session(id, done, [this, p, id, req, grantee, scopes, types, lifetime, u, done](ticket t) {
+    auto e = base_entry("session.grant", p, req);
+    grant g;
+    {
+      std::lock_guard lock(mu_);
+      auto* s = registry_.find(id);
+      if (!s) return done(json_error(404, "not_found", "no such session"));
+      about(e, *s);
+      if (has_unrecorded(id)) return done(journal_unavailable());
+      auto now = clock_.now();
+      std::variant<grant, refusal> v = refusal{404, "not_found", fmt::format("no active user '{}'", grantee)};
+      if (u && !u->disabled)
+        v = registry_.check_grant(*s, p.user, grantee, parse_role(u->role).value_or(role::admin), scopes.items,
+                                  types.items, lifetime ? now + *lifetime : 0, now);
+      if (auto* r = std::get_if<refusal>(&v)) {
+        e.result = journal::outcome::denied;
+        e.detail = json::serialize(json::object{{"user", grantee}, {"code", r->code}, {"reason", r->message}});
+        auto answer = from_refusal(*r);
+        return record(std::move(e), std::move(t), [done, answer](const journal::append_result&) { done(answer); });
+      }
+      g = std::get<grant>(v);
+    }
+    e.detail = json::serialize(json::object{
+        {"grant", g.id}, {"user", g.user}, {"scopes", names(g.scopes)}, {"access_types", names(g.access_types)},
+        {"expires_at", g.expires_at ? json::value(format_rfc3339(g.expires_at)) : json::value(nullptr)}});
+    record(std::move(e), std::move(t), [this, id, g, done](const journal::append_result& r) {
+      if (!r.ok()) return done(failed_record(r));
+      std::lock_guard lock(mu_);
+      auto* s = registry_.find(id);
+      if (!s) return done(session_gone());
+      registry_.commit_grant(*s, g);
+      tunnel::notice n;
+      n.event = "grant";
+      n.actor = g.granted_by;
+      n.user = g.user;
+      std::string granted;
+      for (auto& x : g.scopes) granted += (granted.empty() ? "" : ",") + x;
+      n.scope = granted.substr(0, tunnel::kMaxNameBytes);
+      notify(s->id, n);
+      done(ok_json(201, session_json(*s)));
+    });
+  });
+}
+
+void service::revoke_grant(const principal& p, const std::string& id, const std::string& gid,
+                           const http_request& req, const api::reply& done) {
+  query_params(req.target, {});
+  in_session(id, done, [this, p, id, gid, req, done](ticket t) {
+    auto e = base_entry("session.revoke", p, req);
+    json::object answer;
+    {
+      // Revoking removes access: at once, even if the journal cannot write (fail closed);
+      // the record follows in order.
+      std::lock_guard lock(mu_);
+      auto* s = registry_.find(id);
+      if (!s) return done(json_error(404, "not_found", "no such session"));
+      about(e, *s);
+      auto v = registry_.check_revoke(*s, p.user, gid);
+      if (auto* r = std::get_if<refusal>(&v)) {
+        e.result = journal::outcome::denied;
+        e.detail = json::serialize(json::object{{"grant", gid}, {"code", r->code}, {"reason", r->message}});
+        auto refused = from_refusal(*r);
+        return record(std::move(e), std::move(t), [done, refused](const journal::append_result&) { done(refused); });
+      }
+      auto rec = revoke_now(*s, *std::get<grant*>(v), p.user, "owner");
+      rec.source = e.source;
+      e = std::move(rec);
+      answer = session_json(*s);
+    }
+    record_done(id, std::move(e), std::move(t), [done, answer] { done(ok_json(200, answer)); });
+  });
+}
+
+void service::transfer(const principal& p, const std::string& id, const http_request& req, const api::reply& done) {
+  query_params(req.target, {});
+  auto body = body_object(req, {"user"});
+  auto to = user_field(body, "user");
+  auto u = lookup_user(to);
+  in_session(id, done, [this, p, id, req, to, u, done](ticket t) {
+    auto e = base_entry("session.transfer", p, req);
+    {
+      std::lock_guard lock(mu_);
+      auto* s = registry_.find(id);
+      if (!s) return done(json_error(404, "not_found", "no such session"));
+      about(e, *s);
+      if (has_unrecorded(id)) return done(journal_unavailable());
+      std::optional<refusal> r;
+      if (!u || u->disabled) r = refusal{404, "not_found", fmt::format("no active user '{}'", to)};
+      else r = registry_.check_transfer(*s, p.user, to, parse_role(u->role).value_or(role::admin));
+      if (r) {
+        e.result = journal::outcome::denied;
+        e.detail = json::serialize(json::object{{"to", to}, {"code", r->code}, {"reason", r->message}});
+        auto answer = from_refusal(*r);
+        return record(std::move(e), std::move(t), [done, answer](const journal::append_result&) { done(answer); });
+      }
+    }
+    e.detail = json::serialize(json::object{{"from", p.user}, {"to", to}});
+    record(std::move(e), std::move(t), [this, id, to, from = p.user, done](const journal::append_result& r) {
+      if (!r.ok()) return done(failed_record(r));
+      std::lock_guard lock(mu_);
+      auto* s = registry_.find(id);
+      if (!s) return done(session_gone());
+      close_channels(id, registry_.commit_transfer(*s, to), "ownership handed over");
+      tunnel::notice n;
+      n.event = "transfer";
+      n.actor = from;
+      n.user = to;
+      notify(id, n);
+      done(ok_json(200, session_json(*s)));
+    });
+  });
+}
+
+void service::end_session(const principal& p, const std::string& id, const http_request& req, const api::reply& done) {
+  query_params(req.target, {});
+  in_session(id, done, [this, p, id, req, done](ticket t) {
+    auto e = base_entry("session.end", p, req);
+    json::object answer;
+    {
+      // Ending removes access: at once, recorded in order.
+      std::lock_guard lock(mu_);
+      auto* s = registry_.find(id);
+      if (!s) return done(json_error(404, "not_found", "no such session"));
+      about(e, *s);
+      if (auto r = registry_.check_owner(*s, p.user)) {
+        e.result = journal::outcome::denied;
+        e.detail = json::serialize(json::object{{"code", r->code}, {"reason", r->message}});
+        auto refused = from_refusal(*r);
+        return record(std::move(e), std::move(t), [done, refused](const journal::append_result&) { done(refused); });
+      }
+      auto rec = end_now(*s, p.user, "owner", fmt::format("ended by its owner, {}", p.user));
+      rec.source = e.source;
+      e = std::move(rec);
+      answer = session_json(*s);
+    }
+    record_done(id, std::move(e), std::move(t), [done, answer] { done(ok_json(200, answer)); });
+  });
+}
+
+}  // namespace rsgate::gateway
