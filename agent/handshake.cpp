@@ -2,6 +2,8 @@
 #include "agent/handshake.hpp"
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sodium.h>
 
 #include <algorithm>
@@ -16,6 +18,16 @@ std::string make_client_nonce() {
   bytes b(18);
   randombytes_buf(b.data(), b.size());
   return to_base64(b);
+}
+
+std::optional<bytes> export_channel_binding(SSL* ssl) {
+  bytes out(tunnel::kExporterBytes);
+  if (!ssl || SSL_export_keying_material(ssl, out.data(), out.size(), tunnel::kExporterLabel.data(),
+                                         tunnel::kExporterLabel.size(), nullptr, 0, 0) != 1) {
+    ERR_clear_error();
+    return std::nullopt;
+  }
+  return out;
 }
 
 agent_handshake::agent_handshake(identity id, bytes exporter, std::string client_nonce)

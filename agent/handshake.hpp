@@ -8,6 +8,8 @@
 #include "auth/scram.hpp"
 #include "gateway/tunnel/messages.hpp"
 
+using SSL = struct ssl_st;
+
 namespace rsgate::agent {
 
 struct identity {
@@ -37,6 +39,10 @@ class agent_handshake {
   std::optional<tunnel::challenge> answered_;
   auth::scram::key expected_signature_{};
 };
+
+// The connection's RFC 9266 tls-exporter value (docs/protocol.md §1), or nullopt when OpenSSL
+// cannot derive it: the caller must then not authenticate (never a zero or partial binding).
+[[nodiscard]] std::optional<bytes> export_channel_binding(SSL* ssl);
 
 // A fresh client nonce: 18 random bytes, base64 (24 characters).
 [[nodiscard]] std::string make_client_nonce();

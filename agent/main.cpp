@@ -73,7 +73,12 @@ int main(int argc, char** argv) {
       return 2;
     }
     o.control_path = control;
-    return rsgate::agent::run_agent(o, std::cout, std::cerr);
+    try {
+      return rsgate::agent::run_agent(o, std::cout, std::cerr);
+    } catch (const std::exception& e) {  // a defect: report it, never exit 0
+      std::cerr << "rsgate-agent: internal error: " << e.what() << "\n";
+      return 1;
+    }
   }
   if (cmd == "status" && !vm.count("json")) {
     // For people: the same state as --json, one fact per line.

@@ -1,7 +1,10 @@
 // See runtime.hpp. One io_context, one thread: the tunnel reader, a keepalive timer, the
 // control socket and the signal handler are coroutines on it, so the agent's state needs no
 // locks. The agent verifies the gateway against the CA pinned in its profile and the
-// gateway's name, and trusts SUCCESS only with the right SCRAM server signature.
+// gateway's name, requires ALPN rsgate/1 before it says anything, and trusts SUCCESS only with
+// the right SCRAM server signature; until then tunnel_state admits only the handshake's frames
+// and the 20 s handshake bound holds whatever arrives. A protocol error of the gateway's gets
+// ERROR, one line on stderr and exit 1; so does an exception anywhere in the tunnel.
 #include "agent/runtime.hpp"
 
 #include <fmt/format.h>
@@ -33,6 +36,8 @@
 #include <ostream>
 
 #include "agent/handshake.hpp"
+#include "agent/notice.hpp"
+#include "agent/tunnel_state.hpp"
 #include "auth/session_key.hpp"
 #include "core/clock.hpp"
 #include "core/timefmt.hpp"
@@ -92,10 +97,11 @@ struct agent_state {
   std::vector<std::string> grants;
   std::string state = "connecting";
   std::optional<tunnel::decoder> dec;
-  std::deque<std::string> pending_key_replies;  // control clients waiting for a KEY_ACK
-  std::vector<std::shared_ptr<local_socket>> key_waiters;
+  tunnel_state gate;  // the protocol phase and the KEY_OFFER waiting for its KEY_ACK
+  std::vector<std::shared_ptr<local_socket>> key_waiters;  // control clients waiting for a KEY_ACK
   std::map<std::uint32_t, std::shared_ptr<local_channel>> channels;
   tunnel::window_budget windows{tunnel::kTunnelWindowBudget};  // growth of our receive windows
+  asio::io_context* ioc = nullptr;  // stopped when a coroutine fails with an exception
 };
 
 void line(agent_state& st, const std::string& text) {
@@ -126,23 +132,73 @@ asio::awaitable<void> flush(agent_state& st) {
   st.writing = false;
 }
 
+// Text from the network or a parser (which may quote it) on its way to a terminal or a frame:
+// printable ASCII only, bounded.
+std::string printable(std::string_view s, std::size_t max = tunnel::kMaxReasonBytes) {
+  std::string out(s.substr(0, max));
+  for (auto& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = '?';
+  return out;
+}
+
+// The completion of a coroutine spawned by the agent: an exception there is a defect. It is
+// reported and ends the agent with exit 1, never an exit 0 that looks like a normal end.
+struct report_exception {
+  agent_state* st;
+  const char* where;
+  void operator()(std::exception_ptr e) const {
+    if (!e) return;
+    std::string what = "an unknown exception";
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      what = x.what();
+    } catch (...) {
+    }
+    st->err << "rsgate-agent: internal error in " << where << ": " << printable(what, 512) << "\n";
+    st->err.flush();
+    st->exit_code = 1;
+    st->done = true;
+    if (st->ioc) st->ioc->stop();
+  }
+};
+
 void send_frame(agent_state& st, bytes frame) {
   st.outq.push_back(std::move(frame));
   // A running flush picks the frame up; only start one when none runs.
-  if (!st.writing) asio::co_spawn(st.stream->get_executor(), flush(st), asio::detached);
+  if (!st.writing) asio::co_spawn(st.stream->get_executor(), flush(st), report_exception{&st, "a tunnel write"});
 }
 
 void send(agent_state& st, tunnel::frame_type t, bytes payload, std::uint32_t channel = 0) {
   send_frame(st, tunnel::encode(t, channel, payload));
 }
 
+// One offer at a time (docs/protocol.md §4.6): while one waits for its KEY_ACK, a new request
+// waits for that one's answer instead.
 void offer_key(agent_state& st) {
+  if (st.gate.key_offer_outstanding()) return;
   tunnel::key_offer k;
   k.key = auth::generate_session_key();
   k.expires_in = static_cast<std::int64_t>(st.opt.key_minutes) * 60;
-  st.key = k.key;
   st.key_expires_at.clear();
+  st.gate.on_key_offer(k.key, k.expires_in);
   send(st, tunnel::frame_type::key_offer, tunnel::to_payload(k));
+}
+
+// Ends the agent with exit 1 and one line on stderr.
+void fail(agent_state& st, const std::string& message) {
+  if (st.done) return;
+  st.err << "rsgate-agent: " << printable(message, 1024) << "\n";
+  st.err.flush();
+  st.exit_code = 1;
+  st.done = true;
+}
+
+// The gateway broke the protocol: ERROR `code` to it (docs/protocol.md §4.11), then fail.
+void protocol_error(agent_state& st, std::string_view code, const std::string& message) {
+  if (st.done) return;
+  send(st, tunnel::frame_type::error, tunnel::to_payload(tunnel::error_message{std::string(code), printable(message)}));
+  fail(st, message);
 }
 
 std::string status_json(const agent_state& st) {
@@ -164,48 +220,36 @@ struct read_buffer {
   std::size_t begin = 0, end = 0;
 };
 
-// Reads one frame with the decoder, waiting for more bytes as needed.
-asio::awaitable<std::optional<tunnel::frame>> read_frame(agent_state& st, read_buffer& rb) {
+// Reads one frame with the decoder, waiting for more bytes as needed. nullopt with the read's
+// error, or with none when the decoder failed (st.dec->error() says why).
+asio::awaitable<std::pair<std::optional<tunnel::frame>, beast::error_code>> read_frame(agent_state& st, read_buffer& rb) {
   for (;;) {
-    if (auto f = st.dec->next()) co_return f;
+    if (auto f = st.dec->next()) co_return std::pair{std::move(f), beast::error_code{}};
     if (rb.begin < rb.end) {
       rb.begin += st.dec->feed(std::span<const std::uint8_t>(rb.data.data() + rb.begin, rb.end - rb.begin));
-      if (st.dec->error() != tunnel::decode_error::none) co_return std::nullopt;
+      if (st.dec->error() != tunnel::decode_error::none) co_return std::pair{std::nullopt, beast::error_code{}};
       continue;
     }
     auto [ec, n] = co_await st.stream->read_some(asio::buffer(rb.data));
-    if (ec) co_return std::nullopt;
+    if (ec) co_return std::pair{std::nullopt, ec};
     rb.begin = 0;
     rb.end = n;
   }
 }
 
 void print_notice(agent_state& st, const tunnel::notice& n) {
-  std::string what;
   if (n.event == "attach") {
     st.owner = n.actor;
     st.pmr = n.pmr;
     st.state = "active";
-    what = fmt::format("{} attached for PMR {} and now owns the session", n.actor, n.pmr);
-  } else if (n.event == "attach_refused") {
-    what = fmt::format("{} tried to attach for PMR {}: refused ({})", n.actor, n.pmr, n.reason);
   } else if (n.event == "grant") {
     st.grants.push_back(n.user);
-    what = fmt::format("{} granted {} access{}", n.actor, n.user, n.scope.empty() ? "" : " to " + n.scope);
   } else if (n.event == "revoke") {
     std::erase(st.grants, n.user);
-    what = fmt::format("{} revoked the access of {}", n.actor, n.user);
   } else if (n.event == "transfer") {
     st.owner = n.user;
-    what = fmt::format("{} handed the session to {}", n.actor, n.user);
-  } else if (n.event == "channel_open") {
-    what = fmt::format("{} opened {} to {}", n.actor, n.access_type, n.scope);
-  } else if (n.event == "channel_close") {
-    what = fmt::format("{} closed {} to {} ({} bytes in, {} out)", n.actor, n.access_type, n.scope, n.bytes_in, n.bytes_out);
-  } else {
-    what = n.event;
   }
-  line(st, fmt::format("[{}] {}", n.ts, what));
+  line(st, fmt::format("[{}] {}", n.ts, describe_notice(n)));
 }
 
 void finish_channel(agent_state& st, const std::shared_ptr<local_channel>& ch, bool send_close) {
@@ -329,15 +373,17 @@ asio::awaitable<void> control_client(agent_state& st, std::shared_ptr<local_sock
   std::string reply;
   if (cmd == "stop") {
     reply = "stopping\n";
+    // STOP only to a gateway that proved itself: before that it is not part of the protocol.
+    if (st.stream && st.gate.authenticated() && !st.done)
+      send(st, tunnel::frame_type::stop, tunnel::to_payload(tunnel::reason_only{"customer"}));
     st.done = true;
-    if (st.stream) send(st, tunnel::frame_type::stop, tunnel::to_payload(tunnel::reason_only{"customer"}));
   } else if (cmd == "status") {
     reply = status_json(st) + "\n";
   } else if (cmd == "key") {
-    if (st.state != "authenticated" && st.state != "active") {
+    if (!st.gate.authenticated() || st.done) {
       reply = "error: not connected\n";
     } else {
-      offer_key(st);
+      offer_key(st);  // or wait for the offer already on its way
       st.key_waiters.push_back(sock);
       co_return;  // answered when the gateway acknowledges the key
     }
@@ -358,7 +404,7 @@ asio::awaitable<void> control_server(agent_state& st, asio::local::stream_protoc
     auto sock = std::make_shared<local_socket>(acc.get_executor());
     auto [ec] = co_await acc.async_accept(*sock, use_tuple);
     if (ec) co_return;
-    asio::co_spawn(acc.get_executor(), control_client(st, sock), asio::detached);
+    asio::co_spawn(acc.get_executor(), control_client(st, sock), report_exception{&st, "a control request"});
   }
 }
 
@@ -370,6 +416,15 @@ asio::awaitable<void> keepalive(agent_state& st) {
     if (st.done || !st.stream) break;
     send(st, tunnel::frame_type::ping, {});
   }
+}
+
+// docs/protocol.md §1: the gateway must have selected ALPN rsgate/1. Anything else is not an
+// rsgate/1 endpoint, and it must not learn this machine's name or scopes.
+bool selected_rsgate_alpn(SSL* ssl) {
+  const unsigned char* p = nullptr;
+  unsigned n = 0;
+  SSL_get0_alpn_selected(ssl, &p, &n);
+  return p && std::string_view(reinterpret_cast<const char*>(p), n) == tunnel::kAlpn;
 }
 
 asio::awaitable<bool> connect_to(agent_state& st, ssl::context& tls, const std::string& address) {
@@ -384,6 +439,7 @@ asio::awaitable<bool> connect_to(agent_state& st, ssl::context& tls, const std::
     co_return false;
   }
   st.stream.emplace(tcp::socket(ex), tls.native_handle(), gateway::net::tls_stream::kTunnelBuffer);
+  // The handshake bound: from here to a verified SUCCESS, whatever frames arrive meanwhile.
   st.stream->expires_after(std::chrono::seconds(tunnel::kHandshakeTimeoutSeconds));
   auto [cec, ep] = co_await asio::async_connect(st.stream->socket(), results, use_tuple);
   if (cec) {
@@ -405,8 +461,189 @@ asio::awaitable<bool> connect_to(agent_state& st, ssl::context& tls, const std::
                           address, hec.message(), st.opt.prof.server_name);
     co_return false;
   }
+  if (!selected_rsgate_alpn(st.stream->native_handle())) {
+    st.err << fmt::format("rsgate-agent: {} did not select the protocol rsgate/1 (ALPN): not an rsgate gateway; "
+                          "closed without saying which machine this is\n",
+                          address);
+    st.stream->close();
+    co_return false;
+  }
   st.gateway = address;
   co_return true;
+}
+
+// Why the tunnel's reads ended, for the customer; a decoding error is the gateway's protocol
+// error and gets ERROR `bad_frame`.
+void on_read_end(agent_state& st, beast::error_code ec) {
+  if (st.done) return;
+  if (st.dec->error() != tunnel::decode_error::none) {
+    protocol_error(st, "bad_frame",
+                   "protocol error from the gateway: " + std::string(tunnel::describe(st.dec->error())));
+  } else if (ec == asio::error::timed_out && !st.gate.authenticated()) {
+    fail(st, fmt::format("the gateway did not complete the authentication within {} s",
+                         tunnel::kHandshakeTimeoutSeconds));
+  } else if (ec == asio::error::timed_out) {
+    fail(st, fmt::format("no frame from the gateway for {} s: the tunnel is dead", tunnel::kDeadPeerSeconds));
+  } else {
+    fail(st, "the connection to the gateway was lost");
+  }
+}
+
+void on_challenge(agent_state& st, agent_handshake& hs, const tunnel::frame& f) {
+  std::string why;
+  auto c = tunnel::parse_challenge(f.payload, why);
+  auto r = c ? hs.on_challenge(*c, why) : std::nullopt;
+  if (!r) {
+    protocol_error(st, "bad_challenge", "refusing the gateway's challenge: " + why);
+    return;
+  }
+  send(st, tunnel::frame_type::response, tunnel::to_payload(*r));
+  st.gate.on_response_sent();
+}
+
+void on_success(agent_state& st, agent_handshake& hs, const tunnel::frame& f) {
+  std::string why;
+  auto s = tunnel::parse_success(f.payload, why);
+  if (!s || !hs.on_success(*s, why)) {
+    protocol_error(st, "bad_success", "the gateway failed to prove itself: " + why);
+    return;
+  }
+  st.gate.on_verified_success();
+  // From now on the dead-peer bound replaces the handshake bound, renewed by every frame.
+  st.stream->expires_after(std::chrono::seconds(tunnel::kDeadPeerSeconds));
+  if (!st.session.empty()) return;  // a re-challenge (§6)
+  st.session = s->session;
+  st.state = "authenticated";
+  line(st, fmt::format("Connected to {} as {}; session {}", st.gateway, st.opt.prof.machine(), st.session));
+  offer_key(st);
+  asio::co_spawn(st.stream->get_executor(), keepalive(st), report_exception{&st, "the keepalive"});
+}
+
+void answer_key_waiters(agent_state& st, const std::string& reply_text) {
+  for (auto& w : st.key_waiters) {
+    auto reply = std::make_shared<std::string>(reply_text);
+    asio::async_write(*w, asio::buffer(*reply), [reply, w](beast::error_code, std::size_t) {});
+  }
+  st.key_waiters.clear();
+}
+
+void on_key_ack(agent_state& st, const tunnel::frame& f) {
+  std::string why;
+  auto k = tunnel::parse_key_ack(f.payload, why);
+  if (!k) {
+    protocol_error(st, "bad_key_ack", "malformed KEY_ACK: " + why);
+    return;
+  }
+  bool unsolicited = false;
+  auto key = st.gate.on_key_ack(*k, system_clock::instance().now(), why, unsolicited);
+  if (!key) {
+    protocol_error(st, unsolicited ? "unexpected" : "bad_key_ack", "protocol error from the gateway: " + why);
+    return;
+  }
+  st.key = *key;
+  st.key_expires_at = k->expires_at;
+  line(st, fmt::format("Session key: {}", st.key));
+  line(st, fmt::format("(give it to your support representative; it expires at {}, single use)", k->expires_at));
+  answer_key_waiters(st, fmt::format("Session key: {}\n", st.key));
+}
+
+void on_error(agent_state& st, const tunnel::frame& f) {
+  std::string why;
+  auto e = tunnel::parse_error(f.payload, why);
+  if (e && e->code == "key_refused" && st.gate.authenticated()) {
+    // The tunnel stays up; the old key stays void (docs/protocol.md §4.6).
+    if (!st.gate.on_key_refused()) {
+      protocol_error(st, "unexpected", "protocol error from the gateway: ERROR key_refused without a key offer");
+      return;
+    }
+    st.err << "rsgate-agent: the gateway could not record the new session key; try `rsgate-agent key` again\n";
+    answer_key_waiters(st, "error: the gateway could not record the new session key\n");
+    return;
+  }
+  if (e && e->code == "replaced" && st.gate.authenticated()) {
+    fail(st, "the gateway replaced this tunnel with a newer connection for this machine" +
+                 (e->message.empty() ? std::string() : ": " + e->message));
+    st.state = "replaced";
+    return;
+  }
+  fail(st, fmt::format("the gateway reported an error: {} {}", e ? e->code : "?", e ? e->message : why));
+}
+
+// A frame on channel 0 that tunnel_state admitted in the current phase.
+void on_control_frame(agent_state& st, agent_handshake& hs, const tunnel::frame& f) {
+  std::string why;
+  switch (f.header.type) {
+    case tunnel::frame_type::challenge:
+      on_challenge(st, hs, f);
+      break;
+    case tunnel::frame_type::success:
+      on_success(st, hs, f);
+      break;
+    case tunnel::frame_type::failure: {
+      auto fl = tunnel::parse_failure(f.payload, why);
+      fail(st, fmt::format("the gateway refused this machine: {}{}", fl ? fl->reason : why,
+                           fl && fl->retry_after_seconds ? fmt::format(" (locked out; retry in {} s)", fl->retry_after_seconds) : ""));
+      break;
+    }
+    case tunnel::frame_type::key_ack:
+      on_key_ack(st, f);
+      break;
+    case tunnel::frame_type::notice:
+      // docs/protocol.md §4.8: a malformed NOTICE is a protocol error, not something to skip.
+      if (auto n = parse_notice_for_display(f.payload, why))
+        print_notice(st, *n);
+      else
+        protocol_error(st, "bad_notice", "malformed NOTICE from the gateway: " + why);
+      break;
+    case tunnel::frame_type::end:
+      if (auto r = tunnel::parse_reason(f.payload, why)) {
+        line(st, fmt::format("Session ended: {}", r->reason));
+        st.state = "ended";
+        st.done = true;
+      } else {
+        protocol_error(st, "bad_end", "malformed END from the gateway: " + why);
+      }
+      break;
+    case tunnel::frame_type::ping:
+      send(st, tunnel::frame_type::pong, {});
+      break;
+    case tunnel::frame_type::error:
+      on_error(st, f);
+      break;
+    default:  // pong
+      break;
+  }
+}
+
+// Sends this connection's HELLO once its channel binding is known. nullopt (and the agent
+// failed, nothing sent) when the exporter cannot be derived: never a zero binding.
+std::optional<agent_handshake> start_handshake(agent_state& st) {
+  auto exporter = export_channel_binding(st.stream->native_handle());
+  if (!exporter) {
+    fail(st, "cannot derive the TLS channel binding (exporter) of the connection; not authenticating");
+    return std::nullopt;
+  }
+  identity id;
+  id.machine = st.opt.prof.machine();
+  id.secret = st.opt.prof.secret;
+  id.mechanisms = st.opt.prof.mechanisms;
+  for (auto& s : st.opt.prof.scopes) id.scopes.push_back({s.name, ""});
+  agent_handshake hs(id, std::move(*exporter), make_client_nonce());
+  st.dec.emplace();
+  send(st, tunnel::frame_type::hello, tunnel::to_payload(hs.make_hello()));
+  st.gate.on_hello_sent();
+  return hs;
+}
+
+// Waits (at most 2 s, and within the stream's deadline) until everything queued, ERROR
+// included, was written, so that a protocol error reaches the gateway before the close.
+asio::awaitable<void> drain(agent_state& st) {
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  for (int i = 0; i < 200 && st.writing; ++i) {
+    t.expires_after(std::chrono::milliseconds(10));
+    co_await t.async_wait(use_tuple);
+  }
+  co_await flush(st);
 }
 
 asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
@@ -422,111 +659,31 @@ asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
     co_return;
   }
   st.state = "authenticating";
-  bytes exporter(tunnel::kExporterBytes);
-  SSL_export_keying_material(st.stream->native_handle(), exporter.data(), exporter.size(),
-                             tunnel::kExporterLabel.data(), tunnel::kExporterLabel.size(), nullptr, 0, 0);
-  identity id;
-  id.machine = st.opt.prof.machine();
-  id.secret = st.opt.prof.secret;
-  id.mechanisms = st.opt.prof.mechanisms;
-  for (auto& s : st.opt.prof.scopes) id.scopes.push_back({s.name, ""});
-  agent_handshake hs(id, exporter, make_client_nonce());
-  st.dec.emplace();
+  auto hs = start_handshake(st);
   read_buffer rb;
-  send(st, tunnel::frame_type::hello, tunnel::to_payload(hs.make_hello()));
-  asio::co_spawn(co_await asio::this_coro::executor, keepalive(st), asio::detached);
-  std::string why;
-  auto fail = [&](const std::string& msg) {
-    st.err << "rsgate-agent: " << msg << "\n";
-    st.exit_code = 1;
-    st.done = true;
-  };
-  while (!st.done) {
-    auto f = co_await read_frame(st, rb);
+  while (hs && !st.done) {
+    auto [f, rec] = co_await read_frame(st, rb);
     if (!f) {
-      if (!st.done) fail(st.dec->error() != tunnel::decode_error::none
-                             ? std::string("protocol error from the gateway: ") + std::string(tunnel::describe(st.dec->error()))
-                             : std::string("the connection to the gateway was lost"));
+      on_read_end(st, rec);
       break;
     }
-    st.stream->expires_after(std::chrono::seconds(tunnel::kDeadPeerSeconds));
+    if (st.opt.frame_hook) st.opt.frame_hook(static_cast<std::uint8_t>(f->header.type));
+    // Before a verified SUCCESS only the handshake's frames (and PING/PONG/ERROR) pass.
+    if (auto why = st.gate.refuse(f->header.type); !why.empty()) {
+      protocol_error(st, "unexpected", "protocol error from the gateway: " + why);
+      break;
+    }
+    if (st.gate.authenticated()) st.stream->expires_after(std::chrono::seconds(tunnel::kDeadPeerSeconds));
+    if (tunnel::is_control(f->header.type)) {
+      on_control_frame(st, *hs, *f);
+      continue;
+    }
+    std::string why;
     switch (f->header.type) {
-      case tunnel::frame_type::challenge: {
-        auto c = tunnel::parse_challenge(f->payload, why);
-        auto r = c ? hs.on_challenge(*c, why) : std::nullopt;
-        if (!r) {
-          fail("refusing the gateway's challenge: " + why);
-          break;
-        }
-        send(st, tunnel::frame_type::response, tunnel::to_payload(*r));
-        break;
-      }
-      case tunnel::frame_type::success: {
-        auto s = tunnel::parse_success(f->payload, why);
-        if (!s || !hs.on_success(*s, why)) {
-          fail("the gateway failed to prove itself: " + why);
-          break;
-        }
-        if (st.session.empty()) {
-          st.session = s->session;
-          st.state = "authenticated";
-          line(st, fmt::format("Connected to {} as {}; session {}", st.gateway, id.machine, st.session));
-          offer_key(st);
-        }
-        break;
-      }
-      case tunnel::frame_type::failure: {
-        auto fl = tunnel::parse_failure(f->payload, why);
-        fail(fmt::format("the gateway refused this machine: {}{}", fl ? fl->reason : why,
-                         fl && fl->retry_after_seconds ? fmt::format(" (locked out; retry in {} s)", fl->retry_after_seconds) : ""));
-        break;
-      }
-      case tunnel::frame_type::key_ack: {
-        auto k = tunnel::parse_key_ack(f->payload, why);
-        if (!k) {
-          fail("malformed KEY_ACK: " + why);
-          break;
-        }
-        st.key_expires_at = k->expires_at;
-        line(st, fmt::format("Session key: {}", st.key));
-        line(st, fmt::format("(give it to your support representative; it expires at {}, single use)", k->expires_at));
-        for (auto& w : st.key_waiters) {
-          auto reply = std::make_shared<std::string>(fmt::format("Session key: {}\n", st.key));
-          asio::async_write(*w, asio::buffer(*reply), [reply, w](beast::error_code, std::size_t) {});
-        }
-        st.key_waiters.clear();
-        break;
-      }
-      case tunnel::frame_type::notice: {
-        auto n = tunnel::parse_notice(f->payload, why);
-        if (n) print_notice(st, *n);
-        break;
-      }
-      case tunnel::frame_type::end: {
-        auto r = tunnel::parse_reason(f->payload, why);
-        line(st, fmt::format("Session ended: {}", r ? r->reason : std::string("by the gateway")));
-        st.state = "ended";
-        st.done = true;
-        break;
-      }
-      case tunnel::frame_type::ping:
-        send(st, tunnel::frame_type::pong, {});
-        break;
-      case tunnel::frame_type::pong:
-        break;
-      case tunnel::frame_type::error: {
-        auto e = tunnel::parse_error(f->payload, why);
-        if (e && e->code == "key_refused") {  // the tunnel stays up; the old key stays void
-          st.err << "rsgate-agent: the gateway could not record the new session key; try `rsgate-agent key` again\n";
-          break;
-        }
-        fail(fmt::format("the gateway reported an error: {} {}", e ? e->code : "?", e ? e->message : why));
-        break;
-      }
       case tunnel::frame_type::channel_open: {
         auto o = tunnel::parse_channel_open(f->payload, why);
         if (!o) {
-          fail("malformed CHANNEL_OPEN: " + why);
+          protocol_error(st, "bad_channel_open", "malformed CHANNEL_OPEN: " + why);
           break;
         }
         // Only what the customer offered: the agent checks again, whatever the gateway says.
@@ -557,7 +714,7 @@ asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
         auto ch = it->second;
         if (f->header.type == tunnel::frame_type::data) {
           if (ch->inbox_bytes + f->payload.size() > ch->rw.window() || ch->gateway_eof) {
-            fail("the gateway sent beyond a channel's window");
+            protocol_error(st, "window_exceeded", "the gateway sent beyond a channel's window");
             break;
           }
           ch->inbox_bytes += f->payload.size();
@@ -574,22 +731,52 @@ asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
         }
         break;
       }
-      default:
-        fail(std::string("unexpected ") + std::string(tunnel::name_of(f->header.type)) + " from the gateway");
+      default:  // tunnel_state refused every other type already
+        protocol_error(st, "unexpected", "unexpected " + std::string(tunnel::name_of(f->header.type)) + " from the gateway");
     }
   }
-  if (st.state != "ended") st.state = "disconnected";
+  if (st.state != "ended" && st.state != "replaced") st.state = "disconnected";
   for (auto& [cid, ch] : std::map<std::uint32_t, std::shared_ptr<local_channel>>(st.channels)) finish_channel(st, ch, false);
-  co_await flush(st);
   st.stream->expires_after(std::chrono::seconds(2));
+  co_await drain(st);
   co_await st.stream->shutdown();
 }
 
 }  // namespace
 
-std::string default_control_path() {
-  if (const char* d = std::getenv("XDG_RUNTIME_DIR"); d && *d) return std::string(d) + "/rsgate-agent.sock";
-  return fmt::format("/tmp/rsgate-agent-{}.sock", ::getuid());
+// The control socket: in a directory no other account can write to, private to this account
+// (0600 inside the umask). A live agent already answering there keeps it; a stale socket of
+// this account's is replaced; anything else there is left alone and refused. 0 or the exit code.
+int open_control_socket(asio::io_context& ioc, const std::string& path, asio::local::stream_protocol::acceptor& acc,
+                        std::ostream& err) {
+  auto why = check_control_dir(path, true);
+  if (why.empty()) why = check_control_socket(path, false);
+  if (!why.empty()) {
+    err << "rsgate-agent: cannot use the control socket: " << why << "\n";
+    return 1;
+  }
+  {
+    local_socket probe(ioc);
+    beast::error_code pec;
+    probe.connect(asio::local::stream_protocol::endpoint(path), pec);
+    if (!pec) {
+      err << "rsgate-agent: another agent is running (" << path << "); use --control for a second one\n";
+      return 1;
+    }
+  }
+  std::error_code rec;
+  std::filesystem::remove(path, rec);
+  beast::error_code ec;
+  auto old = ::umask(0077);
+  acc.open(asio::local::stream_protocol(), ec);
+  if (!ec) acc.bind(asio::local::stream_protocol::endpoint(path), ec);
+  ::umask(old);
+  if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    err << "rsgate-agent: cannot create the control socket " << path << ": " << ec.message() << "\n";
+    return 1;
+  }
+  return 0;
 }
 
 int run_agent(const start_options& o, std::ostream& out, std::ostream& err) {
@@ -610,37 +797,17 @@ int run_agent(const start_options& o, std::ostream& out, std::ostream& err) {
   SSL_CTX_set_alpn_protos(tls.native_handle(), alpn, sizeof alpn);
 
   agent_state st(o, out, err);
-  // The control socket: private to this account (0600 inside the umask). A live agent
-  // already answering there keeps it; a stale socket file is replaced.
-  {
-    local_socket probe(ioc);
-    beast::error_code pec;
-    probe.connect(asio::local::stream_protocol::endpoint(o.control_path), pec);
-    if (!pec) {
-      err << "rsgate-agent: another agent is running (" << o.control_path << "); use --control for a second one\n";
-      return 1;
-    }
-  }
-  std::filesystem::remove(o.control_path);
+  st.ioc = &ioc;
   asio::local::stream_protocol::acceptor acc(ioc);
-  {
-    auto old = ::umask(0077);
-    acc.open();
-    acc.bind(asio::local::stream_protocol::endpoint(o.control_path), ec);
-    ::umask(old);
-    if (ec) {
-      err << "rsgate-agent: cannot create the control socket " << o.control_path << ": " << ec.message() << "\n";
-      return 1;
-    }
-    acc.listen();
-  }
-  asio::co_spawn(ioc, control_server(st, acc), asio::detached);
+  if (int rc = open_control_socket(ioc, o.control_path, acc, err); rc != 0) return rc;
+  asio::co_spawn(ioc, control_server(st, acc), report_exception{&st, "the control socket"});
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](beast::error_code sec, int) {
     if (sec) return;
     line(st, "Stopping remote support (customer request)");
+    bool authenticated = st.gate.authenticated() && !st.done;
     st.done = true;
-    if (st.stream && (st.state == "authenticated" || st.state == "active")) {
+    if (st.stream && authenticated) {
       send(st, tunnel::frame_type::stop, tunnel::to_payload(tunnel::reason_only{"customer"}));
       auto t = std::make_shared<asio::steady_timer>(ioc, std::chrono::milliseconds(300));
       t->async_wait([&st, t](beast::error_code) { st.stream->close(); });
@@ -648,25 +815,46 @@ int run_agent(const start_options& o, std::ostream& out, std::ostream& err) {
       st.stream->close();
     }
   });
-  asio::co_spawn(ioc, run_tunnel(st, tls), [&](std::exception_ptr) {
+  asio::co_spawn(ioc, run_tunnel(st, tls), [&](std::exception_ptr e) {
+    report_exception{&st, "the tunnel"}(e);
     signals.cancel();
     beast::error_code ignored;
     acc.close(ignored);
     ioc.stop();
   });
-  ioc.run();
-  std::filesystem::remove(o.control_path);
+  try {
+    ioc.run();
+  } catch (const std::exception& e) {  // a completion handler threw: a defect, never exit 0
+    err << "rsgate-agent: internal error: " << printable(e.what(), 512) << "\n";
+    st.exit_code = 1;
+  }
+  if (check_control_socket(o.control_path, true).empty()) {
+    std::error_code rec;
+    std::filesystem::remove(o.control_path, rec);
+  }
   return st.exit_code;
 }
 
 int control_command(const std::string& control_path, const std::string& command, std::ostream& out,
                     std::ostream& err) {
+  // Only a socket of this account, in a directory no one else can write to, served by a
+  // process of this account: a `key` answer is shown to the customer as the session key.
+  auto why = check_control_dir(control_path, false);
+  if (why.empty()) why = check_control_socket(control_path, true);
+  if (!why.empty()) {
+    err << "rsgate-agent: " << why << "\n";
+    return 1;
+  }
   asio::io_context ioc;
   local_socket sock(ioc);
   beast::error_code ec;
   sock.connect(asio::local::stream_protocol::endpoint(control_path), ec);
   if (ec) {
     err << "rsgate-agent: no running agent at " << control_path << " (" << ec.message() << ")\n";
+    return 1;
+  }
+  if (auto uid = peer_uid(sock.native_handle()); !uid || *uid != ::getuid()) {
+    err << "rsgate-agent: the process at " << control_path << " runs under another account; not talking to it\n";
     return 1;
   }
   std::string req = command + "\n";
