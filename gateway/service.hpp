@@ -153,6 +153,8 @@ class service {
   std::optional<journal::entry> refuse_credential(const http_request& req, std::string_view method,
                                                   std::string_view reason, std::string_view secret_hmac);
   void login(const http_request& req, const api::reply& done);
+  // Stores a changed password; false (journaled as an error) when state.db refuses it.
+  bool store_password(const std::string& user, const std::string& hash, const std::string& source);
   void logout(const http_request& req, const api::reply& done);
 
   // --- sessions (service_sessions.cpp) ---

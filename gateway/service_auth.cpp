@@ -10,6 +10,7 @@
 
 #include "auth/formats.hpp"
 #include "auth/password.hpp"
+#include "core/log.hpp"
 #include "core/timefmt.hpp"
 #include "gateway/detail/service_common.hpp"
 #include "gateway/http/request_input.hpp"
@@ -250,11 +251,11 @@ void service::login(const http_request& req, const api::reply& done) {
   e.secret_hmac = hmac_.hash_of(cookie);
   e.detail = json::serialize(json::object{{"method", "password"}, {"role", u->role}, {"password_changed", !new_password.empty()}});
   std::string new_hash = new_password.empty() ? "" : auth::hash_password(new_password);
-  journal_.append(std::move(e), [this, done, cookie, csrf, who, new_hash, now](const journal::append_result& r) {
+  auto source = e.source;
+  journal_.append(std::move(e), [this, done, cookie, csrf, who, new_hash, now, source](const journal::append_result& r) {
     if (!r.ok()) return done(journal_unavailable());
-    if (!new_hash.empty()) {
-      std::lock_guard lock(state_mu_);
-      state_.set_password(who.user, new_hash, false);
+    if (!new_hash.empty() && !store_password(who.user, new_hash, source)) {
+      return done(json_error(500, "internal", "the new password could not be stored; log in again later"));
     }
     {
       std::lock_guard lock(mu_);
@@ -272,6 +273,26 @@ void service::login(const http_request& req, const api::reply& done) {
                                                         kCookie, cookie, kWebSessionLife / kSecond));
     done(std::move(resp));
   });
+}
+
+bool service::store_password(const std::string& user, const std::string& hash, const std::string& source) {
+  try {
+    std::lock_guard lock(state_mu_);
+    state_.set_password(user, hash, false);
+    return true;
+  } catch (const std::exception& ex) {
+    // The login's entry says the password was changed: say at once that it was not, so the
+    // journal never tells of a change that did not happen. No cookie is issued.
+    log::error("cannot store the new password of {}: {}", user, ex.what());
+    journal::entry e;
+    e.kind = "user.login";
+    e.actor = user;
+    e.source = source;
+    e.result = journal::outcome::error;
+    e.detail = json::serialize(json::object{{"method", "password"}, {"reason", "the new password could not be stored"}});
+    journal_.append(std::move(e), [](const journal::append_result&) {});
+    return false;
+  }
 }
 
 void service::logout(const http_request& req, const api::reply& done) {
