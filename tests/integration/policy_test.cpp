@@ -10,6 +10,7 @@
 #include <random>
 
 #include "tests/integration/gateway_fixture.hpp"
+#include "tests/support/echo_server.hpp"
 #include "tests/support/session_replay.hpp"
 
 using namespace rsgate;
@@ -140,15 +141,35 @@ TEST_CASE("a hammer of every session operation from many clients: state and jour
   };
   std::vector<std::thread> ts;
   for (unsigned i = 0; i < 6; ++i) ts.emplace_back(client, 77 + i);
+  // Channels through `rsgate connect` for two developers whose grants come and go: each
+  // connection is a channel request and a stream whose redemption is decided in the race.
+  std::vector<std::pair<std::unique_ptr<child>, std::uint16_t>> connects;
+  for (auto dev : {"dev1", "dev2"}) connects.push_back(connect_for(g.f, dev, g.a.sid, "hmc", "ssh"));
+  std::atomic<int> channels{0};
+  ts.emplace_back([&] {
+    while (!stop) {
+      for (auto& [c, port] : connects) {
+        int fd = connect_local(port);
+        if (fd >= 0) {
+          ++channels;
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+          ::close(fd);
+        }
+      }
+    }
+  });
   std::this_thread::sleep_for(std::chrono::seconds(4));
   for (int i = 0; i < 10 && g.f.api("DELETE", g.base, g.owner()).status != 200; ++i) {
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   stop = true;
   for (auto& t : ts) t.join();
-  INFO(calls.load() << " calls");
+  for (auto& [c, port] : connects) c->signal(SIGTERM);
+  INFO(calls.load() << " calls, " << channels.load() << " channel connections");
   CHECK(calls > 50);
+  CHECK(channels > 10);
   CHECK(server_errors == 0);
+  CHECK_FALSE(g.f.kinds("channel.open", "ok").empty());
   auto s = g.f.api("GET", g.base, "audrey");
   CHECK(s.body["state"].as_string() == "ended");
   wait_line(*g.a.agent, "Session ended");

@@ -2,8 +2,9 @@
 // --format json` or journal::to_json_object give them, oldest first) into the state they
 // describe, and compares it with the session object the API answers. This is the check of the
 // concurrency tests: the journal and the state must agree exactly — grant ids unique, every
-// live grant journaled, every journaled transfer made by the owner of that moment, nothing
-// granted after session.end.
+// live grant journaled, every journaled transfer made by the owner of that moment, every
+// channel opened by the owner or a live grantee of that moment, nothing granted after
+// session.end. (Grant expiry is not modelled: tests that use it must not rely on this.)
 #pragma once
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
@@ -58,6 +59,11 @@ inline replayed_session replay_session(const std::vector<boost::json::object>& e
       if (str_of(d, "from") != r.owner)
         r.problems.push_back("seq " + seq + ": transfer from " + str_of(d, "from") + " but the owner was " + r.owner);
       r.owner = str_of(d, "to");
+    } else if (kind == "channel.open") {
+      auto actor = str_of(e, "actor");
+      bool allowed = actor == r.owner;
+      for (auto& [gid, g] : r.grants) allowed = allowed || (g.first == actor && !g.second);
+      if (!allowed) r.problems.push_back("seq " + seq + ": channel.open for " + actor + ", who held no live grant");
     } else if (kind == "session.end") {
       if (r.ended) r.problems.push_back("seq " + seq + ": session.end twice");
       r.ended = true;
