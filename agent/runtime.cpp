@@ -42,6 +42,7 @@
 #include "core/clock.hpp"
 #include "core/timefmt.hpp"
 #include "gateway/tunnel/messages.hpp"
+#include "gateway/net/socket_state.hpp"
 #include "gateway/net/tls_stream.hpp"
 #include "gateway/tunnel/protocol.hpp"
 #include "gateway/tunnel/window.hpp"
@@ -252,10 +253,17 @@ void print_notice(agent_state& st, const tunnel::notice& n) {
   line(st, fmt::format("[{}] {}", n.ts, describe_notice(n)));
 }
 
-void finish_channel(agent_state& st, const std::shared_ptr<local_channel>& ch, bool send_close) {
+// Ends channel `ch` here (CLOSE toward the gateway if `send_close`). A channel whose
+// directions both ended cleanly, with everything written to the target, closes the target's
+// connection normally: a FIN behind what the kernel still holds. Anything else cut the
+// stream (`failed`: the target's connection failed; or the gateway's CLOSE or the tunnel's end
+// came before the gateway's EOF, or with bytes still unwritten): the connection is reset, so
+// that the target learns at once, even while it is not reading, and gets nothing after the cut.
+void finish_channel(agent_state& st, const std::shared_ptr<local_channel>& ch, bool send_close, bool failed = false) {
   if (ch->closed) return;
   ch->closed = true;
   ch->rw.release(&st.windows);
+  if (failed || !ch->gateway_eof || ch->inbox_bytes > 0) gateway::net::reset_on_close(ch->sock);
   beast::error_code ignored;
   ch->sock.close(ignored);
   ch->wake();
@@ -270,21 +278,51 @@ void maybe_done(agent_state& st, const std::shared_ptr<local_channel>& ch) {
   if (ch->local_eof && ch->gateway_eof && ch->inbox.empty() && ch->shut_down_local) finish_channel(st, ch, true);
 }
 
+// The target's connection is gone (a reset, a TCP timeout) although nothing reads it. Only
+// while we have not shut down our sending side: after a FIN each way the state is the same.
+bool target_lost(local_channel& ch) { return !ch.shut_down_local && gateway::net::connection_lost(ch.sock); }
+
+// After the target's EOF nothing reads its socket, so nothing would see it reset later (a
+// target that closes with bytes unread, or keepalive that finds it gone) while no bytes go to
+// it: wait for an error on the socket until the channel ends.
+asio::awaitable<void> watch_after_eof(agent_state& st, std::shared_ptr<local_channel> ch) {
+  while (!ch->closed) {
+    auto [ec] = co_await ch->sock.async_wait(tcp::socket::wait_error, use_tuple);
+    if (ch->closed || ec) co_return;
+    if (target_lost(*ch)) {
+      finish_channel(st, ch, true, true);
+      co_return;
+    }
+    // Urgent data or a clean close both ways (maybe_done ends the channel): not an error, but
+    // the condition stays, so look again only a second later.
+    ch->credit_timer.expires_after(std::chrono::seconds(1));
+    co_await ch->credit_timer.async_wait(use_tuple);
+  }
+}
+
 asio::awaitable<void> local_reader(agent_state& st, std::shared_ptr<local_channel> ch) {
   std::vector<std::uint8_t> buf(tunnel::kMaxDataPayload);
   while (!ch->closed) {  // one DATA frame per read, at most the frame limit and the credit
     if (ch->credit <= 0) {
-      ch->credit_timer.expires_after(std::chrono::seconds(60));
-      co_await ch->credit_timer.async_wait(use_tuple);
+      // The gateway's window is full: stop reading the target until its WINDOW comes. A
+      // target that resets meanwhile is seen without reading: look once a second.
+      ch->credit_timer.expires_after(std::chrono::seconds(1));
+      auto [tec] = co_await ch->credit_timer.async_wait(use_tuple);
+      if (!tec && !ch->closed && target_lost(*ch)) finish_channel(st, ch, true, true);
       continue;
     }
     auto want = std::min<std::size_t>(buf.size(), static_cast<std::size_t>(ch->credit));
     auto [ec, n] = co_await ch->sock.async_read_some(asio::buffer(buf.data(), want), use_tuple);
     if (ch->closed) break;
-    if (ec) {
+    if (ec == asio::error::eof) {  // a half-close: the other direction goes on
       ch->local_eof = true;
       send(st, tunnel::frame_type::eof, {}, ch->id);
       maybe_done(st, ch);
+      co_await watch_after_eof(st, ch);
+      break;
+    }
+    if (ec) {  // a reset or another failure is not an end of stream: the channel is cut
+      finish_channel(st, ch, true, true);
       break;
     }
     ch->credit -= static_cast<std::int64_t>(n);
@@ -309,7 +347,7 @@ asio::awaitable<void> local_writer(agent_state& st, std::shared_ptr<local_channe
       auto [ec, n] = co_await asio::async_write(ch->sock, bufs, use_tuple);
       ch->inbox_bytes -= n;
       if (ec) {
-        finish_channel(st, ch, true);
+        finish_channel(st, ch, true, true);
         break;
       }
       ch->bytes_in += static_cast<std::int64_t>(n);
@@ -358,6 +396,7 @@ asio::awaitable<void> open_local(agent_state& st, std::shared_ptr<local_channel>
   }
   beast::error_code ignored;
   ch->sock.set_option(tcp::no_delay(true), ignored);
+  gateway::net::keep_alive(ch->sock);
   send(st, tunnel::frame_type::channel_accept, tunnel::to_payload(tunnel::channel_accept{tunnel::kInitialWindow}), ch->id);
   line(st, fmt::format("[{}] {} opened {} to {}", format_rfc3339(system_clock::instance().now()),
                        ch->actor.empty() ? "the representative" : ch->actor, ch->access_type, ch->scope));

@@ -46,6 +46,18 @@ struct channel_link {
   // Wakes the stream side (posts to its executor); set by the stream side, called unlocked.
   std::function<void()> wake_stream;
 
+  // Marks the channel closed for `why` unless it is closed already (the first reason wins);
+  // true if this call closed it. The stream side calls it before it asks the tunnel side (on
+  // another strand) to close the channel, so that the reason is there when the stream side
+  // journals channel.close.
+  bool close_for(const std::string& why) {
+    std::lock_guard lock(mu);
+    if (closed) return false;
+    closed = true;
+    reason = why;
+    return true;
+  }
+
   // Called by the tunnel side after it changed anything above.
   void wake() {
     std::function<void()> w;

@@ -1,6 +1,6 @@
 // See connect.hpp. One io_context thread; per accepted connection one coroutine that obtains
-// the channel and then runs two pumps (TCP -> WebSocket, WebSocket -> TCP) until both
-// directions ended or either side failed.
+// the channel and then runs two pumps (TCP -> WebSocket, WebSocket -> TCP) and a watch until
+// both directions ended or either side failed (docs/api.md §5.5, how a channel ends).
 #include "gateway/connect.hpp"
 
 #include <fmt/format.h>
@@ -14,6 +14,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -29,6 +30,7 @@
 #include "core/files.hpp"
 #include "gateway/cli.hpp"
 #include "gateway/config.hpp"
+#include "gateway/net/socket_state.hpp"
 #include "gateway/net/tls_stream.hpp"
 #include "gateway/tunnel/messages.hpp"
 
@@ -119,29 +121,138 @@ asio::awaitable<std::optional<std::string>> request_channel(const connect_option
 
 using ws_stream = websocket::stream<net::tls_stream&>;
 
-asio::awaitable<void> tcp_to_ws(tcp::socket* sock, ws_stream* ws, std::shared_ptr<bool> sent_eof,
-                                std::shared_ptr<bool> done) {
+// One relayed connection: the client's socket, the channel's WebSocket, and what the two pumps
+// and the watch know. All run on the one thread; the relay waits for them before it frees
+// the sockets.
+//
+// A clean end of stream is a half-close ("eof" each way; the WebSocket closes once both went).
+// Anything else cuts the channel at once: a client that resets, a failed read or write on
+// either side. A cut client resets the WebSocket's TCP connection, which the gateway sees
+// even while it is not reading it (its window toward the agent is full); a failed
+// WebSocket resets the client's connection, so a truncated stream never looks complete.
+struct relay_state {
+  relay_state(tcp::socket* so, ws_stream* w, connect_options o, unsigned short p)
+      : sock(so), ws(w), opts(std::move(o)), peer(p), watch_timer(so->get_executor()) {}
+  tcp::socket* sock;
+  ws_stream* ws;
+  connect_options opts;
+  unsigned short peer;
+  asio::steady_timer watch_timer;
+  bool sent_eof = false;  // the client's end of stream went out as "eof"
+  bool got_eof = false;   // the gateway's "eof" came: the client's socket is shut down for sending
+  bool cut = false;       // the channel was cut (below); the pumps end
+  bool ending = false;    // the relay is ending: the watch stops
+  bool pump_done = false, watch_done = false;
+};
+
+// The client side failed or reset: reset the WebSocket's TCP connection (the gateway closes
+// the channel with "the representative's connection failed"), and let go of the client.
+void cut_by_client(relay_state& st, const std::string& why) {
+  if (st.cut) return;
+  st.cut = true;
+  *st.opts.err << fmt::format("rsgate connect: connection from port {}: {}; the channel is closed\n", st.peer, why);
+  net::reset_on_close(st.ws->next_layer().socket());
+  st.ws->next_layer().close();
+  beast::error_code ignored;
+  st.sock->close(ignored);
+}
+
+// The WebSocket failed (not a close frame): the client's stream is cut, reset it.
+void cut_by_gateway(relay_state& st) {
+  if (st.cut) return;
+  st.cut = true;
+  net::reset_on_close(*st.sock);
+  beast::error_code ignored;
+  st.sock->close(ignored);
+  st.ws->next_layer().close();
+}
+
+// Closes the WebSocket once "eof" went both ways; whichever pump completes the pair does it.
+asio::awaitable<void> close_if_done(relay_state& st) {
+  if (st.sent_eof && st.got_eof && !st.cut) co_await st.ws->async_close(websocket::close_code::normal, use_tuple);
+}
+
+asio::awaitable<void> tcp_to_ws(std::shared_ptr<relay_state> st) {
   std::vector<std::uint8_t> buf(60 * 1024);  // under the stream's 64 KiB message limit
   for (;;) {
-    auto [ec, n] = co_await sock->async_read_some(asio::buffer(buf), use_tuple);
-    if (ec) {
-      if (ec == asio::error::eof && ws->is_open()) {
-        ws->text(true);
-        co_await ws->async_write(asio::buffer(std::string_view("eof")), use_tuple);  // half-close
-        *sent_eof = true;
-      }
+    auto [ec, n] = co_await st->sock->async_read_some(asio::buffer(buf), use_tuple);
+    if (st->cut || st->ending) break;
+    if (ec == asio::error::eof) {  // a half-close: the other direction goes on
+      st->ws->text(true);
+      auto [wec, wn] = co_await st->ws->async_write(asio::buffer(std::string_view("eof")), use_tuple);
+      if (wec) break;  // the relay loop's read fails too
+      st->sent_eof = true;
+      co_await close_if_done(*st);
       break;
     }
-    ws->binary(true);
-    auto [wec, wn] = co_await ws->async_write(asio::buffer(buf.data(), n), use_tuple);
+    if (ec) {
+      cut_by_client(*st, "the client's connection failed (" + ec.message() + ")");
+      break;
+    }
+    st->ws->binary(true);
+    auto [wec, wn] = co_await st->ws->async_write(asio::buffer(buf.data(), n), use_tuple);
     if (wec) break;
   }
-  *done = true;
+  st->pump_done = true;
+}
+
+// While tcp_to_ws waits for the gateway to take a message (its window toward the agent is
+// full), nothing reads the client's socket, and while the relay loop waits for the client to
+// take bytes, nothing reads the WebSocket: a reset on either would go unseen. Look once a
+// second, without reading.
+asio::awaitable<void> watch(std::shared_ptr<relay_state> st) {
+  while (!st->ending && !st->cut) {
+    st->watch_timer.expires_after(std::chrono::seconds(1));
+    co_await st->watch_timer.async_wait(use_tuple);
+    if (st->ending || st->cut) break;
+    if (!st->got_eof && net::connection_lost(*st->sock))
+      cut_by_client(*st, "the client reset the connection");
+    else if (st->ws->is_open() && net::connection_lost(st->ws->next_layer().socket()))
+      cut_by_gateway(*st);
+  }
+  st->watch_done = true;
+}
+
+// The WebSocket -> TCP pump; returns when the WebSocket ended.
+asio::awaitable<void> ws_to_tcp(relay_state& st) {
+  beast::flat_buffer buf;
+  for (;;) {
+    buf.clear();
+    auto [ec, n] = co_await st.ws->async_read(buf, use_tuple);
+    if (st.cut) co_return;
+    if (ec == websocket::error::closed) {  // a close frame: what came before it is delivered
+      if (!(st.got_eof && st.sent_eof) && !st.ws->reason().reason.empty())
+        *st.opts.err << "rsgate connect: the channel was closed: " << st.ws->reason().reason << "\n";
+      co_return;
+    }
+    if (ec) {
+      if (!(st.got_eof && st.sent_eof)) {
+        *st.opts.err << "rsgate connect: the channel ended: " << ec.message() << "\n";
+        cut_by_gateway(st);
+      }
+      co_return;
+    }
+    if (st.ws->got_text()) {
+      if (beast::buffers_to_string(buf.data()) == "eof" && !st.got_eof) {
+        st.got_eof = true;
+        beast::error_code ignored;
+        st.sock->shutdown(tcp::socket::shutdown_send, ignored);
+        co_await close_if_done(st);
+      }
+      continue;
+    }
+    auto [wec, wn] = co_await asio::async_write(*st.sock, buf.data(), use_tuple);
+    if (wec) {
+      if (!st.cut) cut_by_client(st, "the client's connection failed (" + wec.message() + ")");
+      co_return;
+    }
+  }
 }
 
 asio::awaitable<void> relay(tcp::socket sock, connect_options o, ssl::context* tls) {
   std::string why;
-  auto peer = sock.remote_endpoint().port();
+  beast::error_code pec;
+  auto peer = sock.remote_endpoint(pec).port();
   auto token = co_await request_channel(o, *tls, why);
   if (!token) {
     *o.err << "rsgate connect: " << why << "\n";
@@ -152,6 +263,7 @@ asio::awaitable<void> relay(tcp::socket sock, connect_options o, ssl::context* t
     *o.err << "rsgate connect: " << why << "\n";
     co_return;
   }
+  net::keep_alive(s->socket());
   ws_stream ws(*s);  // `s` outlives it: both live in this coroutine's frame
   ws.set_option(websocket::stream_base::timeout::suggested(beast::role_type::client));
   ws.read_message_max(64 * 1024);
@@ -166,42 +278,19 @@ asio::awaitable<void> relay(tcp::socket sock, connect_options o, ssl::context* t
   }
   *o.out << fmt::format("rsgate connect: connection from port {} -> {} ({})\n", peer, o.scope, o.access_type);
   o.out->flush();
-  auto sent_eof = std::make_shared<bool>(false);
-  auto pump_done = std::make_shared<bool>(false);
-  asio::co_spawn(sock.get_executor(), tcp_to_ws(&sock, &ws, sent_eof, pump_done), asio::detached);
-  beast::flat_buffer buf;
-  bool got_eof = false;
-  for (;;) {
-    buf.clear();
-    auto [ec, n] = co_await ws.async_read(buf, use_tuple);
-    if (ec) {
-      if (!(got_eof && *sent_eof)) {
-        if (ec == websocket::error::closed && !ws.reason().reason.empty())
-          *o.err << "rsgate connect: the channel was closed: " << ws.reason().reason << "\n";
-        else if (ec != websocket::error::closed)
-          *o.err << "rsgate connect: the channel ended: " << ec.message() << "\n";
-      }
-      break;
-    }
-    if (ws.got_text()) {
-      if (beast::buffers_to_string(buf.data()) == "eof") {
-        got_eof = true;
-        beast::error_code ignored;
-        sock.shutdown(tcp::socket::shutdown_send, ignored);
-        if (*sent_eof) {
-          co_await ws.async_close(websocket::close_code::normal, use_tuple);
-        }
-      }
-      continue;
-    }
-    auto [wec, wn] = co_await asio::async_write(sock, buf.data(), use_tuple);
-    if (wec) break;
-  }
-  // The other pump uses `sock` and `ws`: end it and wait for it before they go.
+  auto st = std::make_shared<relay_state>(&sock, &ws, o, peer);
+  asio::co_spawn(sock.get_executor(), tcp_to_ws(st), asio::detached);
+  asio::co_spawn(sock.get_executor(), watch(st), asio::detached);
+  co_await ws_to_tcp(*st);
+  // The pump and the watch use `sock` and `ws`: end them and wait for them before they go.
+  // Closing the client's socket sends a FIN behind what it still holds (a reset if it was cut).
+  st->ending = true;
+  st->watch_timer.cancel();
   beast::error_code ignored;
   sock.close(ignored);
   asio::steady_timer t(sock.get_executor());
-  while (!*pump_done) {
+  for (int i = 0; !(st->pump_done && st->watch_done); ++i) {
+    if (i == 100) s->close();  // a write to the gateway that does not finish within a second
     t.expires_after(std::chrono::milliseconds(10));
     co_await t.async_wait(use_tuple);
   }
@@ -213,6 +302,7 @@ asio::awaitable<void> accept_loop(tcp::acceptor* acc, connect_options o, ssl::co
     if (ec) co_return;
     beast::error_code ignored;
     sock.set_option(tcp::no_delay(true), ignored);
+    net::keep_alive(sock);
     asio::co_spawn(acc->get_executor(), relay(std::move(sock), o, tls), asio::detached);
   }
 }

@@ -25,6 +25,7 @@
 #include "core/log.hpp"
 #include "gateway/tunnel/protocol.hpp"
 #include "gateway/net/async_bridge.hpp"
+#include "gateway/net/socket_state.hpp"
 #include "gateway/net/tls_stream.hpp"
 #include "gateway/net/tunnel_server.hpp"
 #include "gateway/service.hpp"
@@ -70,12 +71,29 @@ std::optional<std::string> token_param(std::string_view target) {
 // writer run on this connection's strand, each waiting on its own timer, which the tunnel
 // side cancels (through channel_link::wake) when there is something for them.
 constexpr std::size_t kStreamMessageMax = 64 * 1024;  // both ways; docs/api.md
+constexpr auto kDrainAfterClose = std::chrono::seconds(30);  // docs/api.md §5.5, how a channel ends
 
 struct stream_timers {
   explicit stream_timers(const asio::any_io_executor& ex) : data(ex), credit(ex) {}
   asio::steady_timer data;    // the writer waits here for the agent's bytes, EOF or close
   asio::steady_timer credit;  // the reader waits here for the agent's window
 };
+
+// Why a channel ended on the representative's side (docs/api.md §5.5).
+constexpr std::string_view kClosedByRepresentative = "closed by the representative";
+constexpr std::string_view kRepresentativeFailed = "the representative's connection failed";
+
+// The stream side ends the channel: the reason first (under the link's mutex), then CLOSE.
+void end_channel(channel_link& c, tunnel_link& link, std::string_view why) {
+  c.close_for(std::string(why));
+  link.channel_close(c.id, std::string(why));
+}
+
+// The representative's connection is gone although nothing reads it: a reset, a TCP timeout,
+// or the WebSocket's own idle timeout (which closes it).
+bool representative_gone(ws_stream& ws) {
+  return !ws.is_open() || net::connection_lost(ws.next_layer().socket());
+}
 
 asio::awaitable<void> channel_reader(ws_stream* ws, std::shared_ptr<channel_link> c, std::shared_ptr<tunnel_link> link,
                                      std::shared_ptr<stream_timers> timers, std::shared_ptr<bool> reader_done) {
@@ -92,7 +110,10 @@ asio::awaitable<void> channel_reader(ws_stream* ws, std::shared_ptr<channel_link
   for (;;) {
     buf.clear();
     auto [ec, n] = co_await ws->async_read(buf, use_tuple);
-    if (ec) break;
+    if (ec) {
+      end_channel(*c, *link, ec == websocket::error::closed ? kClosedByRepresentative : kRepresentativeFailed);
+      co_return;
+    }
     if (ws->got_text()) {
       if (beast::buffers_to_string(buf.data()) == "eof") link->channel_eof(c->id);
       continue;
@@ -115,9 +136,16 @@ asio::awaitable<void> channel_reader(ws_stream* ws, std::shared_ptr<channel_link
         }
       }
       if (closed) co_return;
-      if (take == 0) {  // the agent's window is full: wait for its WINDOW
-        timers->credit.expires_after(std::chrono::seconds(30));
-        co_await timers->credit.async_wait(use_tuple);
+      if (take == 0) {
+        // The agent's window is full: wait for its WINDOW without reading the WebSocket, so
+        // that TCP back-pressure reaches the representative. A representative who resets
+        // meanwhile is seen without reading: look once a second.
+        timers->credit.expires_after(std::chrono::seconds(1));
+        auto [tec] = co_await timers->credit.async_wait(use_tuple);
+        if (!tec && representative_gone(*ws)) {
+          end_channel(*c, *link, kRepresentativeFailed);
+          co_return;
+        }
         continue;
       }
       link->channel_data(c->id, std::span<const std::uint8_t>(p, static_cast<std::size_t>(take)));
@@ -125,7 +153,6 @@ asio::awaitable<void> channel_reader(ws_stream* ws, std::shared_ptr<channel_link
       left -= static_cast<std::size_t>(take);
     }
   }
-  link->channel_close(c->id, "closed by the representative");
 }
 
 asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::string remote, server_state* st) {
@@ -192,12 +219,16 @@ asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::str
       agent_eof = c->agent_eof && c->inbox.empty();
       if (batch.empty() && !(agent_eof && !eof_sent) && !closed && !*reader_done) c->stream_waiting = true;
     }
+    // Once the channel is closed, what the agent sent before still goes to the representative,
+    // then the close; a representative who takes nothing for kDrainAfterClose loses the rest
+    // (the TLS stream's deadline closes the connection), so channel.close follows within a bound.
+    if (closed) ws.next_layer().expires_after(kDrainAfterClose);
     if (!batch.empty()) {
       for (auto& b : batch) bufs.emplace_back(asio::buffer(b));
       ws.binary(true);
       auto [ec, n] = co_await ws.async_write(bufs, use_tuple);
       if (ec) {
-        g.link->channel_close(c->id, "the representative's connection failed");
+        end_channel(*c, *g.link, kRepresentativeFailed);
         break;
       }
       if (auto inc = rw.consumed(static_cast<std::uint32_t>(total), c->budget.get())) {
@@ -211,7 +242,11 @@ asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::str
     }
     if (agent_eof && !eof_sent) {
       ws.text(true);
-      co_await ws.async_write(asio::buffer(std::string_view("eof")), use_tuple);
+      auto [ec, n] = co_await ws.async_write(asio::buffer(std::string_view("eof")), use_tuple);
+      if (ec) {
+        end_channel(*c, *g.link, kRepresentativeFailed);
+        break;
+      }
       eof_sent = true;
       continue;
     }

@@ -254,6 +254,49 @@ TEST_CASE("a channel closes end to end when the target resets, or when the clien
     w.expect_working();
   }
 
+  SECTION("the target half-closes, then resets while the client holds the connection idle") {
+    w.target.set_behaviour(serial_target::behaviour::eof_then_reset);
+    int s = w.open_channel();
+    REQUIRE(::write(s, "hello", 5) == 5);
+    timeval tv{10, 0};
+    ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[16];
+    CHECK(::read(s, buf, sizeof buf) == 0);  // the target's half-close arrives as EOF
+    // Nothing is read from the target or written to it any more; its reset must still end
+    // the channel while the client keeps its connection.
+    CHECK(w.expect_closed() == "closed by the customer's side");
+    CHECK(w.target.last_ending() == serial_target::ending::by_target);
+    ::close(s);
+    w.expect_working();
+  }
+
+  SECTION("the client stops reading, the target fills every window and resets") {
+    w.target.set_behaviour(serial_target::behaviour::flood_then_reset);
+    int s = w.open_channel();
+    REQUIRE(::write(s, "go", 2) == 2);
+    REQUIRE(within(20s, [&] { return w.target.ended() == 1; }));
+    INFO("the target sent " << w.target.sent() << " bytes before it reset");
+    // The agent stopped reading the target (the gateway's window is full), yet forgets the
+    // channel at once.
+    CHECK(within(kBound, [&] {
+      auto st = run({agent_binary(), "status", "--json", "--control", w.sess.control});
+      return st.exit_code == 0 && json::parse(st.out).as_object()["channels"].as_array().empty();
+    }, 100ms));
+    // The client then takes what was relayed before the reset, and the end.
+    timeval tv{10, 0};
+    ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::vector<char> buf(1 << 20);
+    std::size_t got = 0;
+    ssize_t n = 0;
+    while ((n = ::read(s, buf.data(), buf.size())) > 0) got += static_cast<std::size_t>(n);
+    CHECK(n == 0);
+    CHECK(got > 0);
+    CHECK(got <= w.target.sent());
+    CHECK(w.expect_closed() == "closed by the customer's side");
+    ::close(s);
+    w.expect_working();
+  }
+
   SECTION("the target stops reading, the client fills every window and resets") {
     w.target.set_behaviour(serial_target::behaviour::stall);
     int s = w.open_channel();

@@ -30,6 +30,8 @@ class serial_target {
     reply_after_eof,  // reads to EOF, then sends everything back and closes
     reset_on_data,    // resets the connection (SO_LINGER 0) once it has read something
     stall,            // neither reads nor writes; waits for the peer to hang up or reset
+    eof_then_reset,   // once it has read something: half-closes, then resets 300 ms later
+    flood_then_reset, // once it has read something: writes until the peer takes nothing, then resets
   };
   // How the last connection ended, from the target's side.
   enum class ending { none, eof, reset, hangup, by_target };
@@ -107,7 +109,12 @@ class serial_target {
       if (n < 0) return ending::reset;
       if (n == 0) break;
       received_ += static_cast<std::size_t>(n);
-      if (b == behaviour::reset_on_data) {
+      if (b == behaviour::eof_then_reset) {
+        ::shutdown(c, SHUT_WR);
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      }
+      if (b == behaviour::flood_then_reset) flood(c);
+      if (b == behaviour::reset_on_data || b == behaviour::eof_then_reset || b == behaviour::flood_then_reset) {
         linger l{1, 0};
         ::setsockopt(c, SOL_SOCKET, SO_LINGER, &l, sizeof l);
         return ending::by_target;
@@ -122,6 +129,18 @@ class serial_target {
     if (b == behaviour::reply_after_eof && !write_all(c, got.data(), got.size())) return ending::reset;
     ::shutdown(c, SHUT_WR);
     return ending::eof;
+  }
+  // Writes until nothing more is taken for half a second (at most 1 GiB).
+  void flood(int c) {
+    std::vector<char> chunk(65536, 'x');
+    while (!stopping_ && sent_ < (1u << 30)) {
+      pollfd p{c, POLLOUT, 0};
+      if (::poll(&p, 1, 500) <= 0) return;
+      auto w = ::send(c, chunk.data(), chunk.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      if (w <= 0) return;
+      sent_ += static_cast<std::size_t>(w);
+    }
   }
   bool write_all(int c, const char* p, std::size_t n) {
     for (std::size_t off = 0; off < n;) {
