@@ -278,9 +278,8 @@ void maybe_done(agent_state& st, const std::shared_ptr<local_channel>& ch) {
   if (ch->local_eof && ch->gateway_eof && ch->inbox.empty() && ch->shut_down_local) finish_channel(st, ch, true);
 }
 
-// The target's connection is gone (a reset, a TCP timeout) although nothing reads it. Only
-// while we have not shut down our sending side: after a FIN each way the state is the same.
-bool target_lost(local_channel& ch) { return !ch.shut_down_local && gateway::net::connection_lost(ch.sock); }
+// The target's connection is gone (a reset, a TCP timeout) although nothing reads it.
+bool target_lost(local_channel& ch) { return gateway::net::connection_lost(ch.sock, ch.shut_down_local); }
 
 // After the target's EOF nothing reads its socket, so nothing would see it reset later (a
 // target that closes with bytes unread, or keepalive that finds it gone) while no bytes go to

@@ -205,7 +205,7 @@ asio::awaitable<void> watch(std::shared_ptr<relay_state> st) {
     st->watch_timer.expires_after(std::chrono::seconds(1));
     co_await st->watch_timer.async_wait(use_tuple);
     if (st->ending || st->cut) break;
-    if (!st->got_eof && net::connection_lost(*st->sock))
+    if (net::connection_lost(*st->sock, st->got_eof))
       cut_by_client(*st, "the client reset the connection");
     else if (st->ws->is_open() && net::connection_lost(st->ws->next_layer().socket()))
       cut_by_gateway(*st);

@@ -16,14 +16,20 @@
 namespace rsgate::gateway::net {
 
 // True when the connection is gone: a reset arrived, retransmissions or keepalive probes timed
-// out, or the socket was closed here. Meaningful only while this side has not shut down its
-// own sending direction: after a FIN each way the state is CLOSE too.
-inline bool connection_lost(boost::asio::ip::tcp::socket& s) {
+// out, or the socket was closed here. `sent_fin`: this side shut down its sending direction;
+// the state after a FIN each way is CLOSE too, so then only a pending error (a reset, a
+// timeout) counts, and reading it consumes it, which is harmless as the caller then gives
+// up on the connection.
+inline bool connection_lost(boost::asio::ip::tcp::socket& s, bool sent_fin = false) {
   if (!s.is_open()) return true;
   tcp_info ti{};
   socklen_t len = sizeof ti;
   if (::getsockopt(s.native_handle(), IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return true;
-  return ti.tcpi_state == TCP_CLOSE;
+  if (ti.tcpi_state != TCP_CLOSE) return false;
+  if (!sent_fin) return true;
+  int err = 0;
+  len = sizeof err;
+  return ::getsockopt(s.native_handle(), SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0;
 }
 
 // The next close() sends a reset instead of a FIN behind the bytes not yet sent: the peer
