@@ -15,7 +15,6 @@
 #include <csignal>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -399,8 +398,8 @@ asio::awaitable<void> open_local(agent_state& st, std::shared_ptr<local_channel>
   send(st, tunnel::frame_type::channel_accept, tunnel::to_payload(tunnel::channel_accept{tunnel::kInitialWindow}), ch->id);
   line(st, fmt::format("[{}] {} opened {} to {}", format_rfc3339(system_clock::instance().now()),
                        ch->actor.empty() ? "the representative" : ch->actor, ch->access_type, ch->scope));
-  asio::co_spawn(ex, local_reader(st, ch), asio::detached);
-  asio::co_spawn(ex, local_writer(st, ch), asio::detached);
+  asio::co_spawn(ex, local_reader(st, ch), report_exception{&st, "a channel"});
+  asio::co_spawn(ex, local_writer(st, ch), report_exception{&st, "a channel"});
 }
 
 asio::awaitable<void> control_client(agent_state& st, std::shared_ptr<local_socket> sock) {
@@ -740,7 +739,7 @@ asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
         ch->actor = o->actor;
         ch->credit = o->window;
         st.channels[ch->id] = ch;
-        asio::co_spawn(st.stream->get_executor(), open_local(st, ch, *target), asio::detached);
+        asio::co_spawn(st.stream->get_executor(), open_local(st, ch, *target), report_exception{&st, "a channel"});
         break;
       }
       case tunnel::frame_type::data:
