@@ -3,7 +3,8 @@
 // API, the CLI, the journal tool and the tunnel. They must never crash; normalizing a PMR or
 // machine must keep its length and verdict and be idempotent (a valid PMR stays valid once
 // normalized); a session key that normalizes must be 13 canonical symbols that read back
-// the same from their display form, in either case.
+// the same from their display form, in either case, and end in their data's check symbol,
+// one of the 32 readable symbols.
 #include "auth/formats.hpp"
 
 #include <string>
@@ -47,6 +48,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   if (auto key = auth::normalize_session_key(text)) {
     FUZZ_CHECK(key->size() == 13 && !has_lower(*key));
+    // The check symbol is one of the 32 readable symbols and is the data's check.
+    FUZZ_CHECK(std::string_view("0123456789ABCDEFGHJKMNPQRSTVWXYZ").find(key->back()) !=
+               std::string_view::npos);
+    FUZZ_CHECK(auth::session_key_check(std::string_view(*key).substr(0, 12)) == key->back());
     FUZZ_CHECK(auth::normalize_session_key(*key) == key);
     auto shown = auth::display_session_key(*key);
     FUZZ_CHECK(shown.size() == 16 && auth::normalize_session_key(shown) == key);
