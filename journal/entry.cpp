@@ -65,6 +65,11 @@ bytes canonical_encoding(const entry& e) {
                              std::string_view(e.secret_hmac), std::string_view(e.detail)})
     put_str(out, f);
   put_hash(out, e.prev_hash);
+  // Fields added after v1, in the order they were added, cut after the last non-empty one:
+  // entries written before a field existed (where it reads as '') keep their hash. The
+  // lengths keep the encoding unambiguous: after prev_hash either nothing follows or a
+  // length-prefixed non-empty last field does.
+  if (!e.subject.empty()) put_str(out, e.subject);
   return out;
 }
 
@@ -81,7 +86,7 @@ std::string validate_for_append(const entry& e) {
                              std::string_view(e.source), std::string_view(e.session_id),
                              std::string_view(e.pmr), std::string_view(e.machine),
                              std::string_view(e.access_type), std::string_view(e.scope),
-                             std::string_view(e.secret_hmac)}) {
+                             std::string_view(e.secret_hmac), std::string_view(e.subject)}) {
     if (f.size() > kMaxFieldBytes) return "a field is longer than 256 bytes";
     if (!printable_field(f)) return "a field holds a control character";
   }
@@ -90,6 +95,34 @@ std::string validate_for_append(const entry& e) {
   auto v = boost::json::parse(e.detail, ec);
   if (ec || !v.is_object()) return "detail is not a JSON object";
   return {};
+}
+
+bool is_valid_gateway_name(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (unsigned char ch : name) {
+    bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::string escape_for_journal(std::string_view s, std::size_t max_bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : s) {
+    bool plain = c >= 0x20 && c < 0x7f && c != '\\';
+    std::size_t need = plain ? 1 : 4;
+    if (out.size() + need > max_bytes) break;
+    if (plain) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += "\\x";
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
 }
 
 bytes signed_statement(statement which, std::string_view gateway, std::int64_t seq,

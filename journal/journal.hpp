@@ -4,6 +4,7 @@
 #include "journal/entry.hpp"
 #include "journal/keys.hpp"
 #include "journal/kinds.hpp"
+#include "journal/origin.hpp"
 #include "journal/reader.hpp"
 #include "journal/store.hpp"
 #include "journal/writer.hpp"

@@ -45,6 +45,7 @@ built_query build_where(const filter& f, bool with_cursor) {
   text_term("machine", f.machine, true);
   text_term("kind", f.kind, false);
   text_term("secret_hmac", f.secret_hmac, true);
+  text_term("subject", f.subject, true);  // callers skip files without the column
   if (f.result) {
     ++n;
     terms.push_back(fmt::format("outcome = ?{}", n));
@@ -129,24 +130,32 @@ entry entry_from_row(const sqlite::stmt& s) {
   e.detail = s.col_text(13);
   e.prev_hash = s.col_text(14);
   e.hash = s.col_text(15);
+  e.subject = s.col_text(16);
   return e;
 }
 
-reader::reader(const std::vector<std::filesystem::path>& files) : paths_(files) {
-  for (auto& p : files) dbs_.push_back(open_for_reading(p));
+reader::reader(const std::vector<std::filesystem::path>& files, bool for_verify) : paths_(files) {
+  for (auto& p : files) {
+    dbs_.push_back(open_for_reading(p, for_verify));
+    auto& d = dbs_.back();
+    bool readable = d.table_exists("journal");
+    columns_.push_back(readable ? entry_columns(d) : std::string(kEntryColumns));
+    has_subject_.push_back(readable && has_column(d, "journal", "subject"));
+  }
 }
 
 page reader::query(const filter& f) {
   const std::size_t limit = std::clamp<std::size_t>(f.limit, 1, kMaxQueryLimit);
   auto where = build_where(f, true);
   const char* dir = f.descending ? "DESC" : "ASC";
-  auto sql = fmt::format("SELECT {} FROM journal{} ORDER BY ts {}, gateway {}, seq {} LIMIT {}",
-                         kEntryColumns, where.sql, dir, dir, dir, limit + 1);
   // Each file yields at most limit+1 rows in order; merging and cutting at `limit` gives the
   // page, and the (limit+1)th tells whether another page exists.
   std::vector<entry> all;
-  for (auto& d : dbs_) {
-    auto s = d.prepare(sql);
+  for (std::size_t i = 0; i < dbs_.size(); ++i) {
+    if (f.subject && !has_subject_[i]) continue;  // written before subjects existed
+    auto& d = dbs_[i];
+    auto s = d.prepare(fmt::format("SELECT {} FROM journal{} ORDER BY ts {}, gateway {}, seq {} LIMIT {}",
+                                   columns_[i], where.sql, dir, dir, dir, limit + 1));
     bind_all(s, where);
     while (s.step()) all.push_back(entry_from_row(s));
   }
@@ -166,8 +175,9 @@ std::int64_t reader::count(const filter& f) {
   auto where = build_where(f, false);
   auto sql = fmt::format("SELECT count(*) FROM journal{}", where.sql);
   std::int64_t total = 0;
-  for (auto& d : dbs_) {
-    auto s = d.prepare(sql);
+  for (std::size_t i = 0; i < dbs_.size(); ++i) {
+    if (f.subject && !has_subject_[i]) continue;
+    auto s = dbs_[i].prepare(sql);
     bind_all(s, where);
     if (s.step()) total += s.col_int(0);
   }
@@ -176,7 +186,7 @@ std::int64_t reader::count(const filter& f) {
 
 std::vector<entry> reader::since_seq(std::size_t file, std::int64_t after_seq, std::size_t limit) {
   auto s = dbs_.at(file).prepare(
-      fmt::format("SELECT {} FROM journal WHERE seq > ?1 ORDER BY seq LIMIT ?2", kEntryColumns));
+      fmt::format("SELECT {} FROM journal WHERE seq > ?1 ORDER BY seq LIMIT ?2", columns_.at(file)));
   s.bind(1, after_seq).bind(2, static_cast<std::int64_t>(limit));
   std::vector<entry> out;
   while (s.step()) out.push_back(entry_from_row(s));
@@ -184,13 +194,106 @@ std::vector<entry> reader::since_seq(std::size_t file, std::int64_t after_seq, s
 }
 
 std::vector<entry> reader::latest(std::size_t file, std::int64_t up_to_seq, std::size_t limit) {
-  auto s = dbs_.at(file).prepare(
-      fmt::format("SELECT {} FROM journal WHERE seq <= ?1 ORDER BY seq DESC LIMIT ?2", kEntryColumns));
+  auto s = dbs_.at(file).prepare(fmt::format(
+      "SELECT {} FROM journal WHERE seq <= ?1 ORDER BY seq DESC LIMIT ?2", columns_.at(file)));
   s.bind(1, up_to_seq).bind(2, static_cast<std::int64_t>(limit));
   std::vector<entry> out;
   while (s.step()) out.push_back(entry_from_row(s));
   return out;
 }
+
+namespace {
+
+// The columns verification reads; `subject` may be missing (a file from before migration 0002).
+constexpr std::string_view kVerifiedColumns[] = {
+    "seq", "ts", "gateway", "kind", "actor", "source", "session_id", "pmr", "machine",
+    "access_type", "scope", "outcome", "secret_hmac", "detail", "prev_hash", "hash"};
+
+// Step 0 of docs/journal.md §10: a readable file of ours whose entry table was dropped or
+// lost a column fails at seq 1 (exit 1), like any other tampering; "" when the table is whole.
+std::string structure_problem(sqlite::db& d) {
+  if (!d.table_exists("journal")) return "table journal is missing";
+  for (auto col : kVerifiedColumns)
+    if (!has_column(d, "journal", col)) return fmt::format("table journal has no column {}", col);
+  return {};
+}
+
+// Checks 5.1-5.3 for a checkpoint entry; "" when it holds.
+std::string checkpoint_problem(const entry& e, const std::string& prev,
+                               const std::optional<public_key>& pk) {
+  boost::system::error_code ec;
+  auto v = boost::json::parse(e.detail, ec);
+  const boost::json::object* o = (!ec && v.is_object()) ? &v.as_object() : nullptr;
+  const boost::json::value* ts = o ? o->if_contains("through_seq") : nullptr;
+  const boost::json::value* th = o ? o->if_contains("through_hash") : nullptr;
+  const boost::json::value* sg = o ? o->if_contains("signature") : nullptr;
+  if (!ts || !ts->is_int64() || !th || !th->is_string() || !sg || !sg->is_string())
+    return "checkpoint detail is malformed";
+  if (ts->as_int64() != e.seq - 1 || th->as_string() != prev)
+    return "checkpoint does not name the entry before it";
+  if (pk && !verify_signature(*pk, signed_statement(statement::checkpoint, e.gateway, e.seq - 1, prev),
+                              std::string_view(sg->as_string())))
+    return "checkpoint signature does not verify: the entries it covers were rewritten or it was "
+           "not made with this key";
+  return {};
+}
+
+struct signed_head {
+  std::int64_t seq = 0;
+  std::string hash, signature;
+};
+
+// The journal_head row, or nullopt when there is none. A dropped journal_head table, or one
+// without the columns read here, counts as no row: the head is gone either way.
+std::optional<signed_head> read_head(sqlite::db& d) {
+  if (!d.table_exists("journal_head")) return std::nullopt;
+  for (auto col : {"seq", "hash", "signature"})
+    if (!has_column(d, "journal_head", col)) return std::nullopt;
+  auto h = d.prepare("SELECT seq, hash, signature FROM journal_head WHERE id = 1");
+  if (!h.step()) return std::nullopt;
+  return signed_head{h.col_int(0), std::string(h.col_text(1)), std::string(h.col_text(2))};
+}
+
+// The gateway name an emptied journal's head is checked with: journal_meta's, taken as it
+// is (verification judges the signature, not the name), or "".
+std::string meta_name_as_stored(sqlite::db& d) {
+  if (!d.table_exists("journal_meta")) return {};
+  auto m = d.prepare("SELECT value FROM journal_meta WHERE key = 'gateway'");
+  return m.step() ? std::string(m.col_text(0)) : std::string();
+}
+
+// Step 8: the signed head against the chain walked so far. Sets r.ok = false on failure.
+void check_head(sqlite::db& d, const public_key& pk, std::string last_gateway, verify_result& r) {
+  auto bad = [&](std::int64_t seq, std::string why) {
+    r.ok = false;
+    r.first_bad_seq = seq;
+    r.problem = std::move(why);
+  };
+  auto head = read_head(d);
+  if (!head) {
+    if (r.entries > 0) bad(1, "the signed head is missing");
+    return;  // a journal that never held an entry has no head yet
+  }
+  if (head->seq < 1 || head->hash.size() != 64 || !from_hex(head->hash))
+    return bad(std::max<std::int64_t>(std::min(head->seq, r.head_seq), 0) + 1,
+               "the signed head is malformed");
+  // Every entry gone but the head says there were some: check it with the journal's name.
+  if (r.entries == 0) last_gateway = meta_name_as_stored(d);
+  if (!verify_signature(pk, signed_statement(statement::head, last_gateway, head->seq, head->hash),
+                        head->signature))
+    return bad(std::min(head->seq, r.head_seq) + 1,
+               "the signed head's signature does not verify with this key");
+  if (head->seq < r.head_seq)
+    return bad(head->seq + 1,
+               "entry was appended after the last signed head (not signed by the gateway)");
+  if (head->seq > r.head_seq)
+    return bad(r.head_seq + 1, fmt::format("entry missing: the signed head names seq {}", head->seq));
+  if (head->hash != r.head_hash)
+    return bad(head->seq, "the signed head's hash does not match this entry: the chain was rewritten");
+  r.signed_through = head->seq;
+}
+
+}  // namespace
 
 verify_result verify(sqlite::db& d, const std::optional<public_key>& pk) {
   verify_result r;
@@ -202,17 +305,16 @@ verify_result verify(sqlite::db& d, const std::optional<public_key>& pk) {
     r.problem = std::move(why);
     return r;
   };
-  auto s = d.prepare(fmt::format("SELECT {} FROM journal ORDER BY seq", kEntryColumns));
+  if (auto why = structure_problem(d); !why.empty()) return bad(1, why);
+  auto s = d.prepare(fmt::format("SELECT {} FROM journal ORDER BY seq", entry_columns(d)));
   std::int64_t expected = 1;
   std::string prev(kGenesisHash);
-  std::int64_t signed_through = 0;
   std::string last_gateway;
   while (s.step()) {
     entry e = entry_from_row(s);
     if (e.seq != expected)
       return bad(expected, fmt::format("entry missing (the next entry present is seq {})", e.seq));
-    if (!parse_outcome(s.col_text(11)))
-      return bad(e.seq, "outcome is not ok, denied or error");
+    if (!parse_outcome(s.col_text(11))) return bad(e.seq, "outcome is not ok, denied or error");
     if (e.prev_hash != prev)
       return bad(e.seq, "prev_hash does not match the hash of the entry before it");
     std::string h;
@@ -223,24 +325,8 @@ verify_result verify(sqlite::db& d, const std::optional<public_key>& pk) {
     }
     if (h != e.hash) return bad(e.seq, "hash does not match the entry's content");
     if (e.kind == "journal.checkpoint") {
-      boost::system::error_code ec;
-      auto v = boost::json::parse(e.detail, ec);
-      const boost::json::object* o = (!ec && v.is_object()) ? &v.as_object() : nullptr;
-      const boost::json::value* ts = o ? o->if_contains("through_seq") : nullptr;
-      const boost::json::value* th = o ? o->if_contains("through_hash") : nullptr;
-      const boost::json::value* sg = o ? o->if_contains("signature") : nullptr;
-      if (!ts || !ts->is_int64() || !th || !th->is_string() || !sg || !sg->is_string())
-        return bad(e.seq, "checkpoint detail is malformed");
-      if (ts->as_int64() != e.seq - 1 || th->as_string() != prev)
-        return bad(e.seq, "checkpoint does not name the entry before it");
-      if (pk) {
-        auto msg = signed_statement(statement::checkpoint, e.gateway, e.seq - 1, prev);
-        if (!verify_signature(*pk, msg, std::string_view(sg->as_string())))
-          return bad(e.seq,
-                     "checkpoint signature does not verify: the entries it covers were rewritten "
-                     "or it was not made with this key");
-        signed_through = e.seq - 1;
-      }
+      if (auto why = checkpoint_problem(e, prev, pk); !why.empty()) return bad(e.seq, why);
+      if (pk) r.signed_through = e.seq - 1;
       ++r.checkpoints;
     }
     prev = e.hash;
@@ -250,39 +336,7 @@ verify_result verify(sqlite::db& d, const std::optional<public_key>& pk) {
     ++r.entries;
     ++expected;
   }
-  if (pk) {
-    auto h = d.prepare("SELECT seq, hash, signature FROM journal_head WHERE id = 1");
-    if (!h.step()) {
-      if (r.entries == 0) {
-        r.signed_through = 0;
-        return r;  // a journal that never held an entry has no head yet
-      }
-      return bad(1, "the signed head is missing");
-    }
-    std::int64_t hseq = h.col_int(0);
-    std::string hhash(h.col_text(1));
-    std::string hsig(h.col_text(2));
-    if (hseq < 1 || hhash.size() != 64 || !from_hex(hhash))
-      return bad(std::max<std::int64_t>(std::min(hseq, r.head_seq), 0) + 1, "the signed head is malformed");
-    if (r.entries == 0) {
-      // Every entry is gone but the head says there were some: name the first.
-      auto m = d.prepare("SELECT value FROM journal_meta WHERE key = 'gateway'");
-      if (m.step()) last_gateway = m.col_text(0);
-    }
-    if (!verify_signature(*pk, signed_statement(statement::head, last_gateway, hseq, hhash),
-                          hsig))
-      return bad(std::min(hseq, r.head_seq) + 1,
-                 "the signed head's signature does not verify with this key");
-    if (hseq < r.head_seq)
-      return bad(hseq + 1, "entry was appended after the last signed head (not signed by the gateway)");
-    if (hseq > r.head_seq)
-      return bad(r.head_seq + 1,
-                 fmt::format("entry missing: the signed head names seq {}", hseq));
-    if (hhash != r.head_hash)
-      return bad(hseq, "the signed head's hash does not match this entry: the chain was rewritten");
-    signed_through = hseq;
-  }
-  r.signed_through = signed_through;
+  if (pk) check_head(d, *pk, last_gateway, r);
   return r;
 }
 

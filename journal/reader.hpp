@@ -26,7 +26,7 @@ struct cursor {
 };
 
 struct filter {
-  std::optional<std::string> pmr, session_id, actor, machine, kind, secret_hmac;
+  std::optional<std::string> pmr, session_id, actor, machine, kind, secret_hmac, subject;
   std::optional<outcome> result;
   std::optional<micros> since;  // inclusive
   std::optional<micros> until;  // exclusive
@@ -45,7 +45,8 @@ struct page {
 class reader {
  public:
   // Opens every file read-only; throws not_a_journal / std::runtime_error naming the file.
-  explicit reader(const std::vector<std::filesystem::path>& files);
+  // `for_verify`: accept a file of ours whose tables are damaged, for verify() to judge.
+  explicit reader(const std::vector<std::filesystem::path>& files, bool for_verify = false);
 
   [[nodiscard]] page query(const filter& f);
   [[nodiscard]] std::int64_t count(const filter& f);
@@ -61,6 +62,8 @@ class reader {
  private:
   std::vector<std::filesystem::path> paths_;
   std::vector<sqlite::db> dbs_;
+  std::vector<std::string> columns_;  // entry_columns() of each file
+  std::vector<bool> has_subject_;     // false: written before migration 0002
 };
 
 struct verify_result {
@@ -76,13 +79,15 @@ struct verify_result {
 };
 
 // Walks the whole chain in seq order. With a public key, also checks every checkpoint's
-// signature and the signed head, and that no entry lies beyond the signed head.
+// signature and the signed head, and that no entry lies beyond the signed head. A table or
+// column that was dropped is a failed check (docs/journal.md §10 step 0); only a file SQLite
+// cannot read throws.
 [[nodiscard]] verify_result verify(sqlite::db& d, const std::optional<public_key>& pk);
 
-// Reads one row of `SELECT <entry columns>` into an entry.
+// Reads one row of `SELECT <entry columns>` into an entry (subject from column 16 if present).
 [[nodiscard]] entry entry_from_row(const sqlite::stmt& s);
 inline constexpr std::string_view kEntryColumns =
     "seq, ts, gateway, kind, actor, source, session_id, pmr, machine, access_type, scope, "
-    "outcome, secret_hmac, detail, prev_hash, hash";
+    "outcome, secret_hmac, detail, prev_hash, hash, subject";
 
 }  // namespace rsgate::journal

@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 
 #include "journal/entry.hpp"
+#include "journal/reader.hpp"
 #include "schema/schema.hpp"
 
 namespace rsgate::journal {
@@ -27,7 +28,7 @@ sqlite::db open_for_writing(const std::filesystem::path& path) {
   return d;
 }
 
-sqlite::db open_for_reading(const std::filesystem::path& path) {
+sqlite::db open_for_reading(const std::filesystem::path& path, bool structure_checked_later) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec))
     throw std::runtime_error(path.string() + ": no such journal file");
@@ -35,7 +36,8 @@ sqlite::db open_for_reading(const std::filesystem::path& path) {
   try {
     d = sqlite::db(path, sqlite::open_mode::read_only);
     auto app = d.scalar_int("PRAGMA application_id");
-    if (app != schema::kJournalApplicationId || !d.table_exists("journal"))
+    if (app != schema::kJournalApplicationId ||
+        (!structure_checked_later && !d.table_exists("journal")))
       throw not_a_journal(path.string() + " is not an rsgate journal");
   } catch (const sqlite::error& e) {
     throw not_a_journal(path.string() + " is not an rsgate journal (" + e.what() + ")");
@@ -60,6 +62,32 @@ void ensure_meta(sqlite::db& d, const std::string& gateway, const public_key& pk
     sqlite3_exec(d.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
     throw;
   }
+}
+
+std::optional<std::string> meta_gateway(sqlite::db& d) {
+  if (!d.table_exists("journal_meta")) return std::nullopt;
+  auto s = d.prepare("SELECT value FROM journal_meta WHERE key = 'gateway'");
+  if (!s.step()) return std::nullopt;
+  std::string name(s.col_text(0));
+  if (!is_valid_gateway_name(name))
+    throw bad_gateway_name("journal_meta records an invalid gateway name '" +
+                           escape_for_journal(name, 100) +
+                           "' (expected 1 to 64 of A-Z a-z 0-9 . _ -): the table was edited; "
+                           "see docs/operations.md, section 4");
+  return name;
+}
+
+bool has_column(sqlite::db& d, std::string_view table, std::string_view column) {
+  auto s = d.prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2");
+  s.bind(1, table).bind(2, column);
+  return s.step();
+}
+
+std::string entry_columns(sqlite::db& d) {
+  if (has_column(d, "journal", "subject")) return std::string(kEntryColumns);
+  std::string cols(kEntryColumns);
+  cols.replace(cols.rfind("subject"), 7, "'' AS subject");
+  return cols;
 }
 
 chain_tail read_chain_tail(sqlite::db& d) {

@@ -47,8 +47,15 @@ writer::writer(const std::filesystem::path& db_path, signing_key key, writer_opt
                const clock& clk)
     : key_(std::move(key)), opts_(std::move(opts)), clock_(clk) {
   if (opts_.max_batch == 0) opts_.max_batch = 1;
+  // The name goes into every entry and signature: never sign with a malformed one.
+  if (!is_valid_gateway_name(opts_.gateway))
+    throw std::runtime_error("invalid gateway name '" + escape_for_journal(opts_.gateway, 100) +
+                             "' (expected 1 to 64 of A-Z a-z 0-9 . _ -)");
   db_ = open_for_writing(db_path);
   ensure_meta(db_, opts_.gateway, key_.pub(), clock_.now());
+  // journal_meta is not covered by the chain: a name edited into it is refused, whatever
+  // name this writer signs with (throws bad_gateway_name).
+  (void)meta_gateway(db_);
   {
     auto m = db_.prepare("SELECT value FROM journal_meta WHERE key = 'public_key'");
     if (m.step() && m.col_text(0) != to_hex(key_.pub()))
@@ -63,8 +70,8 @@ writer::writer(const std::filesystem::path& db_path, signing_key key, writer_opt
   stats_.last_seq = last_seq_;
   insert_ = db_.prepare(
       "INSERT INTO journal(seq, ts, gateway, kind, actor, source, session_id, pmr, machine, "
-      "access_type, scope, outcome, secret_hmac, detail, prev_hash, hash) "
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)");
+      "access_type, scope, outcome, secret_hmac, detail, prev_hash, hash, subject) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)");
   tail_ = db_.prepare("SELECT seq, ts, hash FROM journal ORDER BY seq DESC LIMIT 1");
   head_ = db_.prepare(
       "INSERT INTO journal_head(id, seq, hash, signature, probed_at) VALUES (1, ?1, ?2, ?3, ?4) "
@@ -205,7 +212,8 @@ void writer::write_batch(std::deque<pending>& batch, bool final_checkpoint) {
       insert_.bind(1, e.seq).bind(2, e.ts).bind(3, e.gateway).bind(4, e.kind).bind(5, e.actor)
           .bind(6, e.source).bind(7, e.session_id).bind(8, e.pmr).bind(9, e.machine)
           .bind(10, e.access_type).bind(11, e.scope).bind(12, to_string(e.result))
-          .bind(13, e.secret_hmac).bind(14, e.detail).bind(15, e.prev_hash).bind(16, e.hash);
+          .bind(13, e.secret_hmac).bind(14, e.detail).bind(15, e.prev_hash).bind(16, e.hash)
+          .bind(17, e.subject);
       insert_.step();
       last_seq_ = e.seq;
       last_ts_ = e.ts;

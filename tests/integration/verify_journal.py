@@ -39,8 +39,8 @@ I64_MIN, I64_MAX = -(1 << 63), (1 << 63) - 1
 HEX64 = re.compile(rb"[0-9a-fA-F]{64}")
 SIG_HEX = re.compile(r"[0-9a-fA-F]{128}")
 
-COLUMNS = ("seq, ts, gateway, kind, actor, source, session_id, pmr, machine, access_type, "
-           "scope, outcome, secret_hmac, detail, prev_hash, hash")
+V1_COLUMNS = ("seq", "ts", "gateway", "kind", "actor", "source", "session_id", "pmr", "machine",
+              "access_type", "scope", "outcome", "secret_hmac", "detail", "prev_hash", "hash")
 
 
 class UsageError(Exception):
@@ -77,7 +77,7 @@ def text(v):
 def canonical_encoding(row):
     """docs/journal.md, "Canonical encoding"."""
     (seq, ts, gateway, kind, actor, source, session_id, pmr, machine, access_type, scope,
-     outcome, secret_hmac, detail, prev_hash, _hash) = row
+     outcome, secret_hmac, detail, prev_hash, _hash, subject) = row
     # verify() has already refused an outcome outside ok/denied/error (§10, check 4.2).
     out = bytearray(ENTRY_TAG + b"\x00")
     out += u64(seq)
@@ -86,6 +86,9 @@ def canonical_encoding(row):
               outcome, secret_hmac, detail):
         out += u32(len(f)) + f
     out += bytes.fromhex(prev_hash.decode("ascii"))
+    # Fields added after v1, up to the last non-empty one: today only subject.
+    if subject:
+        out += u32(len(subject)) + subject
     return bytes(out)
 
 
@@ -153,13 +156,43 @@ def open_journal(path):
         db = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True)
         db.text_factory = bytes
         app = db.execute("PRAGMA application_id").fetchone()[0]
-        has_table = db.execute(
-            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'journal'").fetchone()
     except sqlite3.Error as e:
         raise UsageError(f"{path} is not an rsgate journal ({e})")
-    if app != APPLICATION_ID or not has_table:
+    # Ours by its application_id; a missing table is judged by verify() (§10 step 0).
+    if app != APPLICATION_ID:
         raise UsageError(f"{path} is not an rsgate journal")
     return db
+
+
+def table_columns(db, table):
+    """The column names of a table, or None when there is no such table."""
+    if db.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?",
+                  (table,)).fetchone() is None:
+        return None
+    return {text(r[1]).decode("utf-8", "replace")
+            for r in db.execute("SELECT * FROM pragma_table_info(?)", (table,))}
+
+
+def entry_select(db):
+    """Step 0 of docs/journal.md §10: the SELECT for the entries, or Bad at seq 1."""
+    cols = table_columns(db, "journal")
+    if cols is None:
+        raise Bad(1, "table journal is missing")
+    for c in V1_COLUMNS:
+        if c not in cols:
+            raise Bad(1, f"table journal has no column {c}")
+    subject = "subject" if "subject" in cols else "'' AS subject"  # before migration 2
+    return "SELECT " + ", ".join(V1_COLUMNS) + ", " + subject + " FROM journal ORDER BY seq"
+
+
+def read_head(db):
+    """The journal_head row (seq, hash, signature), or None: no table, a table without those
+    columns, and no row all mean the head is gone."""
+    cols = table_columns(db, "journal_head")
+    if cols is None or not {"seq", "hash", "signature"} <= cols:
+        return None
+    return db.execute("SELECT CAST(seq AS INTEGER), hash, signature FROM journal_head "
+                      "WHERE id = 1").fetchone()
 
 
 def verify(db, pk):
@@ -185,7 +218,7 @@ def verify(db, pk):
     head_seq = 0
     head_hash = GENESIS
     last_gateway = b""
-    cur = db.execute(f"SELECT {COLUMNS} FROM journal ORDER BY seq")
+    cur = db.execute(entry_select(db))
     for raw in cur:
         row = (raw[0], raw[1]) + tuple(text(v) for v in raw[2:])
         seq, ts = row[0], row[1]
@@ -228,8 +261,7 @@ def verify(db, pk):
         expected += 1
 
     if verify_key is not None:
-        h = db.execute("SELECT CAST(seq AS INTEGER), hash, signature FROM journal_head "
-                       "WHERE id = 1").fetchone()
+        h = read_head(db)
         if h is None:
             if entries == 0:
                 return entries, head_hash.decode("ascii")  # never held an entry: no head yet
@@ -241,9 +273,10 @@ def verify(db, pk):
         if entries == 0:
             # Every entry is gone but a head remains: check it with the name the journal
             # was created with (journal_meta, key 'gateway'; '' when there is no such row).
-            m = db.execute("SELECT value FROM journal_meta WHERE key = 'gateway'").fetchone()
-            if m is not None:
-                last_gateway = text(m[0])
+            m = None
+            if table_columns(db, "journal_meta") is not None:
+                m = db.execute("SELECT value FROM journal_meta WHERE key = 'gateway'").fetchone()
+            last_gateway = text(m[0]) if m is not None else b""
         try:
             hsig_text = hsig.decode("ascii")
         except UnicodeDecodeError:

@@ -75,6 +75,7 @@ TEST_CASE("hash is pinned and covers every field") {
   CHECK(changed([](entry& c) { c.secret_hmac = "ab"; }));
   CHECK(changed([](entry& c) { c.detail = "{ }"; }));
   CHECK(changed([](entry& c) { c.prev_hash[0] = '1'; }));
+  CHECK(changed([](entry& c) { c.subject = "bob"; }));
   // Length prefixes keep field boundaries: moving a byte between fields changes the hash.
   CHECK(changed([](entry& c) { c.actor = "alic"; c.source = "e203.0.113.7:51234"; }));
 }
@@ -114,4 +115,46 @@ TEST_CASE("signed statements differ by kind and content") {
   CHECK(a != c);
   CHECK(to_hex(a).starts_with(to_hex(as_bytes("rsgate-journal-checkpoint-v1")) + "00" + "00000002" +
                               to_hex(as_bytes("gw")) + "0000000000000005"));
+}
+
+TEST_CASE("subject: absent from the encoding when empty, appended length-prefixed otherwise") {
+  // An entry without a subject encodes exactly as before the field existed: the golden hash
+  // above is the v1 hash, so every journal written before keeps verifying.
+  auto v1 = canonical_encoding(golden());
+  auto e = golden();
+  e.subject = "bob";
+  auto v2 = canonical_encoding(e);
+  REQUIRE(v2.size() == v1.size() + 4 + 3);
+  CHECK(bytes(v2.begin(), v2.begin() + static_cast<long>(v1.size())) == v1);
+  CHECK(to_hex(bytes(v2.end() - 7, v2.end())) == "00000003626f62");
+  // Computed independently with Python (hashlib, struct) from docs/journal.md §5.
+  CHECK(compute_hash(e) == "f5a98345ab64cb28a6ebedebc349a34d613f41caf8ea13654288b4b05a109986");
+  // Moving bytes between detail and subject changes the hash (prefixes keep the boundary).
+  auto a = golden();
+  a.detail = "{}";
+  a.subject = "xy";
+  auto b = golden();
+  b.detail = "{}";
+  b.subject = "xyz";
+  CHECK(compute_hash(a) != compute_hash(b));
+}
+
+TEST_CASE("gateway names and escaping for the journal") {
+  CHECK(is_valid_gateway_name("gw-2.prod_1"));
+  CHECK(is_valid_gateway_name(std::string(64, 'a')));
+  for (std::string bad : {std::string(), std::string(65, 'a'), std::string("gw 1"), std::string("gw\x1b[2J"),
+                          std::string("gw\x9b"), std::string("gw/1"), std::string("g\xc3\xa9")}) {
+    INFO(bad);
+    CHECK_FALSE(is_valid_gateway_name(bad));
+  }
+  CHECK(escape_for_journal("alice") == "alice");
+  CHECK(escape_for_journal("a\tb\\c\x9b") == "a\\x09b\\x5cc\\x9b");
+  // Cut at the limit, never inside an escape.
+  CHECK(escape_for_journal("abc\x01", 5) == "abc");
+  CHECK(escape_for_journal(std::string(300, 'x')).size() == kMaxFieldBytes);
+  auto e = golden();
+  e.subject = escape_for_journal(std::string("\x1b[2J\0", 6));
+  CHECK(validate_for_append(e).empty());
+  e.subject = "a\nb";
+  CHECK_FALSE(validate_for_append(e).empty());
 }

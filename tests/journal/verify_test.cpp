@@ -92,9 +92,9 @@ TEST_CASE("two swapped entries are caught at the first") {
          "CREATE TEMP TABLE b AS SELECT * FROM journal WHERE seq = 4;"
          "DELETE FROM journal WHERE seq IN (3, 4);"
          "INSERT INTO journal SELECT 3, ts, gateway, kind, actor, source, session_id, pmr, machine,"
-         " access_type, scope, outcome, secret_hmac, detail, prev_hash, hash FROM b;"
+         " access_type, scope, outcome, secret_hmac, detail, prev_hash, hash, subject FROM b;"
          "INSERT INTO journal SELECT 4, ts, gateway, kind, actor, source, session_id, pmr, machine,"
-         " access_type, scope, outcome, secret_hmac, detail, prev_hash, hash FROM a;");
+         " access_type, scope, outcome, secret_hmac, detail, prev_hash, hash, subject FROM a;");
   auto r = check(f, false);
   CHECK_FALSE(r.ok);
   CHECK(r.first_bad_seq == 3);
@@ -194,4 +194,79 @@ TEST_CASE("an outcome outside ok/denied/error is refused, not read as error") {
   CHECK_FALSE(r.ok);
   CHECK(r.first_bad_seq == 3);
   CHECK_THAT(r.problem, Catch::Contains("outcome"));
+}
+
+TEST_CASE("a changed, added or removed subject is caught at its entry") {
+  journal_fixture f;
+  {
+    auto w = f.open();
+    for (int i = 0; i < 4; ++i) {
+      auto e = sample_entry("admin.user", "cli:root");
+      e.subject = i == 1 ? "bob" : "";
+      REQUIRE(w->append_sync(e).ok());
+    }
+  }
+  CHECK(check(f).ok);
+  for (std::string sql : {"UPDATE journal SET subject = 'eve' WHERE seq = 2",
+                          "UPDATE journal SET subject = '' WHERE seq = 2",
+                          "UPDATE journal SET subject = 'eve' WHERE seq = 3"}) {
+    journal_fixture g;
+    std::filesystem::copy_file(f.db, g.db);
+    g.key = f.key;
+    tamper(g, sql);
+    auto r = check(g, false);
+    INFO(sql);
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_seq == (sql.ends_with("3") ? 3 : 2));
+    CHECK_THAT(r.problem, Catch::Contains("hash does not match"));
+  }
+}
+
+TEST_CASE("damaged structure is a failed check at seq 1, not an unreadable file") {
+  SECTION("journal_head dropped: fails with the key, holds without it") {
+    journal_fixture f;
+    make(f);
+    tamper(f, "DROP TABLE journal_head");
+    auto r = check(f);
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_seq == 1);
+    CHECK_THAT(r.problem, Catch::Contains("signed head is missing"));
+    CHECK(check(f, false).ok);
+  }
+  SECTION("journal_head without its signature column counts as missing") {
+    journal_fixture f;
+    make(f);
+    tamper(f, "ALTER TABLE journal_head DROP COLUMN signature");
+    auto r = check(f);
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_seq == 1);
+  }
+  SECTION("an emptied journal without journal_head: nothing left to tell (docs §11)") {
+    journal_fixture f;
+    make(f);
+    tamper(f, "DELETE FROM journal; DROP TABLE journal_head; DROP TABLE journal_meta");
+    CHECK(check(f).ok);
+  }
+  SECTION("the journal table dropped") {
+    journal_fixture f;
+    make(f);
+    tamper(f, "DROP TABLE journal");
+    sqlite::db d(f.db, sqlite::open_mode::read_only);
+    auto r = verify(d, std::nullopt);
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_seq == 1);
+    CHECK_THAT(r.problem, Catch::Contains("table journal is missing"));
+    // Verification opens it (it is still ours); queries do not.
+    CHECK_NOTHROW(reader({f.db}, true));
+    CHECK_THROWS_AS(reader({f.db}), not_a_journal);
+  }
+  SECTION("a column dropped from journal") {
+    journal_fixture f;
+    make(f);
+    tamper(f, "ALTER TABLE journal DROP COLUMN scope");
+    auto r = check(f, false);
+    CHECK_FALSE(r.ok);
+    CHECK(r.first_bad_seq == 1);
+    CHECK_THAT(r.problem, Catch::Contains("no column scope"));
+  }
 }

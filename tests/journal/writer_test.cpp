@@ -207,3 +207,75 @@ TEST_CASE("two writers on one file (gateway and an admin command) keep one chain
   INFO(res.problem);
   CHECK(res.ok);
 }
+
+TEST_CASE("the gateway name: a malformed one is never signed with") {
+  journal_fixture f;
+  for (std::string bad : {std::string(), std::string(65, 'g'), std::string("gw\x1b[2J"), std::string("g w")}) {
+    auto o = journal_fixture::quiet();
+    o.gateway = bad;
+    INFO(bad);
+    CHECK_THROWS_WITH(f.open(o), Catch::Contains("invalid gateway name"));
+  }
+  f.open()->close();
+  // journal_meta is not protected by the chain: an edited name is refused on the next open,
+  // whatever name the writer itself would sign with, and shown escaped.
+  {
+    sqlite::db d(f.db, sqlite::open_mode::read_write);
+    d.exec("UPDATE journal_meta SET value = 'gw' || char(27) || '[31m' WHERE key = 'gateway'");
+  }
+  CHECK_THROWS_AS(f.open(), bad_gateway_name);
+  CHECK_THROWS_WITH(f.open(), Catch::Contains("gw\\x1b[31m"));
+  {
+    sqlite::db d(f.db, sqlite::open_mode::read_write);
+    d.exec("UPDATE journal_meta SET value = '' WHERE key = 'gateway'");
+  }
+  CHECK_THROWS_AS(f.open(), bad_gateway_name);
+  {
+    sqlite::db d(f.db, sqlite::open_mode::read_write);
+    d.exec("UPDATE journal_meta SET value = 'gw-test' WHERE key = 'gateway'");
+  }
+  CHECK_NOTHROW(f.open());
+}
+
+TEST_CASE("a journal from before migration 0002 keeps verifying, then gains subjects") {
+  journal_fixture f;
+  {
+    auto w = f.open();
+    for (int i = 0; i < 3; ++i) REQUIRE(w->append_sync(sample_entry()).ok());
+  }
+  // Turn it into a version-1 file: what every journal written before subjects looked like.
+  {
+    sqlite::db d(f.db, sqlite::open_mode::read_write);
+    d.exec("DROP INDEX journal_by_subject; ALTER TABLE journal DROP COLUMN subject; PRAGMA user_version = 1");
+  }
+  {
+    reader r({f.db}, true);
+    REQUIRE_FALSE(has_column(r.db(0), "journal", "subject"));
+    auto v = verify(r.db(0), f.key.pub());
+    INFO(v.problem);
+    CHECK(v.ok);
+    CHECK(v.entries == 4);
+    filter q;
+    q.subject = "bob";
+    CHECK(r.query(q).entries.empty());  // no column, no match, no error
+    CHECK(r.query({}).entries.size() == 4);
+  }
+  {
+    auto w = f.open();  // migrates: the column comes back, old rows read ''
+    auto e = sample_entry("admin.user", "cli:root");
+    e.subject = "bob";
+    REQUIRE(w->append_sync(e).ok());
+  }
+  reader r({f.db});
+  CHECK(r.db(0).scalar_int("PRAGMA user_version") == 2);
+  auto v = verify(r.db(0), f.key.pub());
+  INFO(v.problem);
+  CHECK(v.ok);
+  CHECK(v.entries == 6);
+  filter q;
+  q.subject = "bob";
+  auto p = r.query(q);
+  REQUIRE(p.entries.size() == 1);
+  CHECK(p.entries[0].seq == 5);
+  CHECK(r.count(q) == 1);
+}

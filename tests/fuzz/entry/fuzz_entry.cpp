@@ -2,14 +2,16 @@
 // caller-supplied fields (names, JSON detail) that start as network input, and
 // canonical_encoding/compute_hash run on whatever a journal file holds when it is verified.
 // None may crash; compute_hash may only refuse a prev_hash that is not 64 hex digits, with
-// std::invalid_argument; the encoding must have the documented layout and the hash be 64
-// lowercase hex digits.
+// std::invalid_argument; the encoding must have the documented layout (the v1 fields, then
+// `subject` only when it is not empty, so an empty subject leaves the v1 encoding) and the
+// hash be 64 lowercase hex digits.
 //
 // Input: fields separated by '|': SEQ | TS | GATEWAY | KIND | ACTOR | SOURCE | SESSION_ID |
-// PMR | MACHINE | ACCESS_TYPE | SCOPE | OUTCOME | SECRET_HMAC | DETAIL | PREV_HASH, missing
-// ones empty (SEQ and TS 0, DETAIL "{}", PREV_HASH the genesis hash).
+// PMR | MACHINE | ACCESS_TYPE | SCOPE | OUTCOME | SECRET_HMAC | DETAIL | PREV_HASH | SUBJECT,
+// missing ones empty (SEQ and TS 0, DETAIL "{}", PREV_HASH the genesis hash).
 #include "journal/entry.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <stdexcept>
 #include <string>
@@ -52,6 +54,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   e.secret_hmac = next("");
   e.detail = next("{}");
   e.prev_hash = next(journal::kGenesisHash);
+  e.subject = next("");
 
   auto why = journal::validate_for_append(e);
   if (why.empty()) {
@@ -68,7 +71,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                                  &e.machine, &e.access_type, &e.scope, &e.secret_hmac, &e.detail})
       expected += 4 + s->size();
     expected += 4 + journal::to_string(e.result).size();
+    if (!e.subject.empty()) expected += 4 + e.subject.size();
     FUZZ_CHECK(enc.size() == expected);
+    // The subject extends the v1 encoding and nothing else.
+    auto v1 = e;
+    v1.subject.clear();
+    auto base = journal::canonical_encoding(v1);
+    FUZZ_CHECK(std::equal(base.begin(), base.end(), enc.begin()));
+    if (!e.subject.empty()) FUZZ_CHECK(journal::compute_hash(v1) != journal::compute_hash(e));
 
     auto h = journal::compute_hash(e);
     FUZZ_CHECK(h.size() == 64 && is_lower_hex(h));
