@@ -111,6 +111,7 @@ int cmd_query(const std::vector<std::string>& args, std::ostream& out, std::ostr
       ("pmr", po::value<std::string>(), "PMR number (12345,677,000 or TS012345678)")
       ("session", po::value<std::string>(), "session id")
       ("actor", po::value<std::string>(), "user, machine or component that acted")
+      ("subject", po::value<std::string>(), "account the action was done to (admin.user)")
       ("machine", po::value<std::string>(), "machine TTTT-MMM*SSSSSSS")
       ("kind", po::value<std::string>(), "event kind, e.g. session.attach")
       ("outcome", po::value<std::string>(), "ok, denied or error")
@@ -150,12 +151,13 @@ int cmd_query(const std::vector<std::string>& args, std::ostream& out, std::ostr
     if (!o) throw usage_error(fmt::format("invalid --outcome '{}': expected ok, denied or error", v));
     f.result = o;
   }
-  for (const char* name : {"session", "actor"}) {
+  for (auto [name, field] : {std::pair{"session", &f.session_id}, std::pair{"actor", &f.actor},
+                              std::pair{"subject", &f.subject}}) {
     if (!vm.count(name)) continue;
     auto v = vm[name].as<std::string>();
     if (v.empty() || v.size() > kMaxFieldBytes)
       throw usage_error(fmt::format("invalid --{}: must be 1 to 256 characters", name));
-    (std::string_view(name) == "session" ? f.session_id : f.actor) = v;
+    *field = v;
   }
   auto limit = vm["limit"].as<long long>();
   if (limit < 1 || limit > static_cast<long long>(kMaxQueryLimit))
@@ -229,7 +231,7 @@ int cmd_verify(const std::vector<std::string>& args, std::ostream& out, std::ost
     if (!pk) throw usage_error(fmt::format("{}: not a public key (64 hex digits expected)", pubkey_file));
   }
   auto files = journal_files(c);
-  reader r(files);  // opens and checks every file before verifying any
+  reader r(files, true);  // opens every file before verifying any; verify() judges damage
   int rc = kOk;
   for (std::size_t i = 0; i < r.files(); ++i) {
     auto res = verify(r.db(i), pk);
@@ -376,8 +378,8 @@ int cmd_pubkey(const std::vector<std::string>& args, std::ostream& out, std::ost
 constexpr std::string_view kUsageText =
     "usage: rsgate journal <command> [options]\n"
     "commands:\n"
-    "  query    list entries matching filters (--pmr --session --actor --machine --kind\n"
-    "           --outcome --since --until --hash-of --limit --format table|json|csv)\n"
+    "  query    list entries matching filters (--pmr --session --actor --subject --machine\n"
+    "           --kind --outcome --since --until --hash-of --limit --format table|json|csv)\n"
     "  verify   check the hash chain (and signatures with --pubkey); exit 1 names the first\n"
     "           bad seq\n"
     "  export   write every entry as --format jsonl or csv\n"

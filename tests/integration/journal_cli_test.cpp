@@ -191,3 +191,124 @@ TEST_CASE("every bad input gives one line on stderr and exit 2") {
   // The database was not created by any of these.
   CHECK_FALSE(std::filesystem::exists(t / "missing.db"));
 }
+
+namespace {
+// True when `s` holds what a terminal could act on: a C0 control other than '\n', DEL, a C1
+// control (U+0080-U+009F as UTF-8), or a byte outside well-formed UTF-8 such as a raw 0x9B
+// (CSI to an 8-bit terminal).
+bool has_terminal_controls(std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      if ((c < 0x20 && c != '\n') || c == 0x7f) return true;
+      ++i;
+      continue;
+    }
+    std::size_t len = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (len == 0 || c < 0xC2 || i + len > s.size()) return true;
+    for (std::size_t k = 1; k < len; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return true;
+    if (c == 0xC2 && static_cast<unsigned char>(s[i + 1]) < 0xA0) return true;
+    i += len;
+  }
+  return false;
+}
+}  // namespace
+
+TEST_CASE("query and tail show C1 controls such as U+009B CSI as '?'; json escapes them; csv keeps them") {
+  temp_dir t;
+  auto dir = t / "data";
+  init_data_dir(dir);
+  // What a tampered or hostile journal may hold: the journal's own limits refuse C0 and DEL
+  // in the short fields, not C1 (valid UTF-8) nor bytes that are not UTF-8.
+  const std::string csi = "\xc2\x9b";
+  const std::string actor = "mallory" + csi + "2J" + csi + "31m";
+  const std::string detail = "{\"note\":\"" + csi + "1;1H\\u001b[2J\",\"raw\":\"x\"}";
+  {
+    journal::writer_options o;
+    o.gateway = "gw-test";
+    o.probe_every = 0;
+    journal::writer w(dir / "journal.db", journal::signing_key::load(dir / "keys/journal-signing.key"), o);
+    journal::entry e;
+    e.kind = "session.attach";
+    e.actor = actor;
+    e.subject = "s" + csi + "t";
+    e.scope = "hmc\x9b" "2J";  // a raw 0x9B byte, not UTF-8
+    e.detail = detail;
+    REQUIRE(w.append_sync(e).ok());
+  }
+  auto r = rsgate_cmd({"journal", "query", "--data", dir.string(), "--kind", "session.attach"});
+  REQUIRE(r.exit_code == 0);
+  CHECK_FALSE(has_terminal_controls(r.out));
+  CHECK(r.out.find("mallory?2J?31m") != std::string::npos);
+  CHECK(r.out.find("s?t") != std::string::npos);
+  CHECK(r.out.find("hmc?2J") != std::string::npos);
+  CHECK(r.out.find("{\"note\":\"?1;1H\\u001b[2J\"") != std::string::npos);
+  auto tail = rsgate_cmd({"journal", "tail", "--data", dir.string(), "-n", "5"});
+  REQUIRE(tail.exit_code == 0);
+  CHECK_FALSE(has_terminal_controls(tail.out));
+  CHECK(tail.out.find("mallory?2J?31m") != std::string::npos);
+
+  // JSON: the same characters, escaped, so the output is safe to print and parses back exactly.
+  auto j = rsgate_cmd({"journal", "query", "--data", dir.string(), "--kind", "session.attach", "--format", "json"});
+  REQUIRE(j.exit_code == 0);
+  CHECK_FALSE(has_terminal_controls(j.out));
+  CHECK(j.out.find("mallory\\u009b2J\\u009b31m") != std::string::npos);
+  auto o = boost::json::parse(j.out).as_object();
+  CHECK(o["actor"].as_string() == actor);
+  CHECK(o["subject"].as_string() == "s" + csi + "t");
+  CHECK(o["detail"].as_object()["note"].as_string() == csi + "1;1H\x1b[2J");
+
+  // CSV: the stored bytes exactly (it is for programs), the field quoted.
+  auto c = rsgate_cmd({"journal", "query", "--data", dir.string(), "--kind", "session.attach", "--format", "csv"});
+  REQUIRE(c.exit_code == 0);
+  CHECK(c.out.find(",\"" + actor + "\",") != std::string::npos);
+}
+
+TEST_CASE("a journal written before subjects existed verifies, reads, and is continued") {
+  // A real journal from rsgate 0.1.0 (schema version 1), restored with the sqlite3 program.
+  temp_dir t;
+  auto dir = t / "old";
+  std::filesystem::create_directories(dir / "keys");
+  std::filesystem::permissions(dir / "keys", std::filesystem::perms::owner_all);
+  auto data = std::filesystem::path(source_path("tests/integration/data/journal_v1"));
+  for (auto k : {"journal-signing.key", "journal-signing.pub", "journal-hmac.key"}) {
+    std::filesystem::copy_file(data / k, dir / "keys" / k);
+    std::filesystem::permissions(dir / "keys" / k, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  }
+  REQUIRE(run({"sqlite3", (dir / "journal.db").string()}, read_file(data / "journal.sql")).exit_code == 0);
+  auto pub = (dir / "keys/journal-signing.pub").string();
+  auto db = (dir / "journal.db").string();
+  auto independent = [&] {
+    return run({"/usr/bin/python3", source_path("tests/integration/verify_journal.py"), "--db", db, "--pubkey", pub});
+  };
+  const std::string old_head = "3ea468897283b1fc8b5f897e515a2f167ea17f8285dfa8ece5a5784b00361937";
+  auto v = rsgate_cmd({"journal", "verify", "--db", db, "--pubkey", pub});
+  INFO(v.out << v.err);
+  CHECK(v.exit_code == 0);
+  CHECK(v.out.find("ok: 12 entries, 6 checkpoints, head seq 12 hash " + old_head) != std::string::npos);
+  CHECK(independent().out == "ok 12 " + old_head + "\n");
+  auto q = rsgate_cmd({"journal", "query", "--db", db, "--format", "json", "--kind", "admin.user"});
+  REQUIRE(q.exit_code == 0);
+  CHECK(line_count(q.out) == 4);
+  CHECK(q.out.find("\"subject\":\"\"") != std::string::npos);
+  CHECK(rsgate_cmd({"journal", "query", "--db", db, "--subject", "alice"}).exit_code == 0);
+  CHECK(run({"sqlite3", db, "PRAGMA user_version;"}).out == "1\n");  // readers never migrate
+
+  // An administration command opens it for writing: migration 0002 adds the column, the old
+  // entries keep their hashes, and the new entry carries a subject.
+  REQUIRE(rsgate_cmd({"user", "add", "bob", "--role", "developer", "--password-stdin", "--data", dir.string()},
+                     "a long enough password\n").exit_code == 0);
+  CHECK(run({"sqlite3", db, "PRAGMA user_version;"}).out == "2\n");
+  CHECK(run({"sqlite3", db, "SELECT hash FROM journal WHERE seq = 12;"}).out == old_head + "\n");
+  v = rsgate_cmd({"journal", "verify", "--db", db, "--pubkey", pub});
+  INFO(v.out << v.err);
+  CHECK(v.exit_code == 0);
+  CHECK(v.out.find("ok: 14 entries") != std::string::npos);
+  auto p = independent();
+  INFO(p.out << p.err);
+  CHECK(p.out.starts_with("ok 14 "));
+  auto s = rsgate_cmd({"journal", "query", "--db", db, "--subject", "bob", "--format", "json"});
+  REQUIRE(line_count(s.out) == 1);
+  CHECK(boost::json::parse(s.out).as_object()["seq"].as_int64() == 13);
+}

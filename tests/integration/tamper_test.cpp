@@ -40,6 +40,16 @@ struct tamper_fixture {
   }
 };
 
+// Both verifiers, with or without the key, exit `code` (2: the file cannot be read).
+void expect_exit(tamper_fixture& f, int code, bool with_key) {
+  auto r = f.verify(with_key);
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == code);
+  auto p = f.independent(with_key);
+  INFO("independent verifier: " << p.out << p.err);
+  CHECK(p.exit_code == code);
+}
+
 // Both `rsgate journal verify` and the independent verifier name `seq` and exit 1.
 void expect_bad(tamper_fixture& f, std::int64_t seq, bool with_key = true) {
   auto r = f.verify(with_key);
@@ -99,9 +109,9 @@ TEST_CASE("two swapped entries") {
                 "CREATE TEMP TABLE b AS SELECT * FROM journal WHERE seq = 5;"
                 "DELETE FROM journal WHERE seq IN (4, 5);"
                 "INSERT INTO journal SELECT 4, ts, gateway, kind, actor, source, session_id, pmr,"
-                " machine, access_type, scope, outcome, secret_hmac, detail, prev_hash, hash FROM b;"
+                " machine, access_type, scope, outcome, secret_hmac, detail, prev_hash, hash, subject FROM b;"
                 "INSERT INTO journal SELECT 5, ts, gateway, kind, actor, source, session_id, pmr,"
-                " machine, access_type, scope, outcome, secret_hmac, detail, prev_hash, hash FROM a;")
+                " machine, access_type, scope, outcome, secret_hmac, detail, prev_hash, hash, subject FROM a;")
               .exit_code == 0);
   expect_bad(f, 4);
 }
@@ -134,4 +144,90 @@ TEST_CASE("a journal verified against another gateway's key fails") {
   auto r = rsgate_cmd({"journal", "verify", "--db", f.db.string(), "--pubkey",
                        (other / "d/keys/journal-signing.pub").string()});
   CHECK(r.exit_code == 1);
+}
+
+TEST_CASE("a changed, removed or added subject") {
+  tamper_fixture f;
+  // seq 15: an admin.user entry whose subject is bob (16: its closing checkpoint).
+  REQUIRE(rsgate_cmd({"user", "add", "bob", "--role", "developer", "--password-stdin", "--data", f.dir.string()},
+                     "a long enough password\n").exit_code == 0);
+  std::filesystem::remove(f.db);
+  std::filesystem::copy_file(f.dir / "journal.db", f.db);
+  REQUIRE(f.sql("SELECT subject FROM journal WHERE seq = 15;").out == "bob\n");
+  expect_exit(f, 0, true);
+  auto original = f.db.string() + ".orig";
+  std::filesystem::copy_file(f.db, original);
+  for (auto [sql, seq] : {std::pair{"UPDATE journal SET subject = 'mallory' WHERE seq = 15;", 15},
+                          std::pair{"UPDATE journal SET subject = '' WHERE seq = 15;", 15},
+                          std::pair{"UPDATE journal SET subject = 'bob' WHERE seq = 4;", 4}}) {
+    std::filesystem::copy_file(original, f.db, std::filesystem::copy_options::overwrite_existing);
+    REQUIRE(f.sql(std::string("DROP TRIGGER journal_no_update; ") + sql).exit_code == 0);
+    INFO(sql);
+    expect_bad(f, seq);
+    expect_bad(f, seq, false);
+  }
+}
+
+TEST_CASE("a dropped journal_head is a failed check, not an I/O error") {
+  tamper_fixture f;
+  // The append-only triggers guard rows of `journal`; nothing stops a DROP TABLE.
+  REQUIRE(f.sql("DROP TABLE journal_head;").exit_code == 0);
+  expect_bad(f, 1);
+  auto r = f.verify();
+  CHECK(r.out.find("the signed head is missing") != std::string::npos);
+  expect_exit(f, 0, false);  // without the key the head is not consulted
+}
+
+TEST_CASE("a dropped journal table or column is a failed check at seq 1") {
+  for (std::string sql : {"DROP TABLE journal;", "ALTER TABLE journal DROP COLUMN scope;",
+                          "DROP INDEX journal_by_pmr; ALTER TABLE journal DROP COLUMN pmr;"}) {
+    tamper_fixture f;
+    REQUIRE(f.sql(sql).exit_code == 0);
+    INFO(sql);
+    expect_bad(f, 1);
+    expect_bad(f, 1, false);
+  }
+}
+
+TEST_CASE("a file SQLite cannot read is an I/O error (exit 2)") {
+  tamper_fixture f;
+  auto size = std::filesystem::file_size(f.db);
+  std::filesystem::resize_file(f.db, size / 2);  // pages of the table cut off
+  expect_exit(f, 2, true);
+  std::ofstream(f.db, std::ios::trunc) << "not a database\n";
+  expect_exit(f, 2, true);
+}
+
+TEST_CASE("an edited gateway name in journal_meta stops serve, init and the admin commands") {
+  temp_dir t;
+  auto dir = t / "data";
+  init_data_dir(dir, "gw-test", true);
+  auto before = rsgate_cmd({"journal", "query", "--data", dir.string(), "--format", "json"}).out;
+  for (std::string value : {"'gw' || char(27) || '[2J'", "''", "printf('%.300c', 'g')", "'gw 1'"}) {
+    REQUIRE(run({"sqlite3", (dir / "journal.db").string(),
+                 "UPDATE journal_meta SET value = " + value + " WHERE key = 'gateway';"}).exit_code == 0);
+    INFO(value);
+    const std::vector<std::vector<std::string>> commands = {
+        {"serve", "--dev", "--data", dir.string(), "--http-listen", "127.0.0.1:0", "--tunnel-listen", "127.0.0.1:0"},
+        {"serve", "--data", dir.string(), "--http-listen", "127.0.0.1:0", "--tunnel-listen", "127.0.0.1:0"},
+        {"serve", "--data", dir.string(), "--name", "gw-test", "--http-listen", "127.0.0.1:0", "--tunnel-listen",
+         "127.0.0.1:0"},  // a configured name does not make the edited one acceptable
+        {"init", "--data", (dir).string()},
+        {"user", "add", "zed", "--role", "developer", "--data", dir.string()},
+    };
+    for (auto args : commands) {
+      args.insert(args.begin(), rsgate_binary());
+      auto r = run(args, "", std::chrono::seconds(30));
+      INFO(args[1] << ": " << r.err);
+      CHECK(r.exit_code == 1);
+      CHECK(r.err.find("invalid gateway name") != std::string::npos);
+      CHECK(r.err.find('\x1b') == std::string::npos);  // shown escaped
+      CHECK(line_count(r.err) == 1);
+    }
+    // Nothing was written under that name.
+    CHECK(rsgate_cmd({"journal", "query", "--data", dir.string(), "--format", "json"}).out == before);
+  }
+  // Reading and verifying do not depend on journal_meta.
+  auto v = rsgate_cmd({"journal", "verify", "--data", dir.string(), "--pubkey", (dir / "keys/journal-signing.pub").string()});
+  CHECK(v.exit_code == 0);
 }
