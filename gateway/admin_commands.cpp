@@ -1,10 +1,10 @@
-// See admin_commands.hpp.
+// See admin_commands.hpp. Each command parses its flags first (a malformed command line is
+// exit 2 with no record), then opens the data directory and its journal (admin_context), and
+// from then on every outcome is journaled: the change before it is made, a refusal with its
+// reason (admin_context.hpp).
 #include "gateway/admin_commands.hpp"
 
 #include <fmt/format.h>
-#include <pwd.h>
-#include <sodium.h>
-#include <unistd.h>
 
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -14,14 +14,11 @@
 #include "agent/profile.hpp"
 #include "auth/formats.hpp"
 #include "auth/password.hpp"
-#include "auth/scram.hpp"
 #include "core/files.hpp"
-#include "gateway/cli.hpp"
 #include "core/timefmt.hpp"
-#include "gateway/config.hpp"
-#include "gateway/data_dir.hpp"
+#include "gateway/admin_context.hpp"
+#include "gateway/cli.hpp"
 #include "gateway/enroll.hpp"
-#include "gateway/state.hpp"
 #include "journal/journal.hpp"
 
 namespace po = boost::program_options;
@@ -29,52 +26,9 @@ namespace po = boost::program_options;
 namespace rsgate::gateway {
 namespace {
 
-using cli::kOk, cli::kFailed, cli::kUsage, cli::usage_error;
+using cli::kOk, cli::kUsage, cli::usage_error;
 
-struct refused : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-// Everything an admin command needs: the data directory, state.db and a journal writer.
-struct admin_context {
-  data_layout layout;
-  state_store state;
-  journal::writer journal;
-  std::string actor;
-
-  explicit admin_context(const std::string& data)
-      : layout{data}, state(checked(layout).state_db()), journal(open_journal(layout)), actor(cli_actor()) {}
-
-  static const data_layout& checked(const data_layout& l) {
-    if (!is_prepared(l))
-      throw usage_error(fmt::format("{} is not a prepared data directory (rsgate init --data DIR)",
-                                    l.dir.string()));
-    return l;
-  }
-  static journal::writer open_journal(const data_layout& l) {
-    journal::writer_options o;
-    o.gateway = journal_gateway_name(l).value_or("rsgate");
-    o.probe_every = 0;
-    o.checkpoint_every = 0;
-    return journal::writer(l.journal_db(), journal::signing_key::load(l.signing_key()), o);
-  }
-  static std::string cli_actor() {
-    auto* pw = ::getpwuid(::geteuid());
-    return std::string("cli:") + (pw ? pw->pw_name : std::to_string(::geteuid()));
-  }
-  // Journals the change; throws `refused` when the journal cannot write (nothing changes).
-  void record(const std::string& kind, boost::json::object detail, const std::string& machine = "",
-              const std::string& secret_hmac = "") {
-    journal::entry e;
-    e.kind = kind;
-    e.actor = actor;
-    e.machine = machine;
-    e.secret_hmac = secret_hmac;
-    e.detail = boost::json::serialize(detail);
-    auto r = journal.append_sync(std::move(e));
-    if (!r.ok()) throw refused("the journal cannot write, nothing changed: " + r.message);
-  }
-};
+constexpr const char* kNameRule = "1-64 of A-Z a-z 0-9 . _ @ -, starting with a letter or digit";
 
 po::variables_map parse(const std::vector<std::string>& args, std::size_t skip,
                         const po::options_description& d, const po::positional_options_description& pos) {
@@ -85,17 +39,72 @@ po::variables_map parse(const std::vector<std::string>& args, std::size_t skip,
   return vm;
 }
 
-std::string data_dir(const po::variables_map& vm) {
-  return vm.count("data") ? vm["data"].as<std::string>() : "rsgate-dev";
+void add_target_options(po::options_description& d) {
+  d.add_options()
+      ("data", po::value<std::string>(), "data directory (default: the configuration's, else ./rsgate-dev)")
+      ("config", po::value<std::string>(), "configuration file (default: DATA/rsgate.toml if it exists)")
+      ("help,h", "show this help");
 }
+
+// Shown and journaled: a value from the command line, escaped (it may hold anything).
+std::string shown(std::string_view s) { return journal::escape_for_journal(s, 256); }
 
 std::string read_password(std::istream& in) {
   std::string pw;
   std::getline(in, pw);
   while (!pw.empty() && (pw.back() == '\r' || pw.back() == '\n')) pw.pop_back();
-  if (pw.size() < 12) throw usage_error("the password must be at least 12 characters");
-  if (pw.size() > 1024) throw usage_error("the password is longer than 1024 characters");
+  if (pw.size() < 12) bad_input("the password must be at least 12 characters");
+  if (pw.size() > 1024) bad_input("the password is longer than 1024 characters");
   return pw;
+}
+
+void print_one_time_password(std::ostream& out, const std::string& name, const std::string& pw) {
+  out << fmt::format("one-time password for '{}': {}\n(shown only now; it must be changed at first login)\n",
+                     name, pw);
+}
+
+// `rsgate user add|disable|passwd NAME`, after the journal is open.
+int user_change(admin_context& ctx, const attempt& a, const std::string& name,
+                const po::variables_map& vm, std::istream& in, std::ostream& out) {
+  if (!auth::is_valid_user_name(name)) bad_input(fmt::format("invalid name '{}': {}", shown(name), kNameRule));
+  const bool from_stdin = vm.count("password-stdin") > 0;
+  const std::string& sub = a.action;
+  if (sub == "add") {
+    auto role = vm["role"].as<std::string>();
+    if (!is_role(role))
+      bad_input(fmt::format("invalid --role '{}': representative, developer, auditor or admin", shown(role)));
+    std::string password = from_stdin ? read_password(in) : auth::random_secret(100);
+    if (ctx.state.find_user(name)) deny(fmt::format("user '{}' exists already", name));
+    ctx.record(a);
+    ctx.state.add_user({name, role, auth::hash_password(password), !from_stdin, false,
+                        system_clock::instance().now()});
+    if (!from_stdin) print_one_time_password(out, name, password);
+    return kOk;
+  }
+  std::string password;
+  if (sub == "passwd") password = from_stdin ? read_password(in) : auth::random_secret(100);
+  if (!ctx.state.find_user(name)) deny(fmt::format("no user '{}'", name));
+  ctx.record(a);
+  if (sub == "disable") {
+    ctx.state.set_disabled(name, true);
+  } else {
+    ctx.state.set_password(name, auth::hash_password(password), !from_stdin);
+    if (!from_stdin) print_one_time_password(out, name, password);
+  }
+  return kOk;
+}
+
+int user_list(admin_context& ctx, const std::string& fmt_name, std::ostream& out) {
+  for (auto& u : ctx.state.users()) {
+    if (fmt_name == "json") {
+      boost::json::object o{{"name", u.name}, {"role", u.role}, {"disabled", u.disabled},
+                            {"must_change_password", u.must_change}, {"created_at", format_rfc3339(u.created_at)}};
+      out << boost::json::serialize(o) << "\n";
+    } else {
+      out << fmt::format("{:<24} {:<15} {}\n", u.name, u.role, u.disabled ? "disabled" : "active");
+    }
+  }
+  return kOk;
 }
 
 int user_cmd(const std::vector<std::string>& args, std::istream& in, std::ostream& out) {
@@ -106,9 +115,8 @@ int user_cmd(const std::vector<std::string>& args, std::istream& in, std::ostrea
       ("name", po::value<std::string>(), "account name")
       ("role", po::value<std::string>(), "representative, developer, auditor or admin")
       ("password-stdin", "read the password from standard input (else a one-time one is printed)")
-      ("format", po::value<std::string>()->default_value("table"), "list: table or json")
-      ("data", po::value<std::string>(), "data directory (default ./rsgate-dev)")
-      ("help,h", "show this help");
+      ("format", po::value<std::string>()->default_value("table"), "list: table or json");
+  add_target_options(d);
   po::positional_options_description pos;
   pos.add("name", 1);
   auto vm = parse(args, 2, d, pos);
@@ -116,70 +124,128 @@ int user_cmd(const std::vector<std::string>& args, std::istream& in, std::ostrea
     out << d << "\n";
     return kOk;
   }
-  auto name = [&] {
-    if (!vm.count("name")) throw usage_error("the account NAME is missing");
-    auto n = vm["name"].as<std::string>();
-    if (!auth::is_valid_user_name(n))
-      throw usage_error(fmt::format("invalid name '{}': 1-64 of A-Z a-z 0-9 . _ @ -, starting with a letter or digit", n));
-    return n;
-  };
-  if (sub == "add") {
-    auto n = name();
-    if (!vm.count("role")) throw usage_error("--role is required");
-    auto role = vm["role"].as<std::string>();
-    if (!is_role(role)) throw usage_error(fmt::format("invalid --role '{}': representative, developer, auditor or admin", role));
-    std::string password = vm.count("password-stdin") ? read_password(in) : auth::random_secret(100);
-    admin_context ctx(data_dir(vm));
-    if (ctx.state.find_user(n)) throw refused(fmt::format("user '{}' exists already", n));
-    boost::json::object det{{"action", "add"}, {"user", n}, {"role", role}};
-    ctx.record("admin.user", det);
-    ctx.state.add_user({n, role, auth::hash_password(password), !vm.count("password-stdin"), false,
-                        system_clock::instance().now()});
-    if (!vm.count("password-stdin"))
-      out << fmt::format("one-time password for '{}': {}\n(shown only now; it must be changed at first login)\n", n, password);
-    return kOk;
-  }
   if (sub == "list") {
-    admin_context ctx(data_dir(vm));
     auto fmt_name = vm["format"].as<std::string>();
     if (fmt_name != "table" && fmt_name != "json") throw usage_error("invalid --format: table or json");
-    for (auto& u : ctx.state.users()) {
-      if (fmt_name == "json") {
-        boost::json::object o{{"name", u.name}, {"role", u.role}, {"disabled", u.disabled},
-                              {"must_change_password", u.must_change}, {"created_at", format_rfc3339(u.created_at)}};
-        out << boost::json::serialize(o) << "\n";
-      } else {
-        out << fmt::format("{:<24} {:<15} {}\n", u.name, u.role, u.disabled ? "disabled" : "active");
-      }
-    }
-    return kOk;
+    admin_context ctx(resolve_target(vm));
+    return user_list(ctx, fmt_name, out);
   }
-  if (sub == "disable") {
-    auto n = name();
-    admin_context ctx(data_dir(vm));
-    if (!ctx.state.find_user(n)) throw refused(fmt::format("no user '{}'", n));
-    ctx.record("admin.user", {{"action", "disable"}, {"user", n}});
-    ctx.state.set_disabled(n, true);
-    return kOk;
-  }
-  if (sub == "passwd") {
-    auto n = name();
-    std::string password = vm.count("password-stdin") ? read_password(in) : auth::random_secret(100);
-    admin_context ctx(data_dir(vm));
-    if (!ctx.state.find_user(n)) throw refused(fmt::format("no user '{}'", n));
-    ctx.record("admin.user", {{"action", "passwd"}, {"user", n}});
-    ctx.state.set_password(n, auth::hash_password(password), !vm.count("password-stdin"));
-    if (!vm.count("password-stdin"))
-      out << fmt::format("one-time password for '{}': {}\n(shown only now; it must be changed at first login)\n", n, password);
-    return kOk;
-  }
-  throw usage_error(fmt::format("unknown subcommand '{}' (add, list, disable, passwd)", sub));
+  if (sub != "add" && sub != "disable" && sub != "passwd")
+    throw usage_error(fmt::format("unknown subcommand '{}' (add, list, disable, passwd)", shown(sub)));
+  if (!vm.count("name")) throw usage_error("the account NAME is missing");
+  if (sub == "add" && !vm.count("role")) throw usage_error("--role is required");
+  admin_context ctx(resolve_target(vm));
+  const auto name = vm["name"].as<std::string>();
+  attempt a;
+  a.action = sub;
+  a.subject = shown(name);
+  a.detail["user"] = shown(name);
+  if (sub == "add") a.detail["role"] = shown(vm["role"].as<std::string>());
+  return journaled(ctx, a, [&] { return user_change(ctx, a, name, vm, in, out); });
 }
 
-int machine_cmd(const std::vector<std::string>& args, std::ostream& out) {
-  if (args.size() < 2) throw usage_error("expected enroll, list or revoke");
-  const std::string sub = args[1];
-  std::vector<std::string> scopes;
+// The profile's gateway address: --gateway, else the configuration's tunnel address.
+std::string profile_gateway(const admin_context& ctx, const po::variables_map& vm) {
+  if (vm.count("gateway")) {
+    auto g = vm["gateway"].as<std::string>();
+    if (!is_valid_agent_address(g))
+      bad_input(fmt::format("invalid --gateway '{}': expected HOST:PORT, e.g. gw1.example.com:4433", shown(g)));
+    return g;
+  }
+  try {
+    return agent_tunnel_address(ctx.target.cfg);
+  } catch (const std::invalid_argument& e) {
+    bad_input(fmt::format("{}: give --gateway HOST:PORT, the address agents connect to (or set "
+                          "tunnel.public_address in the configuration)", e.what()));
+  }
+}
+
+// The profile to enroll, from the flags; every value checked (bad_input otherwise).
+agent::profile profile_from_flags(const admin_context& ctx, const po::variables_map& vm,
+                                  const std::vector<std::string>& scopes) {
+  agent::profile p;
+  p.type = auth::normalize_machine(vm["type"].as<std::string>());
+  p.model = auth::normalize_machine(vm["model"].as<std::string>());
+  p.serial = auth::normalize_machine(vm["serial"].as<std::string>());
+  if (!auth::is_valid_machine(p.machine()))
+    bad_input(fmt::format("invalid machine '{}': {}", shown(p.machine()), auth::kMachineForm));
+  for (auto& s : scopes) {
+    try {
+      p.scopes.push_back(agent::parse_scope_mapping(s));
+    } catch (const std::invalid_argument& e) {
+      bad_input(fmt::format("invalid --scope '{}': {}", shown(s), e.what()));
+    }
+  }
+  p.primary = profile_gateway(ctx, vm);
+  p.backup = vm.count("backup") ? vm["backup"].as<std::string>() : "";
+  if (!p.backup.empty() && !is_valid_agent_address(p.backup))
+    bad_input(fmt::format("invalid --backup '{}': expected HOST:PORT", shown(p.backup)));
+  p.server_name = vm.count("server-name") ? vm["server-name"].as<std::string>() : "localhost";
+  auto ca_file = vm.count("ca") ? std::filesystem::path(vm["ca"].as<std::string>()) : ctx.layout.ca_cert();
+  try {
+    p.ca_pem = read_file(ca_file, 1 << 20);
+  } catch (const std::exception& e) {
+    bad_input(shown(e.what()));
+  }
+  return p;
+}
+
+int machine_enroll(admin_context& ctx, const po::variables_map& vm,
+                   const std::vector<std::string>& scopes, std::ostream& out) {
+  auto p = profile_from_flags(ctx, vm, scopes);
+  std::filesystem::path profile_out = vm["profile-out"].as<std::string>();
+  if (std::filesystem::exists(profile_out))
+    bad_input(fmt::format("{} exists; refusing to overwrite a profile", shown(profile_out.string())));
+  auto parent = std::filesystem::absolute(profile_out).parent_path();
+  if (!std::filesystem::is_directory(parent))
+    bad_input(fmt::format("{}: no such directory for --profile-out", shown(parent.string())));
+  const auto machine = p.machine();
+  const bool replace = vm.count("replace") > 0;
+  const bool existed = ctx.state.find_machine(machine).has_value();
+  if (!replace && existed)
+    deny(fmt::format("machine {} is enrolled already (--replace enrolls it again with a new secret)", machine));
+  enroll_options how{vm.count("md5") > 0, replace, ctx.actor, ctx.source};
+  try {
+    p = enroll_machine(ctx.layout, ctx.journal, ctx.state, std::move(p), how);
+  } catch (const enrollment_refused& e) {
+    throw journal_unavailable(e.what());  // it journals first: a refusal here is the journal's
+  }
+  write_file_exclusive(profile_out, agent::to_toml(p), 0600);
+  out << fmt::format("{} {}; agent profile written to {} (mode 0600: it holds the machine's secret)\n",
+                     existed ? "enrolled again" : "enrolled", machine, profile_out.string());
+  return kOk;
+}
+
+int machine_revoke(admin_context& ctx, const std::string& machine) {
+  if (!auth::is_valid_machine(machine))
+    bad_input(fmt::format("invalid machine '{}': {}", shown(machine), auth::kMachineForm));
+  auto m = ctx.state.find_machine(machine);
+  if (!m) deny(fmt::format("machine {} is not enrolled", machine));
+  if (m->revoked) deny(fmt::format("machine {} is revoked already", machine));
+  attempt a;
+  a.kind = "admin.machine";
+  a.action = "revoke";
+  a.machine = machine;
+  ctx.record(a);
+  ctx.state.revoke_machine(machine, system_clock::instance().now());
+  return kOk;
+}
+
+int machine_list(admin_context& ctx, const std::string& fmt_name, std::ostream& out) {
+  for (auto& m : ctx.state.machines()) {
+    if (fmt_name == "json") {
+      boost::json::object o{{"machine", m.machine}, {"md5", m.md5_enabled}, {"revoked", m.revoked},
+                            {"enrolled_at", format_rfc3339(m.enrolled_at)}};
+      out << boost::json::serialize(o) << "\n";
+    } else {
+      out << fmt::format("{}  {}  {}{}\n", m.machine, format_rfc3339(m.enrolled_at),
+                         m.revoked ? "revoked" : "active", m.md5_enabled ? " md5" : "");
+    }
+  }
+  return kOk;
+}
+
+po::options_description machine_options(const std::string& sub, std::vector<std::string>& scopes) {
   po::options_description d("rsgate machine " + sub + " [options]");
   d.add_options()
       ("machine", po::value<std::string>(), "revoke: TTTT-MMM*SSSSSSS")
@@ -188,14 +254,22 @@ int machine_cmd(const std::vector<std::string>& args, std::ostream& out) {
       ("serial", po::value<std::string>(), "serial, 7 letters or digits")
       ("scope", po::value(&scopes)->composing(), "NAME=HOST:PORT offered by the agent (repeatable)")
       ("profile-out", po::value<std::string>(), "where to write the agent profile (mode 0600)")
-      ("gateway", po::value<std::string>(), "tunnel address the agent connects to (default 127.0.0.1:4433)")
+      ("gateway", po::value<std::string>(), "tunnel address the agent connects to (default: the configuration's)")
       ("backup", po::value<std::string>(), "backup gateway address")
       ("server-name", po::value<std::string>(), "name on the gateway's certificate (default localhost)")
       ("ca", po::value<std::string>(), "CA certificate the agent pins (default DATA/ca.pem)")
       ("md5", "also allow legacy MD5-CHAP for this machine (keeps its secret, encrypted)")
-      ("format", po::value<std::string>()->default_value("table"), "list: table or json")
-      ("data", po::value<std::string>(), "data directory (default ./rsgate-dev)")
-      ("help,h", "show this help");
+      ("replace", "enroll: enroll an enrolled (or revoked) machine again, with a new secret and profile")
+      ("format", po::value<std::string>()->default_value("table"), "list: table or json");
+  add_target_options(d);
+  return d;
+}
+
+int machine_cmd(const std::vector<std::string>& args, std::ostream& out) {
+  if (args.size() < 2) throw usage_error("expected enroll, list or revoke");
+  const std::string sub = args[1];
+  std::vector<std::string> scopes;
+  auto d = machine_options(sub, scopes);
   po::positional_options_description pos;
   pos.add("machine", 1);
   auto vm = parse(args, 2, d, pos);
@@ -203,74 +277,53 @@ int machine_cmd(const std::vector<std::string>& args, std::ostream& out) {
     out << d << "\n";
     return kOk;
   }
-  if (sub == "enroll") {
-    for (auto k : {"type", "model", "serial", "profile-out"})
-      if (!vm.count(k)) throw usage_error(fmt::format("--{} is required", k));
-    agent::profile p;
-    p.type = auth::normalize_machine(vm["type"].as<std::string>());
-    p.model = auth::normalize_machine(vm["model"].as<std::string>());
-    p.serial = auth::normalize_machine(vm["serial"].as<std::string>());
-    auto machine = p.machine();
-    if (!auth::is_valid_machine(machine)) throw usage_error(fmt::format("invalid machine '{}': {}", machine, auth::kMachineForm));
-    for (auto& s : scopes) {
-      try {
-        p.scopes.push_back(agent::parse_scope_mapping(s));
-      } catch (const std::invalid_argument& e) {
-        throw usage_error(fmt::format("invalid --scope '{}': {}", s, e.what()));
-      }
-    }
-    p.primary = vm.count("gateway") ? vm["gateway"].as<std::string>() : "127.0.0.1:4433";
-    p.backup = vm.count("backup") ? vm["backup"].as<std::string>() : "";
-    p.server_name = vm.count("server-name") ? vm["server-name"].as<std::string>() : "localhost";
-    std::filesystem::path profile_out = vm["profile-out"].as<std::string>();
-    if (std::filesystem::exists(profile_out))
-      throw usage_error(fmt::format("{} exists; refusing to overwrite a profile", profile_out.string()));
-    admin_context ctx(data_dir(vm));
-    auto ca_file = vm.count("ca") ? std::filesystem::path(vm["ca"].as<std::string>()) : ctx.layout.ca_cert();
-    try {
-      p.ca_pem = read_file(ca_file, 1 << 20);
-    } catch (const std::exception& e) {
-      throw usage_error(e.what());
-    }
-    try {
-      p = enroll_machine(ctx.layout, ctx.journal, ctx.state, std::move(p), vm.count("md5") > 0, ctx.actor);
-    } catch (const enrollment_refused& e) {
-      throw refused(e.what());
-    }
-    write_file_exclusive(profile_out, agent::to_toml(p), 0600);
-    out << fmt::format("enrolled {}; agent profile written to {} (mode 0600: it holds the machine's secret)\n",
-                       machine, profile_out.string());
-    return kOk;
-  }
   if (sub == "list") {
     auto fmt_name = vm["format"].as<std::string>();
     if (fmt_name != "table" && fmt_name != "json") throw usage_error("invalid --format: table or json");
-    admin_context ctx(data_dir(vm));
-    for (auto& m : ctx.state.machines()) {
-      if (fmt_name == "json") {
-        boost::json::object o{{"machine", m.machine}, {"md5", m.md5_enabled}, {"revoked", m.revoked},
-                              {"enrolled_at", format_rfc3339(m.enrolled_at)}};
-        out << boost::json::serialize(o) << "\n";
-      } else {
-        out << fmt::format("{}  {}  {}{}\n", m.machine, format_rfc3339(m.enrolled_at),
-                           m.revoked ? "revoked" : "active", m.md5_enabled ? " md5" : "");
-      }
-    }
-    return kOk;
+    admin_context ctx(resolve_target(vm));
+    return machine_list(ctx, fmt_name, out);
+  }
+  attempt a;
+  a.kind = "admin.machine";
+  if (sub == "enroll") {
+    for (auto k : {"type", "model", "serial", "profile-out"})
+      if (!vm.count(k)) throw usage_error(fmt::format("--{} is required", k));
+    admin_context ctx(resolve_target(vm));
+    a.action = vm.count("replace") ? "replace" : "enroll";
+    auto m = auth::normalize_machine(vm["type"].as<std::string>()) + "-" +
+             auth::normalize_machine(vm["model"].as<std::string>()) + "*" +
+             auth::normalize_machine(vm["serial"].as<std::string>());
+    if (auth::is_valid_machine(m)) a.machine = m; else a.detail["machine"] = shown(m);
+    return journaled(ctx, a, [&] { return machine_enroll(ctx, vm, scopes, out); });
   }
   if (sub == "revoke") {
     if (!vm.count("machine")) throw usage_error("the MACHINE (TTTT-MMM*SSSSSSS) is missing");
+    admin_context ctx(resolve_target(vm));
     auto machine = auth::normalize_machine(vm["machine"].as<std::string>());
-    if (!auth::is_valid_machine(machine)) throw usage_error(fmt::format("invalid machine '{}': {}", machine, auth::kMachineForm));
-    admin_context ctx(data_dir(vm));
-    auto m = ctx.state.find_machine(machine);
-    if (!m) throw refused(fmt::format("machine {} is not enrolled", machine));
-    if (m->revoked) throw refused(fmt::format("machine {} is revoked already", machine));
-    ctx.record("admin.machine", {{"action", "revoke"}}, machine);
-    ctx.state.revoke_machine(machine, system_clock::instance().now());
-    return kOk;
+    a.action = "revoke";
+    if (auth::is_valid_machine(machine)) a.machine = machine; else a.detail["machine"] = shown(machine);
+    return journaled(ctx, a, [&] { return machine_revoke(ctx, machine); });
   }
-  throw usage_error(fmt::format("unknown subcommand '{}' (enroll, list, revoke)", sub));
+  throw usage_error(fmt::format("unknown subcommand '{}' (enroll, list, revoke)", shown(sub)));
+}
+
+int token_create(admin_context& ctx, attempt& a, const std::string& user, const std::string& expires_in,
+                 std::ostream& out) {
+  if (!auth::is_valid_user_name(user)) bad_input(fmt::format("invalid --user '{}': {}", shown(user), kNameRule));
+  auto life = parse_duration(expires_in);
+  if (!life || *life > 366LL * 86400 * 1'000'000)
+    bad_input("invalid --expires-in: a duration up to 366d, e.g. 12h or 30d");
+  auto u = ctx.state.find_user(user);
+  if (!u) deny(fmt::format("no user '{}'", user));
+  if (u->disabled) deny(fmt::format("user '{}' is disabled", user));
+  auto token = new_token();
+  auto now = system_clock::instance().now();
+  auto hmac = journal::hmac_key::load(ctx.layout.hmac_key()).hash_of(token);
+  a.detail["expires_at"] = format_rfc3339(now + *life);
+  ctx.record(a, hmac);
+  ctx.state.add_token({token_hash(token), user, now, now + *life, false});
+  out << token << "\n";
+  return kOk;
 }
 
 int token_cmd(const std::vector<std::string>& args, std::ostream& out) {
@@ -278,29 +331,21 @@ int token_cmd(const std::vector<std::string>& args, std::ostream& out) {
   po::options_description d("rsgate token create --user NAME [options]");
   d.add_options()
       ("user", po::value<std::string>(), "the account the token acts as")
-      ("expires-in", po::value<std::string>()->default_value("30d"), "lifetime, e.g. 12h, 30d")
-      ("data", po::value<std::string>(), "data directory (default ./rsgate-dev)")
-      ("help,h", "show this help");
+      ("expires-in", po::value<std::string>()->default_value("30d"), "lifetime, e.g. 12h, 30d");
+  add_target_options(d);
   auto vm = parse(args, 2, d, {});
   if (vm.count("help")) {
     out << d << "\n";
     return kOk;
   }
   if (!vm.count("user")) throw usage_error("--user is required");
+  admin_context ctx(resolve_target(vm));
   auto user = vm["user"].as<std::string>();
-  auto life = parse_duration(vm["expires-in"].as<std::string>());
-  if (!life || *life > 366LL * 86400 * 1'000'000) throw usage_error("invalid --expires-in: a duration up to 366d, e.g. 12h or 30d");
-  admin_context ctx(data_dir(vm));
-  auto u = ctx.state.find_user(user);
-  if (!u) throw refused(fmt::format("no user '{}'", user));
-  if (u->disabled) throw refused(fmt::format("user '{}' is disabled", user));
-  auto token = new_token();
-  auto now = system_clock::instance().now();
-  auto hmac = journal::hmac_key::load(ctx.layout.hmac_key()).hash_of(token);
-  ctx.record("admin.user", {{"action", "token_create"}, {"user", user}, {"expires_at", format_rfc3339(now + *life)}}, "", hmac);
-  ctx.state.add_token({token_hash(token), user, now, now + *life, false});
-  out << token << "\n";
-  return kOk;
+  attempt a;
+  a.action = "token_create";
+  a.subject = shown(user);
+  a.detail["user"] = shown(user);
+  return journaled(ctx, a, [&] { return token_create(ctx, a, user, vm["expires-in"].as<std::string>(), out); });
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include "gateway/commands.hpp"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -69,6 +70,7 @@ journal::append_result journal_stop(journal::writer& jw, journal::outcome result
   journal::entry stop;
   stop.kind = "gateway.stop";
   stop.actor = "gateway";
+  stop.source = journal::local_source();  // who ran the gateway (PCI DSS 10.2.2)
   stop.result = result;
   boost::json::object det;
   det[key] = value;
@@ -91,11 +93,25 @@ std::filesystem::path demo_agent_profile(const data_layout& layout, journal::wri
     p.ca_pem = read_file(layout.ca_cert());
     p.scopes = {agent::parse_scope_mapping("local-ssh=127.0.0.1:22")};
     state_store st(layout.state_db());
-    p = enroll_machine(layout, jw, st, std::move(p), false, "rsgate serve --dev");
+    p = enroll_machine(layout, jw, st, std::move(p), {false, false, "rsgate serve --dev", journal::local_source()});
   }
   p.primary = tunnel;
   write_file_atomic(file, agent::to_toml(p), 0600);
   return file;
+}
+
+// rsgate-agent beside this program (an installation) or in the build tree's agent/ folder
+// (`make run`), so the printed line works without rsgate-agent on the PATH.
+std::string agent_command() {
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    for (auto candidate : {self.parent_path() / "rsgate-agent",
+                           self.parent_path().parent_path() / "agent" / "rsgate-agent"})
+      if (std::filesystem::is_regular_file(candidate, ec) && ::access(candidate.c_str(), X_OK) == 0)
+        return candidate.string();
+  }
+  return "rsgate-agent";
 }
 
 void print_admin_password(std::ostream& out, const prepare_options& po_, const std::string& pw) {
@@ -181,6 +197,7 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
     journal::entry start;
     start.kind = "gateway.start";
     start.actor = "gateway";
+    start.source = journal::local_source();
     boost::json::object det;
     det["version"] = kVersion;
     det["dev"] = dev;
@@ -196,7 +213,7 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   if (dev) {
     std::optional<std::string> pw;
     try {
-      pw = create_first_admin(layout, jw, prep.admin_name, "rsgate serve --dev");
+      pw = create_first_admin(layout, jw, prep.admin_name, "rsgate serve --dev", journal::local_source());
     } catch (const std::exception& e) {
       journal_stop(jw, journal::outcome::error, "reason", e.what());
       throw;
@@ -230,8 +247,8 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
     out << "rsgate: tunnel: " << bound << "\n";
     log::info("agent tunnels on {}", bound);
     if (dev) {
-      auto demo = demo_agent_profile(layout, jw, bound);
-      out << "rsgate: demo machine agent: rsgate-agent start --profile " << demo.string() << "\n";
+      auto demo = std::filesystem::absolute(demo_agent_profile(layout, jw, bound));
+      out << "rsgate: demo machine agent: " << agent_command() << " start --profile " << demo.string() << "\n";
     }
   };
   ro.on_listening = [&](const std::string& bound) {
@@ -296,7 +313,7 @@ int init(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
     wo.gateway = name;
     wo.probe_every = 0;
     journal::writer jw(layout.journal_db(), journal::signing_key::load(layout.signing_key()), wo);
-    password = create_first_admin(layout, jw, prep.admin_name, "rsgate init");
+    password = create_first_admin(layout, jw, prep.admin_name, "rsgate init", journal::local_source());
     jw.close();
   }
   if (!std::filesystem::exists(layout.config_file()))

@@ -10,6 +10,9 @@
 #include <set>
 #include <toml++/toml.h>
 
+#include "agent/profile.hpp"
+#include "journal/entry.hpp"
+
 namespace rsgate::gateway {
 
 std::optional<listen_address> parse_listen(std::string_view text) {
@@ -40,13 +43,8 @@ std::optional<listen_address> parse_listen(std::string_view text) {
   return listen_address{std::string(host), static_cast<std::uint16_t>(p)};
 }
 
-bool is_valid_gateway_name(std::string_view name) {
-  if (name.empty() || name.size() > 64) return false;
-  for (char ch : name)
-    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '_' && ch != '-')
-      return false;
-  return true;
-}
+// One rule for every place a gateway name comes from (flag, file, journal_meta): the journal's.
+bool is_valid_gateway_name(std::string_view name) { return journal::is_valid_gateway_name(name); }
 
 namespace {
 // A TOML basic string: quotes, backslashes and control characters escaped.
@@ -65,6 +63,30 @@ std::string toml_string(std::string_view s) {
   return out + "\"";
 }
 }  // namespace
+
+bool is_valid_agent_address(std::string_view text) {
+  if (text.empty() || text.size() > 260) return false;
+  try {
+    (void)agent::parse_scope_mapping("gateway=" + std::string(text));  // the profile's own rule
+    return true;
+  } catch (const std::invalid_argument&) {
+    return false;
+  }
+}
+
+std::string agent_tunnel_address(const config& c) {
+  if (!c.tunnel_public.empty()) return c.tunnel_public;
+  const auto& t = c.tunnel;
+  bool wildcard = t.host == "0.0.0.0" || t.host == "::" || t.host.find_first_not_of(":0") == std::string::npos;
+  std::string shown = t.host.find(':') != std::string::npos ? fmt::format("[{}]:{}", t.host, t.port)
+                                                             : fmt::format("{}:{}", t.host, t.port);
+  if (wildcard)
+    throw std::invalid_argument(fmt::format(
+        "the tunnel listens on {}, every address, which is not one an agent can connect to", shown));
+  if (t.port == 0)
+    throw std::invalid_argument(fmt::format("the tunnel listens on {}, a port chosen at start", shown));
+  return shown;
+}
 
 std::filesystem::path config::cert_file() const {
   return tls_cert.empty() ? data_dir / "server.pem" : tls_cert;
@@ -186,7 +208,12 @@ config load_config(const std::filesystem::path& file) {
     r.integer(h, "http", "max_body_bytes", 1024, 64 << 20, v);
     c.limits.max_body_bytes = static_cast<std::uint64_t>(v);
   }
-  if (auto t = r.section("tunnel", {"listen"})) r.listen(t, "tunnel", c.tunnel);
+  if (auto t = r.section("tunnel", {"listen", "public_address"})) {
+    r.listen(t, "tunnel", c.tunnel);
+    r.str(t, "tunnel", "public_address", c.tunnel_public);
+    if (!c.tunnel_public.empty() && !is_valid_agent_address(c.tunnel_public))
+      r.fail("tunnel.public_address", "expected HOST:PORT, e.g. gw1.example.com:4433");
+  }
   if (auto j = r.section("journal", {"checkpoint_entries", "checkpoint_seconds", "probe_ms",
                                      "max_queue"})) {
     r.integer(j, "journal", "checkpoint_entries", 1, 10'000'000, c.checkpoint_entries);
@@ -220,6 +247,7 @@ max_body_bytes = 65536
 
 [tunnel]
 listen = "127.0.0.1:4433"
+# public_address = "gw1.example.com:4433"   # what agents connect to, if not listen itself
 
 [journal]
 checkpoint_entries = 1000   # a signed checkpoint at least every N entries

@@ -26,6 +26,9 @@ struct config {
   std::string gateway_name;  // empty: the name the journal was created with (else a default)
   listen_address http{"127.0.0.1", 8443};
   listen_address tunnel{"127.0.0.1", 4433};
+  // HOST:PORT agents connect to, written into profiles by `rsgate machine enroll` (needed
+  // when tunnel.listen is 0.0.0.0 or [::], or behind NAT); "" = tunnel.listen itself.
+  std::string tunnel_public;
   std::filesystem::path tls_cert;  // default: DATA/server.pem
   std::filesystem::path tls_key;   // default: DATA/keys/server.key
   std::string log_level = "info";
@@ -41,6 +44,14 @@ struct config {
   [[nodiscard]] std::filesystem::path cert_file() const;
   [[nodiscard]] std::filesystem::path key_file() const;
 };
+
+// "HOST:PORT" an agent can be given (a DNS name or an IP literal, IPv6 in brackets, a port
+// 1-65535): the rule of agent profiles.
+[[nodiscard]] bool is_valid_agent_address(std::string_view text);
+
+// The tunnel address to write into agent profiles: tunnel_public, else tunnel.listen when an
+// agent can connect to it. Throws std::invalid_argument saying why not (0.0.0.0, [::], port 0).
+[[nodiscard]] std::string agent_tunnel_address(const config& c);
 
 // Reads a TOML file over the defaults. Unknown keys are errors (a typo must not silently
 // fall back to a default). Throws std::runtime_error naming the file, key and reason.

@@ -88,13 +88,16 @@ prepare_result prepare_data_dir(const data_layout& d, const prepare_options& o) 
 
 std::optional<std::string> create_first_admin(const data_layout& d, journal::writer& jw,
                                               const std::string& admin_name,
-                                              const std::string& created_by) {
+                                              const std::string& created_by,
+                                              const std::string& source) {
   sqlite::db state(d.state_db(), sqlite::open_mode::read_write);
   state.exec("PRAGMA synchronous = FULL");
   if (state.scalar_int("SELECT count(*) FROM users") != 0) return std::nullopt;
   journal::entry e;
   e.kind = "admin.user";
   e.actor = created_by;
+  e.source = source;
+  e.subject = admin_name;
   boost::json::object det;
   det["action"] = "create";
   det["user"] = admin_name;
@@ -116,9 +119,7 @@ std::optional<std::string> create_first_admin(const data_layout& d, journal::wri
 std::optional<std::string> journal_gateway_name(const data_layout& d) {
   if (!fs::exists(d.journal_db())) return std::nullopt;
   auto db = journal::open_for_reading(d.journal_db());
-  auto s = db.prepare("SELECT value FROM journal_meta WHERE key = 'gateway'");
-  if (!s.step()) return std::nullopt;
-  return std::string(s.col_text(0));
+  return journal::meta_gateway(db);
 }
 
 }  // namespace rsgate::gateway

@@ -46,12 +46,16 @@ struct prepare_result {
 // Creates the first administrator when state.db has no account yet: journals `admin.user`
 // first (fail closed: if the journal cannot write, nothing is created and the next start
 // tries again), then stores the account. Returns the one-time password, to be printed once.
+// The entry's actor is `created_by`, its source `source` (journal/origin.hpp), its subject
+// the new account.
 [[nodiscard]] std::optional<std::string> create_first_admin(const data_layout& d,
                                                             journal::writer& journal,
                                                             const std::string& admin_name,
-                                                            const std::string& created_by);
+                                                            const std::string& created_by,
+                                                            const std::string& source = "");
 
-// The gateway name recorded when the journal was created, if there is a journal.
+// The gateway name recorded when the journal was created, if there is a journal. Throws
+// journal::bad_gateway_name when journal_meta holds a malformed one (someone edited it).
 [[nodiscard]] std::optional<std::string> journal_gateway_name(const data_layout& d);
 
 // True when the directory holds a journal and the signing key (what `serve` needs).

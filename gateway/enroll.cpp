@@ -13,30 +13,38 @@
 namespace rsgate::gateway {
 
 agent::profile enroll_machine(const data_layout& layout, journal::writer& journal, state_store& state,
-                              agent::profile p, bool md5, const std::string& actor) {
+                              agent::profile p, const enroll_options& how) {
   auto machine = p.machine();
-  if (state.find_machine(machine)) throw enrollment_refused(fmt::format("machine {} is enrolled already", machine));
+  auto existing = state.find_machine(machine);
+  if (existing && !how.replace)
+    throw enrollment_refused(fmt::format("machine {} is enrolled already (--replace enrolls it again)", machine));
   if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
   p.secret = auth::random_secret(160);  // 32 symbols, 160 bits
-  p.mechanisms = md5 ? std::vector<std::string>{"scram-sha-256", "md5"} : std::vector<std::string>{"scram-sha-256"};
+  p.mechanisms = how.md5 ? std::vector<std::string>{"scram-sha-256", "md5"} : std::vector<std::string>{"scram-sha-256"};
   bytes salt(16);
   randombytes_buf(salt.data(), salt.size());
   machine_row row;
   row.machine = machine;
   row.verifier = auth::scram::make_verifier(p.secret, salt, auth::scram::kDefaultIterations).encode();
-  row.md5_enabled = md5;
-  if (md5) row.md5_secret_sealed = master_key::load_or_create(layout.keys() / "master.key").seal(p.secret);
+  row.md5_enabled = how.md5;
+  if (how.md5) row.md5_secret_sealed = master_key::load_or_create(layout.keys() / "master.key").seal(p.secret);
   row.enrolled_at = system_clock::instance().now();
   boost::json::array names;
   for (auto& s : p.scopes) names.emplace_back(s.name);
+  boost::json::object det{{"action", existing ? "replace" : "enroll"}, {"md5", how.md5}, {"scopes", names}};
+  if (existing) det["was_revoked"] = existing->revoked;
   journal::entry e;
   e.kind = "admin.machine";
-  e.actor = actor;
+  e.actor = how.actor;
+  e.source = how.source;
   e.machine = machine;
-  e.detail = boost::json::serialize(boost::json::object{{"action", "enroll"}, {"md5", md5}, {"scopes", names}});
+  e.detail = boost::json::serialize(det);
   auto r = journal.append_sync(std::move(e));
   if (!r.ok()) throw enrollment_refused("the journal cannot write, nothing changed: " + r.message);
-  state.add_machine(row);
+  if (existing)
+    state.replace_machine(row);
+  else
+    state.add_machine(row);
   return p;
 }
 

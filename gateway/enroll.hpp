@@ -16,11 +16,22 @@ struct enrollment_refused : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Who enrolls and how: the entry's actor and source (journal/origin.hpp), and whether an
+// enrolled machine (active or revoked) may be enrolled again with a fresh secret.
+struct enroll_options {
+  bool md5 = false;
+  bool replace = false;
+  std::string actor;
+  std::string source;
+};
+
 // `p` carries machine type/model/serial, scopes, gateway addresses, server name and CA;
-// the secret and mechanisms are filled in. Throws enrollment_refused when the machine is
-// enrolled already or the journal cannot record the enrollment (then nothing is stored).
+// the secret and mechanisms are filled in. Journals `admin.machine` {"action":"enroll"} (or
+// "replace" for a machine enrolled before) first. Throws enrollment_refused when the machine
+// is enrolled already without `replace`, or the journal cannot record the enrollment (then
+// nothing is stored).
 [[nodiscard]] agent::profile enroll_machine(const data_layout& layout, journal::writer& journal,
-                                            state_store& state, agent::profile p, bool md5,
-                                            const std::string& actor);
+                                            state_store& state, agent::profile p,
+                                            const enroll_options& how);
 
 }  // namespace rsgate::gateway

@@ -99,6 +99,16 @@ void state_store::add_machine(const machine_row& m) {
   s.step();
 }
 
+bool state_store::replace_machine(const machine_row& m) {
+  auto s = db_.prepare(
+      "UPDATE machines SET verifier = ?2, md5_enabled = ?3, md5_secret = ?4, revoked = 0, "
+      "enrolled_at = ?5, revoked_at = 0 WHERE machine = ?1");
+  s.bind(1, m.machine).bind(2, m.verifier).bind(3, m.md5_enabled ? 1 : 0)
+      .bind(4, m.md5_secret_sealed).bind(5, m.enrolled_at);
+  s.step();
+  return db_.scalar_int("SELECT changes()") > 0;
+}
+
 bool state_store::revoke_machine(const std::string& machine, micros now) {
   auto s = db_.prepare("UPDATE machines SET revoked = 1, revoked_at = ?2 WHERE machine = ?1 AND revoked = 0");
   s.bind(1, machine).bind(2, now);

@@ -57,6 +57,8 @@ class state_store {
   [[nodiscard]] std::optional<machine_row> find_machine(const std::string& machine);
   [[nodiscard]] std::vector<machine_row> machines();
   void add_machine(const machine_row& m);  // throws on a duplicate
+  // Re-enrollment (`machine enroll --replace`): new verifier and MD5 state, not revoked.
+  bool replace_machine(const machine_row& m);
   bool revoke_machine(const std::string& machine, micros now);
 
   void add_token(const token_row& t);

@@ -114,3 +114,30 @@ TEST_CASE("configuration errors name the key and the reason") {
   }
   CHECK_THROWS(load_config(t / "missing.toml"));
 }
+
+TEST_CASE("the tunnel address written into agent profiles") {
+  config c;
+  CHECK(agent_tunnel_address(c) == "127.0.0.1:4433");
+  c.tunnel = {"::1", 6655};
+  CHECK(agent_tunnel_address(c) == "[::1]:6655");
+  for (auto unusable : {listen_address{"0.0.0.0", 4433}, listen_address{"::", 4433},
+                        listen_address{"0:0:0:0:0:0:0:0", 1}, listen_address{"127.0.0.1", 0}}) {
+    c.tunnel = unusable;
+    INFO(unusable.host << " " << unusable.port);
+    CHECK_THROWS_AS(agent_tunnel_address(c), std::invalid_argument);
+  }
+  c.tunnel_public = "gw1.example.com:4433";
+  CHECK(agent_tunnel_address(c) == "gw1.example.com:4433");
+
+  rsgate::test::temp_dir t;
+  auto loaded = load_config(write(t, "[tunnel]\nlisten = \"0.0.0.0:4433\"\npublic_address = \"gw1.example.com:443\"\n"));
+  CHECK(agent_tunnel_address(loaded) == "gw1.example.com:443");
+  for (auto bad : {"gw1", "gw1:0", "gw1:99999", "gw 1:443", "gw1:443/x"}) {
+    INFO(bad);
+    CHECK_FALSE(is_valid_agent_address(bad));
+    CHECK_THROWS_WITH(load_config(write(t, std::string("[tunnel]\npublic_address = \"") + bad + "\"\n")),
+                      Catch::Contains("tunnel.public_address"));
+  }
+  CHECK(is_valid_agent_address("[2001:db8::1]:4433"));
+  CHECK(is_valid_agent_address("10.0.0.1:1"));
+}

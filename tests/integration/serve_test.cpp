@@ -93,13 +93,23 @@ TEST_CASE("serve --dev starts from nothing, serves HTTPS, stops cleanly on SIGIN
       if (p != std::string::npos) password = l.substr(p + needle.size());
     }
     CHECK(password.size() == 20);
-    // The demo machine's agent line, with a profile that points at this gateway's tunnel.
-    std::string demo;
-    for (auto& l : lines)
-      if (auto p = l.find("demo machine agent: rsgate-agent start --profile "); p != std::string::npos)
-        demo = l.substr(p + 49);
+    // The demo machine's agent line, with a profile that points at this gateway's tunnel. It
+    // names the rsgate-agent binary by its full path (it need not be on the PATH) and the
+    // profile by an absolute path, so it can be pasted in any directory (defect 27).
+    std::string agent, demo;
+    for (auto& l : lines) {
+      auto p = l.find("demo machine agent: ");
+      auto q = l.find(" start --profile ");
+      if (p != std::string::npos && q != std::string::npos) {
+        agent = l.substr(p + 20, q - p - 20);
+        demo = l.substr(q + 17);
+      }
+    }
     REQUIRE_FALSE(demo.empty());
+    CHECK(std::filesystem::path(demo).is_absolute());
     CHECK(mode_of(demo) == 0600);
+    CHECK(std::filesystem::equivalent(agent, agent_binary()));
+    CHECK(run({agent, "--help"}).exit_code == 0);
     auto ca = dir / "ca.pem";
 
     auto h = https_get(base + "/healthz", ca);
@@ -146,6 +156,8 @@ TEST_CASE("serve --dev starts from nothing, serves HTTPS, stops cleanly on SIGIN
   auto q = rsgate_cmd({"journal", "query", "--data", dir.string(), "--kind", "gateway.stop",
                        "--format", "json"});
   CHECK(q.out.find("\"signal\":\"SIGINT\"") != std::string::npos);
+  // Who ran the gateway (PCI DSS 10.2.2): the gateway's own entries record their origin.
+  CHECK(q.out.find("\"source\":\"cli:") != std::string::npos);
   auto v = rsgate_cmd({"journal", "verify", "--data", dir.string(), "--pubkey",
                        (dir / "keys/journal-signing.pub").string()});
   CHECK(v.exit_code == 0);
