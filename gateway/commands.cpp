@@ -100,6 +100,16 @@ std::filesystem::path demo_agent_profile(const data_layout& layout, journal::wri
   return file;
 }
 
+// A path as a shell word: quoted when it holds anything but letters, digits and ./_-.
+std::string shell_word(const std::string& s) {
+  if (!s.empty() && s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789./_-") ==
+                        std::string::npos)
+    return s;
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
 // rsgate-agent beside this program (an installation) or in the build tree's agent/ folder
 // (`make run`), so the printed line works without rsgate-agent on the PATH.
 std::string agent_command() {
@@ -109,7 +119,7 @@ std::string agent_command() {
     for (auto candidate : {self.parent_path() / "rsgate-agent",
                            self.parent_path().parent_path() / "agent" / "rsgate-agent"})
       if (std::filesystem::is_regular_file(candidate, ec) && ::access(candidate.c_str(), X_OK) == 0)
-        return candidate.string();
+        return shell_word(candidate.string());
   }
   return "rsgate-agent";
 }
@@ -248,7 +258,8 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
     log::info("agent tunnels on {}", bound);
     if (dev) {
       auto demo = std::filesystem::absolute(demo_agent_profile(layout, jw, bound));
-      out << "rsgate: demo machine agent: " << agent_command() << " start --profile " << demo.string() << "\n";
+      out << "rsgate: demo machine agent: " << agent_command() << " start --profile " << shell_word(demo.string())
+          << "\n";
     }
   };
   ro.on_listening = [&](const std::string& bound) {
