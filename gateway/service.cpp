@@ -107,18 +107,6 @@ std::string address_of(const std::string& remote) {
   return a;
 }
 
-std::string journal_safe(std::string_view name) {
-  std::string out;
-  for (unsigned char c : name) {
-    if (c < 0x20 || c == 0x7f || c == '\\') out += fmt::format("\\x{:02x}", c);
-    else out.push_back(static_cast<char>(c));
-  }
-  if (out.size() <= journal::kMaxFieldBytes) return out;
-  auto cut = journal::kMaxFieldBytes;
-  while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xc0) == 0x80) --cut;  // whole characters
-  return out.substr(0, cut);
-}
-
 std::string random_token() {
   unsigned char b[32];
   randombytes_buf(b, sizeof b);
@@ -644,8 +632,8 @@ void service::notify(const std::string& session_id, tunnel::notice n) {
 journal::entry service::base_entry(std::string kind, const principal& p, const http_request& req) const {
   journal::entry e;
   e.kind = std::move(kind);
-  e.actor = journal_safe(p.user);
-  e.source = journal_safe(req.remote);
+  e.actor = journal::escape_for_journal(p.user);
+  e.source = journal::escape_for_journal(req.remote);
   return e;
 }
 

@@ -60,6 +60,7 @@ journal::filter journal_filter(const query_params& q, micros now) {
   }
   f.session_id = bounded(q, "session");
   f.actor = bounded(q, "actor");
+  f.subject = bounded(q, "subject");
   for (auto [name, dst] : {std::pair{"since", &f.since}, std::pair{"until", &f.until}}) {
     if (auto v = q.get(name)) {
       auto t = parse_time(*v, now);
@@ -117,7 +118,8 @@ void service::pmr_sessions(const principal& p, const std::string& pmr_in, const 
 }
 
 void service::journal_query(const principal& p, const http_request& req, const api::reply& done) {
-  query_params q(req.target, {"pmr", "session", "actor", "machine", "kind", "outcome", "since", "until", "limit", "cursor"});
+  query_params q(req.target,
+                 {"pmr", "session", "actor", "subject", "machine", "kind", "outcome", "since", "until", "limit", "cursor"});
   if (p.user_role != role::auditor) return done(json_error(403, "forbidden", "the journal is for auditors"));
   auto f = journal_filter(q, clock_.now());
   json::object asked;

@@ -99,7 +99,7 @@ std::optional<journal::entry> service::refuse_credential(const http_request& req
   }
   journal::entry e;
   e.kind = "user.login";
-  e.source = journal_safe(req.remote);
+  e.source = journal::escape_for_journal(req.remote);
   e.result = journal::outcome::denied;
   e.secret_hmac = std::string(secret_hmac);
   e.detail = json::serialize(json::object{{"method", method}, {"reason", reason}});

@@ -86,7 +86,7 @@ void service::redeem_channel(const std::string& token, const std::string& source
       if (!s) return done(json_error(404, "not_found", "no such session"));
       e.kind = "channel.open";
       e.actor = tk.user;
-      e.source = journal_safe(source);
+      e.source = journal::escape_for_journal(source);
       about(e, *s);
       e.scope = tk.scope;
       e.access_type = tk.access_type;
@@ -129,7 +129,7 @@ void service::channel_closed(const std::shared_ptr<channel_link>& c, const std::
   journal::entry e;
   e.kind = "channel.close";
   e.actor = c->user;
-  e.source = journal_safe(source);
+  e.source = journal::escape_for_journal(source);
   e.session_id = c->session_id;
   e.scope = c->scope;
   e.access_type = c->access_type;

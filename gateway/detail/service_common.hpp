@@ -20,10 +20,6 @@ void about(journal::entry& e, const session& s);
 [[nodiscard]] boost::json::object session_json(const session& s);
 // "203.0.113.7:51234" -> "203.0.113.7" (limits count per address, not per connection).
 [[nodiscard]] std::string address_of(const std::string& remote);
-// A name a client sent, made safe for a journal field: control characters and backslashes
-// become \xHH (docs/journal.md §3), and the result is cut to the field limit on a whole
-// character. Names that pass auth::is_valid_user_name come back unchanged.
-[[nodiscard]] std::string journal_safe(std::string_view name);
 // 32 random bytes, base64url: cookies, CSRF tokens, channel tokens.
 [[nodiscard]] std::string random_token();
 

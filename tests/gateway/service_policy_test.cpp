@@ -243,6 +243,7 @@ TEST_CASE("strict input: misspelled fields, stray parameters and partial numbers
     CHECK(f.call("GET", std::string("/api/v1/journal?") + q, "audrey").status == 400);
   }
   CHECK(f.call("GET", "/api/v1/journal?limit=10", "audrey").status == 200);
+  CHECK(f.call("GET", "/api/v1/journal?subject=dave&actor=alice", "audrey").status == 200);
   CHECK(f.call("GET", f.base + "?verbose=1", "alice").status == 400);
   CHECK(f.call("DELETE", f.base, "alice", R"({"reason":"x"})").status == 400);
   CHECK(f.call("GET", "/api/v1/sessions?state=active&page=2", "alice").status == 400);
