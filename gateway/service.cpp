@@ -36,6 +36,14 @@ constexpr std::size_t kMaxEndedSessions = 1000;
 
 bool is_journal_rejection(const journal::append_result& r) { return r.ec == journal::errc::invalid_entry; }
 
+// The grant `gid` of an active session while it is not revoked, else nullptr.
+grant* live_grant(session& s, const std::string& gid) {
+  if (s.state != session_state::active) return nullptr;
+  for (auto& g : s.grants)
+    if (g.id == gid && !g.revoked) return &g;
+  return nullptr;
+}
+
 }  // namespace
 
 // --- what the service files share (detail/service_common.hpp) ---
@@ -257,16 +265,33 @@ void service::flush_unrecorded(const std::string& sid, ticket t) {
 }
 
 void service::deny(journal::entry e, std::string_view code, std::string_view reason, http_response answer,
-                   const api::reply& done, std::optional<ticket> t) {
+                   const api::reply& done, std::optional<ticket> t, const detail_fields& extra) {
   e.result = journal::outcome::denied;
-  e.detail = json::serialize(json::object{{"code", code}, {"reason", reason}});
+  json::object d;
+  for (auto& [k, v] : extra) d[k] = v;
+  d["code"] = code;
+  d["reason"] = reason;
+  e.detail = json::serialize(d);
   auto reply = [done, answer = std::move(answer)](const journal::append_result&) { done(answer); };
   if (t) record(std::move(e), std::move(*t), reply);
   else journal_.append(std::move(e), reply);
 }
 
-void service::deny(journal::entry e, const refusal& r, const api::reply& done, std::optional<ticket> t) {
-  deny(std::move(e), r.code, r.message, from_refusal(r), done, std::move(t));
+void service::deny(journal::entry e, const refusal& r, const api::reply& done, std::optional<ticket> t,
+                   const detail_fields& extra) {
+  deny(std::move(e), r.code, r.message, from_refusal(r), done, std::move(t), extra);
+}
+
+void service::remove_by_gateway(const std::string& sid, std::function<std::optional<journal::entry>(session&)> act) {
+  auto ignore = [](http_response) {};
+  in_session(sid, ignore, [this, sid, act](ticket t) {
+    std::optional<journal::entry> e;
+    {
+      std::lock_guard lock(mu_);
+      if (auto* s = registry_.find(sid); s && s->state != session_state::ended) e = act(*s);
+    }
+    if (e) record_done(sid, std::move(*e), std::move(t));
+  }, true);
 }
 
 journal::entry service::revoke_now(session& s, grant& g, const std::string& actor, const std::string& reason) {
@@ -470,35 +495,20 @@ void service::housekeeping_accounts() {
           if (!g.revoked && gone_users.count(g.user)) revokes.emplace_back(s->id, g.id);
     }
   }
-  auto ignore = [](http_response) {};
   for (auto& [sid, reason] : ends) {
-    in_session(sid, ignore, [this, sid, reason, gone_machines, gone_users](ticket t) {
-      journal::entry e;
-      {
-        std::lock_guard lock(mu_);
-        auto* s = registry_.find(sid);
-        if (!s || s->state == session_state::ended) return;
-        bool still = reason == "machine revoked" ? gone_machines.count(s->machine) > 0 : gone_users.count(s->owner) > 0;
-        if (!still) return;
-        e = end_now(*s, "gateway", reason,
-                    reason == "machine revoked" ? "this machine's enrollment was revoked" : "the session ended (" + reason + ")");
-      }
-      record_done(sid, std::move(e), std::move(t));
-    }, true);
+    remove_by_gateway(sid, [this, reason, gone_machines, gone_users](session& s) -> std::optional<journal::entry> {
+      bool machine = reason == "machine revoked";
+      if (!(machine ? gone_machines.count(s.machine) : gone_users.count(s.owner))) return std::nullopt;
+      return end_now(s, "gateway", reason,
+                     machine ? "this machine's enrollment was revoked" : "the session ended (" + reason + ")");
+    });
   }
   for (auto& [sid, gid] : revokes) {
-    in_session(sid, ignore, [this, sid, gid](ticket t) {
-      journal::entry e;
-      {
-        std::lock_guard lock(mu_);
-        auto* s = registry_.find(sid);
-        if (!s || s->state != session_state::active) return;
-        auto it = std::find_if(s->grants.begin(), s->grants.end(), [&](const grant& g) { return g.id == gid; });
-        if (it == s->grants.end() || it->revoked) return;
-        e = revoke_now(*s, *it, "gateway", "account disabled");
-      }
-      record_done(sid, std::move(e), std::move(t));
-    }, true);
+    remove_by_gateway(sid, [this, gid](session& s) -> std::optional<journal::entry> {
+      auto* g = live_grant(s, gid);
+      if (!g) return std::nullopt;
+      return revoke_now(s, *g, "gateway", "account disabled");
+    });
   }
 }
 
@@ -524,33 +534,19 @@ void service::housekeeping_time(micros now) {
   for (auto& sid : backlog)
     in_session(sid, ignore, [this, sid](ticket t) { flush_unrecorded(sid, std::move(t)); }, true);
   for (auto& sid : lost) {
-    in_session(sid, ignore, [this, sid](ticket t) {
-      journal::entry e;
-      {
-        std::lock_guard lock(mu_);
-        auto* s = registry_.find(sid);
-        if (!s || s->state == session_state::ended || s->tunnel_up ||
-            clock_.now() - s->tunnel_lost_at < kReconnectGrace)
-          return;
-        e = end_now(*s, "gateway", "tunnel lost", "");
-      }
-      record_done(sid, std::move(e), std::move(t));
-    }, true);
+    remove_by_gateway(sid, [this](session& s) -> std::optional<journal::entry> {
+      if (s.tunnel_up || clock_.now() - s.tunnel_lost_at < kReconnectGrace) return std::nullopt;
+      return end_now(s, "gateway", "tunnel lost", "");
+    });
   }
   for (auto& [sid, gid] : lapsed) {
-    in_session(sid, ignore, [this, sid, gid](ticket t) {
-      journal::entry e;
-      {
-        std::lock_guard lock(mu_);
-        auto* s = registry_.find(sid);
-        if (!s || s->state != session_state::active) return;
-        auto it = std::find_if(s->grants.begin(), s->grants.end(), [&](const grant& g) { return g.id == gid; });
-        if (it == s->grants.end() || it->revoked || it->expires_at == 0 || it->expires_at > clock_.now()) return;
-        e = revoke_now(*s, *it, "gateway", "the grant expired");
-        e.detail = json::serialize(json::object{{"grant", gid}, {"user", it->user}, {"reason", "expired"}});
-      }
-      record_done(sid, std::move(e), std::move(t));
-    }, true);
+    remove_by_gateway(sid, [this, gid](session& s) -> std::optional<journal::entry> {
+      auto* g = live_grant(s, gid);
+      if (!g || g->expires_at == 0 || g->expires_at > clock_.now()) return std::nullopt;
+      auto e = revoke_now(s, *g, "gateway", "the grant expired");
+      e.detail = json::serialize(json::object{{"grant", gid}, {"user", g->user}, {"reason", "expired"}});
+      return e;
+    });
   }
   for (auto& sm : summaries) {
     journal::entry e;

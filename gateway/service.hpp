@@ -191,10 +191,17 @@ class service {
   // True when the session has records the journal could not take yet (then nothing that
   // grants access may proceed: its entry would overtake them). Called with mu_ held.
   [[nodiscard]] bool has_unrecorded(const std::string& sid) const;
-  // Appends `e` as a refusal (outcome denied, detail {code, reason}) and answers `answer`.
+  // Appends `e` as a refusal (outcome denied, detail `extra` plus {code, reason}) — for the
+  // step holding `t` when there is one — and then answers `answer`.
+  using detail_fields = std::vector<std::pair<std::string, std::string>>;
   void deny(journal::entry e, std::string_view code, std::string_view reason, http_response answer,
-            const api::reply& done, std::optional<ticket> t = std::nullopt);
-  void deny(journal::entry e, const refusal& r, const api::reply& done, std::optional<ticket> t = std::nullopt);
+            const api::reply& done, std::optional<ticket> t = std::nullopt, const detail_fields& extra = {});
+  void deny(journal::entry e, const refusal& r, const api::reply& done, std::optional<ticket> t = std::nullopt,
+            const detail_fields& extra = {});
+  // A removal the gateway makes on its own (housekeeping): a step of session `sid` in which
+  // `act`, called with mu_ held, checks its reason again and applies it, returning the record
+  // (or nullopt when there is nothing to do any more).
+  void remove_by_gateway(const std::string& sid, std::function<std::optional<journal::entry>(session&)> act);
   // With mu_ held: removes `g`'s access now (closing its channels, telling the agent) and
   // returns the record of it, for record_done.
   journal::entry revoke_now(session& s, grant& g, const std::string& actor, const std::string& reason);

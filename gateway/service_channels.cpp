@@ -35,6 +35,7 @@ void service::open_channel(const principal& p, const std::string& id, const http
   in_session(id, done, [this, p, id, req, scope, type, done](ticket t) {
     auto e = base_entry("channel.open", p, req);
     std::string token;
+    std::optional<refusal> r;
     {
       std::lock_guard lock(mu_);
       auto* s = registry_.find(id);
@@ -43,18 +44,20 @@ void service::open_channel(const principal& p, const std::string& id, const http
       e.scope = scope;
       e.access_type = type;
       auto now = clock_.now();
-      std::optional<refusal> r = registry_.check_channel(*s, p.user, scope, type, now);
+      r = registry_.check_channel(*s, p.user, scope, type, now);
       if (!r) {
         for (auto it = tickets_.begin(); it != tickets_.end();)
           it = it->second.expires_at <= now ? tickets_.erase(it) : std::next(it);
         if (tickets_.size() >= kMaxTickets) r = refusal{429, "rate_limited", "too many pending channel tokens"};
       }
-      if (r) return deny(std::move(e), *r, done, std::move(t));
-      // The channel itself is journaled (channel.open) when its stream connects, before the
-      // agent is asked to open it; the ticket only lets that stream find its session.
-      token = random_token();
-      tickets_[token_hash(token)] = {id, p.user, scope, type, now + kTicketLife};
+      if (!r) {
+        // The channel itself is journaled (channel.open) when its stream connects, before the
+        // agent is asked to open it; the ticket only lets that stream find its session.
+        token = random_token();
+        tickets_[token_hash(token)] = {id, p.user, scope, type, now + kTicketLife};
+      }
     }
+    if (r) return deny(std::move(e), *r, done, std::move(t));
     done(ok_json(201, json::object{{"token", token}, {"expires_in", kTicketLife / kSecond},
                                    {"stream", "/api/v1/channels/stream"}}));
   });
@@ -80,6 +83,7 @@ void service::redeem_channel(const std::string& token, const std::string& source
   in_session(tk.session_id, reply, [this, tk, source, reply, done](ticket t) {
     journal::entry e;
     channel_grant g;
+    std::optional<refusal> refused;
     {
       std::lock_guard lock(mu_);
       auto* s = registry_.find(tk.session_id);
@@ -91,19 +95,21 @@ void service::redeem_channel(const std::string& token, const std::string& source
       e.scope = tk.scope;
       e.access_type = tk.access_type;
       // The grant may have been revoked, or the session ended, since the token was issued.
-      if (auto r = registry_.check_channel(*s, tk.user, tk.scope, tk.access_type, clock_.now()))
-        return deny(std::move(e), *r, reply, std::move(t));
+      refused = registry_.check_channel(*s, tk.user, tk.scope, tk.access_type, clock_.now());
       auto l = links_.find(s->id);
       auto link = l == links_.end() ? nullptr : l->second.lock();
-      if (!link) {
+      if (!refused && !link) {
         // Between a dropped tunnel and its reconnection (or the end of the grace period): a
         // refusal like the others, so it is journaled like them.
-        constexpr std::string_view why = "the customer's tunnel is not connected";
-        return deny(std::move(e), "tunnel_down", why, json_error(409, "conflict", why), reply, std::move(t));
+        refused = refusal{409, "tunnel_down", "the customer's tunnel is not connected"};
       }
-      if (has_unrecorded(s->id)) return done(journal_unavailable());
-      g = {s->id, tk.user, tk.scope, tk.access_type, link};
+      if (!refused && has_unrecorded(s->id)) return done(journal_unavailable());
+      if (!refused) g = {s->id, tk.user, tk.scope, tk.access_type, link};
     }
+    if (refused && refused->code == "tunnel_down")
+      return deny(std::move(e), refused->code, refused->message, json_error(409, "conflict", refused->message), reply,
+                  std::move(t));
+    if (refused) return deny(std::move(e), *refused, reply, std::move(t));
     record(std::move(e), std::move(t), [g, done](const journal::append_result& r) {
       if (r.ok()) return done(g);
       done(r.ec == journal::errc::invalid_entry ? json_error(500, "internal", "the journal entry could not be built")

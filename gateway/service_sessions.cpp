@@ -116,33 +116,27 @@ void service::attach(const principal& p, const http_request& req, const api::rep
       sid = std::get<session*>(v)->id;
     }
   }
-  if (refused) {
-    e.result = journal::outcome::denied;
-    e.detail = json::serialize(json::object{{"code", refused->code}, {"reason", refused->message}, {"by", by}});
-    auto answer = from_refusal(*refused);
-    journal_.append(std::move(e), [done, answer](const journal::append_result&) { done(answer); });
-    return;
-  }
+  if (refused) return deny(std::move(e), *refused, done, std::nullopt, {{"by", by}});
   in_session(sid, done, [this, a, e, by, done](ticket t) { attach_step(a, e, by, done, std::move(t)); });
 }
 
 void service::attach_step(const attach_request& a, journal::entry e, std::string by, const api::reply& done, ticket t) {
   std::string sid;
+  std::optional<refusal> refused;
   {
     std::lock_guard lock(mu_);
     auto v = registry_.check_attach(a, clock_.now());
     if (auto* r = std::get_if<refusal>(&v)) {
-      e.result = journal::outcome::denied;
-      e.detail = json::serialize(json::object{{"code", r->code}, {"reason", r->message}, {"by", by}});
-      auto answer = from_refusal(*r);
-      return record(std::move(e), std::move(t), [done, answer](const journal::append_result&) { done(answer); });
+      refused = *r;
+    } else {
+      auto* s = std::get<session*>(v);
+      if (has_unrecorded(s->id)) return done(journal_unavailable());
+      sid = s->id;
+      e.session_id = s->id;
+      e.machine = s->machine;
     }
-    auto* s = std::get<session*>(v);
-    if (has_unrecorded(s->id)) return done(journal_unavailable());
-    sid = s->id;
-    e.session_id = s->id;
-    e.machine = s->machine;
   }
+  if (refused) return deny(std::move(e), *refused, done, std::move(t), {{"by", by}});
   e.detail = json::serialize(json::object{{"by", by}});
   record(std::move(e), std::move(t), [this, sid, a, done](const journal::append_result& r) {
     if (!r.ok()) return done(failed_record(r));
@@ -215,7 +209,7 @@ void service::add_grant(const principal& p, const std::string& id, const http_re
   auto u = lookup_user(grantee);
   in_session(id, done, [this, p, id, req, grantee, scopes, types, lifetime, u, done](ticket t) {
     auto e = base_entry("session.grant", p, req);
-    grant g;
+    std::variant<grant, refusal> v = refusal{404, "not_found", fmt::format("no active user '{}'", grantee)};
     {
       std::lock_guard lock(mu_);
       auto* s = registry_.find(id);
@@ -223,18 +217,12 @@ void service::add_grant(const principal& p, const std::string& id, const http_re
       about(e, *s);
       if (has_unrecorded(id)) return done(journal_unavailable());
       auto now = clock_.now();
-      std::variant<grant, refusal> v = refusal{404, "not_found", fmt::format("no active user '{}'", grantee)};
       if (u && !u->disabled)
         v = registry_.check_grant(*s, p.user, grantee, parse_role(u->role).value_or(role::admin), scopes.items,
                                   types.items, lifetime ? now + *lifetime : 0, now);
-      if (auto* r = std::get_if<refusal>(&v)) {
-        e.result = journal::outcome::denied;
-        e.detail = json::serialize(json::object{{"user", grantee}, {"code", r->code}, {"reason", r->message}});
-        auto answer = from_refusal(*r);
-        return record(std::move(e), std::move(t), [done, answer](const journal::append_result&) { done(answer); });
-      }
-      g = std::get<grant>(v);
     }
+    if (auto* r = std::get_if<refusal>(&v)) return deny(std::move(e), *r, done, std::move(t), {{"user", grantee}});
+    auto g = std::get<grant>(v);
     e.detail = json::serialize(json::object{
         {"grant", g.id}, {"user", g.user}, {"scopes", names(g.scopes)}, {"access_types", names(g.access_types)},
         {"expires_at", g.expires_at ? json::value(format_rfc3339(g.expires_at)) : json::value(nullptr)}});
@@ -263,6 +251,7 @@ void service::revoke_grant(const principal& p, const std::string& id, const std:
   in_session(id, done, [this, p, id, gid, req, done](ticket t) {
     auto e = base_entry("session.revoke", p, req);
     json::object answer;
+    std::optional<refusal> refused;
     {
       // Revoking removes access: at once, even if the journal cannot write (fail closed);
       // the record follows in order.
@@ -272,16 +261,15 @@ void service::revoke_grant(const principal& p, const std::string& id, const std:
       about(e, *s);
       auto v = registry_.check_revoke(*s, p.user, gid);
       if (auto* r = std::get_if<refusal>(&v)) {
-        e.result = journal::outcome::denied;
-        e.detail = json::serialize(json::object{{"grant", gid}, {"code", r->code}, {"reason", r->message}});
-        auto refused = from_refusal(*r);
-        return record(std::move(e), std::move(t), [done, refused](const journal::append_result&) { done(refused); });
+        refused = *r;
+      } else {
+        auto rec = revoke_now(*s, *std::get<grant*>(v), p.user, "owner");
+        rec.source = e.source;
+        e = std::move(rec);
+        answer = session_json(*s);
       }
-      auto rec = revoke_now(*s, *std::get<grant*>(v), p.user, "owner");
-      rec.source = e.source;
-      e = std::move(rec);
-      answer = session_json(*s);
     }
+    if (refused) return deny(std::move(e), *refused, done, std::move(t), {{"grant", gid}});
     record_done(id, std::move(e), std::move(t), [done, answer] { done(ok_json(200, answer)); });
   });
 }
@@ -293,22 +281,17 @@ void service::transfer(const principal& p, const std::string& id, const http_req
   auto u = lookup_user(to);
   in_session(id, done, [this, p, id, req, to, u, done](ticket t) {
     auto e = base_entry("session.transfer", p, req);
+    std::optional<refusal> refused;
     {
       std::lock_guard lock(mu_);
       auto* s = registry_.find(id);
       if (!s) return done(json_error(404, "not_found", "no such session"));
       about(e, *s);
       if (has_unrecorded(id)) return done(journal_unavailable());
-      std::optional<refusal> r;
-      if (!u || u->disabled) r = refusal{404, "not_found", fmt::format("no active user '{}'", to)};
-      else r = registry_.check_transfer(*s, p.user, to, parse_role(u->role).value_or(role::admin));
-      if (r) {
-        e.result = journal::outcome::denied;
-        e.detail = json::serialize(json::object{{"to", to}, {"code", r->code}, {"reason", r->message}});
-        auto answer = from_refusal(*r);
-        return record(std::move(e), std::move(t), [done, answer](const journal::append_result&) { done(answer); });
-      }
+      if (!u || u->disabled) refused = refusal{404, "not_found", fmt::format("no active user '{}'", to)};
+      else refused = registry_.check_transfer(*s, p.user, to, parse_role(u->role).value_or(role::admin));
     }
+    if (refused) return deny(std::move(e), *refused, done, std::move(t), {{"to", to}});
     e.detail = json::serialize(json::object{{"from", p.user}, {"to", to}});
     record(std::move(e), std::move(t), [this, id, to, from = p.user, done](const journal::append_result& r) {
       if (!r.ok()) return done(failed_record(r));
@@ -331,23 +314,22 @@ void service::end_session(const principal& p, const std::string& id, const http_
   in_session(id, done, [this, p, id, req, done](ticket t) {
     auto e = base_entry("session.end", p, req);
     json::object answer;
+    std::optional<refusal> refused;
     {
       // Ending removes access: at once, recorded in order.
       std::lock_guard lock(mu_);
       auto* s = registry_.find(id);
       if (!s) return done(json_error(404, "not_found", "no such session"));
       about(e, *s);
-      if (auto r = registry_.check_owner(*s, p.user)) {
-        e.result = journal::outcome::denied;
-        e.detail = json::serialize(json::object{{"code", r->code}, {"reason", r->message}});
-        auto refused = from_refusal(*r);
-        return record(std::move(e), std::move(t), [done, refused](const journal::append_result&) { done(refused); });
+      refused = registry_.check_owner(*s, p.user);
+      if (!refused) {
+        auto rec = end_now(*s, p.user, "owner", fmt::format("ended by its owner, {}", p.user));
+        rec.source = e.source;
+        e = std::move(rec);
+        answer = session_json(*s);
       }
-      auto rec = end_now(*s, p.user, "owner", fmt::format("ended by its owner, {}", p.user));
-      rec.source = e.source;
-      e = std::move(rec);
-      answer = session_json(*s);
     }
+    if (refused) return deny(std::move(e), *refused, done, std::move(t));
     record_done(id, std::move(e), std::move(t), [done, answer] { done(ok_json(200, answer)); });
   });
 }
