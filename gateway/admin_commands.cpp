@@ -53,8 +53,8 @@ std::string read_password(std::istream& in) {
   std::string pw;
   std::getline(in, pw);
   while (!pw.empty() && (pw.back() == '\r' || pw.back() == '\n')) pw.pop_back();
-  if (pw.size() < 12) bad_input("the password must be at least 12 characters");
-  if (pw.size() > 1024) bad_input("the password is longer than 1024 characters");
+  if (pw.size() < 12) refuse_value("the password must be at least 12 characters");
+  if (pw.size() > 1024) refuse_value("the password is longer than 1024 characters");
   return pw;
 }
 
@@ -66,13 +66,13 @@ void print_one_time_password(std::ostream& out, const std::string& name, const s
 // `rsgate user add|disable|passwd NAME`, after the journal is open.
 int user_change(admin_context& ctx, const attempt& a, const std::string& name,
                 const po::variables_map& vm, std::istream& in, std::ostream& out) {
-  if (!auth::is_valid_user_name(name)) bad_input(fmt::format("invalid name '{}': {}", shown(name), kNameRule));
+  if (!auth::is_valid_user_name(name)) refuse_value(fmt::format("invalid name '{}': {}", shown(name), kNameRule));
   const bool from_stdin = vm.count("password-stdin") > 0;
   const std::string& sub = a.action;
   if (sub == "add") {
     auto role = vm["role"].as<std::string>();
     if (!is_role(role))
-      bad_input(fmt::format("invalid --role '{}': representative, developer, auditor or admin", shown(role)));
+      refuse_value(fmt::format("invalid --role '{}': representative, developer, auditor or admin", shown(role)));
     std::string password = from_stdin ? read_password(in) : auth::random_secret(100);
     if (ctx.state.find_user(name)) deny(fmt::format("user '{}' exists already", name));
     ctx.record(a);
@@ -149,18 +149,18 @@ std::string profile_gateway(const admin_context& ctx, const po::variables_map& v
   if (vm.count("gateway")) {
     auto g = vm["gateway"].as<std::string>();
     if (!is_valid_agent_address(g))
-      bad_input(fmt::format("invalid --gateway '{}': expected HOST:PORT, e.g. gw1.example.com:4433", shown(g)));
+      refuse_value(fmt::format("invalid --gateway '{}': expected HOST:PORT, e.g. gw1.example.com:4433", shown(g)));
     return g;
   }
   try {
     return agent_tunnel_address(ctx.target.cfg);
   } catch (const std::invalid_argument& e) {
-    bad_input(fmt::format("{}: give --gateway HOST:PORT, the address agents connect to (or set "
+    refuse_value(fmt::format("{}: give --gateway HOST:PORT, the address agents connect to (or set "
                           "tunnel.public_address in the configuration)", e.what()));
   }
 }
 
-// The profile to enroll, from the flags; every value checked (bad_input otherwise).
+// The profile to enroll, from the flags; every value checked (refuse_value otherwise).
 agent::profile profile_from_flags(const admin_context& ctx, const po::variables_map& vm,
                                   const std::vector<std::string>& scopes) {
   agent::profile p;
@@ -168,24 +168,24 @@ agent::profile profile_from_flags(const admin_context& ctx, const po::variables_
   p.model = auth::normalize_machine(vm["model"].as<std::string>());
   p.serial = auth::normalize_machine(vm["serial"].as<std::string>());
   if (!auth::is_valid_machine(p.machine()))
-    bad_input(fmt::format("invalid machine '{}': {}", shown(p.machine()), auth::kMachineForm));
+    refuse_value(fmt::format("invalid machine '{}': {}", shown(p.machine()), auth::kMachineForm));
   for (auto& s : scopes) {
     try {
       p.scopes.push_back(agent::parse_scope_mapping(s));
     } catch (const std::invalid_argument& e) {
-      bad_input(fmt::format("invalid --scope '{}': {}", shown(s), e.what()));
+      refuse_value(fmt::format("invalid --scope '{}': {}", shown(s), e.what()));
     }
   }
   p.primary = profile_gateway(ctx, vm);
   p.backup = vm.count("backup") ? vm["backup"].as<std::string>() : "";
   if (!p.backup.empty() && !is_valid_agent_address(p.backup))
-    bad_input(fmt::format("invalid --backup '{}': expected HOST:PORT", shown(p.backup)));
+    refuse_value(fmt::format("invalid --backup '{}': expected HOST:PORT", shown(p.backup)));
   p.server_name = vm.count("server-name") ? vm["server-name"].as<std::string>() : "localhost";
   auto ca_file = vm.count("ca") ? std::filesystem::path(vm["ca"].as<std::string>()) : ctx.layout.ca_cert();
   try {
     p.ca_pem = read_file(ca_file, 1 << 20);
   } catch (const std::exception& e) {
-    bad_input(shown(e.what()));
+    refuse_value(shown(e.what()));
   }
   return p;
 }
@@ -195,10 +195,10 @@ int machine_enroll(admin_context& ctx, const po::variables_map& vm,
   auto p = profile_from_flags(ctx, vm, scopes);
   std::filesystem::path profile_out = vm["profile-out"].as<std::string>();
   if (std::filesystem::exists(profile_out))
-    bad_input(fmt::format("{} exists; refusing to overwrite a profile", shown(profile_out.string())));
+    refuse_value(fmt::format("{} exists; refusing to overwrite a profile", shown(profile_out.string())));
   auto parent = std::filesystem::absolute(profile_out).parent_path();
   if (!std::filesystem::is_directory(parent))
-    bad_input(fmt::format("{}: no such directory for --profile-out", shown(parent.string())));
+    refuse_value(fmt::format("{}: no such directory for --profile-out", shown(parent.string())));
   const auto machine = p.machine();
   const bool replace = vm.count("replace") > 0;
   const bool existed = ctx.state.find_machine(machine).has_value();
@@ -218,7 +218,7 @@ int machine_enroll(admin_context& ctx, const po::variables_map& vm,
 
 int machine_revoke(admin_context& ctx, const std::string& machine) {
   if (!auth::is_valid_machine(machine))
-    bad_input(fmt::format("invalid machine '{}': {}", shown(machine), auth::kMachineForm));
+    refuse_value(fmt::format("invalid machine '{}': {}", shown(machine), auth::kMachineForm));
   auto m = ctx.state.find_machine(machine);
   if (!m) deny(fmt::format("machine {} is not enrolled", machine));
   if (m->revoked) deny(fmt::format("machine {} is revoked already", machine));
@@ -309,10 +309,10 @@ int machine_cmd(const std::vector<std::string>& args, std::ostream& out) {
 
 int token_create(admin_context& ctx, attempt& a, const std::string& user, const std::string& expires_in,
                  std::ostream& out) {
-  if (!auth::is_valid_user_name(user)) bad_input(fmt::format("invalid --user '{}': {}", shown(user), kNameRule));
+  if (!auth::is_valid_user_name(user)) refuse_value(fmt::format("invalid --user '{}': {}", shown(user), kNameRule));
   auto life = parse_duration(expires_in);
   if (!life || *life > 366LL * 86400 * 1'000'000)
-    bad_input("invalid --expires-in: a duration up to 366d, e.g. 12h or 30d");
+    refuse_value("invalid --expires-in: a duration up to 366d, e.g. 12h or 30d");
   auto u = ctx.state.find_user(user);
   if (!u) deny(fmt::format("no user '{}'", user));
   if (u->disabled) deny(fmt::format("user '{}' is disabled", user));

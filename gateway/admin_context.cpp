@@ -78,7 +78,7 @@ admin_target resolve_target(const po::variables_map& vm) {
 }
 
 void deny(const std::string& why) { throw admin_refusal(journal::outcome::denied, cli::kFailed, why); }
-void bad_input(const std::string& why) { throw admin_refusal(journal::outcome::error, cli::kUsage, why); }
+void refuse_value(const std::string& why) { throw admin_refusal(journal::outcome::error, cli::kUsage, why); }
 
 admin_context::admin_context(const admin_target& t)
     : layout{t.data},

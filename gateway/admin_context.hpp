@@ -50,7 +50,7 @@ struct admin_refusal : std::runtime_error {
   int exit_code;
 };
 [[noreturn]] void deny(const std::string& why);     // denied, exit 1: the state forbids it
-[[noreturn]] void bad_input(const std::string& why);  // error, exit 2: a value is not acceptable
+[[noreturn]] void refuse_value(const std::string& why);  // error, exit 2: a value is not acceptable
 
 // The journal cannot record an action: exit 1, nothing changed, nothing more to journal.
 struct journal_unavailable : std::runtime_error {
