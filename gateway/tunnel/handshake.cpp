@@ -1,5 +1,7 @@
 // See handshake.hpp. Unknown and revoked machines are refused exactly like a wrong secret
-// (same reason text, same failure count), so the answer does not reveal which machines exist.
+// (same reason text, same failure count), so the answer does not reveal which machines exist;
+// likewise the challenge's mechanism depends on the HELLO alone, so it does not reveal which
+// machines may use MD5.
 #include "gateway/tunnel/handshake.hpp"
 
 #include <algorithm>
@@ -64,19 +66,16 @@ gateway_handshake::step gateway_handshake::on_hello(const hello& h, micros now) 
   machine_ = h.machine;
   if (!limiter_.allowed(machine_, now)) return fail("machine is locked out", now, false);
   record_ = lookup_(machine_);
-  // Pick the first mechanism the agent prefers that this machine may use. An unknown or
-  // revoked machine still gets a challenge (with a made-up salt), so it cannot be told apart
-  // from a known one before the response is checked.
-  bool known = record_ && !record_->revoked;
-  mechanism_.clear();
-  for (auto& m : h.mechanisms) {
-    if (m == kMechanismScram || (m == kMechanismMd5 && known && record_->md5_enabled)) {
-      mechanism_ = m;
-      break;
-    }
-  }
-  if (mechanism_.empty()) return fail("no mechanism allowed for this machine", now, true);
-  if (!known) {
+  // The mechanism depends on what the agent offers only, never on the machine: SCRAM
+  // whenever it is offered, MD5 only when it is all the agent can do. An MD5 challenge for a
+  // machine that may not use MD5 (or does not exist) is a decoy, refused after the response.
+  // Choosing by the machine's settings would tell anyone which machines have MD5 enabled.
+  known_ = record_ && !record_->revoked;
+  const bool scram = std::find(h.mechanisms.begin(), h.mechanisms.end(), kMechanismScram) != h.mechanisms.end();
+  const bool md5 = std::find(h.mechanisms.begin(), h.mechanisms.end(), kMechanismMd5) != h.mechanisms.end();
+  mechanism_ = scram ? std::string(kMechanismScram) : md5 ? std::string(kMechanismMd5) : std::string();
+  if (mechanism_.empty()) return fail("no mechanism offered that the gateway knows", now, true);
+  if (!known_) {
     machine_record decoy;
     decoy.machine = machine_;
     if (decoy_salt_) {
@@ -93,6 +92,11 @@ gateway_handshake::step gateway_handshake::on_hello(const hello& h, micros now) 
   s.send_challenge = make_challenge();
   state_ = state::challenged;
   return s;
+}
+
+gateway_handshake::step gateway_handshake::on_abandon(micros now) {
+  if (state_ != state::challenged) return {};
+  return fail("abandoned challenge", now, true);
 }
 
 gateway_handshake::step gateway_handshake::rechallenge(micros now) {
@@ -122,12 +126,17 @@ gateway_handshake::step gateway_handshake::on_response(const response& r, micros
       }
     }
   } else {
-    ok = !record_->revoked &&
+    ok = !record_->revoked && record_->md5_enabled &&
          auth::chap_md5_verify(static_cast<std::uint8_t>(pending_.id), record_->md5_secret,
                                pending_.value, r.proof);
     if (ok) s.send_success = success{};
   }
-  if (!ok) return fail(record_->revoked ? "unknown or revoked machine" : "wrong response", now, true);
+  if (!ok) {
+    const char* why = record_->revoked                                            ? "unknown or revoked machine"
+                      : mechanism_ == kMechanismMd5 && !record_->md5_enabled ? "md5 not enabled for this machine"
+                                                                                  : "wrong response";
+    return fail(why, now, true);
+  }
   limiter_.record_success(machine_);
   s.send_success->id = pending_.id;
   s.send_success->session = session_;

@@ -54,6 +54,9 @@ class gateway_handshake {
 
   [[nodiscard]] step on_hello(const hello& h, micros now);
   [[nodiscard]] step on_response(const response& r, micros now);
+  // The connection ended (closed, timed out, protocol error) without the answer to a
+  // CHALLENGE: a failure for the lock-out, like a wrong answer. Outside `challenged`, nothing.
+  [[nodiscard]] step on_abandon(micros now);
   // A re-challenge on an authenticated tunnel (rekey, docs/protocol.md §6).
   [[nodiscard]] step rechallenge(micros now);
 
@@ -61,6 +64,9 @@ class gateway_handshake {
   [[nodiscard]] const std::string& machine() const { return machine_; }
   [[nodiscard]] const std::string& mechanism() const { return mechanism_; }
   [[nodiscard]] const hello& hello_message() const { return hello_; }
+  // After HELLO: the machine is enrolled and not revoked (for the driver's journal policy
+  // only; the answer to the agent never depends on it).
+  [[nodiscard]] bool known() const { return known_; }
   // The session id SUCCESS names; set by the driver before the response is processed.
   void set_session(std::string id) { session_ = std::move(id); }
 
@@ -78,6 +84,7 @@ class gateway_handshake {
   std::string machine_;
   std::optional<machine_record> record_;
   std::string mechanism_;
+  bool known_ = false;
   challenge pending_;
   int next_id_ = 0;
   std::string session_;
