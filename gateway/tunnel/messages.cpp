@@ -10,6 +10,7 @@
 #include <set>
 
 #include "auth/formats.hpp"
+#include "auth/session_key.hpp"
 
 namespace json = boost::json;
 
@@ -139,7 +140,7 @@ bool is_scope_name(std::string_view s) {
 
 bool is_notice_event(std::string_view s) {
   for (auto t : {"attach", "attach_refused", "grant", "revoke", "transfer", "channel_open",
-                 "channel_close", "session_end", "key_used"})
+                 "channel_close", "session_end", "key_used", "tunnel_refused"})
     if (s == t) return true;
   return false;
 }
@@ -294,6 +295,11 @@ std::optional<key_offer> parse_key_offer(std::span<const std::uint8_t> p, std::s
   return run<key_offer>(p, why, [](fields& f) {
     key_offer m;
     m.key = f.str("key", 13, 20);
+    // A session key in its display form with the right check symbol (auth/session_key.hpp),
+    // exactly as the agent shows it: anything else is a protocol error, not a key to store.
+    auto canonical = auth::normalize_session_key(m.key);
+    if (!canonical || auth::display_session_key(*canonical) != m.key)
+      throw parse_fail{"key is not a session key in display form (XXXX-XXXX-XXXX-C with its check symbol)"};
     m.expires_in = f.integer("expires_in", 60, 86400, false, 3600);
     return m;
   });

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include "auth/scram.hpp"
+#include "auth/session_key.hpp"
 
 using namespace rsgate;
 using namespace rsgate::tunnel;
@@ -54,7 +55,7 @@ TEST_CASE("round trips") {
   CHECK(parse_success(to_payload(s), why)->session == "S-01");
   failure f{7, "wrong secret", 1800};
   CHECK(parse_failure(to_payload(f), why)->retry_after_seconds == 1800);
-  key_offer k{"7KQ4-M2XP-9RTA-W", 3600};
+  key_offer k{auth::generate_session_key(), 3600};
   CHECK(parse_key_offer(to_payload(k), why)->key == k.key);
   CHECK(parse_key_ack(to_payload(key_ack{"2026-11-28T00:00:00.000000Z"}), why).has_value());
   notice n;
@@ -140,6 +141,40 @@ TEST_CASE("parsers refuse what is not exactly a message") {
   CHECK_FALSE(parse_notice(b(R"({"event":"explode","ts":"2026-11-28T00:00:00.000000Z"})"), why));
   CHECK_FALSE(parse_key_offer(b(R"({"key":"7KQ4","expires_in":3600})"), why));
   CHECK_FALSE(parse_key_offer(b(R"({"key":"7KQ4-M2XP-9RTA-W","expires_in":10})"), why));
+}
+
+// KEY_OFFER carries a session key exactly as the agent shows it: a wrong check symbol, a
+// symbol outside the alphabet, another length or another spelling is a protocol error
+// (docs/protocol.md §4.6), never a key the gateway stores.
+TEST_CASE("KEY_OFFER: only a well-formed session key in display form") {
+  std::string why;
+  for (int i = 0; i < 50; ++i) {
+    auto key = auth::generate_session_key();
+    INFO(key);
+    auto offer = [&](const std::string& k) {
+      return parse_key_offer(to_payload(key_offer{k, 3600}), why).has_value();
+    };
+    CHECK(offer(key));
+    // Every other check symbol is refused (the check is whatever auth/session_key.cpp says).
+    for (char c : std::string_view("0123456789ABCDEFGHJKMNPQRSTVWXYZ*~$=U")) {
+      auto other = key;
+      other.back() = c;
+      if (c != key.back()) CHECK_FALSE(offer(other));
+    }
+    auto lower = key;
+    for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (lower != key) CHECK_FALSE(offer(lower));         // another spelling of the same key
+    auto flat = key;
+    std::erase(flat, '-');
+    CHECK_FALSE(offer(flat));                            // without its hyphens
+    CHECK_FALSE(offer(key.substr(0, 14)));               // too short
+    CHECK_FALSE(offer(key + "A"));                       // too long
+    auto bad_symbol = key;
+    bad_symbol[0] = 'U';                                 // not a data symbol
+    CHECK_FALSE(offer(bad_symbol));
+  }
+  CHECK_FALSE(parse_key_offer(b(R"({"key":"0000-0000-0000-1","expires_in":3600})"), why));
+  CHECK_THAT(why, Catch::Contains("session key"));
   CHECK_FALSE(parse_error(b(std::string("{\"code\":\"x\",\"message\":\"") + std::string(300, 'a') + "\"}"), why));
   CHECK_FALSE(parse_hello(bytes(kMaxControlPayload + 1, ' '), why));
   CHECK_FALSE(parse_hello(bytes{}, why));
