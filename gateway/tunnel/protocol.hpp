@@ -46,6 +46,39 @@ inline constexpr int kRekeySeconds = 900;             // TLS KeyUpdate + CHAP re
 inline constexpr int kMaxTunnelSeconds = 24 * 3600;   // then re-authenticate from scratch
 inline constexpr int kReconnectGraceSeconds = 120;    // session survives a drop this long
 
+// One live tunnel per machine (docs/protocol.md §9.1). When a second tunnel of a machine
+// passes CHAP while the first is up, the gateway PINGs the first and waits this long for any
+// frame from it: an answer refuses the newcomer, silence replaces the first.
+inline constexpr int kLivenessProbeSeconds = 5;
+// NOTICE `tunnel_refused` to the live tunnel: at most this many per machine and window.
+inline constexpr int kRefusedNoticesPerWindow = 3;
+inline constexpr int kRefusedNoticeWindowSeconds = 60;
+
+// Admission before authentication (docs/protocol.md §1.1, docs/security.md §5). A "source"
+// is the peer's IPv4 address, or the /64 prefix of its IPv6 address.
+inline constexpr std::size_t kMaxTunnels = 1024;             // authenticated tunnels at once
+inline constexpr std::size_t kMaxPreAuthTunnels = 128;       // in TLS, HELLO or CHAP at once
+inline constexpr std::size_t kMaxPreAuthPerSource = 8;       // of those, from one source
+inline constexpr int kSourceWindowSeconds = 60;              // the window of the two below
+inline constexpr int kMaxHellosPerSource = 60;               // HELLOs per source and window
+// Unauthenticated connections whose entries the journal records one by one, per source and
+// window; the others of that window are counted into one summary entry when it ends.
+inline constexpr int kJournalBurstPerSource = 5;
+inline constexpr std::size_t kMaxTrackedSources = 4096;      // beyond, new sources share one
+inline constexpr std::size_t kMaxSummaryReasons = 8;         // distinct reasons in a summary
+inline constexpr std::size_t kMaxSummaryMachines = 4;        // claimed names in a summary
+
+// The gateway's send queue toward one agent: frames on channel 0 (answers, notices, key
+// acknowledgements, errors) are bounded apart from channel traffic, and PONGs coalesce (at
+// most one is pending). An agent that keeps sending PINGs while the answer to earlier ones
+// cannot be written (it does not read) is closed after this many such reads; so is one that
+// sends more PINGs than kMaxPingsPerWindow within kPingWindowSeconds (ERROR `ping_flood`):
+// a keepalive is one PING per kKeepaliveSeconds.
+inline constexpr std::size_t kMaxQueuedControlBytes = 64 * 1024;
+inline constexpr int kMaxStalledPingReads = 16;
+inline constexpr int kMaxPingsPerWindow = 60;
+inline constexpr int kPingWindowSeconds = 60;
+
 enum class frame_type : std::uint8_t {
   // control, channel 0, JSON payload
   hello = 0x01,            // agent -> gateway: version, machine, mechanisms, scopes
