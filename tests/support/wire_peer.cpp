@@ -75,6 +75,17 @@ std::unique_ptr<wire_peer> wire_peer::connect(const std::string& host_port, cons
   if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0 || !res)
     throw std::runtime_error("wire_peer: bad address " + host_port);
   int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0 && !o.bind_address.empty()) {
+    addrinfo* local = nullptr;
+    if (::getaddrinfo(o.bind_address.c_str(), "0", &hints, &local) != 0 || !local ||
+        ::bind(fd, local->ai_addr, local->ai_addrlen) != 0) {
+      if (local) ::freeaddrinfo(local);
+      ::freeaddrinfo(res);
+      ::close(fd);
+      throw std::runtime_error("wire_peer: cannot bind to " + o.bind_address);
+    }
+    ::freeaddrinfo(local);
+  }
   int rc = fd < 0 ? -1 : ::connect(fd, res->ai_addr, res->ai_addrlen);
   ::freeaddrinfo(res);
   if (rc != 0) {
@@ -197,6 +208,17 @@ std::string wire_peer::alpn() const {
   unsigned n = 0;
   SSL_get0_alpn_selected(ssl_, &p, &n);
   return std::string(reinterpret_cast<const char*>(p), n);
+}
+
+std::string wire_peer::local_address() const {
+  sockaddr_storage a{};
+  socklen_t len = sizeof a;
+  if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) return {};
+  char host[NI_MAXHOST], port[NI_MAXSERV];
+  if (::getnameinfo(reinterpret_cast<sockaddr*>(&a), len, host, sizeof host, port, sizeof port,
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+    return {};
+  return std::string(host) + ":" + port;
 }
 
 void wire_peer::drop() {
