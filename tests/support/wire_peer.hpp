@@ -25,7 +25,7 @@ class wire_peer {
     std::string ca_file;            // "" skips certificate verification
     std::string server_name;        // SNI and the name checked when ca_file is set
     std::chrono::milliseconds timeout{10'000};
-    std::string bind_address;       // local address to connect from ("" lets the kernel pick),
+    std::string bind_address = "";  // local address to connect from ("" lets the kernel pick),
                                     // e.g. 127.0.0.2: another source on loopback
   };
   // Connects to "host:port" (IPv4 or [IPv6]) and completes the TLS 1.3 handshake. Throws
