@@ -1086,10 +1086,10 @@ void tunnel_connection::release() noexcept {
   try {
     if (!finished_) {
       teardown();
-      if (!machine_.empty()) {
+      if (!machine_.empty() && !quiet()) {
         auto reason = close_set_ ? close_reason_ : std::string("the tunnel ended without closing normally");
-        svc_.journal().append(entry(std::string("tunnel.close"), journal::outcome::error, json::serialize(json::object{{"reason", reason}})),
-                              [](const journal::append_result&) {});
+        auto e = entry("tunnel.close", journal::outcome::error, json::serialize(json::object{{"reason", reason}}));
+        svc_.journal().append(std::move(e), [](const journal::append_result&) {});
       }
       finished_ = true;
     }
@@ -1231,7 +1231,11 @@ asio::awaitable<void> accept_tunnels(tunnel_server::impl* st) {
 tunnel_server::tunnel_server(asio::io_context& ioc, tunnel_config cfg, service& svc, metrics& m)
     : impl_(std::make_unique<impl>(ioc, std::move(cfg), svc, m)) {}
 
-tunnel_server::~tunnel_server() = default;
+// Connections that ended after stop() may have left summaries: recorded now, while the journal
+// is still open.
+tunnel_server::~tunnel_server() {
+  journal_summaries(*impl_->ctx, impl_->ctx->adm.take_due(system_clock::instance().now(), true));
+}
 
 std::string tunnel_server::start() {
   auto& st = *impl_;

@@ -18,7 +18,8 @@ struct tunnel_config {
   std::string key_file;
   int handshake_timeout_ms = 20'000;   // TLS + HELLO + CHAP
   int dead_peer_ms = 90'000;           // no frame at all for this long: the tunnel is dead
-  std::size_t max_tunnels = 1024;
+  std::size_t max_tunnels = 1024;      // authenticated at once (tunnel::kMaxTunnels); the limits
+                                       // before authentication are tunnel::admission's
   bool strands = true;  // false with one I/O thread: no strand per connection
 };
 
