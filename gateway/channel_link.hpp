@@ -22,9 +22,13 @@
 
 namespace rsgate::gateway {
 
+class tunnel_link;
+
 struct channel_link {
   std::mutex mu;
-  std::uint32_t id = 0;
+  std::uint32_t id = 0;          // the channel's number in its tunnel
+  std::uint64_t serial = 0;      // unique in the gateway; set by the service once it is open
+  std::weak_ptr<tunnel_link> tunnel;  // the tunnel it runs in (set by that tunnel)
   std::string session_id, user, scope, access_type;
   micros opened_at = 0;
   // agent -> representative

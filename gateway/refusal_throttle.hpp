@@ -1,9 +1,12 @@
 // Bounds the journal growth that refusals of unauthenticated requests can cause (docs/
 // security.md §5): anyone can send a wrong password or a made-up bearer token, and each
-// refusal is journaled — but only the first `individual` per source address and window get
-// an entry of their own; the rest are counted, and one summary entry per source and window
-// records how many there were. So every refusal is in the journal, individually or counted,
-// and a flood from one address costs at most individual + 1 entries per window.
+// refusal is journaled — but only the first `individual` per source and window get an entry
+// of their own, and no more than `global_individual` in all; the rest are counted, and one
+// summary entry per source and window records how many there were. So every refusal is in
+// the journal, individually or counted; a flood from one source costs at most individual + 1
+// entries per window, and from any number of sources at most global_individual plus one
+// summary per source (sources beyond max_sources share one). A source is an IPv4 address or
+// an IPv6 /64 (source_group), since one host commonly holds a whole /64.
 //
 // Pure (the caller passes the time); not thread-safe: the service guards it with its mutex.
 #pragma once
@@ -17,10 +20,16 @@
 namespace rsgate::gateway {
 
 struct refusal_policy {
-  std::uint32_t individual = 10;     // entries of their own per source and window
-  micros window = 60'000'000;        // 1 minute
-  std::size_t max_sources = 10'000;  // beyond: the others share one bucket, "*"
+  std::uint32_t individual = 10;          // entries of their own per source and window
+  micros window = 60'000'000;             // 1 minute
+  std::size_t max_sources = 10'000;       // beyond: the others share one bucket, "*"
+  std::uint32_t global_individual = 300;  // entries of their own per window, all sources
 };
+
+// The source a refusal is counted against: an IPv4 address as it is, an IPv6 address as its
+// /64 ("2001:db8:1:2::/64"), an IPv4-mapped IPv6 address as the IPv4 address. Anything that
+// is not an address comes back unchanged.
+[[nodiscard]] std::string source_group(const std::string& address);
 
 class refusal_throttle {
  public:
@@ -46,6 +55,8 @@ class refusal_throttle {
   };
   policy p_;
   std::map<std::string, bucket> buckets_;
+  micros global_start_ = 0;
+  std::uint32_t global_admitted_ = 0;
 };
 
 }  // namespace rsgate::gateway

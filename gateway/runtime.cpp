@@ -24,6 +24,7 @@
 
 #include "core/log.hpp"
 #include "gateway/tunnel/protocol.hpp"
+#include "gateway/http/request_input.hpp"
 #include "gateway/net/async_bridge.hpp"
 #include "gateway/net/socket_state.hpp"
 #include "gateway/net/tls_stream.hpp"
@@ -58,12 +59,19 @@ struct server_state {
 using ws_stream = websocket::stream<net::tls_stream&>;
 constexpr std::string_view kStreamPath = "/api/v1/channels/stream";
 
-std::optional<std::string> token_param(std::string_view target) {
-  auto q = target.find("?token=");
-  if (q == std::string_view::npos) return std::nullopt;
-  auto t = target.substr(q + 7);
-  if (t.empty() || t.size() > 128 || t.find('&') != std::string_view::npos) return std::nullopt;
-  return std::string(t);
+bool is_stream_path(std::string_view target) { return target.substr(0, target.find('?')) == kStreamPath; }
+
+// The stream's one-time token, read as strictly as every other query (request_input.hpp):
+// `token` and nothing else, once. The error is the answer to send instead.
+std::variant<std::string, http_response> token_param(std::string_view target) {
+  try {
+    query_params q(target, {"token"});
+    auto t = q.get("token");
+    if (!t || t->empty() || t->size() > 128) return json_error(401, "unauthorized", "?token= is missing");
+    return *t;
+  } catch (const bad_input& e) {
+    return json_error(400, "bad_request", e.what());
+  }
 }
 
 // The representative's side of one channel: a WebSocket whose binary messages are the bytes
@@ -192,7 +200,22 @@ asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::str
     timers->data.expires_at(deadline);
     co_await timers->data.async_wait(use_tuple);
   }
-  st->svc->channel_opened(c);
+  if (!st->svc->channel_opened(c)) {
+    // The access went while the agent was connecting: nothing the agent sent is relayed.
+    std::string reason;
+    {
+      std::lock_guard lock(c->mu);
+      reason = c->reason;
+      c->inbox.clear();
+      c->inbox_bytes = 0;
+      c->wake_stream = nullptr;
+    }
+    websocket::close_reason cr(websocket::close_code::policy_error);
+    cr.reason = reason.substr(0, 120);
+    co_await ws.async_close(cr, use_tuple);
+    st->svc->channel_closed(c, remote);
+    co_return;
+  }
   auto reader_done = std::make_shared<bool>(false);
   asio::co_spawn(ex, channel_reader(&ws, c, g.link, timers, reader_done), asio::detached);
   bool eof_sent = false;
@@ -369,13 +392,13 @@ asio::awaitable<void> run_connection(tcp::socket sock, std::string remote, serve
     // verification may take seconds): the answer gets a fresh one when it is written.
     stream.expires_never();
     auto& msg = parser.get();
-    if (st->svc && websocket::is_upgrade(msg) &&
-        std::string_view(msg.target()).substr(0, kStreamPath.size()) == kStreamPath) {
+    if (st->svc && websocket::is_upgrade(msg) && is_stream_path(msg.target())) {
       // A channel stream: the one-time token from POST /sessions/{id}/channels says which.
       auto token = token_param(msg.target());
       // (No co_await inside ?: — GCC 12 miscompiles it.)
       std::variant<channel_grant, http_response> r = json_error(401, "unauthorized", "?token= is missing");
-      if (token) r = co_await async_redeem(*st->svc, *token, remote, asio::use_awaitable);
+      if (auto* err = std::get_if<http_response>(&token)) r = *err;
+      else r = co_await async_redeem(*st->svc, std::get<std::string>(token), remote, asio::use_awaitable);
       if (auto* err = std::get_if<http_response>(&r)) {
         st->m.count_status(err->status);
         auto wire = to_wire(std::move(*err), msg.version(), false, false);
@@ -600,6 +623,19 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
   // From now on policy steps continue inline: the pool is about to go.
   if (opts.sessions) opts.sessions->set_executor({});
   workers.join();
+  // Coroutines may still wait for the journal or a policy step, whose completions post to this
+  // io_context: let them arrive and run before it goes (bounded), or they would post into a
+  // destroyed io_context.
+  if (opts.sessions) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::chrono::steady_clock::now() < until &&
+           !(opts.sessions->idle() && opts.sessions->journal().idle())) {
+      ioc.restart();
+      ioc.run_for(std::chrono::milliseconds(20));
+    }
+    ioc.restart();
+    ioc.poll();
+  }
   return stop_signal;
 }
 

@@ -7,6 +7,9 @@
 #include <fmt/format.h>
 #include <sodium.h>
 
+#include <chrono>
+#include <thread>
+
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -33,6 +36,9 @@ constexpr micros kReconnectGrace = tunnel::kReconnectGraceSeconds * kSecond;
 // the journal (PMR lookup, GET /journal) keeps their story.
 constexpr micros kEndedRetention = 3600 * kSecond;
 constexpr std::size_t kMaxEndedSessions = 1000;
+// Records one session may keep while the journal cannot write: removals and channel ends are
+// bounded by what was granted before, refusals by this.
+constexpr std::size_t kMaxKeptRecords = 4096;
 
 bool is_journal_rejection(const journal::append_result& r) { return r.ec == journal::errc::invalid_entry; }
 
@@ -133,12 +139,27 @@ service::service(journal::writer& journal, const data_layout& layout, const cloc
       clock_(clk),
       hmac_(journal::hmac_key::load(layout.hmac_key())),
       state_(layout.state_db()),
+      tunnel_state_(layout.state_db()),
       login_user_limiter_({5, 15 * 60 * kSecond, 15 * 60 * kSecond, 100'000}),
       login_source_limiter_({20, 15 * 60 * kSecond, 15 * 60 * kSecond, 100'000}) {}
 
 service::~service() = default;
 
-void service::set_executor(policy_queue::executor ex) { policy_.set_executor(std::move(ex)); }
+void service::set_executor(policy_queue::executor ex) {
+  {
+    std::lock_guard lock(executor_mu_);
+    executor_ = ex;
+  }
+  policy_.set_executor(std::move(ex));
+}
+
+void service::post(std::function<void()> f) {
+  {
+    std::lock_guard lock(executor_mu_);
+    if (executor_) return executor_(std::move(f));  // posting does not block
+  }
+  f();
+}
 
 std::string service::new_session_id() {
   // Date for people, 40 random bits so ids never repeat across restarts or gateways.
@@ -200,22 +221,28 @@ void service::record(journal::entry e, ticket t, std::function<void(const journa
 
 bool service::has_unrecorded(const std::string& sid) const { return unrecorded_.count(sid) > 0; }
 
+void service::keep_record(const std::string& sid, journal::entry late) {
+  auto& q = unrecorded_[sid];
+  if (q.size() >= kMaxKeptRecords) {
+    log::error("journal: session {} has {} records waiting; dropping {} {}", sid, q.size(), late.kind, late.detail);
+    return;
+  }
+  // Written later than it took effect: say when it did.
+  boost::system::error_code ec;
+  auto d = json::parse(late.detail, ec);
+  if (!ec && d.is_object()) {
+    d.as_object()["effective_at"] = format_rfc3339(clock_.now());
+    late.detail = json::serialize(d);
+  }
+  q.push_back(std::move(late));
+}
+
 void service::record_done(const std::string& sid, journal::entry e, ticket t, std::function<void()> then) {
-  auto keep = [this, sid](journal::entry late) {
-    // Written later than it took effect: say when it did.
-    boost::system::error_code ec;
-    auto d = json::parse(late.detail, ec);
-    if (!ec && d.is_object()) {
-      d.as_object()["effective_at"] = format_rfc3339(clock_.now());
-      late.detail = json::serialize(d);
-    }
-    unrecorded_[sid].push_back(std::move(late));
-  };
   bool kept = false;
   {
     std::lock_guard lock(mu_);
     if (has_unrecorded(sid)) {  // behind earlier records: keep the order
-      keep(std::move(e));
+      keep_record(sid, std::move(e));
       kept = true;
     }
   }
@@ -224,14 +251,14 @@ void service::record_done(const std::string& sid, journal::entry e, ticket t, st
     return;
   }
   journal::entry copy = e;
-  journal_.append(std::move(e), [this, sid, copy = std::move(copy), keep, t = std::move(t),
+  journal_.append(std::move(e), [this, sid, copy = std::move(copy), t = std::move(t),
                                  then = std::move(then)](const journal::append_result& r) mutable {
     if (!r.ok()) {
       if (is_journal_rejection(r)) {
         log::error("journal refused a record of {}: {}", sid, r.message);
       } else {
         std::lock_guard lock(mu_);
-        keep(std::move(copy));
+        keep_record(sid, std::move(copy));
       }
     }
     if (then) then();
@@ -252,6 +279,7 @@ void service::flush_unrecorded(const std::string& sid, ticket t) {
   }
   journal_.append(std::move(e), [this, sid, t](const journal::append_result& r) {
     if (!r.ok() && !is_journal_rejection(r)) return;  // still failing: next housekeeping pass
+    if (!r.ok()) log::error("journal refused a kept record of {}, dropped: {}", sid, r.message);
     {
       std::lock_guard lock(mu_);
       auto it = unrecorded_.find(sid);
@@ -272,6 +300,19 @@ void service::deny(journal::entry e, std::string_view code, std::string_view rea
   d["code"] = code;
   d["reason"] = reason;
   e.detail = json::serialize(d);
+  if (t && !e.session_id.empty()) {
+    // A refusal in a session whose earlier records wait for the journal joins them, so it
+    // cannot be written before the change it refers to.
+    bool kept = false;
+    {
+      std::lock_guard lock(mu_);
+      if (has_unrecorded(e.session_id)) {
+        keep_record(e.session_id, e);
+        kept = true;
+      }
+    }
+    if (kept) return done(answer);
+  }
   auto reply = [done, answer = std::move(answer)](const journal::append_result&) { done(answer); };
   if (t) record(std::move(e), std::move(*t), reply);
   else journal_.append(std::move(e), reply);
@@ -296,7 +337,7 @@ void service::remove_by_gateway(const std::string& sid, std::function<std::optio
 
 journal::entry service::revoke_now(session& s, grant& g, const std::string& actor, const std::string& reason) {
   auto closing = registry_.commit_revoke(s, g);
-  close_channels(s.id, closing, reason == "owner" ? "access revoked" : reason);
+  close_channels(closing, reason == "owner" ? "access revoked" : reason);
   tunnel::notice n;
   n.event = "revoke";
   n.actor = actor;
@@ -308,7 +349,8 @@ journal::entry service::revoke_now(session& s, grant& g, const std::string& acto
   e.actor = actor;
   about(e, s);
   json::array ch;
-  for (auto c : closing) ch.emplace_back(c);
+  for (auto serial : closing)
+    if (auto it = s.channels.find(serial); it != s.channels.end()) ch.emplace_back(it->second.id);
   e.detail = json::serialize(
       json::object{{"grant", g.id}, {"user", g.user}, {"reason", reason}, {"closed_channels", std::move(ch)}});
   return e;
@@ -317,7 +359,7 @@ journal::entry service::revoke_now(session& s, grant& g, const std::string& acto
 journal::entry service::end_now(session& s, const std::string& actor, const std::string& reason,
                                 std::string agent_reason) {
   auto closing = registry_.end(s, reason, clock_.now());
-  close_channels(s.id, closing, "the session ended");
+  close_channels(closing, "the session ended");
   if (auto it = links_.find(s.id); it != links_.end()) {
     if (auto l = it->second.lock(); l && !agent_reason.empty()) l->end_session(agent_reason);
     links_.erase(it);
@@ -335,8 +377,8 @@ journal::entry service::end_now(session& s, const std::string& actor, const std:
 std::optional<tunnel::machine_record> service::machine_record_for(const std::string& machine) {
   std::optional<machine_row> row;
   {
-    std::lock_guard lock(state_mu_);
-    row = state_.find_machine(machine);
+    std::lock_guard lock(tunnel_state_mu_);
+    row = tunnel_state_.find_machine(machine);
     if (row && row->md5_enabled && !master_)
       master_ = master_key::load_or_create(layout_.keys() / "master.key");
   }
@@ -438,9 +480,15 @@ void service::tunnel_closed(const std::string& session_id, const tunnel_link* li
   if (auto* s = registry_.find(session_id); s && s->state != session_state::ended) {
     s->tunnel_up = false;
     s->tunnel_lost_at = clock_.now();
-    std::vector<std::uint32_t> open;
-    for (auto& [cid, c] : s->channels) open.push_back(cid);
-    for (auto cid : open) (void)registry_.close_channel(*s, cid);  // they went with the tunnel
+    // The channels of that tunnel went with it (a newer tunnel's stay).
+    std::vector<channel_serial> gone;
+    for (auto& [serial, c] : s->channels) {
+      auto found = channel_links_.find(serial);
+      auto cl = found == channel_links_.end() ? nullptr : found->second.lock();
+      auto t = cl ? cl->tunnel.lock() : nullptr;
+      if (!t || t.get() == link) gone.push_back(serial);
+    }
+    for (auto serial : gone) (void)registry_.close_channel(*s, serial);
   }
 }
 
@@ -592,28 +640,46 @@ std::size_t service::end_orphaned_sessions() {
   return ended;
 }
 
-void service::end_all_sessions(const std::string& reason) {
-  policy_.set_executor({});  // the worker pool is gone: continue steps inline
-  std::vector<journal::entry> records;
+void service::end_all_sessions(const std::string& reason, std::chrono::milliseconds wait) {
+  set_executor({});  // the worker pool is gone: steps continue inline
+  // Each live session ends in a step of its own, after whatever its queue still holds, so no
+  // grant decided before the stop can be journaled after its session.end.
+  std::vector<std::string> live;
   {
     std::lock_guard lock(mu_);
-    for (auto* s : registry_.live_sessions()) records.push_back(end_now(*s, "gateway", reason, ""));
-    for (auto& [sid, q] : unrecorded_)
-      for (auto& e : q) records.insert(records.begin(), e);
-    unrecorded_.clear();
+    for (auto* s : registry_.live_sessions()) live.push_back(s->id);
   }
-  for (auto& e : records)
-    if (auto r = journal_.append_sync(std::move(e)); !r.ok()) log::error("journal: cannot record at shutdown: {}", r.message);
+  for (auto& sid : live)
+    remove_by_gateway(sid, [this, reason](session& s) -> std::optional<journal::entry> {
+      return end_now(s, "gateway", reason, "");
+    });
+  auto until = std::chrono::steady_clock::now() + wait;
+  while (!idle() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  // What the journal could not take before: one last try, oldest first, session by session.
+  std::map<std::string, std::deque<journal::entry>> left;
+  {
+    std::lock_guard lock(mu_);
+    left.swap(unrecorded_);
+  }
+  for (auto& [sid, q] : left)
+    for (auto& e : q)
+      if (auto r = journal_.append_sync(e); !r.ok())
+        log::error("journal: a record of session {} is lost at shutdown ({}): {} {}", sid, r.message, e.kind, e.detail);
 }
 
 // --- helpers ---
 
-void service::close_channels(const std::string& session_id, const std::vector<std::uint32_t>& ids,
-                             const std::string& reason) {
-  auto it = links_.find(session_id);
-  if (it == links_.end()) return;
-  if (auto l = it->second.lock())
-    for (auto id : ids) l->channel_close(id, reason);
+void service::close_channels(const std::vector<channel_serial>& serials, const std::string& reason) {
+  for (auto serial : serials) {
+    auto it = channel_links_.find(serial);
+    auto c = it == channel_links_.end() ? nullptr : it->second.lock();
+    if (!c) continue;
+    // Closed at once for the stream side (nothing more is relayed), then CLOSE through the
+    // tunnel the channel runs in — not whichever tunnel serves the session now.
+    c->close_for(reason);
+    if (auto t = c->tunnel.lock()) t->channel_close(c->id, reason);
+  }
 }
 
 void service::notify(const std::string& session_id, tunnel::notice n) {

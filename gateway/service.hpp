@@ -18,6 +18,7 @@
 // the gateway's lifetime.
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <map>
 #include <memory>
@@ -81,6 +82,9 @@ class service {
   // Where policy steps continue when the one before them finished on another thread (the
   // journal writer's): the API's worker pool. Without one they continue inline (tests).
   void set_executor(policy_queue::executor ex);
+  // Runs `f` on that executor (inline without one): work a journal completion must not do on
+  // the writer's thread, such as a state.db write.
+  void post(std::function<void()> f);
 
   // Handles every /api/v1/... path except health/readiness/metrics. `path` has the /api/v1
   // prefix removed. Calls `done` exactly once; no exception escapes.
@@ -106,9 +110,10 @@ class service {
   // with the tunnel to open it through, or an HTTP error.
   void redeem_channel(const std::string& token, const std::string& source,
                       std::function<void(std::variant<channel_grant, http_response>)> done);
-  // The channel is open (the agent accepted) / gone: registry and journal (channel.close
-  // with bytes each way and the duration).
-  void channel_opened(const std::shared_ptr<channel_link>& c);
+  // The channel is open (the agent accepted): registered, or — when the access went meanwhile —
+  // closed at once and false returned; the stream side must then relay nothing. / The channel
+  // is gone: registry and journal (channel.close with bytes each way and the duration).
+  [[nodiscard]] bool channel_opened(const std::shared_ptr<channel_link>& c);
   void channel_closed(const std::shared_ptr<channel_link>& c, const std::string& source);
 
   // --- life ---
@@ -120,8 +125,12 @@ class service {
   // At start-up: journals session.end (reason "gateway restart") for every session the
   // journal shows open — sessions do not survive a restart yet. Returns how many.
   std::size_t end_orphaned_sessions();
-  // At shutdown, after the network stopped: ends every live session, journaled.
-  void end_all_sessions(const std::string& reason);
+  // At shutdown, after the network stopped: ends every live session, journaled, in each
+  // session's order after the steps still queued (waiting for them, at most `wait`), and
+  // writes what the journal could not take before, in order.
+  void end_all_sessions(const std::string& reason, std::chrono::milliseconds wait = std::chrono::seconds(5));
+  // True when no policy step runs or waits (for shutdown: nothing will call back any more).
+  [[nodiscard]] bool idle() const { return policy_.busy_keys() == 0; }
 
   [[nodiscard]] journal::writer& journal() { return journal_; }
   [[nodiscard]] const journal::hmac_key& hmac() const { return hmac_; }
@@ -153,6 +162,9 @@ class service {
   std::optional<journal::entry> refuse_credential(const http_request& req, std::string_view method,
                                                   std::string_view reason, std::string_view secret_hmac);
   void login(const http_request& req, const api::reply& done);
+  // A successful login's cookie: the login session is kept and the answer sent.
+  void open_web_session(const api::reply& done, const std::string& cookie, const std::string& csrf,
+                        const principal& who, micros now);
   // Stores a changed password; false (journaled as an error) when state.db refuses it.
   bool store_password(const std::string& user, const std::string& hash, const std::string& source);
   void logout(const http_request& req, const api::reply& done);
@@ -186,6 +198,8 @@ class service {
   // in order after the session's earlier unwritten records, kept and retried by
   // housekeeping while the journal cannot write. `then` runs once it is written or kept.
   void record_done(const std::string& sid, journal::entry e, ticket t, std::function<void()> then = {});
+  // Keeps `e` for later (mu_ held), with effective_at added; bounded per session.
+  void keep_record(const std::string& sid, journal::entry e);
   // Writes the session's kept records, oldest first, stopping at the first failure.
   void flush_unrecorded(const std::string& sid, ticket t);
   // True when the session has records the journal could not take yet (then nothing that
@@ -215,8 +229,8 @@ class service {
   std::optional<token_row> lookup_token(const std::string& hash);
   std::string new_session_id();
   void notify(const std::string& session_id, tunnel::notice n);  // called with mu_ held
-  void close_channels(const std::string& session_id, const std::vector<std::uint32_t>& ids,
-                      const std::string& reason);  // called with mu_ held
+  // Closes the channels (by serial) through the tunnels they run in; called with mu_ held.
+  void close_channels(const std::vector<channel_serial>& serials, const std::string& reason);
   void housekeeping_accounts();
   void housekeeping_time(micros now);
 
@@ -229,6 +243,10 @@ class service {
 
   std::mutex state_mu_;  // guards state_: state.db reads never run under mu_
   state_store state_;
+  std::mutex tunnel_state_mu_;  // the tunnel side's own connection (machine records), so that a
+  state_store tunnel_state_;    // slow API write to state.db never stalls a tunnel's handshake
+  std::mutex executor_mu_;
+  policy_queue::executor executor_;  // guarded by executor_mu_ (the same as policy_'s)
   std::mutex housekeeping_mu_;  // one housekeeping pass at a time (it has its own connection)
   std::optional<state_store> housekeeping_state_;
 
@@ -245,6 +263,8 @@ class service {
   };
   std::map<std::string, channel_ticket> tickets_;  // by SHA-256 of the one-time token
   std::map<std::string, std::weak_ptr<tunnel_link>> links_;  // by session id
+  std::map<channel_serial, std::weak_ptr<channel_link>> channel_links_;  // open channels
+  channel_serial next_channel_serial_ = 0;
 };
 
 }  // namespace rsgate::gateway

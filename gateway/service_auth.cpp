@@ -95,7 +95,7 @@ std::optional<journal::entry> service::refuse_credential(const http_request& req
                                                         std::string_view reason, std::string_view secret_hmac) {
   {
     std::lock_guard lock(mu_);
-    if (!credential_refusals_.admit(address_of(req.remote), clock_.now())) return std::nullopt;  // summarized
+    if (!credential_refusals_.admit(source_group(address_of(req.remote)), clock_.now())) return std::nullopt;  // summarized
   }
   journal::entry e;
   e.kind = "user.login";
@@ -181,7 +181,7 @@ void service::login(const http_request& req, const api::reply& done) {
   auto password = str_field(body, "password", true, 1024);
   auto new_password = str_field(body, "new_password", false, 1024);
   auto now = clock_.now();
-  const auto address = address_of(req.remote);
+  const auto address = source_group(address_of(req.remote));  // an IPv6 /64 is one source
   std::optional<user_row> u;
   bool name_lockout = false, address_lockout = false;
   std::string why;
@@ -254,25 +254,32 @@ void service::login(const http_request& req, const api::reply& done) {
   auto source = e.source;
   journal_.append(std::move(e), [this, done, cookie, csrf, who, new_hash, now, source](const journal::append_result& r) {
     if (!r.ok()) return done(journal_unavailable());
-    if (!new_hash.empty() && !store_password(who.user, new_hash, source)) {
-      return done(json_error(500, "internal", "the new password could not be stored; log in again later"));
-    }
-    {
-      std::lock_guard lock(mu_);
-      if (web_sessions_.size() >= kMaxWebSessions) {
-        for (auto it = web_sessions_.begin(); it != web_sessions_.end();)
-          it = it->second.idle_until <= now ? web_sessions_.erase(it) : std::next(it);
-      }
-      if (web_sessions_.size() >= kMaxWebSessions) return done(json_error(503, "busy", "too many login sessions"));
-      web_sessions_[token_hash(cookie)] = {who.user, who.user_role, csrf, now + kWebSessionLife, now + kWebSessionIdle};
-      login_user_limiter_.record_success(who.user);
-    }
-    auto resp = ok_json(200, json::object{{"user", who.user}, {"role", to_string(who.user_role)}, {"csrf_token", csrf},
-                                          {"expires_at", format_rfc3339(now + kWebSessionLife)}});
-    resp.headers.emplace_back("Set-Cookie", fmt::format("{}={}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={}",
-                                                        kCookie, cookie, kWebSessionLife / kSecond));
-    done(std::move(resp));
+    // The rest writes state.db (a password change) and must not hold up the journal's thread.
+    post([this, done, cookie, csrf, who, new_hash, now, source] {
+      if (!new_hash.empty() && !store_password(who.user, new_hash, source))
+        return done(json_error(500, "internal", "the new password could not be stored; log in again later"));
+      open_web_session(done, cookie, csrf, who, now);
+    });
   });
+}
+
+void service::open_web_session(const api::reply& done, const std::string& cookie, const std::string& csrf,
+                               const principal& who, micros now) {
+  {
+    std::lock_guard lock(mu_);
+    if (web_sessions_.size() >= kMaxWebSessions) {
+      for (auto it = web_sessions_.begin(); it != web_sessions_.end();)
+        it = it->second.idle_until <= now ? web_sessions_.erase(it) : std::next(it);
+    }
+    if (web_sessions_.size() >= kMaxWebSessions) return done(json_error(503, "busy", "too many login sessions"));
+    web_sessions_[token_hash(cookie)] = {who.user, who.user_role, csrf, now + kWebSessionLife, now + kWebSessionIdle};
+    login_user_limiter_.record_success(who.user);
+  }
+  auto resp = ok_json(200, json::object{{"user", who.user}, {"role", to_string(who.user_role)}, {"csrf_token", csrf},
+                                        {"expires_at", format_rfc3339(now + kWebSessionLife)}});
+  resp.headers.emplace_back("Set-Cookie", fmt::format("{}={}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={}",
+                                                      kCookie, cookie, kWebSessionLife / kSecond));
+  done(std::move(resp));
 }
 
 bool service::store_password(const std::string& user, const std::string& hash, const std::string& source) {

@@ -118,17 +118,32 @@ void service::redeem_channel(const std::string& token, const std::string& source
   });
 }
 
-void service::channel_opened(const std::shared_ptr<channel_link>& c) {
-  std::lock_guard lock(mu_);
-  auto* s = registry_.find(c->session_id);
-  if (!s) return;
-  // The grant may have been revoked (or the session ended) while the agent was connecting:
-  // such a channel is closed at once instead of being registered.
-  if (auto r = registry_.check_channel(*s, c->user, c->scope, c->access_type, clock_.now())) {
-    close_channels(s->id, {c->id}, "access revoked");
-    return;
+bool service::channel_opened(const std::shared_ptr<channel_link>& c) {
+  std::string refused;
+  {
+    std::lock_guard lock(mu_);
+    auto* s = registry_.find(c->session_id);
+    // The grant may have been revoked (or the session ended) while the agent was connecting:
+    // such a channel is closed at once instead of being registered.
+    if (!s) refused = "the session is gone";
+    else if (registry_.check_channel(*s, c->user, c->scope, c->access_type, clock_.now())) refused = "access revoked";
+    if (refused.empty()) {
+      c->serial = ++next_channel_serial_;
+      channel_links_[c->serial] = c;
+      channel_info ci;
+      ci.serial = c->serial;
+      ci.id = c->id;
+      ci.user = c->user;
+      ci.scope = c->scope;
+      ci.access_type = c->access_type;
+      ci.opened_at = c->opened_at;
+      registry_.commit_channel(*s, std::move(ci));
+      return true;
+    }
   }
-  registry_.commit_channel(*s, {c->id, c->user, "", c->scope, c->access_type, c->opened_at});
+  c->close_for(refused);
+  if (auto t = c->tunnel.lock()) t->channel_close(c->id, refused);
+  return false;
 }
 
 void service::channel_closed(const std::shared_ptr<channel_link>& c, const std::string& source) {
@@ -148,12 +163,13 @@ void service::channel_closed(const std::shared_ptr<channel_link>& c, const std::
   }
   auto ignore = [](http_response) {};
   auto sid = c->session_id;
-  auto id = c->id;
-  in_session(sid, ignore, [this, sid, id, e](ticket t) mutable {
+  auto serial = c->serial;  // 0: it was never registered
+  in_session(sid, ignore, [this, sid, serial, e](ticket t) mutable {
     {
       std::lock_guard lock(mu_);
+      channel_links_.erase(serial);
       if (auto* s = registry_.find(sid)) {
-        (void)registry_.close_channel(*s, id);
+        if (serial) (void)registry_.close_channel(*s, serial);
         about(e, *s);
       }
     }

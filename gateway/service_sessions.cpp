@@ -74,7 +74,7 @@ void service::attach(const principal& p, const http_request& req, const api::rep
   attach_request a;
   a.user = p.user;
   a.user_role = p.user_role;
-  a.source = address_of(req.remote);
+  a.source = source_group(address_of(req.remote));  // an IPv6 /64 is one source
   a.pmr = auth::normalize_pmr(pmr);
   if (!key.empty()) {
     auto canonical = auth::normalize_session_key(key);
@@ -248,6 +248,7 @@ void service::add_grant(const principal& p, const std::string& id, const http_re
 void service::revoke_grant(const principal& p, const std::string& id, const std::string& gid,
                            const http_request& req, const api::reply& done) {
   query_params(req.target, {});
+  if (gid.size() > 16) return done(json_error(404, "not_found", "no such grant"));  // ids are G1, G2, …
   in_session(id, done, [this, p, id, gid, req, done](ticket t) {
     auto e = base_entry("session.revoke", p, req);
     json::object answer;
@@ -298,7 +299,7 @@ void service::transfer(const principal& p, const std::string& id, const http_req
       std::lock_guard lock(mu_);
       auto* s = registry_.find(id);
       if (!s) return done(session_gone());
-      close_channels(id, registry_.commit_transfer(*s, to), "ownership handed over");
+      close_channels(registry_.commit_transfer(*s, to), "ownership handed over");
       tunnel::notice n;
       n.event = "transfer";
       n.actor = from;

@@ -198,9 +198,9 @@ std::variant<grant*, refusal> session_registry::check_revoke(session& s, const s
   return refuse(404, "not_found", fmt::format("no grant {} in this session", grant_id));
 }
 
-std::vector<std::uint32_t> session_registry::commit_revoke(session& s, grant& g) {
+std::vector<channel_serial> session_registry::commit_revoke(session& s, grant& g) {
   g.revoked = true;
-  std::vector<std::uint32_t> out;
+  std::vector<channel_serial> out;
   for (auto& [id, c] : s.channels)
     if (c.grant_id == g.id) out.push_back(id);
   return out;
@@ -215,16 +215,16 @@ std::optional<refusal> session_registry::check_transfer(const session& s, const 
   return std::nullopt;
 }
 
-std::vector<std::uint32_t> session_registry::commit_transfer(session& s, const std::string& to) {
-  std::vector<std::uint32_t> out;
+std::vector<channel_serial> session_registry::commit_transfer(session& s, const std::string& to) {
+  std::vector<channel_serial> out;
   for (auto& [id, c] : s.channels)
     if (c.user == s.owner && c.grant_id.empty()) out.push_back(id);
   s.owner = to;
   return out;
 }
 
-std::vector<std::uint32_t> session_registry::end(session& s, std::string reason, micros now) {
-  std::vector<std::uint32_t> out;
+std::vector<channel_serial> session_registry::end(session& s, std::string reason, micros now) {
+  std::vector<channel_serial> out;
   for (auto& [id, c] : s.channels) out.push_back(id);
   s.state = session_state::ended;
   s.ended_at = now;
@@ -260,11 +260,11 @@ void session_registry::commit_channel(session& s, channel_info c) {
     for (auto& g : s.grants)
       if (g.user == c.user && !g.revoked && covers(g, c.scope, c.access_type)) c.grant_id = g.id;
   }
-  s.channels[c.id] = std::move(c);
+  s.channels[c.serial] = std::move(c);
 }
 
-std::optional<channel_info> session_registry::close_channel(session& s, std::uint32_t id) {
-  auto it = s.channels.find(id);
+std::optional<channel_info> session_registry::close_channel(session& s, channel_serial serial) {
+  auto it = s.channels.find(serial);
   if (it == s.channels.end()) return std::nullopt;
   auto c = std::move(it->second);
   s.channels.erase(it);

@@ -39,7 +39,12 @@ struct grant {
   bool revoked = false;
 };
 
+// A channel is known by its serial, unique in the gateway's life; `id` is its number in the
+// tunnel it runs in, which a later tunnel of the same session numbers again from 1.
+using channel_serial = std::uint64_t;
+
 struct channel_info {
+  channel_serial serial = 0;
   std::uint32_t id = 0;
   std::string user;
   std::string grant_id;  // the grant it was opened under; "" for the owner
@@ -62,7 +67,7 @@ struct session {
   std::string pmr;                   // the PMR the current owner attached with
   std::vector<std::string> pmrs;     // every PMR ever linked to this session
   std::vector<grant> grants;
-  std::map<std::uint32_t, channel_info> channels;
+  std::map<channel_serial, channel_info> channels;
   micros created_at = 0;
   micros ended_at = 0;
   std::string end_reason;
@@ -125,20 +130,20 @@ class session_registry {
   // Revoke: returns the grantee's open channel ids, which the caller closes at once.
   [[nodiscard]] std::variant<grant*, refusal> check_revoke(session& s, const std::string& owner,
                                                            const std::string& grant_id);
-  std::vector<std::uint32_t> commit_revoke(session& s, grant& g);
+  std::vector<channel_serial> commit_revoke(session& s, grant& g);
   [[nodiscard]] std::optional<refusal> check_transfer(const session& s, const std::string& owner,
                                                       const std::string& to, role to_role) const;
   // Hands ownership over; returns the previous owner's channels, which close.
-  std::vector<std::uint32_t> commit_transfer(session& s, const std::string& to);
+  std::vector<channel_serial> commit_transfer(session& s, const std::string& to);
   // Ends the session: returns every open channel id.
-  std::vector<std::uint32_t> end(session& s, std::string reason, micros now);
+  std::vector<channel_serial> end(session& s, std::string reason, micros now);
 
   // May `user` open a channel to `scope` with `access_type` now? (owner or a live grant)
   [[nodiscard]] std::optional<refusal> check_channel(const session& s, const std::string& user,
                                                      const std::string& scope,
                                                      const std::string& access_type, micros now) const;
   void commit_channel(session& s, channel_info c);
-  std::optional<channel_info> close_channel(session& s, std::uint32_t id);
+  std::optional<channel_info> close_channel(session& s, channel_serial serial);
   // Live grants whose expiry passed, as (session id, grant id); the caller revokes each in a
   // step of its session.
   [[nodiscard]] std::vector<std::pair<std::string, std::string>> lapsed_grants(micros now) const;

@@ -124,6 +124,11 @@ void writer::close() {
   if (thread_.joinable()) thread_.join();
 }
 
+bool writer::idle() const {
+  std::lock_guard lock(mu_);
+  return queue_.empty() && in_hand_ == 0;
+}
+
 writer_stats writer::stats() const {
   std::lock_guard lock(mu_);
   auto s = stats_;
@@ -151,6 +156,7 @@ void writer::run() {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      in_hand_ = batch.size();
       stopping = stopping_ && queue_.empty();
     }
     micros now = clock_.now();
@@ -159,6 +165,8 @@ void writer::run() {
     if (!batch.empty() || checkpoint_due_by_time || (stopping && since_checkpoint_ > 0)) {
       write_batch(batch, stopping);
       batch.clear();
+      std::lock_guard lock(mu_);
+      in_hand_ = 0;
     } else if (opts_.probe_every > 0 && now - last_write_ts_ >= opts_.probe_every) {
       probe();
     }

@@ -91,6 +91,9 @@ class writer {
   void close();
 
   [[nodiscard]] bool ready() const { return ready_.load(); }
+  // True when no append waits and none is being written or completed: every completion handed
+  // to append() so far has run. For shutdown, which must not free what completions use.
+  [[nodiscard]] bool idle() const;
   [[nodiscard]] writer_stats stats() const;
   [[nodiscard]] const signing_key& key() const { return key_; }
 
@@ -127,6 +130,7 @@ class writer {
   bool stopping_ = false;
   writer_stats stats_;
   std::atomic<bool> ready_{true};
+  std::size_t in_hand_ = 0;  // guarded by mu_: appends taken from the queue, not yet completed
   std::thread thread_;
 };
 

@@ -20,10 +20,12 @@ constexpr unsigned kMaxDepth = 8;
 
 // SAX handler that only remembers the keys of each open object, to find a repeated one.
 struct duplicate_key_finder {
-  static constexpr std::size_t max_object_size = 1024;
-  static constexpr std::size_t max_array_size = 1024;
-  static constexpr std::size_t max_key_size = 1024;
-  static constexpr std::size_t max_string_size = 64 * 1024;
+  // No limits of its own: it must read everything json::parse accepts (a finder that gave up
+  // early on a long array would miss a repeated key after it).
+  static constexpr std::size_t max_object_size = std::size_t(-1);
+  static constexpr std::size_t max_array_size = std::size_t(-1);
+  static constexpr std::size_t max_key_size = std::size_t(-1);
+  static constexpr std::size_t max_string_size = std::size_t(-1);
 
   std::vector<std::set<std::string>> open;  // one per object being parsed (arrays push none)
   std::vector<bool> is_object;
@@ -74,15 +76,18 @@ struct duplicate_key_finder {
   bool on_comment(json::string_view, json::error_code&) { return true; }
 };
 
-// The first repeated key anywhere in `text`, or "" (also when `text` is not JSON at all:
-// the real parse reports that).
-std::string find_duplicate_key(std::string_view text) {
+// The first repeated key anywhere in `text`, "" when there is none, or nullopt when the
+// finder could not read all of `text` (the caller refuses the body then: it cannot vouch
+// for it).
+std::optional<std::string> find_duplicate_key(std::string_view text) {
   json::parse_options opt;
   opt.max_depth = kMaxDepth;
   json::basic_parser<duplicate_key_finder> p(opt);
   json::error_code ec;
   p.write_some(false, text.data(), text.size(), ec);
-  return p.handler().duplicate;
+  if (!p.handler().duplicate.empty()) return p.handler().duplicate;
+  if (ec) return std::nullopt;
+  return std::string();
 }
 
 std::string join_names(const std::vector<std::string>& names) {
@@ -191,8 +196,9 @@ json::object body_object(const http_request& req, std::initializer_list<std::str
   opt.max_depth = kMaxDepth;
   auto v = json::parse(req.body, ec, {}, opt);
   if (ec || !v.is_object()) throw bad_input("the body must be a JSON object");
-  if (auto dup = find_duplicate_key(req.body); !dup.empty())
-    throw bad_input(fmt::format("field \"{}\" is given more than once", shown(dup)));
+  auto dup = find_duplicate_key(req.body);
+  if (!dup) throw bad_input("the body must be a JSON object");
+  if (!dup->empty()) throw bad_input(fmt::format("field \"{}\" is given more than once", shown(*dup)));
   std::vector<std::string> unknown;
   for (auto& kv : v.as_object()) {
     bool known = false;

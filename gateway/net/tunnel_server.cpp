@@ -224,6 +224,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     c->session_id = session_;
     c->opened_at = system_clock::instance().now();
     c->budget = budget_;
+    c->tunnel = weak_from_this();
     {
       std::lock_guard lock(ch_mu_);
       if (channels_.size() >= tunnel::kMaxChannelsPerTunnel || closing_flag_) {

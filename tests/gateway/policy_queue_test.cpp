@@ -80,4 +80,18 @@ TEST_CASE("refusal_throttle: individual entries per source and window, the rest 
   auto us = u.take_summaries(1000);
   REQUIRE(us.size() == 1);
   CHECK(us[0].source == "*");
+  // And all sources together get at most global_individual entries of their own per window.
+  refusal_throttle g({10, 1000, 100000, 25});
+  int total = 0;
+  for (int i = 0; i < 100; ++i) total += g.admit("10.0.0." + std::to_string(i), 0) ? 1 : 0;
+  CHECK(total == 25);
+  CHECK(g.take_summaries(1000).size() == 75);
+}
+
+TEST_CASE("source_group: IPv6 by /64, IPv4 and mapped IPv4 as they are") {
+  CHECK(source_group("203.0.113.7") == "203.0.113.7");
+  CHECK(source_group("2001:db8:1:2:aaaa:bbbb:cccc:dddd") == "2001:db8:1:2::/64");
+  CHECK(source_group("2001:db8:1:2::1") == source_group("2001:db8:1:2:ffff::9"));
+  CHECK(source_group("::ffff:198.51.100.4") == "198.51.100.4");
+  CHECK(source_group("not an address") == "not an address");
 }

@@ -273,9 +273,13 @@ TEST_CASE("a revocation while the journal cannot write: effective at once, recor
   f.svc->housekeeping();  // writes what was kept
   CHECK(f.eventually("session.revoke", journal::outcome::ok, 1) == 1);
   auto entries = f.session_entries();
-  auto& last = entries.back();
-  CHECK(str_of(last, "kind") == "session.revoke");
-  CHECK(last.at("detail").as_object().contains("effective_at"));
+  auto revoke = std::find_if(entries.begin(), entries.end(), [](auto& e) { return str_of(e, "kind") == "session.revoke"; });
+  REQUIRE(revoke != entries.end());
+  CHECK(revoke->at("detail").as_object().contains("effective_at"));
+  // The channel refused meanwhile was kept too, and written after the revocation it follows.
+  REQUIRE(revoke + 1 != entries.end());
+  CHECK(str_of(*(revoke + 1), "kind") == "channel.open");
+  CHECK(str_of(*(revoke + 1), "outcome") == "denied");
   CHECK(f.call("POST", f.base + "/grants", "alice", R"({"user":"dev1"})").status == 201);
   CHECK(f.disagreements().empty());
 }
@@ -383,4 +387,32 @@ TEST_CASE("the fault firewall: a journal file that cannot be read answers 500, a
   for (auto ext : {"", "-wal", "-shm"}) std::filesystem::rename(db + ext + ".aside", db + ext);
   CHECK(f.call("GET", "/api/v1/journal", "audrey").status == 200);
   CHECK(f.call("GET", "/api/v1/sessions/" + id, "alice").status == 200);
+}
+
+TEST_CASE("kept records stay in order: a later refusal waits behind them, and shutdown writes them oldest first") {
+  policy_fixture f;
+  REQUIRE(f.call("POST", f.base + "/grants", "alice", R"({"user":"dave"})").status == 201);
+  REQUIRE(f.call("POST", f.base + "/grants", "alice", R"({"user":"dev1"})").status == 201);
+  {
+    fsize_limit full(1);
+    CHECK(f.call("DELETE", f.base + "/grants/G1", "alice").status == 200);
+  }
+  // The journal works again, but the revocation is still kept: a refusal about G1 must not be
+  // written before it.
+  CHECK(f.call("DELETE", f.base + "/grants/G1", "alice").status == 409);
+  {
+    fsize_limit full(1);
+    CHECK(f.call("DELETE", f.base + "/grants/G2", "alice").status == 200);
+    CHECK(f.call("DELETE", f.base, "alice").status == 200);
+  }
+  f.svc->end_all_sessions("gateway shutdown");
+  std::vector<std::string> order;
+  for (auto& e : f.session_entries()) {
+    auto kind = str_of(e, "kind");
+    if (kind == "session.revoke" || kind == "session.end")
+      order.push_back(kind + ":" + str_of(e, "outcome") + ":" + str_of(e.at("detail").as_object(), "grant"));
+  }
+  CHECK(order == std::vector<std::string>{"session.revoke:ok:G1", "session.revoke:denied:G1", "session.revoke:ok:G2",
+                                          "session.end:ok:"});
+  CHECK(f.disagreements().empty());
 }

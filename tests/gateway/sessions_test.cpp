@@ -131,15 +131,15 @@ TEST_CASE("channels: owner anywhere offered; grantee only within the grant; revo
   CHECK_FALSE(f.reg.check_channel(*f.s, "dave", "hmc", "ssh", f.now));
   CHECK(f.reg.check_channel(*f.s, "dave", "partition:LP01", "ssh", f.now)->code == "outside_grant");
   CHECK(f.reg.check_channel(*f.s, "dave", "hmc", "https", f.now)->code == "outside_grant");
-  f.reg.commit_channel(*f.s, {1, "dave", "", "hmc", "ssh", f.now});
-  f.reg.commit_channel(*f.s, {2, "alice", "", "hmc", "https", f.now});
+  f.reg.commit_channel(*f.s, {.serial = 1, .id = 1, .user = "dave", .grant_id = "", .scope = "hmc", .access_type = "ssh", .opened_at = f.now});
+  f.reg.commit_channel(*f.s, {.serial = 2, .id = 2, .user = "alice", .grant_id = "", .scope = "hmc", .access_type = "https", .opened_at = f.now});
   CHECK(f.s->channels.at(1).grant_id == "G1");
   // Revocation closes the grantee's channels only.
   auto rv = f.reg.check_revoke(*f.s, "alice", "G1");
   REQUIRE(std::holds_alternative<grant*>(rv));
   CHECK(std::get<grant*>(rv) == &committed);
   auto closed = f.reg.commit_revoke(*f.s, *std::get<grant*>(rv));
-  CHECK(closed == std::vector<std::uint32_t>{1});
+  CHECK(closed == std::vector<channel_serial>{1});
   CHECK(f.reg.check_channel(*f.s, "dave", "hmc", "ssh", f.now)->code == "no_grant");
   CHECK(std::get<refusal>(f.reg.check_revoke(*f.s, "alice", "G1")).status == 409);
   CHECK(std::get<refusal>(f.reg.check_revoke(*f.s, "alice", "G9")).status == 404);
@@ -156,18 +156,33 @@ TEST_CASE("channels: owner anywhere offered; grantee only within the grant; revo
   CHECK(f.reg.check_channel(*f.s, "erin", "hmc", "ssh", f.now + 2 * kMin)->code == "no_grant");
 }
 
+TEST_CASE("channels are known by their serial: a later tunnel's channel 1 is another channel") {
+  fixture f;
+  f.attach("alice");
+  auto g = std::get<grant>(f.reg.check_grant(*f.s, "alice", "dave", role::developer, {}, {}, 0, f.now));
+  f.reg.commit_grant(*f.s, g);
+  // Channel 1 of a tunnel that dropped, and channel 1 of the tunnel that replaced it.
+  f.reg.commit_channel(*f.s, {.serial = 1, .id = 1, .user = "dave", .grant_id = "", .scope = "hmc", .access_type = "ssh", .opened_at = f.now});
+  f.reg.commit_channel(*f.s, {.serial = 2, .id = 1, .user = "dave", .grant_id = "", .scope = "hmc", .access_type = "ssh", .opened_at = f.now});
+  CHECK(f.s->channels.size() == 2);
+  REQUIRE(f.reg.close_channel(*f.s, 1));  // the old one's late close takes only the old one
+  CHECK(f.s->channels.count(2) == 1);
+  auto rv = std::get<grant*>(f.reg.check_revoke(*f.s, "alice", "G1"));
+  CHECK(f.reg.commit_revoke(*f.s, *rv) == std::vector<channel_serial>{2});  // and a revocation finds the new one
+}
+
 TEST_CASE("transfer and end") {
   fixture f;
   f.attach("alice");
-  f.reg.commit_channel(*f.s, {7, "alice", "", "hmc", "ssh", f.now});
+  f.reg.commit_channel(*f.s, {.serial = 7, .id = 7, .user = "alice", .grant_id = "", .scope = "hmc", .access_type = "ssh", .opened_at = f.now});
   CHECK(f.reg.check_transfer(*f.s, "alice", "dave", role::developer)->status == 403);
   CHECK(f.reg.check_transfer(*f.s, "bob", "carol", role::representative)->status == 403);
   CHECK_FALSE(f.reg.check_transfer(*f.s, "alice", "bob", role::representative));
-  CHECK(f.reg.commit_transfer(*f.s, "bob") == std::vector<std::uint32_t>{7});
+  CHECK(f.reg.commit_transfer(*f.s, "bob") == std::vector<channel_serial>{7});
   CHECK(f.s->owner == "bob");
   CHECK(f.reg.check_owner(*f.s, "alice")->status == 403);
-  f.reg.commit_channel(*f.s, {8, "bob", "", "hmc", "ssh", f.now});
-  CHECK(f.reg.end(*f.s, "customer", f.now) == std::vector<std::uint32_t>{7, 8});
+  f.reg.commit_channel(*f.s, {.serial = 8, .id = 8, .user = "bob", .grant_id = "", .scope = "hmc", .access_type = "ssh", .opened_at = f.now});
+  CHECK(f.reg.end(*f.s, "customer", f.now) == std::vector<channel_serial>{7, 8});
   CHECK(f.s->state == session_state::ended);
   CHECK(f.reg.check_channel(*f.s, "bob", "hmc", "ssh", f.now)->code == "ended");
   CHECK(f.reg.check_owner(*f.s, "bob")->code == "ended");

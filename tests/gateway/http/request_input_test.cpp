@@ -35,6 +35,15 @@ TEST_CASE("request_input: unknown or repeated JSON fields are refused by name") 
              Catch::Contains("\"user\" is given more than once"));
   CHECK_THAT(refusal_of([] { (void)body_object(body(R"({"o":{"k":1,"k":2}})"), {"o"}); }),
              Catch::Contains("\"k\" is given more than once"));
+  // A long array or string before the repeat must not hide it.
+  std::string long_array = R"({"scopes":[)";
+  for (int i = 0; i < 2000; ++i) long_array += std::string(i ? "," : "") + "\"a\"";
+  long_array += R"(],"scopes":["hmc"],"user":"dave"})";
+  CHECK_THAT(refusal_of([&] { (void)body_object(body(long_array), {"scopes", "user"}); }),
+             Catch::Contains("\"scopes\" is given more than once"));
+  std::string long_string = R"({"user":")" + std::string(70000, 'x') + R"(","user":"dave"})";
+  CHECK_THAT(refusal_of([&] { (void)body_object(body(long_string), {"user"}); }),
+             Catch::Contains("\"user\" is given more than once"));
   for (auto bad : {"", "[]", "1", "not json", R"({"user":"x")", "\"s\""})
     CHECK_THAT(refusal_of([&] { (void)body_object(body(bad), {"user"}); }), Catch::Contains("JSON object"));
   // A name shown back is cut and made printable.
