@@ -198,7 +198,7 @@ void service::handle(const http_request& req, std::string_view path, api::reply 
 // --- policy steps ---
 
 void service::in_session(const std::string& id, const api::reply& done, step s, bool force) {
-  auto guarded = [this, s = std::move(s), done](ticket t) {
+  auto guarded = [s = std::move(s), done](ticket t) {
     try {
       s(std::move(t));
     } catch (const bad_input& e) {
@@ -543,16 +543,18 @@ void service::housekeeping_accounts() {
           if (!g.revoked && gone_users.count(g.user)) revokes.emplace_back(s->id, g.id);
     }
   }
-  for (auto& [sid, reason] : ends) {
-    remove_by_gateway(sid, [this, reason, gone_machines, gone_users](session& s) -> std::optional<journal::entry> {
+  for (auto& end : ends) {  // (no structured bindings: clang 14 cannot capture them)
+    const auto& reason = end.second;
+    remove_by_gateway(end.first, [this, reason, gone_machines, gone_users](session& s) -> std::optional<journal::entry> {
       bool machine = reason == "machine revoked";
       if (!(machine ? gone_machines.count(s.machine) : gone_users.count(s.owner))) return std::nullopt;
       return end_now(s, "gateway", reason,
                      machine ? "this machine's enrollment was revoked" : "the session ended (" + reason + ")");
     });
   }
-  for (auto& [sid, gid] : revokes) {
-    remove_by_gateway(sid, [this, gid](session& s) -> std::optional<journal::entry> {
+  for (auto& revoke : revokes) {
+    const auto& gid = revoke.second;
+    remove_by_gateway(revoke.first, [this, gid](session& s) -> std::optional<journal::entry> {
       auto* g = live_grant(s, gid);
       if (!g) return std::nullopt;
       return revoke_now(s, *g, "gateway", "account disabled");
@@ -587,8 +589,9 @@ void service::housekeeping_time(micros now) {
       return end_now(s, "gateway", "tunnel lost", "");
     });
   }
-  for (auto& [sid, gid] : lapsed) {
-    remove_by_gateway(sid, [this, gid](session& s) -> std::optional<journal::entry> {
+  for (auto& lapse : lapsed) {
+    const auto& gid = lapse.second;
+    remove_by_gateway(lapse.first, [this, gid](session& s) -> std::optional<journal::entry> {
       auto* g = live_grant(s, gid);
       if (!g || g->expires_at == 0 || g->expires_at > clock_.now()) return std::nullopt;
       auto e = revoke_now(s, *g, "gateway", "the grant expired");
