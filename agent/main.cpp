@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "agent/profile.hpp"
+#include "protocol/profile.hpp"
 #include "agent/runtime.hpp"
 
 namespace po = boost::program_options;

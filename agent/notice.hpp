@@ -7,7 +7,7 @@
 #include <span>
 #include <string>
 
-#include "gateway/tunnel/messages.hpp"
+#include "protocol/messages.hpp"
 
 namespace rsgate::agent {
 

@@ -34,17 +34,17 @@
 #include <filesystem>
 #include <ostream>
 
-#include "agent/handshake.hpp"
+#include "protocol/agent_handshake.hpp"
 #include "agent/notice.hpp"
-#include "agent/tunnel_state.hpp"
+#include "protocol/agent_state.hpp"
 #include "auth/session_key.hpp"
 #include "core/clock.hpp"
 #include "core/timefmt.hpp"
-#include "gateway/tunnel/messages.hpp"
-#include "gateway/net/socket_state.hpp"
-#include "gateway/net/tls_stream.hpp"
-#include "gateway/tunnel/protocol.hpp"
-#include "gateway/tunnel/window.hpp"
+#include "protocol/messages.hpp"
+#include "net/socket_state.hpp"
+#include "net/tls_stream.hpp"
+#include "protocol/wire.hpp"
+#include "protocol/flow.hpp"
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -84,7 +84,7 @@ struct agent_state {
   const start_options& opt;
   std::ostream& out;
   std::ostream& err;
-  std::optional<gateway::net::tls_stream> stream;  // the tunnel (docs/protocol.md §2)
+  std::optional<net::tls_stream> stream;  // the tunnel (docs/protocol.md §2)
   std::deque<bytes> outq;
   bool writing = false;
   bool done = false;
@@ -262,7 +262,7 @@ void finish_channel(agent_state& st, const std::shared_ptr<local_channel>& ch, b
   if (ch->closed) return;
   ch->closed = true;
   ch->rw.release(&st.windows);
-  if (failed || !ch->gateway_eof || ch->inbox_bytes > 0) gateway::net::reset_on_close(ch->sock);
+  if (failed || !ch->gateway_eof || ch->inbox_bytes > 0) net::reset_on_close(ch->sock);
   beast::error_code ignored;
   ch->sock.close(ignored);
   ch->wake();
@@ -278,7 +278,7 @@ void maybe_done(agent_state& st, const std::shared_ptr<local_channel>& ch) {
 }
 
 // The target's connection is gone (a reset, a TCP timeout) although nothing reads it.
-bool target_lost(local_channel& ch) { return gateway::net::connection_lost(ch.sock, ch.shut_down_local); }
+bool target_lost(local_channel& ch) { return net::connection_lost(ch.sock, ch.shut_down_local); }
 
 // After the target's EOF nothing reads its socket, so nothing would see it reset later (a
 // target that closes with bytes unread, or keepalive that finds it gone) while no bytes go to
@@ -394,7 +394,7 @@ asio::awaitable<void> open_local(agent_state& st, std::shared_ptr<local_channel>
   }
   beast::error_code ignored;
   ch->sock.set_option(tcp::no_delay(true), ignored);
-  gateway::net::keep_alive(ch->sock);
+  net::keep_alive(ch->sock);
   send(st, tunnel::frame_type::channel_accept, tunnel::to_payload(tunnel::channel_accept{tunnel::kInitialWindow}), ch->id);
   line(st, fmt::format("[{}] {} opened {} to {}", format_rfc3339(system_clock::instance().now()),
                        ch->actor.empty() ? "the representative" : ch->actor, ch->access_type, ch->scope));
@@ -475,7 +475,7 @@ asio::awaitable<bool> connect_to(agent_state& st, ssl::context& tls, const std::
     st.err << fmt::format("rsgate-agent: cannot resolve {}: {}\n", address, rec.message());
     co_return false;
   }
-  st.stream.emplace(tcp::socket(ex), tls.native_handle(), gateway::net::tls_stream::kTunnelBuffer);
+  st.stream.emplace(tcp::socket(ex), tls.native_handle(), net::tls_stream::kTunnelBuffer);
   // The handshake bound: from here to a verified SUCCESS, whatever frames arrive meanwhile.
   st.stream->expires_after(std::chrono::seconds(tunnel::kHandshakeTimeoutSeconds));
   auto [cec, ep] = co_await asio::async_connect(st.stream->socket(), results, use_tuple);

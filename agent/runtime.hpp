@@ -7,7 +7,7 @@
 #include <string>
 
 #include "agent/control_path.hpp"
-#include "agent/profile.hpp"
+#include "protocol/profile.hpp"
 
 namespace rsgate::agent {
 

@@ -11,13 +11,13 @@
 #include <boost/program_options.hpp>
 #include <iostream>
 
-#include "agent/profile.hpp"
+#include "protocol/profile.hpp"
 #include "auth/formats.hpp"
 #include "auth/password.hpp"
 #include "core/files.hpp"
 #include "core/timefmt.hpp"
 #include "gateway/admin_context.hpp"
-#include "gateway/cli.hpp"
+#include "core/cli.hpp"
 #include "gateway/enroll.hpp"
 #include "journal/journal.hpp"
 

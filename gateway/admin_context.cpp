@@ -8,7 +8,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/program_options.hpp>
 
-#include "gateway/cli.hpp"
+#include "core/cli.hpp"
 #include "journal/journal.hpp"
 
 namespace po = boost::program_options;

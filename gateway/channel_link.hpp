@@ -18,7 +18,7 @@
 
 #include "core/clock.hpp"
 #include "core/encoding.hpp"
-#include "gateway/tunnel/window.hpp"
+#include "protocol/flow.hpp"
 
 namespace rsgate::gateway {
 

@@ -10,9 +10,9 @@
 #include <csignal>
 #include <iostream>
 
-#include "agent/profile.hpp"
+#include "protocol/profile.hpp"
 #include "core/files.hpp"
-#include "gateway/cli.hpp"
+#include "core/cli.hpp"
 #include "core/log.hpp"
 #include "gateway/config.hpp"
 #include "gateway/data_dir.hpp"

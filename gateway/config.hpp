@@ -7,16 +7,10 @@
 #include <string>
 #include <string_view>
 
+#include "core/address.hpp"
 #include "gateway/runtime.hpp"
 
 namespace rsgate::gateway {
-
-struct listen_address {
-  std::string host;
-  std::uint16_t port = 0;
-};
-// "127.0.0.1:8443", "[::1]:8443", "0.0.0.0:0": an IP literal and a port; nullopt otherwise.
-[[nodiscard]] std::optional<listen_address> parse_listen(std::string_view text);
 
 // Gateway names go into every journal entry: 1–64 of A-Z a-z 0-9 . _ -
 [[nodiscard]] bool is_valid_gateway_name(std::string_view name);

@@ -5,7 +5,7 @@
 #pragma once
 #include <string>
 
-#include "agent/profile.hpp"
+#include "protocol/profile.hpp"
 #include "gateway/data_dir.hpp"
 #include "gateway/state.hpp"
 #include "journal/writer.hpp"

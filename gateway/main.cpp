@@ -5,7 +5,7 @@
 
 #include "gateway/admin_commands.hpp"
 #include "gateway/commands.hpp"
-#include "gateway/connect.hpp"
+#include "connect/connect.hpp"
 #include "journal/tool/journal_cli.hpp"
 
 namespace {
@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
   }
   if (cmd == "serve") return rsgate::gateway::run_serve(args, std::cout, std::cerr);
   if (cmd == "init") return rsgate::gateway::run_init(args, std::cout, std::cerr);
-  if (cmd == "connect") return rsgate::gateway::run_connect(args, std::cout, std::cerr);
+  if (cmd == "connect") return rsgate::representative::run_connect(args, std::cout, std::cerr);
   if (cmd == "user") return rsgate::gateway::run_user(args, std::cin, std::cout, std::cerr);
   if (cmd == "machine") return rsgate::gateway::run_machine(args, std::cin, std::cout, std::cerr);
   if (cmd == "token") return rsgate::gateway::run_token(args, std::cin, std::cout, std::cerr);

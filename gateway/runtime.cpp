@@ -23,12 +23,12 @@
 #include <vector>
 
 #include "core/log.hpp"
-#include "gateway/tunnel/protocol.hpp"
+#include "protocol/wire.hpp"
 #include "gateway/http/request_input.hpp"
-#include "gateway/net/async_bridge.hpp"
-#include "gateway/net/socket_state.hpp"
-#include "gateway/net/tls_stream.hpp"
-#include "gateway/net/tunnel_server.hpp"
+#include "net/async_bridge.hpp"
+#include "net/socket_state.hpp"
+#include "net/tls_stream.hpp"
+#include "gateway/tunnel/tunnel_server.hpp"
 #include "gateway/service.hpp"
 
 namespace asio = boost::asio;
@@ -78,7 +78,7 @@ std::variant<std::string, http_response> token_param(std::string_view target) {
 // of the stream and whose text message "eof" is a half-close (docs/api.md). Reader and
 // writer run on this connection's strand, each waiting on its own timer, which the tunnel
 // side cancels (through channel_link::wake) when there is something for them.
-constexpr std::size_t kStreamMessageMax = 64 * 1024;  // both ways; docs/api.md
+constexpr std::size_t kStreamMessageMax = tunnel::kMaxStreamMessage;  // both ways; docs/api.md §5.5
 constexpr auto kDrainAfterClose = std::chrono::seconds(30);  // docs/api.md §5.5, how a channel ends
 
 struct stream_timers {

@@ -21,7 +21,7 @@
 #include "core/timefmt.hpp"
 #include "gateway/detail/service_common.hpp"
 #include "gateway/http/request_input.hpp"
-#include "gateway/tunnel/messages.hpp"
+#include "protocol/messages.hpp"
 
 namespace json = boost::json;
 

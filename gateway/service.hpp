@@ -38,8 +38,8 @@
 #include "gateway/refusal_throttle.hpp"
 #include "gateway/sessions.hpp"
 #include "gateway/state.hpp"
-#include "gateway/tunnel/handshake.hpp"
-#include "gateway/tunnel/messages.hpp"
+#include "protocol/gateway_handshake.hpp"
+#include "protocol/messages.hpp"
 #include "journal/journal.hpp"
 
 namespace rsgate::gateway {

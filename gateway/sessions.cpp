@@ -5,6 +5,8 @@
 
 #include <algorithm>
 
+#include "protocol/wire.hpp"
+
 namespace rsgate::gateway {
 namespace {
 
@@ -241,7 +243,7 @@ std::optional<refusal> session_registry::check_channel(const session& s, const s
                   s.state == session_state::ended ? "the session has ended" : "nobody has attached yet");
   if (std::find(s.scopes.begin(), s.scopes.end(), scope) == s.scopes.end())
     return refuse(400, "bad_request", fmt::format("scope '{}' is not offered by the customer", scope));
-  if (s.channels.size() >= 256) return refuse(409, "conflict", "too many open channels in this session");
+  if (s.channels.size() >= tunnel::kMaxChannelsPerSession) return refuse(409, "conflict", "too many open channels in this session");
   if (user == s.owner) return std::nullopt;
   bool any = false;
   for (auto& g : s.grants) {

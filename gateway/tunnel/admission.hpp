@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "core/clock.hpp"
-#include "gateway/tunnel/protocol.hpp"
+#include "protocol/wire.hpp"
 
 namespace rsgate::tunnel {
 

@@ -7,6 +7,7 @@
 
 #include "tests/support/process.hpp"
 
+using namespace rsgate;
 using namespace rsgate::gateway;
 
 namespace {

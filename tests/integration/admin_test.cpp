@@ -7,7 +7,7 @@
 #include <boost/json/parse.hpp>
 #include <fstream>
 
-#include "agent/profile.hpp"
+#include "protocol/profile.hpp"
 #include "core/files.hpp"
 #include "tests/integration/common.hpp"
 

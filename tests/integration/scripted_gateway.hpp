@@ -15,12 +15,12 @@
 #include <string>
 #include <vector>
 
-#include "agent/profile.hpp"
+#include "protocol/profile.hpp"
 #include "auth/scram.hpp"
 #include "core/files.hpp"
 #include "core/timefmt.hpp"
 #include "gateway/pki.hpp"
-#include "gateway/tunnel/messages.hpp"
+#include "protocol/messages.hpp"
 #include "tests/support/echo_server.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/wire_peer.hpp"

@@ -10,10 +10,10 @@
 #include <set>
 #include <thread>
 
-#include "agent/handshake.hpp"
-#include "agent/profile.hpp"
+#include "protocol/agent_handshake.hpp"
+#include "protocol/profile.hpp"
 #include "auth/session_key.hpp"
-#include "gateway/tunnel/messages.hpp"
+#include "protocol/messages.hpp"
 #include "tests/integration/gateway_fixture.hpp"
 #include "tests/support/wire_peer.hpp"
 

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "gateway/tunnel/protocol.hpp"
+#include "protocol/wire.hpp"
 
 using SSL = struct ssl_st;
 using SSL_CTX = struct ssl_ctx_st;

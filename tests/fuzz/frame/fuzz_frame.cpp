@@ -5,7 +5,7 @@
 // pieces; re-encoding those frames must give back exactly the bytes they came from.
 //
 // Input: the first byte picks the piece sizes for the second decoder; the rest is the stream.
-#include "gateway/tunnel/protocol.hpp"
+#include "protocol/wire.hpp"
 
 #include <algorithm>
 #include <vector>

@@ -5,7 +5,7 @@
 // same bytes (one reading of every message, as the header promises).
 //
 // Input: the first byte picks the parser (modulo 12), the rest is the frame payload.
-#include "gateway/tunnel/messages.hpp"
+#include "protocol/messages.hpp"
 
 #include <array>
 #include <string>

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "agent/notice.hpp"
-#include "agent/tunnel_state.hpp"
+#include "protocol/agent_state.hpp"
 #include "tests/fuzz/fuzz_support.hpp"
 
 namespace tunnel = rsgate::tunnel;

@@ -3,12 +3,12 @@
 // may refuse only with std::invalid_argument, must accept only a valid scope name and a port
 // from 1 to 65535, and what it accepts must read back the same from "NAME=HOST:PORT" written
 // the way profiles write it ("[v6]:port" when the host holds a ':').
-#include "agent/profile.hpp"
+#include "protocol/profile.hpp"
 
 #include <stdexcept>
 #include <string>
 
-#include "gateway/tunnel/messages.hpp"
+#include "protocol/messages.hpp"
 #include "tests/fuzz/fuzz_support.hpp"
 
 namespace agent = rsgate::agent;

@@ -1,0 +1,148 @@
+// See profile.hpp. toml++ parses only this operator-installed file (TOOLCHAIN.md).
+#include "protocol/profile.hpp"
+
+#include <fmt/format.h>
+
+#include <charconv>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <toml++/toml.h>
+
+#include "auth/formats.hpp"
+#include "core/files.hpp"
+#include "protocol/messages.hpp"
+
+namespace rsgate::agent {
+namespace {
+
+bool parse_host_port(std::string_view hp, std::string& host, std::uint16_t& port) {
+  auto colon = hp.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 == hp.size()) return false;
+  host = std::string(hp.substr(0, colon));
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() > 253) return false;
+  for (char c : host)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == ':' || c == '_'))
+      return false;
+  unsigned p = 0;
+  auto ps = hp.substr(colon + 1);
+  auto [end, ec] = std::from_chars(ps.data(), ps.data() + ps.size(), p);
+  if (ec != std::errc{} || end != ps.data() + ps.size() || p == 0 || p > 65535) return false;
+  port = static_cast<std::uint16_t>(p);
+  return true;
+}
+
+std::string quote(std::string_view s) {
+  std::ostringstream o;
+  o << toml::value<std::string>(std::string(s));
+  return o.str();
+}
+
+std::string format_host_port(const std::string& host, std::uint16_t port) {
+  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+}  // namespace
+
+scope_mapping parse_scope_mapping(std::string_view text) {
+  auto eq = text.find('=');
+  if (eq == std::string_view::npos) throw std::invalid_argument("expected NAME=HOST:PORT");
+  scope_mapping m;
+  m.name = std::string(text.substr(0, eq));
+  if (!tunnel::is_scope_name(m.name))
+    throw std::invalid_argument("scope name must be [a-z0-9][a-zA-Z0-9:._-]*, at most 64 characters");
+  if (!parse_host_port(text.substr(eq + 1), m.host, m.port))
+    throw std::invalid_argument("expected NAME=HOST:PORT with a port from 1 to 65535");
+  return m;
+}
+
+std::string to_toml(const profile& p) {
+  std::string out =
+      "# rsgate agent profile: give it to rsgate-agent with --profile. It holds this machine's\n"
+      "# secret: keep it mode 0600, readable by the agent's account only.\n\n[gateway]\n";
+  out += fmt::format("primary = {}\n", quote(p.primary));
+  out += fmt::format("backup = {}\n", quote(p.backup));
+  out += fmt::format("server_name = {}\n", quote(p.server_name));
+  out += fmt::format("proxy = {}\n", quote(p.proxy));
+  out += fmt::format("ca = {}\n\n[machine]\n", quote(p.ca_pem));
+  out += fmt::format("type = {}\nmodel = {}\nserial = {}\nsecret = {}\n", quote(p.type),
+                     quote(p.model), quote(p.serial), quote(p.secret));
+  out += "mechanisms = [";
+  for (size_t i = 0; i < p.mechanisms.size(); ++i) out += (i ? ", " : "") + quote(p.mechanisms[i]);
+  out += fmt::format("]\n\n[session]\nkey_expiry_minutes = {}\n\n[scopes]\n", p.key_expiry_minutes);
+  out += "# NAME = \"HOST:PORT\": what the customer offers; the gateway never learns HOST:PORT.\n";
+  for (auto& s : p.scopes) out += fmt::format("{} = {}\n", quote(s.name), quote(format_host_port(s.host, s.port)));
+  return out;
+}
+
+profile load_profile(const std::filesystem::path& file) {
+  auto fail = [&](const std::string& why) -> std::runtime_error {
+    return std::runtime_error(file.string() + ": " + why);
+  };
+  if (!std::filesystem::exists(file)) throw fail("no such profile");
+  if (is_group_or_world_accessible(file))
+    throw fail("readable by group or others; it holds the machine's secret: chmod 600 it");
+  toml::table t;
+  try {
+    t = toml::parse(read_file(file, 1 << 20), file.string());
+  } catch (const toml::parse_error& e) {
+    throw fail(fmt::format("line {}: {}", e.source().begin.line, e.description()));
+  }
+  profile p;
+  auto str = [&](std::string_view path, bool required) {
+    auto v = t.at_path(path).value<std::string>();
+    if (!v && required) throw fail(fmt::format("{} is missing", path));
+    return v.value_or("");
+  };
+  p.primary = str("gateway.primary", true);
+  p.backup = str("gateway.backup", false);
+  p.server_name = str("gateway.server_name", true);
+  if (p.server_name.empty()) throw fail("gateway.server_name is empty: the agent could not check the gateway's certificate");
+  p.proxy = str("gateway.proxy", false);
+  p.ca_pem = str("gateway.ca", true);
+  p.type = str("machine.type", true);
+  p.model = str("machine.model", true);
+  p.serial = str("machine.serial", true);
+  p.secret = str("machine.secret", true);
+  std::string host;
+  std::uint16_t port = 0;
+  if (!parse_host_port(p.primary, host, port)) throw fail("gateway.primary must be HOST:PORT");
+  if (!p.backup.empty() && !parse_host_port(p.backup, host, port))
+    throw fail("gateway.backup must be HOST:PORT");
+  if (!p.proxy.empty() && (!p.proxy.starts_with("http://") || !parse_host_port(p.proxy.substr(7), host, port)))
+    throw fail("gateway.proxy must be http://HOST:PORT");
+  if (p.ca_pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
+    throw fail("gateway.ca must hold a PEM certificate");
+  if (!auth::is_valid_machine(p.machine())) throw fail("machine type/model/serial must form TTTT-MMM*SSSSSSS");
+  if (p.secret.size() < 16) throw fail("machine.secret is too short");
+  if (auto arr = t.at_path("machine.mechanisms").as_array()) {
+    p.mechanisms.clear();
+    for (auto& v : *arr) {
+      auto s = v.value<std::string>();
+      if (!s || (*s != tunnel::kMechanismScram && *s != tunnel::kMechanismMd5))
+        throw fail("machine.mechanisms may hold scram-sha-256 and md5");
+      p.mechanisms.push_back(*s);
+    }
+    if (p.mechanisms.empty()) throw fail("machine.mechanisms is empty");
+  }
+  if (auto k = t.at_path("session.key_expiry_minutes").value<std::int64_t>()) {
+    if (*k < 1 || *k > 1440) throw fail("session.key_expiry_minutes must be 1 to 1440");
+    p.key_expiry_minutes = static_cast<int>(*k);
+  }
+  if (auto sc = t["scopes"].as_table()) {
+    if (sc->size() > tunnel::kMaxScopes) throw fail("too many scopes");
+    for (auto& [k, v] : *sc) {
+      auto hp = v.value<std::string>();
+      if (!hp) throw fail(fmt::format("scopes.{} must be \"HOST:PORT\"", k.str()));
+      try {
+        p.scopes.push_back(parse_scope_mapping(std::string(k.str()) + "=" + *hp));
+      } catch (const std::invalid_argument& e) {
+        throw fail(fmt::format("scopes.{}: {}", k.str(), e.what()));
+      }
+    }
+  }
+  return p;
+}
+
+}  // namespace rsgate::agent

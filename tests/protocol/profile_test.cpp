@@ -1,0 +1,94 @@
+// Agent profiles: written by enrollment, read back identically; refused when readable by
+// others, and every malformed field named.
+#include "protocol/profile.hpp"
+
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+#include <fstream>
+
+#include "core/files.hpp"
+#include "tests/support/process.hpp"
+
+using namespace rsgate;
+using namespace rsgate::agent;
+
+namespace {
+profile sample() {
+  profile p;
+  p.primary = "gw.example.com:4433";
+  p.backup = "[2001:db8::1]:4433";
+  p.server_name = "gw.example.com";
+  p.ca_pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  p.type = "9009";
+  p.model = "42A";
+  p.serial = "7801234";
+  p.secret = "SV63QZBH5P9VJ8E15G9WVCRXSC2YADCN";
+  p.scopes = {{"hmc", "127.0.0.1", 443}, {"partition:LP01", "::1", 22}};
+  return p;
+}
+}  // namespace
+
+TEST_CASE("a profile round-trips through TOML") {
+  test::temp_dir t;
+  auto p = sample();
+  write_file_exclusive(t / "p.toml", to_toml(p), 0600);
+  auto q = load_profile(t / "p.toml");
+  CHECK(q.primary == p.primary);
+  CHECK(q.backup == p.backup);
+  CHECK(q.ca_pem == p.ca_pem);
+  CHECK(q.machine() == "9009-42A*7801234");
+  CHECK(q.secret == p.secret);
+  REQUIRE(q.scopes.size() == 2);
+  CHECK(q.scopes[1].name == "partition:LP01");
+  CHECK(q.scopes[1].host == "::1");
+  CHECK(q.scopes[1].port == 22);
+  CHECK(q.mechanisms == std::vector<std::string>{"scram-sha-256"});
+}
+
+TEST_CASE("a profile readable by others is refused") {
+  test::temp_dir t;
+  write_file_exclusive(t / "p.toml", to_toml(sample()), 0644);
+  CHECK_THROWS_WITH(load_profile(t / "p.toml"), Catch::Contains("chmod 600"));
+}
+
+TEST_CASE("malformed profiles name the problem") {
+  test::temp_dir t;
+  auto good = to_toml(sample());
+  auto with = [&](const std::string& from, const std::string& to) {
+    auto s = good;
+    auto pos = s.find(from);
+    REQUIRE(pos != std::string::npos);
+    s.replace(pos, from.size(), to);
+    auto f = t / ("p" + std::to_string(std::hash<std::string>{}(s)) + ".toml");
+    write_file_exclusive(f, s, 0600);
+    return f;
+  };
+  const std::vector<std::tuple<std::string, std::string, std::string>> rows = {
+      {"primary = 'gw.example.com:4433'", "primary = 'gw.example.com'", "gateway.primary"},
+      {"serial = '7801234'", "serial = '78012'", "TTTT-MMM*SSSSSSS"},
+      {"secret = 'SV63QZBH5P9VJ8E15G9WVCRXSC2YADCN'", "secret = 'short'", "too short"},
+      {"'hmc' = '127.0.0.1:443'", "'hmc' = '127.0.0.1:0'", "scopes.hmc"},
+      {"'hmc' = '127.0.0.1:443'", "'HMC!' = '127.0.0.1:443'", "scope name"},
+      {"mechanisms = ['scram-sha-256']", "mechanisms = ['plain']", "mechanisms"},
+      {"key_expiry_minutes = 60", "key_expiry_minutes = 0", "key_expiry_minutes"},
+      {"[machine]", "[machine", "line"},
+      {"server_name = 'gw.example.com'", "server_name = ''", "gateway.server_name is empty"},
+  };
+  for (auto& [from, to, expect] : rows) {
+    INFO(to);
+    CHECK_THROWS_WITH(load_profile(with(from, to)), Catch::Contains(expect));
+  }
+  CHECK_THROWS_WITH(load_profile(t / "missing.toml"), Catch::Contains("no such profile"));
+}
+
+TEST_CASE("scope mappings on the command line") {
+  auto m = parse_scope_mapping("hmc=10.0.0.5:443");
+  CHECK(m.name == "hmc");
+  CHECK(m.host == "10.0.0.5");
+  CHECK(m.port == 443);
+  for (const char* bad : {"hmc", "hmc=", "hmc=host", "hmc=host:99999", "=h:1", "Bad Name=h:1", "hmc=h:0"}) {
+    INFO(bad);
+    CHECK_THROWS_AS(parse_scope_mapping(bad), std::invalid_argument);
+  }
+}

@@ -1,0 +1,136 @@
+// The frame decoder, table-tested: every header rule, byte-at-a-time feeding, several frames
+// in one read, and the bound on what it buffers.
+#include "protocol/wire.hpp"
+
+#include <catch2/catch.hpp>
+#include <string>
+
+using namespace rsgate::tunnel;
+
+namespace {
+std::vector<std::uint8_t> json(std::string_view s) { return {s.begin(), s.end()}; }
+
+std::vector<std::uint8_t> raw_header(std::uint8_t type, std::uint8_t flags, std::uint16_t rsvd,
+                                     std::uint32_t channel, std::uint32_t length) {
+  return {type,
+          flags,
+          static_cast<std::uint8_t>(rsvd >> 8),
+          static_cast<std::uint8_t>(rsvd),
+          static_cast<std::uint8_t>(channel >> 24),
+          static_cast<std::uint8_t>(channel >> 16),
+          static_cast<std::uint8_t>(channel >> 8),
+          static_cast<std::uint8_t>(channel),
+          static_cast<std::uint8_t>(length >> 24),
+          static_cast<std::uint8_t>(length >> 16),
+          static_cast<std::uint8_t>(length >> 8),
+          static_cast<std::uint8_t>(length)};
+}
+
+decode_error decode_one(const std::vector<std::uint8_t>& bytes) {
+  decoder d;
+  d.feed(bytes);
+  return d.error();
+}
+}  // namespace
+
+TEST_CASE("encode then decode, whole and byte by byte") {
+  auto hello = encode(frame_type::hello, 0, json(R"({"v":1})"));
+  auto data = encode(frame_type::data, 7, json("payload bytes"));
+  auto win = encode_window(7, 4096);
+  auto eof = encode(frame_type::eof, 7, {});
+  std::vector<std::uint8_t> stream;
+  for (auto* f : {&hello, &data, &win, &eof}) stream.insert(stream.end(), f->begin(), f->end());
+
+  for (std::size_t chunk : {stream.size(), std::size_t{1}, std::size_t{5}, std::size_t{13}}) {
+    INFO("chunk " << chunk);
+    decoder d;
+    std::vector<frame> got;
+    std::size_t pos = 0;
+    while (pos < stream.size()) {
+      auto n = std::min(chunk, stream.size() - pos);
+      std::size_t used = 0;
+      while (used < n) {
+        used += d.feed(std::span(stream).subspan(pos + used, n - used));
+        while (auto f = d.next()) got.push_back(std::move(*f));
+        REQUIRE(d.error() == decode_error::none);
+      }
+      pos += n;
+    }
+    REQUIRE(got.size() == 4);
+    CHECK(got[0].header.type == frame_type::hello);
+    CHECK(std::string(got[0].payload.begin(), got[0].payload.end()) == R"({"v":1})");
+    CHECK(got[1].header.type == frame_type::data);
+    CHECK(got[1].header.channel == 7);
+    CHECK(got[1].payload.size() == 13);
+    CHECK(got[2].header.type == frame_type::window);
+    CHECK(got[2].payload == std::vector<std::uint8_t>{0, 0, 0x10, 0});
+    CHECK(window_increment(got[2]) == 4096);
+    CHECK(got[3].header.type == frame_type::eof);
+    CHECK(got[3].payload.empty());
+    CHECK(d.buffered() == 0);
+  }
+}
+
+TEST_CASE("header rules") {
+  struct row {
+    const char* what;
+    std::vector<std::uint8_t> bytes;
+    decode_error expect;
+  };
+  const row rows[] = {
+      {"unknown type 0x00", raw_header(0x00, 0, 0, 0, 2), decode_error::unknown_type},
+      {"unknown type 0x12", raw_header(0x12, 0, 0, 0, 2), decode_error::unknown_type},
+      {"unknown type 0x27", raw_header(0x27, 0, 0, 1, 2), decode_error::unknown_type},
+      {"unknown type 0xff", raw_header(0xff, 0, 0, 0, 2), decode_error::unknown_type},
+      {"flags set", raw_header(0x23, 1, 0, 1, 2), decode_error::reserved_bits},
+      {"reserved bytes set", raw_header(0x23, 0, 1, 1, 2), decode_error::reserved_bits},
+      {"control frame on a channel", raw_header(0x01, 0, 0, 3, 2), decode_error::bad_channel},
+      {"DATA on channel 0", raw_header(0x23, 0, 0, 0, 2), decode_error::bad_channel},
+      {"channel id too large", raw_header(0x23, 0, 0, 0x80000000u, 2), decode_error::bad_channel},
+      {"control too large", raw_header(0x01, 0, 0, 0, kMaxControlPayload + 1), decode_error::oversized},
+      {"DATA too large", raw_header(0x23, 0, 0, 1, kMaxDataPayload + 1), decode_error::oversized},
+      {"length 4 GiB", raw_header(0x23, 0, 0, 1, 0xffffffffu), decode_error::oversized},
+      {"WINDOW of 3 bytes", raw_header(0x24, 0, 0, 1, 3), decode_error::bad_window_length},
+      {"EOF with payload", raw_header(0x25, 0, 0, 1, 1), decode_error::oversized},
+      {"HELLO without payload", raw_header(0x01, 0, 0, 0, 0), decode_error::empty_control},
+      {"CHANNEL_OPEN without payload", raw_header(0x20, 0, 0, 1, 0), decode_error::empty_control},
+  };
+  for (auto& r : rows) {
+    INFO(r.what);
+    CHECK(decode_one(r.bytes) == r.expect);
+  }
+  // Limits exactly at the boundary are fine.
+  CHECK(decode_one(raw_header(0x23, 0, 0, kMaxChannelId, kMaxDataPayload)) == decode_error::none);
+  CHECK(decode_one(raw_header(0x0c, 0, 0, 0, 0)) == decode_error::none);  // PING may be empty
+}
+
+TEST_CASE("an oversized header is refused before any payload is buffered") {
+  decoder d;
+  auto h = raw_header(0x23, 0, 0, 1, 0xffffffffu);
+  d.feed(h);
+  CHECK(d.error() == decode_error::oversized);
+  CHECK(d.buffered() <= kHeaderBytes);
+  // Once failed, it stays failed and takes nothing more.
+  std::vector<std::uint8_t> more(100, 0);
+  CHECK(d.feed(more) == 0);
+  CHECK_FALSE(d.next().has_value());
+}
+
+TEST_CASE("a frame waits in the decoder until taken") {
+  auto a = encode(frame_type::ping, 0, {});
+  auto b = encode(frame_type::pong, 0, {});
+  std::vector<std::uint8_t> both(a);
+  both.insert(both.end(), b.begin(), b.end());
+  decoder d;
+  auto used = d.feed(both);
+  CHECK(used == a.size());  // stops after the first complete frame
+  REQUIRE(d.next()->header.type == frame_type::ping);
+  CHECK(d.feed(std::span(both).subspan(used)) == b.size());
+  CHECK(d.next()->header.type == frame_type::pong);
+}
+
+TEST_CASE("names") {
+  CHECK(name_of(frame_type::channel_open) == "CHANNEL_OPEN");
+  CHECK(is_control(frame_type::hello));
+  CHECK_FALSE(is_control(frame_type::data));
+}
