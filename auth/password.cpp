@@ -4,6 +4,8 @@
 
 #include <sodium.h>
 
+#include "core/encoding.hpp"
+
 #include <stdexcept>
 #include <vector>
 
@@ -44,6 +46,15 @@ std::string random_secret(int bits) {
   std::string out;
   out.reserve(static_cast<size_t>(chars));
   for (int i = 0; i < chars; ++i) out.push_back(kAlphabet[randombytes_uniform(32)]);
+  return out;
+}
+
+std::string random_token(std::size_t bytes) {
+  init();
+  std::vector<std::uint8_t> b(bytes);
+  randombytes_buf(b.data(), b.size());
+  auto out = to_base64url(b);
+  sodium_memzero(b.data(), b.size());
   return out;
 }
 

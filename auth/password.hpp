@@ -14,6 +14,9 @@ namespace rsgate::auth {
 // A random secret of `bits` bits, in unpadded base32 (Crockford alphabet, no I L O U) so a
 // person can read it aloud without ambiguity.
 [[nodiscard]] std::string random_secret(int bits);
+// `bytes` random bytes (libsodium) as base64url without padding: bearer tokens, login cookies,
+// CSRF and channel tokens. 32 bytes give 43 characters.
+[[nodiscard]] std::string random_token(std::size_t bytes = 32);
 
 [[nodiscard]] bool equal_constant_time(std::string_view a, std::string_view b);
 

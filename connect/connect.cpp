@@ -23,6 +23,9 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <boost/program_options.hpp>
+#include <boost/url/parse.hpp>
+#include <boost/url/url_view.hpp>
+#include <charconv>
 #include <csignal>
 #include <iostream>
 #include <ostream>
@@ -41,6 +44,7 @@ namespace websocket = beast::websocket;
 namespace ssl = asio::ssl;
 namespace json = boost::json;
 namespace po = boost::program_options;
+namespace urls = boost::urls;
 using tcp = asio::ip::tcp;
 
 namespace rsgate::representative {
@@ -50,6 +54,7 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 struct connect_options {
   std::string host, port, session, scope, access_type, token;
+  std::string authority;  // HOST[:PORT] as the URL wrote it (IPv6 bracketed): the Host header
   std::ostream* out;
   std::ostream* err;
 };
@@ -90,7 +95,7 @@ asio::awaitable<std::optional<std::string>> request_channel(const connect_option
   auto s = co_await dial(o, tls, why);
   if (!s) co_return std::nullopt;
   http::request<http::string_body> req{http::verb::post, "/api/v1/sessions/" + o.session + "/channels", 11};
-  req.set(http::field::host, o.host);
+  req.set(http::field::host, o.authority);
   req.set(http::field::authorization, "Bearer " + o.token);
   req.set(http::field::content_type, "application/json");
   req.body() = json::serialize(json::object{{"scope", o.scope}, {"access_type", o.access_type}});
@@ -271,7 +276,7 @@ asio::awaitable<void> relay(tcp::socket sock, connect_options o, ssl::context* t
   // buffer) cost a TLS record and several composed operations per 4 KiB.
   ws.auto_fragment(false);
   ws.write_buffer_bytes(64 * 1024);
-  auto [hec] = co_await ws.async_handshake(o.host + ":" + o.port, "/api/v1/channels/stream?token=" + *token, use_tuple);
+  auto [hec] = co_await ws.async_handshake(o.authority, "/api/v1/channels/stream?token=" + *token, use_tuple);
   if (hec) {
     *o.err << "rsgate connect: the channel stream failed: " << hec.message() << "\n";
     co_return;
@@ -307,6 +312,26 @@ asio::awaitable<void> accept_loop(tcp::acceptor* acc, connect_options o, ssl::co
   }
 }
 
+// --gateway https://HOST[:PORT][/]: an https URL with a host (a name, an IPv4 address or a
+// bracketed IPv6 one) and nothing else (no user, path, query or fragment). Boost.URL reads it.
+void parse_gateway_url(const std::string& text, connect_options& o) {
+  auto bad = [] { return cli::usage_error("--gateway must be https://HOST:PORT"); };
+  auto u = urls::parse_absolute_uri(text);
+  if (!u || u->scheme_id() != urls::scheme::https || u->has_userinfo() || u->has_query() || u->has_fragment() ||
+      !(u->encoded_path().empty() || u->encoded_path() == "/") || u->encoded_host().empty())
+    throw bad();
+  if (u->has_port()) {
+    auto port = u->port();  // digits only (RFC 3986); Boost.URL's port_number() wraps above 65535
+    unsigned n = 0;
+    auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), n);
+    if (port.empty() || port.size() > 5 || ec != std::errc{} || end != port.data() + port.size() || n == 0 || n > 65535)
+      throw bad();
+  }
+  o.host = std::string(u->host_address());  // an IPv6 address without its brackets
+  o.port = u->has_port() ? std::string(u->port()) : "443";
+  o.authority = std::string(u->encoded_host_and_port());
+}
+
 int connect_cmd(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   po::options_description d("rsgate connect --gateway URL --token T --session ID --scope S --access-type A --listen ADDR:PORT");
   d.add_options()
@@ -329,15 +354,7 @@ int connect_cmd(const std::vector<std::string>& args, std::ostream& out, std::os
   for (auto k : {"gateway", "token", "session", "scope", "access-type"})
     if (!vm.count(k)) throw cli::usage_error(fmt::format("--{} is required", k));
   connect_options o;
-  auto url = vm["gateway"].as<std::string>();
-  if (!url.starts_with("https://")) throw cli::usage_error("--gateway must be https://HOST:PORT");
-  auto hp = url.substr(8);
-  while (!hp.empty() && hp.back() == '/') hp.pop_back();
-  auto colon = hp.rfind(':');
-  o.host = colon == std::string::npos ? hp : hp.substr(0, colon);
-  o.port = colon == std::string::npos ? "443" : hp.substr(colon + 1);
-  if (o.host.empty() || o.port.empty() || o.port.find_first_not_of("0123456789") != std::string::npos)
-    throw cli::usage_error("--gateway must be https://HOST:PORT");
+  parse_gateway_url(vm["gateway"].as<std::string>(), o);
   o.token = vm["token"].as<std::string>();
   if (o.token == "-") std::getline(std::cin, o.token);
   if (o.token.empty() || o.token.size() > 256) throw cli::usage_error("--token is empty or too long");

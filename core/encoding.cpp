@@ -47,23 +47,36 @@ std::optional<bytes> from_hex(std::string_view text) {
   return out;
 }
 
-std::string to_base64(std::span<const std::uint8_t> data) {
+namespace {
+
+// RFC 4648 §4 (alphabet "+/", padded) or §5 (alphabet "-_", unpadded, for URLs and tokens).
+std::string encode_base64(std::span<const std::uint8_t> data, const char* alphabet, bool pad) {
   std::string out;
   out.reserve((data.size() + 2) / 3 * 4);
   size_t i = 0;
   for (; i + 3 <= data.size(); i += 3) {
     std::uint32_t v = data[i] << 16 | data[i + 1] << 8 | data[i + 2];
-    out += {kB64[v >> 18], kB64[(v >> 12) & 63], kB64[(v >> 6) & 63], kB64[v & 63]};
+    out += {alphabet[v >> 18], alphabet[(v >> 12) & 63], alphabet[(v >> 6) & 63], alphabet[v & 63]};
   }
   if (data.size() - i == 1) {
     std::uint32_t v = data[i] << 16;
-    out += {kB64[v >> 18], kB64[(v >> 12) & 63], '=', '='};
+    out += {alphabet[v >> 18], alphabet[(v >> 12) & 63]};
+    if (pad) out += "==";
   } else if (data.size() - i == 2) {
     std::uint32_t v = data[i] << 16 | data[i + 1] << 8;
-    out += {kB64[v >> 18], kB64[(v >> 12) & 63], kB64[(v >> 6) & 63], '='};
+    out += {alphabet[v >> 18], alphabet[(v >> 12) & 63], alphabet[(v >> 6) & 63]};
+    if (pad) out += "=";
   }
   return out;
 }
+
+constexpr char kB64Url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+}  // namespace
+
+std::string to_base64(std::span<const std::uint8_t> data) { return encode_base64(data, kB64, true); }
+
+std::string to_base64url(std::span<const std::uint8_t> data) { return encode_base64(data, kB64Url, false); }
 
 std::optional<bytes> from_base64(std::string_view text) {
   if (text.size() % 4 != 0) return std::nullopt;

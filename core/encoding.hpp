@@ -16,6 +16,8 @@ using bytes = std::vector<std::uint8_t>;
 [[nodiscard]] std::optional<bytes> from_hex(std::string_view text);
 
 [[nodiscard]] std::string to_base64(std::span<const std::uint8_t> data);
+// RFC 4648 §5: the URL- and file-safe alphabet, without padding (tokens, cookies).
+[[nodiscard]] std::string to_base64url(std::span<const std::uint8_t> data);
 [[nodiscard]] std::optional<bytes> from_base64(std::string_view text);
 
 inline std::span<const std::uint8_t> as_bytes(std::string_view s) {

@@ -5,7 +5,6 @@
 #include "gateway/service.hpp"
 
 #include <fmt/format.h>
-#include <sodium.h>
 
 #include <chrono>
 #include <thread>
@@ -119,14 +118,6 @@ std::string address_of(const std::string& remote) {
   auto a = colon == std::string::npos ? remote : remote.substr(0, colon);
   if (a.size() > 2 && a.front() == '[' && a.back() == ']') a = a.substr(1, a.size() - 2);
   return a;
-}
-
-std::string random_token() {
-  unsigned char b[32];
-  randombytes_buf(b, sizeof b);
-  char out[sodium_base64_ENCODED_LEN(32, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
-  sodium_bin2base64(out, sizeof out, b, sizeof b, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-  return out;
 }
 
 }  // namespace detail

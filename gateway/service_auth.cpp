@@ -245,8 +245,8 @@ void service::login(const http_request& req, const api::reply& done) {
     return;
   }
   principal who{u->name, parse_role(u->role).value_or(role::developer), false};
-  auto cookie = random_token();
-  auto csrf = random_token();
+  auto cookie = auth::random_token();
+  auto csrf = auth::random_token();
   auto e = base_entry("user.login", who, req);
   e.secret_hmac = hmac_.hash_of(cookie);
   e.detail = json::serialize(json::object{{"method", "password"}, {"role", u->role}, {"password_changed", !new_password.empty()}});

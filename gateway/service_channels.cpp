@@ -8,6 +8,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include "auth/password.hpp"
 #include "gateway/detail/service_common.hpp"
 #include "gateway/http/request_input.hpp"
 #include "gateway/service.hpp"
@@ -53,7 +54,7 @@ void service::open_channel(const principal& p, const std::string& id, const http
       if (!r) {
         // The channel itself is journaled (channel.open) when its stream connects, before the
         // agent is asked to open it; the ticket only lets that stream find its session.
-        token = random_token();
+        token = auth::random_token();
         tickets_[token_hash(token)] = {id, p.user, scope, type, now + kTicketLife};
       }
     }

@@ -6,6 +6,7 @@
 #include <array>
 #include <stdexcept>
 
+#include "auth/password.hpp"
 #include "core/encoding.hpp"
 #include "core/files.hpp"
 #include "schema/schema.hpp"
@@ -174,15 +175,7 @@ std::optional<std::string> master_key::open(std::string_view sealed) const {
   return out;
 }
 
-std::string new_token() {
-  if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
-  std::array<std::uint8_t, 32> b{};
-  randombytes_buf(b.data(), b.size());
-  char out[sodium_base64_ENCODED_LEN(32, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
-  sodium_bin2base64(out, sizeof out, b.data(), b.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-  sodium_memzero(b.data(), b.size());
-  return std::string("rsg_") + out;
-}
+std::string new_token() { return "rsg_" + auth::random_token(32); }
 
 std::string token_hash(std::string_view token) {
   std::array<std::uint8_t, 32> d{};

@@ -20,7 +20,5 @@ void about(journal::entry& e, const session& s);
 [[nodiscard]] boost::json::object session_json(const session& s);
 // "203.0.113.7:51234" -> "203.0.113.7" (limits count per address, not per connection).
 [[nodiscard]] std::string address_of(const std::string& remote);
-// 32 random bytes, base64url: cookies, CSRF tokens, channel tokens.
-[[nodiscard]] std::string random_token();
 
 }  // namespace rsgate::gateway::detail

@@ -35,3 +35,12 @@ TEST_CASE("equal_constant_time") {
   CHECK_FALSE(equal_constant_time("abc", "abcd"));
   CHECK(equal_constant_time("", ""));
 }
+
+TEST_CASE("random_token: 32 random bytes as 43 base64url characters, never the same twice") {
+  auto a = rsgate::auth::random_token();
+  auto b = rsgate::auth::random_token();
+  CHECK(a.size() == 43);
+  CHECK(a != b);
+  for (char c : a) CHECK((std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_'));
+  CHECK(rsgate::auth::random_token(16).size() == 22);
+}

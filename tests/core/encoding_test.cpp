@@ -32,3 +32,15 @@ TEST_CASE("hex round trip and refusal") {
   CHECK_FALSE(from_hex("abc").has_value());
   CHECK_FALSE(from_hex("zz").has_value());
 }
+
+TEST_CASE("base64url: RFC 4648 section 5 alphabet, no padding") {
+  auto b = [](std::string_view s) { return std::vector<std::uint8_t>(s.begin(), s.end()); };
+  CHECK(rsgate::to_base64url(b("")) == "");
+  CHECK(rsgate::to_base64url(b("f")) == "Zg");
+  CHECK(rsgate::to_base64url(b("fo")) == "Zm8");
+  CHECK(rsgate::to_base64url(b("foo")) == "Zm9v");
+  CHECK(rsgate::to_base64url(b("foobar")) == "Zm9vYmFy");
+  CHECK(rsgate::to_base64url(std::vector<std::uint8_t>{0xfb, 0xff, 0xbf}) == "-_-_");
+  CHECK(rsgate::to_base64(std::vector<std::uint8_t>{0xfb, 0xff, 0xbf}) == "+/+/");
+  CHECK(rsgate::to_base64(b("fo")) == "Zm8=");
+}
