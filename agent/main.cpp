@@ -1,7 +1,4 @@
 // rsgate-agent: the customer's side. Dispatches; nothing else lives here.
-#include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
-#include <boost/json/value.hpp>
 #include <boost/program_options.hpp>
 #include <iostream>
 #include <sstream>
@@ -10,6 +7,7 @@
 
 #include "protocol/profile.hpp"
 #include "agent/runtime.hpp"
+#include "agent/status.hpp"
 
 namespace po = boost::program_options;
 
@@ -84,40 +82,8 @@ int main(int argc, char** argv) {
     // For people: the same state as --json, one fact per line.
     std::ostringstream raw;
     int rc = rsgate::agent::control_command(control, cmd, raw, std::cerr);
-    if (rc != 0) return rc;
-    boost::system::error_code ec;
-    auto v = boost::json::parse(raw.str(), ec);
-    if (ec || !v.is_object()) {
-      std::cout << raw.str();
-      return 0;
-    }
-    auto& o = v.as_object();
-    auto str = [&](const char* k) { return o.contains(k) && o.at(k).is_string() ? std::string(o.at(k).as_string()) : std::string(); };
-    std::cout << "state:    " << str("state") << "\n"
-              << "machine:  " << str("machine") << "\n"
-              << "gateway:  " << str("gateway") << "\n"
-              << "session:  " << str("session") << "\n"
-              << "owner:    " << (str("owner").empty() ? "(nobody attached)" : str("owner") + " for PMR " + str("pmr")) << "\n"
-              << "key:      " << (str("key_expires_at").empty() ? "-" : "expires " + str("key_expires_at")) << "\n";
-    std::cout << "grants:   ";
-    if (o.contains("grants") && o.at("grants").is_array() && !o.at("grants").as_array().empty()) {
-      for (auto& g : o.at("grants").as_array()) std::cout << (g.is_string() ? std::string(g.as_string()) : "?") << " ";
-      std::cout << "\n";
-    } else {
-      std::cout << "none\n";
-    }
-    std::cout << "channels: ";
-    if (o.contains("channels") && o.at("channels").is_array() && !o.at("channels").as_array().empty()) {
-      std::cout << "\n";
-      for (auto& c : o.at("channels").as_array()) {
-        auto& co = c.as_object();
-        std::cout << "  " << boost::json::serialize(co.at("actor")) << " " << boost::json::serialize(co.at("access_type"))
-                  << " to " << boost::json::serialize(co.at("scope")) << "\n";
-      }
-    } else {
-      std::cout << "none\n";
-    }
-    return 0;
+    if (rc == 0) std::cout << rsgate::agent::render_status(raw.str());
+    return rc;
   }
   if (cmd == "stop" || cmd == "key" || cmd == "status")
     return rsgate::agent::control_command(control, cmd, std::cout, std::cerr);
