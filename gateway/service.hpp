@@ -161,7 +161,20 @@ class service {
                                                std::optional<journal::entry>& refused);
   std::optional<journal::entry> refuse_credential(const http_request& req, std::string_view method,
                                                   std::string_view reason, std::string_view secret_hmac);
+  // A password login: checked (limits, Argon2id, the one-time password rule), then refused
+  // (journaled, within the refusal bounds) or accepted (journaled before the cookie).
+  struct login_attempt {
+    std::string name, password, new_password;
+    std::string source;  // the client's address, or its IPv6 /64
+    micros now = 0;
+    std::optional<user_row> user;
+    std::string why;  // "" when accepted
+    bool name_lockout = false, source_lockout = false;
+  };
   void login(const http_request& req, const api::reply& done);
+  void check_login(login_attempt& a);
+  void refuse_login(const http_request& req, const login_attempt& a, const api::reply& done);
+  void accept_login(const http_request& req, const login_attempt& a, const api::reply& done);
   // A successful login's cookie: the login session is kept and the answer sent.
   void open_web_session(const api::reply& done, const std::string& cookie, const std::string& csrf,
                         const principal& who, micros now);

@@ -177,81 +177,90 @@ std::optional<principal> service::authenticate(const http_request& req, bool sta
 void service::login(const http_request& req, const api::reply& done) {
   query_params(req.target, {});
   auto body = body_object(req, {"user", "password", "new_password"});
-  auto name = str_field(body, "user", true, 64);
-  auto password = str_field(body, "password", true, 1024);
-  auto new_password = str_field(body, "new_password", false, 1024);
-  auto now = clock_.now();
-  const auto address = source_group(address_of(req.remote));  // an IPv6 /64 is one source
-  std::optional<user_row> u;
-  bool name_lockout = false, address_lockout = false;
-  std::string why;
+  login_attempt a;
+  a.name = str_field(body, "user", true, 64);
+  a.password = str_field(body, "password", true, 1024);
+  a.new_password = str_field(body, "new_password", false, 1024);
+  a.now = clock_.now();
+  a.source = source_group(address_of(req.remote));  // an IPv6 /64 is one source
+  check_login(a);
+  if (a.why.empty()) accept_login(req, a, done);
+  else refuse_login(req, a, done);
+}
+
+void service::check_login(login_attempt& a) {
   {
     std::lock_guard lock(mu_);
-    if (!login_user_limiter_.allowed(name, now) || !login_source_limiter_.allowed(address, now)) why = "rate_limited";
-  }
-  if (why.empty() && auth::is_valid_user_name(name)) u = lookup_user(name);
-  if (why.empty()) {
-    // Argon2id takes ~0.1 s: never under a lock. An unknown user is checked against a fixed
-    // hash so timing does not tell which accounts exist.
-    static const std::string dummy = auth::hash_password("dummy password for timing");
-    bool ok = auth::verify_password(u ? u->password_hash : dummy, password) && u && !u->disabled;
-    if (!ok) {
-      why = "bad_credentials";
-      std::lock_guard lock(mu_);
-      name_lockout = login_user_limiter_.record_failure(name, now);
-      address_lockout = login_source_limiter_.record_failure(address, now);
-    } else if (u->must_change && new_password.empty()) {
-      why = "password_change_required";
-    } else if (!new_password.empty() && (new_password.size() < 12 || new_password == password)) {
-      why = "weak_new_password";
+    if (!login_user_limiter_.allowed(a.name, a.now) || !login_source_limiter_.allowed(a.source, a.now)) {
+      a.why = "rate_limited";
+      return;
     }
   }
-  if (!why.empty()) {
-    auto status = why == "rate_limited" ? 429 : why == "bad_credentials" ? 401 : why == "password_change_required" ? 403 : 400;
-    std::string message = why == "rate_limited"               ? "too many failed logins; try again later"
-                          : why == "bad_credentials"          ? "invalid user name or password"
-                          : why == "password_change_required" ? "this password must be changed: send new_password too"
-                                                              : "the new password must be at least 12 characters and differ from the old";
-    auto answer = json_error(status, why, message);
-    bool journal_it = true;
-    if (why == "rate_limited" || why == "bad_credentials") {
-      std::lock_guard lock(mu_);
-      journal_it = credential_refusals_.admit(address, now);
-    }
-    // Lock-outs are always journaled: there is at most one per name or address per period.
-    std::vector<journal::entry> entries;
-    if (journal_it || name_lockout || address_lockout) {
-      auto e = base_entry("user.login", principal{name}, req);
-      e.result = journal::outcome::denied;
-      json::object d{{"method", "password"}, {"reason", why}};
-      if (!auth::is_valid_user_name(name)) d["name_escaped"] = true;  // actor shows it escaped
-      e.detail = json::serialize(d);
-      if (journal_it) entries.push_back(e);
-      for (auto [locked, what] : {std::pair{name_lockout, "user name"}, std::pair{address_lockout, "address"}}) {
-        if (!locked) continue;
-        auto l = e;
-        l.kind = "user.lockout";
-        if (std::string_view(what) == "address") l.actor.clear();
-        l.detail = json::serialize(json::object{{"locked", what}, {"reason", "too many failed logins"}, {"minutes", 15}});
-        entries.push_back(std::move(l));
-      }
-    }
-    auto pending = std::make_shared<std::atomic<int>>(static_cast<int>(entries.size()));
-    if (entries.empty()) return done(answer);
-    for (auto& e : entries)
-      journal_.append(std::move(e), [pending, done, answer](const journal::append_result&) {
-        if (--*pending == 0) done(answer);
-      });
-    return;
+  if (auth::is_valid_user_name(a.name)) a.user = lookup_user(a.name);
+  // Argon2id takes ~0.1 s: never under a lock. An unknown user is checked against a fixed
+  // hash so timing does not tell which accounts exist.
+  static const std::string dummy = auth::hash_password("dummy password for timing");
+  bool ok = auth::verify_password(a.user ? a.user->password_hash : dummy, a.password) && a.user && !a.user->disabled;
+  if (!ok) {
+    a.why = "bad_credentials";
+    std::lock_guard lock(mu_);
+    a.name_lockout = login_user_limiter_.record_failure(a.name, a.now);
+    a.source_lockout = login_source_limiter_.record_failure(a.source, a.now);
+  } else if (a.user->must_change && a.new_password.empty()) {
+    a.why = "password_change_required";
+  } else if (!a.new_password.empty() && (a.new_password.size() < 12 || a.new_password == a.password)) {
+    a.why = "weak_new_password";
   }
-  principal who{u->name, parse_role(u->role).value_or(role::developer), false};
+}
+
+void service::refuse_login(const http_request& req, const login_attempt& a, const api::reply& done) {
+  const auto& why = a.why;
+  auto status = why == "rate_limited" ? 429 : why == "bad_credentials" ? 401 : why == "password_change_required" ? 403 : 400;
+  std::string message = why == "rate_limited"               ? "too many failed logins; try again later"
+                        : why == "bad_credentials"          ? "invalid user name or password"
+                        : why == "password_change_required" ? "this password must be changed: send new_password too"
+                                                            : "the new password must be at least 12 characters and differ from the old";
+  auto answer = json_error(status, why, message);
+  bool journal_it = true;
+  if (why == "rate_limited" || why == "bad_credentials") {
+    std::lock_guard lock(mu_);
+    journal_it = credential_refusals_.admit(a.source, a.now);
+  }
+  // Lock-outs are always journaled: there is at most one per name or source per period.
+  std::vector<journal::entry> entries;
+  auto e = base_entry("user.login", principal{a.name}, req);
+  e.result = journal::outcome::denied;
+  json::object d{{"method", "password"}, {"reason", why}};
+  if (!auth::is_valid_user_name(a.name)) d["name_escaped"] = true;  // actor shows it escaped
+  e.detail = json::serialize(d);
+  if (journal_it) entries.push_back(e);
+  for (auto [locked, what] : {std::pair{a.name_lockout, "user name"}, std::pair{a.source_lockout, "address"}}) {
+    if (!locked) continue;
+    auto l = e;
+    l.kind = "user.lockout";
+    if (std::string_view(what) == "address") l.actor.clear();
+    l.detail = json::serialize(json::object{{"locked", what}, {"reason", "too many failed logins"}, {"minutes", 15}});
+    entries.push_back(std::move(l));
+  }
+  if (entries.empty()) return done(answer);
+  auto pending = std::make_shared<std::atomic<int>>(static_cast<int>(entries.size()));
+  for (auto& en : entries)
+    journal_.append(std::move(en), [pending, done, answer](const journal::append_result&) {
+      if (--*pending == 0) done(answer);
+    });
+}
+
+void service::accept_login(const http_request& req, const login_attempt& a, const api::reply& done) {
+  principal who{a.user->name, parse_role(a.user->role).value_or(role::developer), false};
   auto cookie = auth::random_token();
   auto csrf = auth::random_token();
   auto e = base_entry("user.login", who, req);
   e.secret_hmac = hmac_.hash_of(cookie);
-  e.detail = json::serialize(json::object{{"method", "password"}, {"role", u->role}, {"password_changed", !new_password.empty()}});
-  std::string new_hash = new_password.empty() ? "" : auth::hash_password(new_password);
+  e.detail = json::serialize(
+      json::object{{"method", "password"}, {"role", a.user->role}, {"password_changed", !a.new_password.empty()}});
+  std::string new_hash = a.new_password.empty() ? "" : auth::hash_password(a.new_password);
   auto source = e.source;
+  auto now = a.now;
   journal_.append(std::move(e), [this, done, cookie, csrf, who, new_hash, now, source](const journal::append_result& r) {
     if (!r.ok()) return done(journal_unavailable());
     // The rest writes state.db (a password change) and must not hold up the journal's thread.

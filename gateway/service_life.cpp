@@ -1,0 +1,219 @@
+// The service's life around the requests (service.hpp): the housekeeping pass every second
+// (what other processes changed in state.db, lapsed grants, lost tunnels, kept records,
+// refusal summaries, pruning), the start-up's closing of sessions an earlier run left open, and
+// the shutdown's end of every live session.
+#include <chrono>
+#include <thread>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include "core/log.hpp"
+#include "core/timefmt.hpp"
+#include "gateway/detail/service_common.hpp"
+#include "gateway/service.hpp"
+#include "journal/reader.hpp"
+
+namespace json = boost::json;
+
+namespace rsgate::gateway {
+
+using namespace detail;
+
+namespace {
+
+constexpr micros kReconnectGrace = tunnel::kReconnectGraceSeconds * kSecond;
+// Ended sessions stay visible through the API this long (and at most this many); after that
+// the journal (PMR lookup, GET /journal) keeps their story.
+constexpr micros kEndedRetention = 3600 * kSecond;
+constexpr std::size_t kMaxEndedSessions = 1000;
+
+// The grant `gid` of an active session while it is not revoked, else nullptr.
+grant* live_grant(session& s, const std::string& gid) {
+  if (s.state != session_state::active) return nullptr;
+  for (auto& g : s.grants)
+    if (g.id == gid && !g.revoked) return &g;
+  return nullptr;
+}
+
+}  // namespace
+
+void service::housekeeping() {
+  std::unique_lock one(housekeeping_mu_, std::try_to_lock);
+  if (!one.owns_lock()) return;  // the previous pass still runs
+  auto now = clock_.now();
+  try {
+    housekeeping_accounts();
+  } catch (const std::exception& e) {
+    log::warn("housekeeping: cannot read state.db: {}", e.what());
+    housekeeping_state_.reset();  // reopen next time
+  }
+  housekeeping_time(now);
+}
+
+void service::housekeeping_accounts() {
+  // What to look up, taken under the lock; state.db is read without it, on our own connection.
+  std::set<std::string> machines, users;
+  {
+    std::lock_guard lock(mu_);
+    for (auto* s : registry_.live_sessions()) {
+      machines.insert(s->machine);
+      if (s->state != session_state::active) continue;
+      users.insert(s->owner);
+      for (auto& g : s->grants)
+        if (!g.revoked) users.insert(g.user);
+    }
+  }
+  if (machines.empty()) return;
+  if (!housekeeping_state_) housekeeping_state_.emplace(layout_.state_db());
+  std::set<std::string> gone_machines, gone_users;
+  for (auto& m : machines) {
+    auto row = housekeeping_state_->find_machine(m);
+    if (!row || row->revoked) gone_machines.insert(m);
+  }
+  for (auto& u : users) {
+    auto row = housekeeping_state_->find_user(u);
+    if (!row || row->disabled) gone_users.insert(u);
+  }
+  std::vector<std::pair<std::string, std::string>> ends;      // session, reason
+  std::vector<std::pair<std::string, std::string>> revokes;   // session, grant
+  {
+    std::lock_guard lock(mu_);
+    for (auto* s : registry_.live_sessions()) {
+      if (gone_machines.count(s->machine)) ends.emplace_back(s->id, "machine revoked");
+      else if (s->state == session_state::active && gone_users.count(s->owner)) ends.emplace_back(s->id, "owner disabled");
+      else
+        for (auto& g : s->grants)
+          if (!g.revoked && gone_users.count(g.user)) revokes.emplace_back(s->id, g.id);
+    }
+  }
+  for (auto& end : ends) {  // (no structured bindings: clang 14 cannot capture them)
+    const auto& reason = end.second;
+    remove_by_gateway(end.first, [this, reason, gone_machines, gone_users](session& s) -> std::optional<journal::entry> {
+      bool machine = reason == "machine revoked";
+      if (!(machine ? gone_machines.count(s.machine) : gone_users.count(s.owner))) return std::nullopt;
+      return end_now(s, "gateway", reason,
+                     machine ? "this machine's enrollment was revoked" : "the session ended (" + reason + ")");
+    });
+  }
+  for (auto& revoke : revokes) {
+    const auto& gid = revoke.second;
+    remove_by_gateway(revoke.first, [this, gid](session& s) -> std::optional<journal::entry> {
+      auto* g = live_grant(s, gid);
+      if (!g) return std::nullopt;
+      return revoke_now(s, *g, "gateway", "account disabled");
+    });
+  }
+}
+
+void service::housekeeping_time(micros now) {
+  std::vector<std::string> lost, backlog;
+  std::vector<std::pair<std::string, std::string>> lapsed;
+  std::vector<refusal_throttle::summary> summaries;
+  {
+    std::lock_guard lock(mu_);
+    for (auto* s : registry_.live_sessions())
+      if (!s->tunnel_up && now - s->tunnel_lost_at >= kReconnectGrace) lost.push_back(s->id);
+    lapsed = registry_.lapsed_grants(now);
+    for (auto& [sid, q] : unrecorded_) backlog.push_back(sid);
+    summaries = credential_refusals_.take_summaries(now);
+    std::set<std::string> pinned(backlog.begin(), backlog.end());
+    registry_.prune(now, kEndedRetention, kMaxEndedSessions, pinned);
+    for (auto it = tickets_.begin(); it != tickets_.end();)
+      it = it->second.expires_at <= now ? tickets_.erase(it) : std::next(it);
+    for (auto it = web_sessions_.begin(); it != web_sessions_.end();)
+      it = (it->second.expires_at <= now || it->second.idle_until <= now) ? web_sessions_.erase(it) : std::next(it);
+  }
+  auto ignore = [](http_response) {};
+  for (auto& sid : backlog)
+    in_session(sid, ignore, [this, sid](ticket t) { flush_unrecorded(sid, std::move(t)); }, true);
+  for (auto& sid : lost) {
+    remove_by_gateway(sid, [this](session& s) -> std::optional<journal::entry> {
+      if (s.tunnel_up || clock_.now() - s.tunnel_lost_at < kReconnectGrace) return std::nullopt;
+      return end_now(s, "gateway", "tunnel lost", "");
+    });
+  }
+  for (auto& lapse : lapsed) {
+    const auto& gid = lapse.second;
+    remove_by_gateway(lapse.first, [this, gid](session& s) -> std::optional<journal::entry> {
+      auto* g = live_grant(s, gid);
+      if (!g || g->expires_at == 0 || g->expires_at > clock_.now()) return std::nullopt;
+      auto e = revoke_now(s, *g, "gateway", "the grant expired");
+      e.detail = json::serialize(json::object{{"grant", gid}, {"user", g->user}, {"reason", "expired"}});
+      return e;
+    });
+  }
+  for (auto& sm : summaries) {
+    journal::entry e;
+    e.kind = "user.login";
+    e.source = sm.source;
+    e.result = journal::outcome::denied;
+    e.detail = json::serialize(json::object{{"reason", "suppressed"},
+                                            {"count", sm.suppressed},
+                                            {"window_start", format_rfc3339(sm.window_start)},
+                                            {"note", "refused credentials from this address beyond the per-minute entries"}});
+    journal_.append(std::move(e), [](const journal::append_result&) {});
+  }
+}
+
+// --- start-up and shutdown ---
+
+std::size_t service::end_orphaned_sessions() {
+  struct orphan {
+    std::string id, machine, pmr;
+  };
+  std::vector<orphan> open;
+  {
+    journal::reader rd({layout_.journal_db()});
+    auto st = rd.db(0).prepare(
+        "SELECT session_id, "
+        "  (SELECT machine FROM journal m WHERE m.session_id = j.session_id AND m.machine <> '' ORDER BY seq DESC LIMIT 1), "
+        "  (SELECT pmr FROM journal p WHERE p.session_id = j.session_id AND p.pmr <> '' ORDER BY seq DESC LIMIT 1) "
+        "FROM journal j WHERE session_id <> '' GROUP BY session_id HAVING SUM(kind = 'session.end') = 0");
+    while (st.step())
+      open.push_back({std::string(st.col_text(0)), std::string(st.col_text(1)), std::string(st.col_text(2))});
+  }
+  std::size_t ended = 0;
+  for (auto& o : open) {
+    journal::entry e;
+    e.kind = "session.end";
+    e.actor = "gateway";
+    e.session_id = o.id;
+    e.machine = o.machine;
+    e.pmr = o.pmr;
+    e.detail = R"({"reason":"gateway restart"})";
+    if (journal_.append_sync(std::move(e)).ok()) ++ended;
+  }
+  return ended;
+}
+
+void service::end_all_sessions(const std::string& reason, std::chrono::milliseconds wait) {
+  set_executor({});  // the worker pool is gone: steps continue inline
+  // Each live session ends in a step of its own, after whatever its queue still holds, so no
+  // grant decided before the stop can be journaled after its session.end.
+  std::vector<std::string> live;
+  {
+    std::lock_guard lock(mu_);
+    for (auto* s : registry_.live_sessions()) live.push_back(s->id);
+  }
+  for (auto& sid : live)
+    remove_by_gateway(sid, [this, reason](session& s) -> std::optional<journal::entry> {
+      return end_now(s, "gateway", reason, "");
+    });
+  auto until = std::chrono::steady_clock::now() + wait;
+  while (!idle() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  // What the journal could not take before: one last try, oldest first, session by session.
+  std::map<std::string, std::deque<journal::entry>> left;
+  {
+    std::lock_guard lock(mu_);
+    left.swap(unrecorded_);
+  }
+  for (auto& [sid, q] : left)
+    for (auto& e : q)
+      if (auto r = journal_.append_sync(e); !r.ok())
+        log::error("journal: a record of session {} is lost at shutdown ({}): {} {}", sid, r.message, e.kind, e.detail);
+}
+
+}  // namespace rsgate::gateway
