@@ -131,23 +131,8 @@ void print_admin_password(std::ostream& out, const prepare_options& po_, const s
       po_.admin_name, pw);
 }
 
-int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  po::options_description d("rsgate serve [options]");
-  d.add_options()
-      ("dev", "development mode: create everything needed under --data (default ./rsgate-dev)")
-      ("config", po::value<std::string>(), "TOML configuration file")
-      ("data", po::value<std::string>(), "data directory (overrides the configuration)")
-      ("http-listen", po::value<std::string>(), "HTTPS listen ADDR:PORT (default 127.0.0.1:8443)")
-      ("tunnel-listen", po::value<std::string>(), "tunnel listen ADDR:PORT (default 127.0.0.1:4433)")
-      ("name", po::value<std::string>(), "gateway name recorded in the journal")
-      ("log-level", po::value<std::string>(), "debug, info, warn or error")
-      ("help,h", "show this help");
-  auto vm = parse(args, d);
-  if (vm.count("help")) {
-    out << d << "\n";
-    return kOk;
-  }
-  const bool dev = vm.count("dev") > 0;
+// serve's flags over the configuration file's settings; bad ones are usage errors.
+config serve_config(const po::variables_map& vm, bool dev) {
   if (dev && vm.count("config")) throw usage_error("--dev and --config exclude each other");
   config c;
   if (vm.count("config")) {
@@ -177,10 +162,12 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
         c.log_level != "error")
       throw usage_error("invalid --log-level: expected debug, info, warn or error");
   }
-  log::set_level(parse_level(c.log_level));
+  return c;
+}
 
+// The data directory serve runs on: created with --dev, else it must have been prepared.
+data_layout serve_data_dir(const config& c, bool dev, const prepare_options& prep, std::ostream& out) {
   data_layout layout{c.data_dir};
-  prepare_options prep;
   if (dev) {
     bool existed = std::filesystem::exists(layout.journal_db());
     (void)prepare_data_dir(layout, prep);
@@ -192,56 +179,24 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
         "{} is not a prepared data directory: run `rsgate init --data {}` (or `rsgate serve --dev`)",
         c.data_dir.string(), c.data_dir.string()));
   }
+  return layout;
+}
 
-  // Entries keep the name the journal was created with unless one is configured.
-  if (c.gateway_name.empty())
-    c.gateway_name = journal_gateway_name(layout).value_or(dev ? "rsgate-dev" : default_gateway_name());
+journal::append_result journal_start(journal::writer& jw, const config& c, bool dev) {
+  journal::entry start;
+  start.kind = "gateway.start";
+  start.actor = "gateway";
+  start.source = journal::local_source();
+  boost::json::object det;
+  det["version"] = kVersion;
+  det["dev"] = dev;
+  det["http_listen"] = fmt::format("{}:{}", c.http.host, c.http.port);
+  det["pid"] = static_cast<std::int64_t>(::getpid());
+  start.detail = boost::json::serialize(det);
+  return jw.append_sync(std::move(start));
+}
 
-  // A file-size limit must fail a journal write (and be reported), not kill the gateway.
-  std::signal(SIGXFSZ, SIG_IGN);
-  std::signal(SIGPIPE, SIG_IGN);
-
-  journal::writer jw(layout.journal_db(), journal::signing_key::load(layout.signing_key()),
-                     writer_opts(c));
-  {
-    journal::entry start;
-    start.kind = "gateway.start";
-    start.actor = "gateway";
-    start.source = journal::local_source();
-    boost::json::object det;
-    det["version"] = kVersion;
-    det["dev"] = dev;
-    det["http_listen"] = fmt::format("{}:{}", c.http.host, c.http.port);
-    det["pid"] = static_cast<std::int64_t>(::getpid());
-    start.detail = boost::json::serialize(det);
-    auto r = jw.append_sync(std::move(start));
-    if (!r.ok()) {
-      err << "rsgate serve: the journal cannot write, refusing to start: " << r.message << "\n";
-      return kFailed;
-    }
-  }
-  if (dev) {
-    std::optional<std::string> pw;
-    try {
-      pw = create_first_admin(layout, jw, prep.admin_name, "rsgate serve --dev", journal::local_source());
-    } catch (const std::exception& e) {
-      journal_stop(jw, journal::outcome::error, "reason", e.what());
-      throw;
-    }
-    if (pw) {
-      print_admin_password(out, prep, *pw);
-      pw->assign(pw->size(), '\0');
-    }
-  }
-
-  metrics m;
-  m.start_time_us = system_clock::instance().now();
-  service sessions(jw, layout, system_clock::instance());
-  // Sessions do not survive a restart yet: close in the journal whatever the last run left
-  // open (a crash, a kill), so no session vanishes without its session.end.
-  if (auto n = sessions.end_orphaned_sessions())
-    log::info("journaled the end of {} session(s) left open by the previous run", n);
-  routes api(jw, m, &sessions);
+runtime_options runtime_for(const config& c, service& sessions) {
   runtime_options ro;
   ro.host = c.http.host;
   ro.port = c.http.port;
@@ -253,6 +208,22 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   ro.sessions = &sessions;
   ro.tunnel_host = c.tunnel.host;
   ro.tunnel_port = c.tunnel.port;
+  return ro;
+}
+
+// The gateway's life once its journal is open: the session service, the listeners, and
+// at the end every session and the stop journaled.
+int run_gateway(const config& c, const data_layout& layout, journal::writer& jw, bool dev, std::ostream& out,
+                std::ostream& err) {
+  metrics m;
+  m.start_time_us = system_clock::instance().now();
+  service sessions(jw, layout, system_clock::instance());
+  // Sessions do not survive a restart yet: close in the journal whatever the last run left
+  // open (a crash, a kill), so no session vanishes without its session.end.
+  if (auto n = sessions.end_orphaned_sessions())
+    log::info("journaled the end of {} session(s) left open by the previous run", n);
+  routes api(jw, m, &sessions);
+  auto ro = runtime_for(c, sessions);
   ro.on_tunnel_listening = [&](const std::string& bound) {
     out << "rsgate: tunnel: " << bound << "\n";
     log::info("agent tunnels on {}", bound);
@@ -288,6 +259,54 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   }
   log::info("stopped cleanly at journal seq {}", jw.stats().last_seq);
   return kOk;
+}
+
+int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  po::options_description d("rsgate serve [options]");
+  d.add_options()
+      ("dev", "development mode: create everything needed under --data (default ./rsgate-dev)")
+      ("config", po::value<std::string>(), "TOML configuration file")
+      ("data", po::value<std::string>(), "data directory (overrides the configuration)")
+      ("http-listen", po::value<std::string>(), "HTTPS listen ADDR:PORT (default 127.0.0.1:8443)")
+      ("tunnel-listen", po::value<std::string>(), "tunnel listen ADDR:PORT (default 127.0.0.1:4433)")
+      ("name", po::value<std::string>(), "gateway name recorded in the journal")
+      ("log-level", po::value<std::string>(), "debug, info, warn or error")
+      ("help,h", "show this help");
+  auto vm = parse(args, d);
+  if (vm.count("help")) {
+    out << d << "\n";
+    return kOk;
+  }
+  const bool dev = vm.count("dev") > 0;
+  auto c = serve_config(vm, dev);
+  log::set_level(parse_level(c.log_level));
+  prepare_options prep;
+  auto layout = serve_data_dir(c, dev, prep, out);
+  // Entries keep the name the journal was created with unless one is configured.
+  if (c.gateway_name.empty())
+    c.gateway_name = journal_gateway_name(layout).value_or(dev ? "rsgate-dev" : default_gateway_name());
+  // A file-size limit must fail a journal write (and be reported), not kill the gateway.
+  std::signal(SIGXFSZ, SIG_IGN);
+  std::signal(SIGPIPE, SIG_IGN);
+  journal::writer jw(layout.journal_db(), journal::signing_key::load(layout.signing_key()), writer_opts(c));
+  if (auto r = journal_start(jw, c, dev); !r.ok()) {
+    err << "rsgate serve: the journal cannot write, refusing to start: " << r.message << "\n";
+    return kFailed;
+  }
+  if (dev) {
+    std::optional<std::string> pw;
+    try {
+      pw = create_first_admin(layout, jw, prep.admin_name, "rsgate serve --dev", journal::local_source());
+    } catch (const std::exception& e) {
+      journal_stop(jw, journal::outcome::error, "reason", e.what());
+      throw;
+    }
+    if (pw) {
+      print_admin_password(out, prep, *pw);
+      pw->assign(pw->size(), '\0');
+    }
+  }
+  return run_gateway(c, layout, jw, dev, out, err);
 }
 
 int init(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
