@@ -102,30 +102,8 @@ std::string read_secret_from_stdin() {
   return line;
 }
 
-int cmd_query(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  common c;
-  po::options_description d("rsgate journal query [options]");
-  add_common(d, c);
-  time_flags(d);
-  d.add_options()
-      ("pmr", po::value<std::string>(), "PMR number (12345,677,000 or TS012345678)")
-      ("session", po::value<std::string>(), "session id")
-      ("actor", po::value<std::string>(), "user, machine or component that acted")
-      ("subject", po::value<std::string>(), "account the action was done to (admin.user)")
-      ("machine", po::value<std::string>(), "machine TTTT-MMM*SSSSSSS")
-      ("kind", po::value<std::string>(), "event kind, e.g. session.attach")
-      ("outcome", po::value<std::string>(), "ok, denied or error")
-      ("hash-of", po::value<std::string>(), "entries about this secret ('-' reads it from stdin)")
-      ("limit", po::value<long long>()->default_value(1000), "at most this many entries (1-100000)")
-      ("cursor", po::value<std::string>(), "continue after this position (printed on stderr)")
-      ("order", po::value<std::string>()->default_value("asc"), "asc (oldest first) or desc")
-      ("format", po::value<std::string>()->default_value("table"), "table, json or csv");
-  auto p = parse(args, d);
-  if (p.help) {
-    out << d << "\n";
-    return kOk;
-  }
-  auto& vm = p.vm;
+// The filters of `query` from its flags (the time flags apart); bad values are usage errors.
+filter query_filter(const po::variables_map& vm) {
   filter f;
   apply_time_flags(vm, f);
   if (vm.count("pmr")) {
@@ -172,13 +150,57 @@ int cmd_query(const std::vector<std::string>& args, std::ostream& out, std::ostr
     if (!cur) throw usage_error("invalid --cursor: use the value printed by a previous query");
     f.after = cur;
   }
-  auto fmt_name = vm["format"].as<std::string>();
-  output_format fmt_kind;
-  if (fmt_name == "table") fmt_kind = output_format::table;
-  else if (fmt_name == "json") fmt_kind = output_format::json;
-  else if (fmt_name == "csv") fmt_kind = output_format::csv;
-  else throw usage_error(fmt::format("invalid --format '{}': expected table, json or csv", fmt_name));
+  return f;
+}
 
+output_format parse_format(const std::string& name) {
+  if (name == "table") return output_format::table;
+  if (name == "json") return output_format::json;
+  if (name == "csv") return output_format::csv;
+  throw usage_error(fmt::format("invalid --format '{}': expected table, json or csv", name));
+}
+
+void write_entries(std::ostream& out, const std::vector<entry>& entries, output_format f, bool several_files) {
+  switch (f) {
+    case output_format::table:
+      write_table(out, entries, true, several_files);
+      break;
+    case output_format::json:
+      for (auto& e : entries) out << to_json_line(e) << '\n';
+      break;
+    case output_format::csv:
+      out << csv_header() << "\r\n";
+      for (auto& e : entries) out << to_csv_row(e) << "\r\n";
+      break;
+  }
+}
+
+int cmd_query(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  common c;
+  po::options_description d("rsgate journal query [options]");
+  add_common(d, c);
+  time_flags(d);
+  d.add_options()
+      ("pmr", po::value<std::string>(), "PMR number (12345,677,000 or TS012345678)")
+      ("session", po::value<std::string>(), "session id")
+      ("actor", po::value<std::string>(), "user, machine or component that acted")
+      ("subject", po::value<std::string>(), "account the action was done to (admin.user)")
+      ("machine", po::value<std::string>(), "machine TTTT-MMM*SSSSSSS")
+      ("kind", po::value<std::string>(), "event kind, e.g. session.attach")
+      ("outcome", po::value<std::string>(), "ok, denied or error")
+      ("hash-of", po::value<std::string>(), "entries about this secret ('-' reads it from stdin)")
+      ("limit", po::value<long long>()->default_value(1000), "at most this many entries (1-100000)")
+      ("cursor", po::value<std::string>(), "continue after this position (printed on stderr)")
+      ("order", po::value<std::string>()->default_value("asc"), "asc (oldest first) or desc")
+      ("format", po::value<std::string>()->default_value("table"), "table, json or csv");
+  auto p = parse(args, d);
+  if (p.help) {
+    out << d << "\n";
+    return kOk;
+  }
+  auto& vm = p.vm;
+  auto f = query_filter(vm);
+  auto format = parse_format(vm["format"].as<std::string>());
   auto files = journal_files(c);
   if (vm.count("hash-of")) {
     auto v = vm["hash-of"].as<std::string>();
@@ -191,18 +213,7 @@ int cmd_query(const std::vector<std::string>& args, std::ostream& out, std::ostr
   }
   reader r(files);
   auto pg = r.query(f);
-  switch (fmt_kind) {
-    case output_format::table:
-      write_table(out, pg.entries, true, r.files() > 1);
-      break;
-    case output_format::json:
-      for (auto& e : pg.entries) out << to_json_line(e) << '\n';
-      break;
-    case output_format::csv:
-      out << csv_header() << "\r\n";
-      for (auto& e : pg.entries) out << to_csv_row(e) << "\r\n";
-      break;
-  }
+  write_entries(out, pg.entries, format, r.files() > 1);
   if (pg.next) err << "more entries follow; next page: --cursor " << pg.next->encode() << "\n";
   return kOk;
 }
