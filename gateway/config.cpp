@@ -105,6 +105,14 @@ struct reader {
       out = *v;
     }
   }
+  // integer() into a field of another integer type (its range checked by lo and hi).
+  template <typename T>
+  void number(const toml::table* t, std::string_view sec, std::string_view key, std::int64_t lo, std::int64_t hi,
+              T& out) const {
+    auto v = static_cast<std::int64_t>(out);
+    integer(t, sec, key, lo, hi, v);
+    out = static_cast<T>(v);
+  }
   void listen(const toml::table* t, std::string_view sec, listen_address& out) const {
     std::string s;
     str(t, sec, "listen", s);
@@ -114,6 +122,60 @@ struct reader {
     out = *a;
   }
 };
+
+void read_gateway(const reader& r, config& c) {
+  auto g = r.section("gateway", {"name", "data", "log_level", "threads", "workers"});
+  if (!g) return;
+  std::string data, name;
+  r.str(g, "gateway", "data", data);
+  r.str(g, "gateway", "name", name);
+  r.str(g, "gateway", "log_level", c.log_level);
+  r.number(g, "gateway", "threads", 1, 64, c.threads);
+  r.number(g, "gateway", "workers", 1, 64, c.workers);
+  if (!data.empty()) c.data_dir = data;
+  if (!name.empty()) {
+    if (!is_valid_gateway_name(name)) r.fail("gateway.name", "must be 1 to 64 of A-Z a-z 0-9 . _ -");
+    c.gateway_name = name;
+  }
+  if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" && c.log_level != "error")
+    r.fail("gateway.log_level", "must be debug, info, warn or error");
+}
+
+void read_http(const reader& r, config& c) {
+  auto h = r.section("http", {"listen", "cert", "key", "max_connections", "handshake_timeout_ms", "request_timeout_ms",
+                              "idle_timeout_ms", "max_header_bytes", "max_body_bytes"});
+  if (!h) return;
+  r.listen(h, "http", c.http);
+  std::string cert, key;
+  r.str(h, "http", "cert", cert);
+  r.str(h, "http", "key", key);
+  if (!cert.empty()) c.tls_cert = cert;
+  if (!key.empty()) c.tls_key = key;
+  r.number(h, "http", "max_connections", 1, 100000, c.limits.max_connections);
+  r.number(h, "http", "handshake_timeout_ms", 100, 600000, c.limits.handshake_timeout_ms);
+  r.number(h, "http", "request_timeout_ms", 100, 600000, c.limits.request_timeout_ms);
+  r.number(h, "http", "idle_timeout_ms", 100, 3600000, c.limits.idle_timeout_ms);
+  r.number(h, "http", "max_header_bytes", 1024, 1 << 20, c.limits.max_header_bytes);
+  r.number(h, "http", "max_body_bytes", 1024, 64 << 20, c.limits.max_body_bytes);
+}
+
+void read_tunnel(const reader& r, config& c) {
+  auto t = r.section("tunnel", {"listen", "public_address"});
+  if (!t) return;
+  r.listen(t, "tunnel", c.tunnel);
+  r.str(t, "tunnel", "public_address", c.tunnel_public);
+  if (!c.tunnel_public.empty() && !is_valid_agent_address(c.tunnel_public))
+    r.fail("tunnel.public_address", "expected HOST:PORT, e.g. gw1.example.com:4433");
+}
+
+void read_journal(const reader& r, config& c) {
+  auto j = r.section("journal", {"checkpoint_entries", "checkpoint_seconds", "probe_ms", "max_queue"});
+  if (!j) return;
+  r.integer(j, "journal", "checkpoint_entries", 1, 10'000'000, c.checkpoint_entries);
+  r.integer(j, "journal", "checkpoint_seconds", 1, 86400, c.checkpoint_seconds);
+  r.integer(j, "journal", "probe_ms", 0, 3'600'000, c.probe_ms);
+  r.integer(j, "journal", "max_queue", 16, 10'000'000, c.max_queue);
+}
 
 }  // namespace
 
@@ -132,68 +194,10 @@ config load_config(const std::filesystem::path& file) {
   }
   reader r{root, file.string()};
   config c;
-  if (auto g = r.section("gateway", {"name", "data", "log_level", "threads", "workers"})) {
-    std::string data, name;
-    r.str(g, "gateway", "data", data);
-    r.str(g, "gateway", "name", name);
-    r.str(g, "gateway", "log_level", c.log_level);
-    std::int64_t threads = c.threads;
-    r.integer(g, "gateway", "threads", 1, 64, threads);
-    c.threads = static_cast<int>(threads);
-    std::int64_t workers = c.workers;
-    r.integer(g, "gateway", "workers", 1, 64, workers);
-    c.workers = static_cast<int>(workers);
-    if (!data.empty()) c.data_dir = data;
-    if (!name.empty()) {
-      if (!is_valid_gateway_name(name))
-        r.fail("gateway.name", "must be 1 to 64 of A-Z a-z 0-9 . _ -");
-      c.gateway_name = name;
-    }
-    if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warn" &&
-        c.log_level != "error")
-      r.fail("gateway.log_level", "must be debug, info, warn or error");
-  }
-  if (auto h = r.section("http", {"listen", "cert", "key", "max_connections",
-                                  "handshake_timeout_ms", "request_timeout_ms", "idle_timeout_ms",
-                                  "max_header_bytes", "max_body_bytes"})) {
-    r.listen(h, "http", c.http);
-    std::string cert, key;
-    r.str(h, "http", "cert", cert);
-    r.str(h, "http", "key", key);
-    if (!cert.empty()) c.tls_cert = cert;
-    if (!key.empty()) c.tls_key = key;
-    std::int64_t v = c.limits.max_connections;
-    r.integer(h, "http", "max_connections", 1, 100000, v);
-    c.limits.max_connections = static_cast<int>(v);
-    v = c.limits.handshake_timeout_ms;
-    r.integer(h, "http", "handshake_timeout_ms", 100, 600000, v);
-    c.limits.handshake_timeout_ms = static_cast<int>(v);
-    v = c.limits.request_timeout_ms;
-    r.integer(h, "http", "request_timeout_ms", 100, 600000, v);
-    c.limits.request_timeout_ms = static_cast<int>(v);
-    v = c.limits.idle_timeout_ms;
-    r.integer(h, "http", "idle_timeout_ms", 100, 3600000, v);
-    c.limits.idle_timeout_ms = static_cast<int>(v);
-    v = c.limits.max_header_bytes;
-    r.integer(h, "http", "max_header_bytes", 1024, 1 << 20, v);
-    c.limits.max_header_bytes = static_cast<std::uint32_t>(v);
-    v = static_cast<std::int64_t>(c.limits.max_body_bytes);
-    r.integer(h, "http", "max_body_bytes", 1024, 64 << 20, v);
-    c.limits.max_body_bytes = static_cast<std::uint64_t>(v);
-  }
-  if (auto t = r.section("tunnel", {"listen", "public_address"})) {
-    r.listen(t, "tunnel", c.tunnel);
-    r.str(t, "tunnel", "public_address", c.tunnel_public);
-    if (!c.tunnel_public.empty() && !is_valid_agent_address(c.tunnel_public))
-      r.fail("tunnel.public_address", "expected HOST:PORT, e.g. gw1.example.com:4433");
-  }
-  if (auto j = r.section("journal", {"checkpoint_entries", "checkpoint_seconds", "probe_ms",
-                                     "max_queue"})) {
-    r.integer(j, "journal", "checkpoint_entries", 1, 10'000'000, c.checkpoint_entries);
-    r.integer(j, "journal", "checkpoint_seconds", 1, 86400, c.checkpoint_seconds);
-    r.integer(j, "journal", "probe_ms", 0, 3'600'000, c.probe_ms);
-    r.integer(j, "journal", "max_queue", 16, 10'000'000, c.max_queue);
-  }
+  read_gateway(r, c);
+  read_http(r, c);
+  read_tunnel(r, c);
+  read_journal(r, c);
   return c;
 }
 
