@@ -332,6 +332,47 @@ void parse_gateway_url(const std::string& text, connect_options& o) {
   o.authority = std::string(u->encoded_host_and_port());
 }
 
+// The channel's coordinates from the flags; bad values are usage errors.
+connect_options connect_flags(const po::variables_map& vm) {
+  for (auto k : {"gateway", "token", "session", "scope", "access-type"})
+    if (!vm.count(k)) throw cli::usage_error(fmt::format("--{} is required", k));
+  connect_options o;
+  parse_gateway_url(vm["gateway"].as<std::string>(), o);
+  o.token = vm["token"].as<std::string>();
+  if (o.token == "-") std::getline(std::cin, o.token);
+  if (o.token.empty() || o.token.size() > 256) throw cli::usage_error("--token is empty or too long");
+  o.session = vm["session"].as<std::string>();
+  if (o.session.empty() || o.session.size() > 64 || o.session.find_first_of("/?#% ") != std::string::npos)
+    throw cli::usage_error("--session must be a session id such as S-2026-11-27-ABCDEFGH");
+  o.scope = vm["scope"].as<std::string>();
+  if (!tunnel::is_scope_name(o.scope)) throw cli::usage_error("--scope must be a scope name such as hmc");
+  o.access_type = vm["access-type"].as<std::string>();
+  if (!tunnel::is_access_type(o.access_type)) throw cli::usage_error("invalid --access-type (see --help)");
+  return o;
+}
+
+// Which gateway certificate to accept: one from --ca (and the name in --gateway), or, with
+// --insecure, any (and the warning says so).
+void trust_gateway(ssl::context& tls, const po::variables_map& vm, std::ostream& err) {
+  SSL_CTX_set_min_proto_version(tls.native_handle(), TLS1_2_VERSION);
+  if (vm.count("insecure")) {
+    err << "rsgate connect: WARNING: --insecure: the gateway's certificate is not checked\n";
+    tls.set_verify_mode(ssl::verify_none);
+    return;
+  }
+  if (!vm.count("ca")) throw cli::usage_error("--ca FILE is required (or --insecure for development)");
+  beast::error_code ec;
+  std::string pem;
+  try {
+    pem = read_file(vm["ca"].as<std::string>(), 1 << 20);
+  } catch (const std::exception& e) {
+    throw cli::usage_error(e.what());
+  }
+  tls.add_certificate_authority(asio::buffer(pem), ec);
+  if (ec) throw cli::usage_error("--ca: not a PEM certificate");
+  tls.set_verify_mode(ssl::verify_peer);
+}
+
 int connect_cmd(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   po::options_description d("rsgate connect --gateway URL --token T --session ID --scope S --access-type A --listen ADDR:PORT");
   d.add_options()
@@ -351,45 +392,15 @@ int connect_cmd(const std::vector<std::string>& args, std::ostream& out, std::os
     out << d << "\n";
     return cli::kOk;
   }
-  for (auto k : {"gateway", "token", "session", "scope", "access-type"})
-    if (!vm.count(k)) throw cli::usage_error(fmt::format("--{} is required", k));
-  connect_options o;
-  parse_gateway_url(vm["gateway"].as<std::string>(), o);
-  o.token = vm["token"].as<std::string>();
-  if (o.token == "-") std::getline(std::cin, o.token);
-  if (o.token.empty() || o.token.size() > 256) throw cli::usage_error("--token is empty or too long");
-  o.session = vm["session"].as<std::string>();
-  if (o.session.empty() || o.session.size() > 64 || o.session.find_first_of("/?#% ") != std::string::npos)
-    throw cli::usage_error("--session must be a session id such as S-2026-11-27-ABCDEFGH");
-  o.scope = vm["scope"].as<std::string>();
-  if (!tunnel::is_scope_name(o.scope)) throw cli::usage_error("--scope must be a scope name such as hmc");
-  o.access_type = vm["access-type"].as<std::string>();
-  if (!tunnel::is_access_type(o.access_type)) throw cli::usage_error("invalid --access-type (see --help)");
+  auto o = connect_flags(vm);
   auto listen = parse_listen(vm["listen"].as<std::string>());
   if (!listen) throw cli::usage_error("--listen must be IP:PORT, e.g. 127.0.0.1:2222");
   o.out = &out;
   o.err = &err;
-
   std::signal(SIGPIPE, SIG_IGN);  // TLS writes with write(2) (net::tls_stream)
   asio::io_context ioc(1);
   ssl::context tls(ssl::context::tls_client);
-  SSL_CTX_set_min_proto_version(tls.native_handle(), TLS1_2_VERSION);
-  if (vm.count("insecure")) {
-    err << "rsgate connect: WARNING: --insecure: the gateway's certificate is not checked\n";
-    tls.set_verify_mode(ssl::verify_none);
-  } else {
-    if (!vm.count("ca")) throw cli::usage_error("--ca FILE is required (or --insecure for development)");
-    beast::error_code ec;
-    std::string pem;
-    try {
-      pem = read_file(vm["ca"].as<std::string>(), 1 << 20);
-    } catch (const std::exception& e) {
-      throw cli::usage_error(e.what());
-    }
-    tls.add_certificate_authority(asio::buffer(pem), ec);
-    if (ec) throw cli::usage_error("--ca: not a PEM certificate");
-    tls.set_verify_mode(ssl::verify_peer);
-  }
+  trust_gateway(tls, vm, err);
   tcp::acceptor acc(ioc);
   beast::error_code ec;
   tcp::endpoint ep(asio::ip::make_address(listen->host), listen->port);
