@@ -139,6 +139,30 @@ std::string_view stmt::col_text(int idx) const {
 
 bool stmt::col_is_null(int idx) const { return sqlite3_column_type(s_, idx) == SQLITE_NULL; }
 
+std::string durability_problem(db& d) {
+  std::string why;
+  auto mode = d.prepare("PRAGMA journal_mode");
+  std::string m = mode.step() ? std::string(mode.col_text(0)) : std::string("unknown");
+  if (m != "wal") why = fmt::format("journal_mode is '{}', not 'wal'", m);
+  auto sync = d.prepare("PRAGMA synchronous");
+  std::int64_t level = sync.step() ? sync.col_int(0) : -1;
+  if (level != 2) {
+    static constexpr const char* kNames[] = {"OFF", "NORMAL", "FULL", "EXTRA"};
+    const char* name = level >= 0 && level <= 3 ? kNames[level] : "unknown";
+    why += fmt::format("{}synchronous is {} ({}), not 2 (FULL)", why.empty() ? "" : "; ", level, name);
+  }
+  return why;
+}
+
+void make_durable(db& d, const std::filesystem::path& file) {
+  d.exec("PRAGMA journal_mode = WAL");
+  d.exec("PRAGMA synchronous = FULL");
+  if (auto why = durability_problem(d); !why.empty())
+    throw not_durable(fmt::format(
+        "{}: refusing to write: {}; a committed write might not survive a power loss", file.string(),
+        why));
+}
+
 namespace {
 int migration_number(std::string_view name) {
   int n = 0;

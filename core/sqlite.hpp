@@ -79,6 +79,21 @@ class stmt {
   sqlite3_stmt* s_ = nullptr;
 };
 
+// Thrown when a connection that must keep every committed write across a power loss is not
+// in WAL mode with synchronous=FULL.
+class not_durable : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Empty when `d` is in WAL mode with synchronous=FULL (2): a COMMIT that returned is on disk,
+// the WAL synced before it returns. Otherwise what is wrong, for an error message.
+[[nodiscard]] std::string durability_problem(db& d);
+// Sets journal_mode=WAL and synchronous=FULL, then reads both back: a setting can fail to take
+// silently (journal_mode=WAL on a file system without shared memory, an in-memory database).
+// Throws not_durable naming `file` when they did not take.
+void make_durable(db& d, const std::filesystem::path& file);
+
 // Applies, in name order, every migration whose number (the file name's leading digits) is
 // above the database's `PRAGMA user_version`, each in its own transaction, and sets
 // user_version to it. `application_id` marks the file as one of ours; a database with a

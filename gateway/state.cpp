@@ -20,8 +20,9 @@ bool is_role(std::string_view r) {
 }
 
 state_store::state_store(const std::filesystem::path& db) : db_(db, sqlite::open_mode::create) {
-  db_.exec("PRAGMA journal_mode = WAL");
-  db_.exec("PRAGMA synchronous = FULL");
+  // Accounts, tokens and revocations must survive a power loss like the journal entries
+  // that record them: refused (sqlite::not_durable) unless WAL with synchronous=FULL.
+  sqlite::make_durable(db_, db);
   db_.exec("PRAGMA foreign_keys = ON");
   sqlite::migrate(db_, schema::state_migrations, schema::kStateApplicationId);
 }

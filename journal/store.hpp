@@ -25,6 +25,8 @@ class bad_gateway_name : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Creates and migrates the file if needed. Throws sqlite::not_durable, before writing
+// anything, when the connection does not end up in WAL mode with synchronous=FULL.
 [[nodiscard]] sqlite::db open_for_writing(const std::filesystem::path& path);
 // Throws not_a_journal, or std::runtime_error when the file is missing or unreadable.
 // `structure_checked_later`: verification opens any file whose application_id is rsgJ and
