@@ -44,7 +44,7 @@
 #include "net/socket_state.hpp"
 #include "net/tls_stream.hpp"
 #include "protocol/wire.hpp"
-#include "protocol/flow.hpp"
+#include "protocol/channel_flow.hpp"
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -58,20 +58,21 @@ namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
-// One channel: a TCP connection to the local target of an offered scope. The gateway may
-// have at most `credit` bytes in flight toward us... and we toward it: see docs/protocol.md §8.
+// One channel: a TCP connection to the local target of an offered scope. Its windows, credit,
+// EOFs and close are `flow`, the protocol's one state machine (protocol/channel_flow.hpp,
+// docs/protocol.md §8), which the gateway runs too; `window` is the gateway's, from
+// CHANNEL_OPEN.
 struct local_channel {
-  local_channel(asio::any_io_executor ex, std::uint32_t i) : id(i), sock(ex), data_timer(ex), credit_timer(ex) {}
+  local_channel(asio::any_io_executor ex, std::uint32_t i, std::uint32_t window)
+      : id(i), sock(ex), data_timer(ex), credit_timer(ex), flow(tunnel::channel_flow::role::acceptor, window) {}
   std::uint32_t id;
   std::string scope, access_type, actor;
   tcp::socket sock;
   asio::steady_timer data_timer;    // local_writer waits here for the gateway's bytes or EOF
   asio::steady_timer credit_timer;  // local_reader waits here for the gateway's window
-  std::int64_t credit = 0;             // bytes we may still send to the gateway
-  std::deque<bytes> inbox;             // from the gateway, not yet written locally
-  std::size_t inbox_bytes = 0;
-  tunnel::receive_window rw;           // ours toward the gateway: its DATA limit and growth
-  bool gateway_eof = false, local_eof = false, closed = false, shut_down_local = false;
+  tunnel::channel_flow flow;
+  std::deque<bytes> inbox;  // DATA from the gateway that `flow` delivered, not yet written locally
+  bool finished = false;    // the socket is closed and the channel forgotten (finish_channel)
   std::int64_t bytes_in = 0, bytes_out = 0;
   void wake() {
     data_timer.cancel();
@@ -259,10 +260,10 @@ void print_notice(agent_state& st, const tunnel::notice& n) {
 // came before the gateway's EOF, or with bytes still unwritten): the connection is reset, so
 // that the target learns at once, even while it is not reading, and gets nothing after the cut.
 void finish_channel(agent_state& st, const std::shared_ptr<local_channel>& ch, bool send_close, bool failed = false) {
-  if (ch->closed) return;
-  ch->closed = true;
-  ch->rw.release(&st.windows);
-  if (failed || !ch->gateway_eof || ch->inbox_bytes > 0) net::reset_on_close(ch->sock);
+  if (ch->finished) return;
+  ch->finished = true;
+  ch->flow.release(&st.windows);
+  if (failed || !ch->flow.received_all()) net::reset_on_close(ch->sock);
   beast::error_code ignored;
   ch->sock.close(ignored);
   ch->wake();
@@ -273,22 +274,28 @@ void finish_channel(agent_state& st, const std::shared_ptr<local_channel>& ch, b
                        ch->bytes_out));
 }
 
+// The agent ends the channel itself: CLOSE unless the channel's flow says it is closed already.
+void close_channel(agent_state& st, const std::shared_ptr<local_channel>& ch, bool failed) {
+  if (!ch->finished) finish_channel(st, ch, ch->flow.close(), failed);
+}
+
+// Both directions ended cleanly and everything was written: the channel is done.
 void maybe_done(agent_state& st, const std::shared_ptr<local_channel>& ch) {
-  if (ch->local_eof && ch->gateway_eof && ch->inbox.empty() && ch->shut_down_local) finish_channel(st, ch, true);
+  if (ch->flow.both_ended()) close_channel(st, ch, false);
 }
 
 // The target's connection is gone (a reset, a TCP timeout) although nothing reads it.
-bool target_lost(local_channel& ch) { return net::connection_lost(ch.sock, ch.shut_down_local); }
+bool target_lost(local_channel& ch) { return net::connection_lost(ch.sock, ch.flow.eof_handed_on()); }
 
 // After the target's EOF nothing reads its socket, so nothing would see it reset later (a
 // target that closes with bytes unread, or keepalive that finds it gone) while no bytes go to
 // it: wait for an error on the socket until the channel ends.
 asio::awaitable<void> watch_after_eof(agent_state& st, std::shared_ptr<local_channel> ch) {
-  while (!ch->closed) {
+  while (!ch->finished) {
     auto [ec] = co_await ch->sock.async_wait(tcp::socket::wait_error, use_tuple);
-    if (ch->closed || ec) co_return;
+    if (ch->finished || ec) co_return;
     if (target_lost(*ch)) {
-      finish_channel(st, ch, true, true);
+      close_channel(st, ch, true);
       co_return;
     }
     // Urgent data or a clean close both ways (maybe_done ends the channel): not an error, but
@@ -300,30 +307,29 @@ asio::awaitable<void> watch_after_eof(agent_state& st, std::shared_ptr<local_cha
 
 asio::awaitable<void> local_reader(agent_state& st, std::shared_ptr<local_channel> ch) {
   std::vector<std::uint8_t> buf(tunnel::kMaxDataPayload);
-  while (!ch->closed) {  // one DATA frame per read, at most the frame limit and the credit
-    if (ch->credit <= 0) {
+  while (!ch->finished) {  // one DATA frame per read, at most the frame limit and the credit
+    const auto want = ch->flow.sendable(buf.size());
+    if (want == 0) {
       // The gateway's window is full: stop reading the target until its WINDOW comes. A
       // target that resets meanwhile is seen without reading: look once a second.
       ch->credit_timer.expires_after(std::chrono::seconds(1));
       auto [tec] = co_await ch->credit_timer.async_wait(use_tuple);
-      if (!tec && !ch->closed && target_lost(*ch)) finish_channel(st, ch, true, true);
+      if (!tec && !ch->finished && target_lost(*ch)) close_channel(st, ch, true);
       continue;
     }
-    auto want = std::min<std::size_t>(buf.size(), static_cast<std::size_t>(ch->credit));
     auto [ec, n] = co_await ch->sock.async_read_some(asio::buffer(buf.data(), want), use_tuple);
-    if (ch->closed) break;
+    if (ch->finished) break;
     if (ec == asio::error::eof) {  // a half-close: the other direction goes on
-      ch->local_eof = true;
-      send(st, tunnel::frame_type::eof, {}, ch->id);
+      if (ch->flow.send_eof()) send(st, tunnel::frame_type::eof, {}, ch->id);
       maybe_done(st, ch);
       co_await watch_after_eof(st, ch);
       break;
     }
     if (ec) {  // a reset or another failure is not an end of stream: the channel is cut
-      finish_channel(st, ch, true, true);
+      close_channel(st, ch, true);
       break;
     }
-    ch->credit -= static_cast<std::int64_t>(n);
+    ch->flow.sent(static_cast<std::uint32_t>(n));
     ch->bytes_out += static_cast<std::int64_t>(n);
     send(st, tunnel::frame_type::data, bytes(buf.begin(), buf.begin() + static_cast<long>(n)), ch->id);
   }
@@ -332,9 +338,9 @@ asio::awaitable<void> local_reader(agent_state& st, std::shared_ptr<local_channe
 asio::awaitable<void> local_writer(agent_state& st, std::shared_ptr<local_channel> ch) {
   std::vector<bytes> batch;
   std::vector<asio::const_buffer> bufs;
-  while (!ch->closed) {
+  while (!ch->finished) {
     if (!ch->inbox.empty()) {
-      // Everything waiting in one write (at most the window, 256 KiB).
+      // Everything waiting in one write (at most the window).
       batch.clear();
       bufs.clear();
       while (!ch->inbox.empty()) {
@@ -343,26 +349,60 @@ asio::awaitable<void> local_writer(agent_state& st, std::shared_ptr<local_channe
         bufs.emplace_back(asio::buffer(batch.back()));
       }
       auto [ec, n] = co_await asio::async_write(ch->sock, bufs, use_tuple);
-      ch->inbox_bytes -= n;
       if (ec) {
-        finish_channel(st, ch, true, true);
+        close_channel(st, ch, true);
         break;
       }
       ch->bytes_in += static_cast<std::int64_t>(n);
       // Returned in WINDOW batches of a quarter window; the window grows while busy.
-      if (auto inc = ch->rw.consumed(static_cast<std::uint32_t>(n), &st.windows))
+      if (auto inc = ch->flow.handed_on(static_cast<std::uint32_t>(n), &st.windows))
         send_frame(st, tunnel::encode_window(ch->id, inc));
       continue;
     }
-    if (ch->gateway_eof && !ch->shut_down_local) {
+    if (ch->flow.take_eof()) {  // the gateway's EOF, after everything before it
       beast::error_code ignored;
       ch->sock.shutdown(tcp::socket::shutdown_send, ignored);
-      ch->shut_down_local = true;
       maybe_done(st, ch);
       continue;
     }
     ch->data_timer.expires_after(std::chrono::seconds(60));
     co_await ch->data_timer.async_wait(use_tuple);
+  }
+}
+
+// DATA, WINDOW, EOF or CLOSE from the gateway on an open channel: the channel's flow judges
+// it, and the verdict is carried out here (docs/protocol.md §8).
+void on_channel_frame(agent_state& st, const std::shared_ptr<local_channel>& ch, tunnel::frame& f) {
+  const auto type = f.header.type;
+  std::uint32_t value = 0;
+  if (type == tunnel::frame_type::data) value = static_cast<std::uint32_t>(f.payload.size());
+  if (type == tunnel::frame_type::window) value = tunnel::window_increment(f);
+  switch (auto v = ch->flow.on_frame(type, value)) {
+    case tunnel::channel_verdict::deliver:
+      ch->inbox.push_back(std::move(f.payload));
+      ch->data_timer.cancel();
+      return;
+    case tunnel::channel_verdict::eof:
+      ch->data_timer.cancel();
+      return;
+    case tunnel::channel_verdict::credit:
+      ch->credit_timer.cancel();
+      return;
+    case tunnel::channel_verdict::answer_close:
+    case tunnel::channel_verdict::closed:
+      finish_channel(st, ch, v == tunnel::channel_verdict::answer_close);
+      return;
+    case tunnel::channel_verdict::ignore:
+      return;
+    case tunnel::channel_verdict::window_exceeded:
+      protocol_error(st, tunnel::error_code(v),
+                     type == tunnel::frame_type::window ? "the gateway's WINDOW raised a channel's credit beyond 16 MiB"
+                                                        : "the gateway sent beyond a channel's window or after its EOF");
+      return;
+    case tunnel::channel_verdict::unexpected:
+      protocol_error(st, tunnel::error_code(v),
+                     "protocol error from the gateway: " + std::string(tunnel::name_of(type)) + " not allowed now");
+      return;
   }
 }
 
@@ -383,7 +423,7 @@ asio::awaitable<void> open_local(agent_state& st, std::shared_ptr<local_channel>
     guard.cancel();
     cec = e2;
   }
-  if (ch->closed) co_return;
+  if (ch->finished) co_return;
   if (cec) {
     st.channels.erase(ch->id);
     send(st, tunnel::frame_type::channel_reject,
@@ -396,6 +436,7 @@ asio::awaitable<void> open_local(agent_state& st, std::shared_ptr<local_channel>
   ch->sock.set_option(tcp::no_delay(true), ignored);
   net::keep_alive(ch->sock);
   send(st, tunnel::frame_type::channel_accept, tunnel::to_payload(tunnel::channel_accept{tunnel::kInitialWindow}), ch->id);
+  ch->flow.accepted_locally();
   line(st, fmt::format("[{}] {} opened {} to {}", format_rfc3339(system_clock::instance().now()),
                        ch->actor.empty() ? "the representative" : ch->actor, ch->access_type, ch->scope));
   asio::co_spawn(ex, local_reader(st, ch), report_exception{&st, "a channel"});
@@ -733,11 +774,10 @@ asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
                f->header.channel);
           break;
         }
-        auto ch = std::make_shared<local_channel>(st.stream->get_executor(), f->header.channel);
+        auto ch = std::make_shared<local_channel>(st.stream->get_executor(), f->header.channel, o->window);
         ch->scope = o->scope;
         ch->access_type = o->access_type;
         ch->actor = o->actor;
-        ch->credit = o->window;
         st.channels[ch->id] = ch;
         asio::co_spawn(st.stream->get_executor(), open_local(st, ch, *target), report_exception{&st, "a channel"});
         break;
@@ -748,24 +788,8 @@ asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
       case tunnel::frame_type::close: {
         auto it = st.channels.find(f->header.channel);
         if (it == st.channels.end()) break;  // closed meanwhile: frames in flight
-        auto ch = it->second;
-        if (f->header.type == tunnel::frame_type::data) {
-          if (ch->inbox_bytes + f->payload.size() > ch->rw.window() || ch->gateway_eof) {
-            protocol_error(st, "window_exceeded", "the gateway sent beyond a channel's window");
-            break;
-          }
-          ch->inbox_bytes += f->payload.size();
-          ch->inbox.push_back(std::move(f->payload));
-          ch->data_timer.cancel();
-        } else if (f->header.type == tunnel::frame_type::window) {
-          ch->credit = std::min<std::int64_t>(ch->credit + tunnel::window_increment(*f), tunnel::kMaxWindow);
-          ch->credit_timer.cancel();
-        } else if (f->header.type == tunnel::frame_type::eof) {
-          ch->gateway_eof = true;
-          ch->data_timer.cancel();
-        } else {
-          finish_channel(st, ch, true);
-        }
+        auto ch = it->second;  // a copy: finishing the channel erases it from the map
+        on_channel_frame(st, ch, *f);
         break;
       }
       default:  // tunnel_state refused every other type already
@@ -773,7 +797,10 @@ asio::awaitable<void> run_tunnel(agent_state& st, ssl::context& tls) {
     }
   }
   if (st.state != "ended" && st.state != "replaced") st.state = "disconnected";
-  for (auto& [cid, ch] : std::map<std::uint32_t, std::shared_ptr<local_channel>>(st.channels)) finish_channel(st, ch, false);
+  for (auto& [cid, ch] : std::map<std::uint32_t, std::shared_ptr<local_channel>>(st.channels)) {
+    ch->flow.abandon();  // the tunnel ended: no frame about the channel can go out
+    finish_channel(st, ch, false);
+  }
   st.stream->expires_after(std::chrono::seconds(2));
   co_await drain(st);
   co_await st.stream->shutdown();

@@ -1,8 +1,11 @@
 // One open channel as both of its ends in the gateway see it: the tunnel connection (frames
 // to and from the agent) and the stream endpoint (the representative's WebSocket). They may
 // run on different threads; this object is the only state they share, guarded by its mutex.
-// Bounded: at most the window we advertised to the agent waits in `inbox`, and the stream
-// side sends to the agent only within `credit`, the agent's window.
+// The protocol state of the channel is `flow` (protocol/channel_flow.hpp, the same machine
+// the agent runs): the tunnel side feeds it the agent's frames and carries out its verdicts,
+// the stream side takes credit from it, sends EOF through it and tells it what it handed on.
+// Bounded: at most the window we advertised to the agent waits in `inbox` (DATA beyond it is
+// a protocol error), and the stream side sends to the agent only within the agent's window.
 //
 // Wake-ups are coalesced: the stream side says it is about to wait (`stream_waiting`, set in
 // the same critical section in which it found nothing to do), and only then does the tunnel
@@ -18,7 +21,7 @@
 
 #include "core/clock.hpp"
 #include "core/encoding.hpp"
-#include "protocol/flow.hpp"
+#include "protocol/channel_flow.hpp"
 
 namespace rsgate::gateway {
 
@@ -31,16 +34,12 @@ struct channel_link {
   std::weak_ptr<tunnel_link> tunnel;  // the tunnel it runs in (set by that tunnel)
   std::string session_id, user, scope, access_type;
   micros opened_at = 0;
-  // agent -> representative
-  std::deque<bytes> inbox;
-  std::size_t inbox_bytes = 0;
-  std::uint32_t window = tunnel::kInitialWindow;  // raised by the stream side as it grows
-  std::shared_ptr<tunnel::window_budget> budget;   // the tunnel's, for that growth
-  bool agent_eof = false;
-  // representative -> agent
-  std::int64_t credit = 0;
-  // life
-  bool accepted = false;
+  // Windows, credit, EOF each way and CLOSE; the gateway opened the channel.
+  tunnel::channel_flow flow{tunnel::channel_flow::role::opener};
+  std::deque<bytes> inbox;                        // DATA from the agent that `flow` delivered
+  std::shared_ptr<tunnel::window_budget> budget;  // the tunnel's, for the window's growth
+  // life: `closed` is set first by whichever side ends the channel (the stream side before
+  // it asks the tunnel side to send CLOSE), so it may precede flow.closed()
   bool closed = false;      // by either side; `reason` says why
   std::string reason;
   std::int64_t bytes_to_agent = 0;

@@ -87,6 +87,12 @@ struct stream_timers {
   asio::steady_timer credit;  // the reader waits here for the agent's window
 };
 
+// How the reader ended, for the writer (both on the connection's strand).
+struct reader_end {
+  bool done = false;         // the reader returned: `ws` is the writer's alone
+  bool stream_lost = false;  // because the WebSocket was closed or failed: no close frame to send
+};
+
 // Why a channel ended on the representative's side (docs/api.md §5.5).
 constexpr std::string_view kClosedByRepresentative = "closed by the representative";
 constexpr std::string_view kRepresentativeFailed = "the representative's connection failed";
@@ -103,63 +109,174 @@ bool representative_gone(ws_stream& ws) {
   return !ws.is_open() || net::connection_lost(ws.next_layer().socket());
 }
 
+// Forwards one binary message to the agent as DATA within the agent's window (the channel's
+// flow), waiting for WINDOW while the credit is used up. False when the channel ended.
+asio::awaitable<bool> forward_to_agent(ws_stream* ws, channel_link* c, tunnel_link* link, stream_timers* timers,
+                                       reader_end* end, asio::const_buffer message) {
+  const auto* p = static_cast<const std::uint8_t*>(message.data());
+  std::size_t left = message.size();
+  while (left > 0) {
+    std::uint32_t take = 0;
+    bool closed = false, ended = false;
+    {
+      std::lock_guard lock(c->mu);
+      closed = c->closed;
+      ended = c->flow.sending_ended();
+      take = closed ? 0 : c->flow.sendable(left);
+      if (take > 0) {
+        c->flow.sent(take);
+        c->bytes_to_agent += take;
+      } else if (!closed && !ended) {
+        c->stream_waiting = true;
+      }
+    }
+    if (closed) co_return false;
+    if (ended) {  // bytes after its own `eof`: the representative broke the stream's rules
+      end_channel(*c, *link, kRepresentativeFailed);
+      co_return false;
+    }
+    if (take == 0) {
+      // The agent's window is full: wait for its WINDOW without reading the WebSocket, so
+      // that TCP back-pressure reaches the representative. A representative who resets
+      // meanwhile is seen without reading: look once a second.
+      timers->credit.expires_after(std::chrono::seconds(1));
+      auto [tec] = co_await timers->credit.async_wait(use_tuple);
+      if (!tec && representative_gone(*ws)) {
+        end->stream_lost = true;
+        end_channel(*c, *link, kRepresentativeFailed);
+        co_return false;
+      }
+      continue;
+    }
+    link->channel_data(c->id, std::span<const std::uint8_t>(p, take));
+    p += take;
+    left -= take;
+  }
+  co_return true;
+}
+
 asio::awaitable<void> channel_reader(ws_stream* ws, std::shared_ptr<channel_link> c, std::shared_ptr<tunnel_link> link,
-                                     std::shared_ptr<stream_timers> timers, std::shared_ptr<bool> reader_done) {
+                                     std::shared_ptr<stream_timers> timers, std::shared_ptr<reader_end> end) {
   // However this ends, the writer must learn it: it owns `ws` and waits for us before it goes.
   struct done_guard {
-    std::shared_ptr<bool> done;
+    std::shared_ptr<reader_end> end;
     std::shared_ptr<stream_timers> t;
     ~done_guard() {
-      *done = true;
+      end->done = true;
       t->data.cancel();
     }
-  } guard{reader_done, timers};
+  } guard{end, timers};
   beast::flat_buffer buf;
   for (;;) {
     buf.clear();
     auto [ec, n] = co_await ws->async_read(buf, use_tuple);
     if (ec) {
+      end->stream_lost = true;
       end_channel(*c, *link, ec == websocket::error::closed ? kClosedByRepresentative : kRepresentativeFailed);
       co_return;
     }
-    if (ws->got_text()) {
-      if (beast::buffers_to_string(buf.data()) == "eof") link->channel_eof(c->id);
+    if (!ws->got_text()) {
+      if (!co_await forward_to_agent(ws, c.get(), link.get(), timers.get(), end.get(), buf.data())) co_return;
       continue;
     }
-    auto data = buf.data();
-    const auto* p = static_cast<const std::uint8_t*>(data.data());
-    std::size_t left = data.size();
-    while (left > 0) {
-      std::int64_t take = 0;
-      bool closed = false;
-      {
-        std::lock_guard lock(c->mu);
-        closed = c->closed;
-        take = std::min<std::int64_t>(c->credit, static_cast<std::int64_t>(left));
-        if (!closed && take > 0) {
-          c->credit -= take;
-          c->bytes_to_agent += take;
-        } else if (!closed) {
-          c->stream_waiting = true;
-        }
-      }
-      if (closed) co_return;
-      if (take == 0) {
-        // The agent's window is full: wait for its WINDOW without reading the WebSocket, so
-        // that TCP back-pressure reaches the representative. A representative who resets
-        // meanwhile is seen without reading: look once a second.
-        timers->credit.expires_after(std::chrono::seconds(1));
-        auto [tec] = co_await timers->credit.async_wait(use_tuple);
-        if (!tec && representative_gone(*ws)) {
-          end_channel(*c, *link, kRepresentativeFailed);
-          co_return;
-        }
-        continue;
-      }
-      link->channel_data(c->id, std::span<const std::uint8_t>(p, static_cast<std::size_t>(take)));
-      p += take;
-      left -= static_cast<std::size_t>(take);
+    if (beast::buffers_to_string(buf.data()) != "eof") continue;  // other text is ignored
+    bool send = false;
+    {
+      std::lock_guard lock(c->mu);
+      send = !c->closed && c->flow.send_eof();  // once; a repeated `eof` is ignored
     }
+    if (send) link->channel_eof(c->id);
+  }
+}
+
+// Waits up to 20 s for the agent's answer to CHANNEL_OPEN. False when the channel ended
+// instead (refused, closed, no answer); the WebSocket is closed with the reason then.
+asio::awaitable<bool> await_accept(ws_stream* ws, std::shared_ptr<channel_link> c, std::shared_ptr<tunnel_link> link,
+                                   std::shared_ptr<stream_timers> timers) {
+  constexpr std::string_view kNoAnswer = "the customer's agent did not answer";
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(tunnel::kHandshakeTimeoutSeconds);
+  for (;;) {
+    bool accepted = false, closed = false;
+    std::string reason;
+    {
+      std::lock_guard lock(c->mu);
+      accepted = c->flow.accepted();
+      closed = c->closed;
+      reason = c->reason;
+      if (!accepted && !closed) c->stream_waiting = true;
+    }
+    if (closed || std::chrono::steady_clock::now() >= deadline) {
+      if (!closed) end_channel(*c, *link, kNoAnswer);  // the reason is there when it is journaled
+      websocket::close_reason cr(websocket::close_code::try_again_later);
+      cr.reason = (closed ? reason : std::string(kNoAnswer)).substr(0, 120);
+      co_await ws->async_close(cr, use_tuple);
+      co_return false;
+    }
+    if (accepted) co_return true;
+    timers->data.expires_at(deadline);
+    co_await timers->data.async_wait(use_tuple);
+  }
+}
+
+// The writer: hands what the agent sent to the representative, up to one message of 64 KiB
+// per write, and tells the channel's flow, which returns it to the agent as WINDOW (batched,
+// growing the window); sends `eof` once the agent's EOF and everything before it are handed
+// on. Returns when the channel is closed (after delivering what the inbox still holds) or the
+// reader has ended.
+asio::awaitable<void> deliver_to_representative(ws_stream* ws, std::shared_ptr<channel_link> c,
+                                                std::shared_ptr<tunnel_link> link,
+                                                std::shared_ptr<stream_timers> timers,
+                                                std::shared_ptr<reader_end> reader) {
+  std::vector<bytes> batch;
+  std::vector<asio::const_buffer> bufs;
+  std::uint32_t handed = 0;  // written by the last write; told to the flow in the next lock
+  for (;;) {
+    batch.clear();
+    bufs.clear();
+    std::size_t total = 0;
+    std::uint32_t increment = 0;
+    bool closed = false, eof_now = false;
+    {
+      std::lock_guard lock(c->mu);
+      if (handed > 0) increment = c->flow.handed_on(std::exchange(handed, 0), c->budget.get());
+      while (!c->inbox.empty() && total + c->inbox.front().size() <= kStreamMessageMax) {
+        total += c->inbox.front().size();
+        batch.push_back(std::move(c->inbox.front()));
+        c->inbox.pop_front();
+      }
+      closed = c->closed;
+      eof_now = batch.empty() && c->flow.take_eof();
+      if (batch.empty() && !eof_now && !closed && !reader->done) c->stream_waiting = true;
+    }
+    // handed_on raised the window (its growth) before this WINDOW lets the agent use it.
+    if (increment > 0) link->channel_window(c->id, increment);
+    // Once the channel is closed, what the agent sent before still goes to the representative,
+    // then the close; a representative who takes nothing for kDrainAfterClose loses the rest
+    // (the TLS stream's deadline closes the connection), so channel.close follows within a bound.
+    if (closed) ws->next_layer().expires_after(kDrainAfterClose);
+    if (!batch.empty()) {
+      for (auto& b : batch) bufs.emplace_back(asio::buffer(b));
+      ws->binary(true);
+      auto [ec, n] = co_await ws->async_write(bufs, use_tuple);
+      if (ec) {
+        end_channel(*c, *link, kRepresentativeFailed);
+        co_return;
+      }
+      handed = static_cast<std::uint32_t>(total);
+      continue;
+    }
+    if (eof_now) {
+      ws->text(true);
+      auto [ec, n] = co_await ws->async_write(asio::buffer(std::string_view("eof")), use_tuple);
+      if (ec) {
+        end_channel(*c, *link, kRepresentativeFailed);
+        co_return;
+      }
+      continue;
+    }
+    if (closed || reader->done) co_return;
+    timers->data.expires_after(std::chrono::seconds(60));
+    co_await timers->data.async_wait(use_tuple);
   }
 }
 
@@ -176,29 +293,9 @@ asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::str
       });
     };
   }
-  // Wait for the agent to accept (or refuse) the channel.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(tunnel::kHandshakeTimeoutSeconds);
-  for (;;) {
-    bool accepted = false, closed = false;
-    std::string reason;
-    {
-      std::lock_guard lock(c->mu);
-      accepted = c->accepted;
-      closed = c->closed;
-      reason = c->reason;
-      if (!accepted && !closed) c->stream_waiting = true;
-    }
-    if (closed || std::chrono::steady_clock::now() >= deadline) {
-      if (!closed) g.link->channel_close(c->id, "the customer's agent did not answer");
-      websocket::close_reason cr(websocket::close_code::try_again_later);
-      cr.reason = (closed ? reason : std::string("the customer's agent did not answer")).substr(0, 120);
-      co_await ws.async_close(cr, use_tuple);
-      st->svc->channel_closed(c, remote);
-      co_return;
-    }
-    if (accepted) break;
-    timers->data.expires_at(deadline);
-    co_await timers->data.async_wait(use_tuple);
+  if (!co_await await_accept(&ws, c, g.link, timers)) {
+    st->svc->channel_closed(c, remote);
+    co_return;
   }
   if (!st->svc->channel_opened(c)) {
     // The access went while the agent was connecting: nothing the agent sent is relayed.
@@ -207,7 +304,6 @@ asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::str
       std::lock_guard lock(c->mu);
       reason = c->reason;
       c->inbox.clear();
-      c->inbox_bytes = 0;
       c->wake_stream = nullptr;
     }
     websocket::close_reason cr(websocket::close_code::policy_error);
@@ -216,88 +312,32 @@ asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::str
     st->svc->channel_closed(c, remote);
     co_return;
   }
-  auto reader_done = std::make_shared<bool>(false);
-  asio::co_spawn(ex, channel_reader(&ws, c, g.link, timers, reader_done), asio::detached);
-  bool eof_sent = false;
-  // What we hand on goes back to the agent in WINDOW batches of a quarter window, and the
-  // window grows while the channel is busy (tunnel/window.hpp).
-  tunnel::receive_window rw;
-  std::vector<bytes> batch;
-  std::vector<asio::const_buffer> bufs;
-  for (;;) {
-    // Everything waiting, up to one message, in one write.
-    batch.clear();
-    bufs.clear();
-    std::size_t total = 0;
-    bool closed = false, agent_eof = false;
-    {
-      std::lock_guard lock(c->mu);
-      while (!c->inbox.empty() && total + c->inbox.front().size() <= kStreamMessageMax) {
-        total += c->inbox.front().size();
-        batch.push_back(std::move(c->inbox.front()));
-        c->inbox.pop_front();
-      }
-      c->inbox_bytes -= total;
-      closed = c->closed;
-      agent_eof = c->agent_eof && c->inbox.empty();
-      if (batch.empty() && !(agent_eof && !eof_sent) && !closed && !*reader_done) c->stream_waiting = true;
-    }
-    // Once the channel is closed, what the agent sent before still goes to the representative,
-    // then the close; a representative who takes nothing for kDrainAfterClose loses the rest
-    // (the TLS stream's deadline closes the connection), so channel.close follows within a bound.
-    if (closed) ws.next_layer().expires_after(kDrainAfterClose);
-    if (!batch.empty()) {
-      for (auto& b : batch) bufs.emplace_back(asio::buffer(b));
-      ws.binary(true);
-      auto [ec, n] = co_await ws.async_write(bufs, use_tuple);
-      if (ec) {
-        end_channel(*c, *g.link, kRepresentativeFailed);
-        break;
-      }
-      if (auto inc = rw.consumed(static_cast<std::uint32_t>(total), c->budget.get())) {
-        {
-          std::lock_guard lock(c->mu);
-          c->window = rw.window();  // before the agent can use the growth
-        }
-        g.link->channel_window(c->id, inc);
-      }
-      continue;
-    }
-    if (agent_eof && !eof_sent) {
-      ws.text(true);
-      auto [ec, n] = co_await ws.async_write(asio::buffer(std::string_view("eof")), use_tuple);
-      if (ec) {
-        end_channel(*c, *g.link, kRepresentativeFailed);
-        break;
-      }
-      eof_sent = true;
-      continue;
-    }
-    if (closed || *reader_done) break;
-    timers->data.expires_after(std::chrono::seconds(60));
-    co_await timers->data.async_wait(use_tuple);
-  }
+  auto reader = std::make_shared<reader_end>();
+  asio::co_spawn(ex, channel_reader(&ws, c, g.link, timers, reader), asio::detached);
+  co_await deliver_to_representative(&ws, c, g.link, timers, reader);
   std::string reason;
   {
     std::lock_guard lock(c->mu);
     reason = c->reason;
     c->wake_stream = nullptr;
+    c->flow.release(c->budget.get());  // the window's growth goes back to the tunnel's budget
   }
-  rw.release(c->budget.get());
-  if (!*reader_done) {
+  // The reason goes in a close frame unless the representative closed the WebSocket or it
+  // failed; also when the reader stopped because the channel ended while it forwarded.
+  if (!reader->stream_lost) {
     websocket::close_reason cr(websocket::close_code::normal);
     cr.reason = reason.substr(0, 120);
     co_await ws.async_close(cr, use_tuple);
-    // The reader's pending read ends with the close; it uses `ws`, so wait for it.
-    for (int i = 0; i < 500 && !*reader_done; ++i) {
-      timers->data.expires_after(std::chrono::milliseconds(10));
-      co_await timers->data.async_wait(use_tuple);
-    }
-    if (!*reader_done) beast::get_lowest_layer(ws).close();
-    while (!*reader_done) {
-      timers->data.expires_after(std::chrono::milliseconds(10));
-      co_await timers->data.async_wait(use_tuple);
-    }
+  }
+  // A pending read of the reader ends with the close; it uses `ws`, so wait for it.
+  for (int i = 0; i < 500 && !reader->done; ++i) {
+    timers->data.expires_after(std::chrono::milliseconds(10));
+    co_await timers->data.async_wait(use_tuple);
+  }
+  if (!reader->done) beast::get_lowest_layer(ws).close();
+  while (!reader->done) {
+    timers->data.expires_after(std::chrono::milliseconds(10));
+    co_await timers->data.async_wait(use_tuple);
   }
   st->svc->channel_closed(c, remote);
 }

@@ -223,6 +223,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     {
       std::lock_guard lock(ch_mu_);
       if (channels_.size() >= tunnel::kMaxChannelsPerTunnel || closing_flag_) {
+        c->flow.abandon();  // never opened: no frame about it goes to the agent
         c->closed = true;
         c->reason = "too many open channels";
         return c;
@@ -248,7 +249,8 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   }
   void channel_eof(std::uint32_t id) override { push(tunnel::encode(tunnel::frame_type::eof, id, {}), false); }
   void channel_close(std::uint32_t id, const std::string& reason) override {
-    asio::post(stream_.get_executor(), [self = shared_from_this(), id, reason] { self->close_channel(id, reason, true); });
+    asio::post(stream_.get_executor(),
+               [self = shared_from_this(), id, reason] { self->close_channel(id, reason, close_how::ours); });
   }
 
   void close_now() {
@@ -375,8 +377,12 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     }
   }
   asio::awaitable<void> writer();
+  // How a channel ends here: the gateway closes it (CLOSE unless its flow says the channel is
+  // closed already), it answers the agent's CLOSE, or it ends without a frame (after
+  // CHANNEL_REJECT, or with the tunnel).
+  enum class close_how { ours, answer, silent };
   // On the strand: forget channel `id`, tell its stream side, and CLOSE it toward the agent.
-  void close_channel(std::uint32_t id, const std::string& reason, bool send_close) {
+  void close_channel(std::uint32_t id, const std::string& reason, close_how how) {
     std::shared_ptr<channel_link> c;
     {
       std::lock_guard lock(ch_mu_);
@@ -387,8 +393,11 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
       recently_closed_.insert(id);
       if (recently_closed_.size() > 1024) recently_closed_.erase(recently_closed_.begin());
     }
+    bool send_close = how == close_how::answer;
     {
       std::lock_guard lock(c->mu);
+      if (how == close_how::ours) send_close = c->flow.close();
+      if (how == close_how::silent) c->flow.abandon();
       if (!c->closed) {
         c->closed = true;
         c->reason = reason;
@@ -404,7 +413,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
       closing_flag_ = true;
       for (auto& [id, c] : channels_) ids.push_back(id);
     }
-    for (auto id : ids) close_channel(id, reason, false);
+    for (auto id : ids) close_channel(id, reason, close_how::silent);
   }
   std::shared_ptr<channel_link> find_channel(std::uint32_t id) {
     std::lock_guard lock(ch_mu_);
@@ -517,8 +526,11 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   bool closing_flag_ = false;
 };
 
+// A frame on a channel we opened: its flow (protocol/channel_flow.hpp) judges it under the
+// channel's mutex, and the verdict is carried out here (docs/protocol.md §8).
 bool tunnel_connection::on_channel_frame(tunnel::frame& f) {
   const auto id = f.header.channel;
+  const auto type = f.header.type;
   auto c = find_channel(id);
   if (!c) {
     bool late;
@@ -531,71 +543,56 @@ bool tunnel_connection::on_channel_frame(tunnel::frame& f) {
     return false;
   }
   std::string why;
-  switch (f.header.type) {
-    case tunnel::frame_type::channel_accept: {
-      auto a = tunnel::parse_channel_accept(f.payload, why);
-      if (!a) {
-        protocol_error("bad_channel_accept", why);
-        return false;
-      }
-      {
-        std::lock_guard lock(c->mu);
-        c->accepted = true;
-        c->credit = a->window;
-      }
-      c->wake();
-      return true;
-    }
-    case tunnel::frame_type::channel_reject: {
-      auto r = tunnel::parse_reason(f.payload, why);
-      close_channel(id, "refused by the customer's agent: " + (r ? r->reason : why), false);
-      return true;
-    }
-    case tunnel::frame_type::data: {
-      bool overflow = false;
-      {
-        std::lock_guard lock(c->mu);
-        if (!c->closed) {
-          if (c->inbox_bytes + f.payload.size() > c->window || c->agent_eof) {
-            overflow = true;
-          } else {
-            c->inbox_bytes += f.payload.size();
-            c->bytes_from_agent += static_cast<std::int64_t>(f.payload.size());
-            c->inbox.push_back(std::move(f.payload));
-          }
-        }
-      }
-      if (overflow) {
-        protocol_error("window_exceeded", "DATA beyond the window or after EOF");
-        return false;
-      }
-      c->wake();
-      return true;
-    }
-    case tunnel::frame_type::window: {
-      const std::uint32_t inc = tunnel::window_increment(f);
-      {
-        std::lock_guard lock(c->mu);
-        c->credit = std::min<std::int64_t>(c->credit + inc, tunnel::kMaxWindow);
-      }
-      c->wake();
-      return true;
-    }
-    case tunnel::frame_type::eof: {
-      {
-        std::lock_guard lock(c->mu);
-        c->agent_eof = true;
-      }
-      c->wake();
-      return true;
-    }
-    case tunnel::frame_type::close:
-      close_channel(id, "closed by the customer's side", true);
-      return true;
-    default:
-      protocol_error("unexpected", "unexpected channel frame");
+  std::uint32_t value = 0;
+  if (type == tunnel::frame_type::channel_accept) {
+    auto a = tunnel::parse_channel_accept(f.payload, why);
+    if (!a) {
+      protocol_error("bad_channel_accept", why);
       return false;
+    }
+    value = a->window;
+  } else if (type == tunnel::frame_type::channel_reject) {
+    auto r = tunnel::parse_reason(f.payload, why);
+    why = "refused by the customer's agent: " + (r ? r->reason : why);
+  } else if (type == tunnel::frame_type::data) {
+    value = static_cast<std::uint32_t>(f.payload.size());
+  } else if (type == tunnel::frame_type::window) {
+    value = tunnel::window_increment(f);
   }
+  tunnel::channel_verdict v;
+  {
+    std::lock_guard lock(c->mu);
+    v = c->flow.on_frame(type, value);
+    if (v == tunnel::channel_verdict::deliver && !c->closed) {  // closed: the stream side left
+      c->bytes_from_agent += static_cast<std::int64_t>(f.payload.size());
+      c->inbox.push_back(std::move(f.payload));
+    }
+  }
+  switch (v) {
+    case tunnel::channel_verdict::ignore:
+      return true;
+    case tunnel::channel_verdict::deliver:
+    case tunnel::channel_verdict::credit:
+    case tunnel::channel_verdict::eof:
+      c->wake();
+      return true;
+    case tunnel::channel_verdict::closed:  // CHANNEL_REJECT (our CLOSE's answer never gets here)
+      close_channel(id, type == tunnel::frame_type::channel_reject ? why : "closed by the customer's side",
+                    close_how::silent);
+      return true;
+    case tunnel::channel_verdict::answer_close:
+      close_channel(id, "closed by the customer's side", close_how::answer);
+      return true;
+    case tunnel::channel_verdict::window_exceeded:
+      protocol_error("window_exceeded", type == tunnel::frame_type::window
+                                            ? "WINDOW beyond 16 MiB of credit"
+                                            : "DATA beyond the window or after EOF");
+      return false;
+    case tunnel::channel_verdict::unexpected:
+      break;
+  }
+  protocol_error("unexpected", "unexpected " + std::string(tunnel::name_of(type)) + " on a channel");
+  return false;
 }
 
 
