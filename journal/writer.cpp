@@ -194,56 +194,21 @@ entry writer::make_checkpoint(std::int64_t seq, micros ts, const std::string& pr
   return cp;
 }
 
+// One batch as one transaction: the chain continued from what is on disk, the entries, a
+// checkpoint when one is due, the signed head; then every completion. On failure nothing of
+// the batch is on disk, the chain state is as before, and every completion gets the error.
 void writer::write_batch(std::deque<pending>& batch, bool final_checkpoint) {
-  const auto saved_seq = last_seq_;
-  const auto saved_ts = last_ts_;
-  const auto saved_hash = last_hash_;
-  const auto saved_since = since_checkpoint_;
+  const chain_tip saved{last_seq_, last_ts_, last_hash_, since_checkpoint_};
   std::vector<append_result> results;
   results.reserve(batch.size());
-  bool wrote_checkpoint = false;
   micros now = 0;
+  bool wrote_checkpoint = false;
   try {
     db_.exec("BEGIN IMMEDIATE");
-    // Another process (an admin command beside a running gateway) may have appended since
-    // our last batch: continue the chain from what is on disk, under the write lock.
-    tail_.reset();
-    if (tail_.step()) {
-      last_seq_ = tail_.col_int(0);
-      last_ts_ = tail_.col_int(1);
-      last_hash_ = std::string(tail_.col_text(2));
-    }
-    tail_.reset();
-    now = std::max(clock_.now(), last_ts_);
-    auto insert = [&](const entry& e) {
-      insert_.reset();
-      insert_.bind(1, e.seq).bind(2, e.ts).bind(3, e.gateway).bind(4, e.kind).bind(5, e.actor)
-          .bind(6, e.source).bind(7, e.session_id).bind(8, e.pmr).bind(9, e.machine)
-          .bind(10, e.access_type).bind(11, e.scope).bind(12, to_string(e.result))
-          .bind(13, e.secret_hmac).bind(14, e.detail).bind(15, e.prev_hash).bind(16, e.hash)
-          .bind(17, e.subject);
-      insert_.step();
-      last_seq_ = e.seq;
-      last_ts_ = e.ts;
-      last_hash_ = e.hash;
-    };
-    for (auto& p : batch) {
-      entry& e = p.e;
-      e.seq = last_seq_ + 1;
-      e.ts = now;
-      e.gateway = opts_.gateway;
-      e.prev_hash = last_hash_;
-      e.hash = compute_hash(e);
-      insert(e);
-      ++since_checkpoint_;
-      results.push_back({{}, {}, e.seq, e.ts, e.hash});
-    }
-    bool due = since_checkpoint_ >= opts_.checkpoint_every_entries ||
-               (since_checkpoint_ > 0 && opts_.checkpoint_every > 0 &&
-                now - last_checkpoint_ts_ >= opts_.checkpoint_every) ||
-               (final_checkpoint && since_checkpoint_ > 0);
-    if (due) {
-      insert(make_checkpoint(last_seq_ + 1, now, last_hash_));
+    now = continue_chain();
+    for (auto& p : batch) results.push_back(insert_entry(p.e, now));
+    if (checkpoint_due(now, final_checkpoint)) {
+      insert_row(make_checkpoint(last_seq_ + 1, now, last_hash_));
       since_checkpoint_ = 0;
       wrote_checkpoint = true;
     }
@@ -254,21 +219,7 @@ void writer::write_batch(std::deque<pending>& batch, bool final_checkpoint) {
     head_.step();
     db_.exec("COMMIT");
   } catch (const std::exception& ex) {
-    sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
-    last_seq_ = saved_seq;
-    last_ts_ = saved_ts;
-    last_hash_ = saved_hash;
-    since_checkpoint_ = saved_since;
-    bool was_ready = ready_.exchange(false);
-    if (was_ready) log::error("journal: write failed, refusing access until it recovers: {}", ex.what());
-    {
-      std::lock_guard lock(mu_);
-      stats_.failed += batch.size();
-    }
-    // Before the completions run: a caller woken by one may move a test clock at once.
-    last_write_ts_ = clock_.now();
-    auto err = failure(errc::write_failed, ex.what());
-    for (auto& p : batch) complete(p, err);
+    fail_batch(batch, saved, ex.what());
     return;
   }
   if (!ready_.exchange(true)) log::info("journal: writing again at seq {}", last_seq_);
@@ -282,6 +233,70 @@ void writer::write_batch(std::deque<pending>& batch, bool final_checkpoint) {
     stats_.last_seq = last_seq_;
   }
   for (std::size_t i = 0; i < batch.size(); ++i) complete(batch[i], results[i]);
+}
+
+// Another process (an admin command beside a running gateway) may have appended since our
+// last batch: continue the chain from what is on disk, under the write lock. Returns the
+// batch's timestamp, never before the tail's.
+micros writer::continue_chain() {
+  tail_.reset();
+  if (tail_.step()) {
+    last_seq_ = tail_.col_int(0);
+    last_ts_ = tail_.col_int(1);
+    last_hash_ = std::string(tail_.col_text(2));
+  }
+  tail_.reset();
+  return std::max(clock_.now(), last_ts_);
+}
+
+// Chains `e` after the tip and inserts it; returns what its caller is told.
+append_result writer::insert_entry(entry& e, micros now) {
+  e.seq = last_seq_ + 1;
+  e.ts = now;
+  e.gateway = opts_.gateway;
+  e.prev_hash = last_hash_;
+  e.hash = compute_hash(e);
+  insert_row(e);
+  ++since_checkpoint_;
+  return {{}, {}, e.seq, e.ts, e.hash};
+}
+
+void writer::insert_row(const entry& e) {
+  insert_.reset();
+  insert_.bind(1, e.seq).bind(2, e.ts).bind(3, e.gateway).bind(4, e.kind).bind(5, e.actor)
+      .bind(6, e.source).bind(7, e.session_id).bind(8, e.pmr).bind(9, e.machine)
+      .bind(10, e.access_type).bind(11, e.scope).bind(12, to_string(e.result))
+      .bind(13, e.secret_hmac).bind(14, e.detail).bind(15, e.prev_hash).bind(16, e.hash)
+      .bind(17, e.subject);
+  insert_.step();
+  last_seq_ = e.seq;
+  last_ts_ = e.ts;
+  last_hash_ = e.hash;
+}
+
+bool writer::checkpoint_due(micros now, bool final_checkpoint) const {
+  if (since_checkpoint_ == 0) return false;
+  return since_checkpoint_ >= opts_.checkpoint_every_entries || final_checkpoint ||
+         (opts_.checkpoint_every > 0 && now - last_checkpoint_ts_ >= opts_.checkpoint_every);
+}
+
+// The transaction failed: roll back, restore the tip, refuse until a write succeeds again.
+void writer::fail_batch(std::deque<pending>& batch, const chain_tip& saved, const char* what) {
+  sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+  last_seq_ = saved.seq;
+  last_ts_ = saved.ts;
+  last_hash_ = saved.hash;
+  since_checkpoint_ = saved.since_checkpoint;
+  bool was_ready = ready_.exchange(false);
+  if (was_ready) log::error("journal: write failed, refusing access until it recovers: {}", what);
+  {
+    std::lock_guard lock(mu_);
+    stats_.failed += batch.size();
+  }
+  // Before the completions run: a caller woken by one may move a test clock at once.
+  last_write_ts_ = clock_.now();
+  auto err = failure(errc::write_failed, what);
+  for (auto& p : batch) complete(p, err);
 }
 
 void writer::complete(pending& p, const append_result& r) {

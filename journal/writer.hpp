@@ -103,7 +103,19 @@ class writer {
     completion done;
   };
   void run();
+  // The chain's last entry and the entries since the last checkpoint, saved before a batch.
+  struct chain_tip {
+    std::int64_t seq;
+    micros ts;
+    std::string hash;
+    std::int64_t since_checkpoint;
+  };
   void write_batch(std::deque<pending>& batch, bool final_checkpoint);
+  micros continue_chain();
+  append_result insert_entry(entry& e, micros now);
+  void insert_row(const entry& e);
+  [[nodiscard]] bool checkpoint_due(micros now, bool final_checkpoint) const;
+  void fail_batch(std::deque<pending>& batch, const chain_tip& saved, const char* what);
   void probe();
   static void complete(pending& p, const append_result& r);
   entry make_checkpoint(std::int64_t seq, micros ts, const std::string& prev) const;

@@ -76,35 +76,34 @@ std::string to_toml(const profile& p) {
   return out;
 }
 
-profile load_profile(const std::filesystem::path& file) {
-  auto fail = [&](const std::string& why) -> std::runtime_error {
-    return std::runtime_error(file.string() + ": " + why);
-  };
-  if (!std::filesystem::exists(file)) throw fail("no such profile");
-  if (is_group_or_world_accessible(file))
-    throw fail("readable by group or others; it holds the machine's secret: chmod 600 it");
+namespace {
+
+// A parsed profile file and the name its errors carry.
+struct profile_reader {
+  const std::filesystem::path& file;
   toml::table t;
-  try {
-    t = toml::parse(read_file(file, 1 << 20), file.string());
-  } catch (const toml::parse_error& e) {
-    throw fail(fmt::format("line {}: {}", e.source().begin.line, e.description()));
+
+  [[nodiscard]] std::runtime_error fail(const std::string& why) const {
+    return std::runtime_error(file.string() + ": " + why);
   }
-  profile p;
-  auto str = [&](std::string_view path, bool required) {
+  std::string str(std::string_view path, bool required) const {
     auto v = t.at_path(path).value<std::string>();
     if (!v && required) throw fail(fmt::format("{} is missing", path));
     return v.value_or("");
-  };
+  }
+  void gateway(profile& p) const;
+  void machine(profile& p) const;
+  void session(profile& p) const;
+  void scopes(profile& p) const;
+};
+
+void profile_reader::gateway(profile& p) const {
   p.primary = str("gateway.primary", true);
   p.backup = str("gateway.backup", false);
   p.server_name = str("gateway.server_name", true);
   if (p.server_name.empty()) throw fail("gateway.server_name is empty: the agent could not check the gateway's certificate");
   p.proxy = str("gateway.proxy", false);
   p.ca_pem = str("gateway.ca", true);
-  p.type = str("machine.type", true);
-  p.model = str("machine.model", true);
-  p.serial = str("machine.serial", true);
-  p.secret = str("machine.secret", true);
   std::string host;
   std::uint16_t port = 0;
   if (!parse_host_port(p.primary, host, port)) throw fail("gateway.primary must be HOST:PORT");
@@ -114,6 +113,13 @@ profile load_profile(const std::filesystem::path& file) {
     throw fail("gateway.proxy must be http://HOST:PORT");
   if (p.ca_pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
     throw fail("gateway.ca must hold a PEM certificate");
+}
+
+void profile_reader::machine(profile& p) const {
+  p.type = str("machine.type", true);
+  p.model = str("machine.model", true);
+  p.serial = str("machine.serial", true);
+  p.secret = str("machine.secret", true);
   if (!auth::is_valid_machine(p.machine())) throw fail("machine type/model/serial must form TTTT-MMM*SSSSSSS");
   if (p.secret.size() < 16) throw fail("machine.secret is too short");
   if (auto arr = t.at_path("machine.mechanisms").as_array()) {
@@ -126,22 +132,47 @@ profile load_profile(const std::filesystem::path& file) {
     }
     if (p.mechanisms.empty()) throw fail("machine.mechanisms is empty");
   }
+}
+
+void profile_reader::session(profile& p) const {
   if (auto k = t.at_path("session.key_expiry_minutes").value<std::int64_t>()) {
     if (*k < 1 || *k > 1440) throw fail("session.key_expiry_minutes must be 1 to 1440");
     p.key_expiry_minutes = static_cast<int>(*k);
   }
-  if (auto sc = t["scopes"].as_table()) {
-    if (sc->size() > tunnel::kMaxScopes) throw fail("too many scopes");
-    for (auto& [k, v] : *sc) {
-      auto hp = v.value<std::string>();
-      if (!hp) throw fail(fmt::format("scopes.{} must be \"HOST:PORT\"", k.str()));
-      try {
-        p.scopes.push_back(parse_scope_mapping(std::string(k.str()) + "=" + *hp));
-      } catch (const std::invalid_argument& e) {
-        throw fail(fmt::format("scopes.{}: {}", k.str(), e.what()));
-      }
+}
+
+void profile_reader::scopes(profile& p) const {
+  auto sc = t["scopes"].as_table();
+  if (!sc) return;
+  if (sc->size() > tunnel::kMaxScopes) throw fail("too many scopes");
+  for (auto& [k, v] : *sc) {
+    auto hp = v.value<std::string>();
+    if (!hp) throw fail(fmt::format("scopes.{} must be \"HOST:PORT\"", k.str()));
+    try {
+      p.scopes.push_back(parse_scope_mapping(std::string(k.str()) + "=" + *hp));
+    } catch (const std::invalid_argument& e) {
+      throw fail(fmt::format("scopes.{}: {}", k.str(), e.what()));
     }
   }
+}
+
+}  // namespace
+
+profile load_profile(const std::filesystem::path& file) {
+  profile_reader r{file, {}};
+  if (!std::filesystem::exists(file)) throw r.fail("no such profile");
+  if (is_group_or_world_accessible(file))
+    throw r.fail("readable by group or others; it holds the machine's secret: chmod 600 it");
+  try {
+    r.t = toml::parse(read_file(file, 1 << 20), file.string());
+  } catch (const toml::parse_error& e) {
+    throw r.fail(fmt::format("line {}: {}", e.source().begin.line, e.description()));
+  }
+  profile p;
+  r.gateway(p);
+  r.machine(p);
+  r.session(p);
+  r.scopes(p);
   return p;
 }
 
