@@ -1,13 +1,14 @@
 # The only two commands a new user needs on a fresh Debian 12 machine:
 #   make run    install what is missing, build, run a development gateway (rsgate serve --dev)
 #   make test   install what is missing, build and run the whole suite, then again under
-#               AddressSanitizer + UndefinedBehaviorSanitizer, then a short fuzzing pass
+#               AddressSanitizer + UndefinedBehaviorSanitizer, then the concurrency, channel
+#               and OpenSSH tests under ThreadSanitizer, then a short fuzzing pass
 # Other targets: build, bench and bench-tunnel (tests/bench, by hand), fuzz (longer libFuzzer
 # runs), clean.
 
 FUZZ_SECONDS ?= 10
 
-.PHONY: all deps build run test test-release test-dev fuzz-smoke fuzz bench bench-tunnel clean
+.PHONY: all deps build run test test-release test-dev test-tsan fuzz-smoke fuzz bench bench-tunnel clean
 
 all: build
 
@@ -24,6 +25,7 @@ run: build
 test: deps
 	$(MAKE) --no-print-directory test-release
 	$(MAKE) --no-print-directory test-dev
+	$(MAKE) --no-print-directory test-tsan
 	$(MAKE) --no-print-directory fuzz-smoke FUZZ_SECONDS=$(FUZZ_SECONDS)
 
 test-release:
@@ -35,6 +37,14 @@ test-dev:
 	cmake --preset dev >/dev/null
 	cmake --build --preset dev
 	ctest --preset dev
+
+# ThreadSanitizer (GCC, -O1): only the test files named TSAN in tests/CMakeLists.txt and the
+# programs they start; a report from any process, a child included, fails the run
+# (tests/tsan.cmake); tests/tsan.supp holds the analysed library false positives.
+test-tsan:
+	cmake --preset tsan >/dev/null
+	cmake --build --preset tsan --target tsan_tests
+	ctest --preset tsan
 
 # libFuzzer (clang) explores each target from its checked-in corpus for FUZZ_SECONDS.
 fuzz-smoke:
