@@ -1,0 +1,275 @@
+// The agent's channels (docs/protocol.md §8): on CHANNEL_OPEN, a coroutine per channel
+// connects to the scope's local target, answers CHANNEL_ACCEPT or CHANNEL_REJECT, then runs
+// the two pumps joined with `&&`: local_reader (target → DATA, within the gateway's credit)
+// and local_writer (DATA → target, WINDOW back). Neither polls: each waits on its own timer,
+// used as a condition variable that the tunnel's frames (or finish_channel) cancel. The only
+// timed look is for a target that resets while nothing reads it (see local_reader).
+#include <fmt/format.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include "agent/detail/agent_state.hpp"
+#include "core/clock.hpp"
+#include "core/timefmt.hpp"
+#include "net/socket_state.hpp"
+#include "protocol/messages.hpp"
+
+namespace rsgate::agent::detail {
+namespace {
+
+using namespace asio::experimental::awaitable_operators;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+std::string now_text() { return format_rfc3339(system_clock::instance().now()); }
+
+std::string who(const local_channel& ch) { return ch.actor.empty() ? "the representative" : ch.actor; }
+
+// Ends channel `ch` here (CLOSE toward the gateway if `send_close`). A channel whose
+// directions both ended cleanly, with everything written to the target, closes the target's
+// connection normally: a FIN behind what the kernel still holds. Anything else cut the
+// stream (`failed`: the target's connection failed; or the gateway's CLOSE or the tunnel's end
+// came before the gateway's EOF, or with bytes still unwritten): the connection is reset, so
+// that the target learns at once, even while it is not reading, and gets nothing after the cut.
+// Closing the socket and cancelling the timers is what ends both pumps.
+void finish_channel(agent_state& st, const std::shared_ptr<local_channel>& ch, bool send_close, bool failed = false) {
+  if (ch->finished) return;
+  ch->finished = true;
+  ch->flow.release(&st.windows);
+  if (failed || !ch->flow.received_all()) net::reset_on_close(ch->sock);
+  boost::system::error_code ignored;
+  ch->sock.close(ignored);
+  ch->wake();
+  st.channels.erase(ch->id);
+  if (send_close) send(st, tunnel::frame_type::close, {}, ch->id);
+  line(st, fmt::format("[{}] {} closed {} to {} ({} bytes in, {} out)", now_text(), who(*ch), ch->access_type,
+                       ch->scope, ch->bytes_in, ch->bytes_out));
+}
+
+// The agent ends the channel itself: CLOSE unless the channel's flow says it is closed already.
+void close_channel(agent_state& st, const std::shared_ptr<local_channel>& ch, bool failed) {
+  if (!ch->finished) finish_channel(st, ch, ch->flow.close(), failed);
+}
+
+// Both directions ended cleanly and everything was written: the channel is done.
+void maybe_done(agent_state& st, const std::shared_ptr<local_channel>& ch) {
+  if (ch->flow.both_ended()) close_channel(st, ch, false);
+}
+
+// The target's connection is gone (a reset, a TCP timeout) although nothing reads it.
+bool target_lost(local_channel& ch) { return net::connection_lost(ch.sock, ch.flow.eof_handed_on()); }
+
+// After the target's EOF nothing reads its socket, so nothing would see it reset later (a
+// target that closes with bytes unread, or keepalive that finds it gone) while no bytes go to
+// it: wait for an error on the socket until the channel ends.
+asio::awaitable<void> watch_after_eof(agent_state& st, std::shared_ptr<local_channel> ch) {
+  while (!ch->finished) {
+    auto [ec] = co_await ch->sock.async_wait(tcp::socket::wait_error, use_tuple);
+    if (ch->finished || ec) co_return;
+    if (target_lost(*ch)) {
+      close_channel(st, ch, true);
+      co_return;
+    }
+    // Urgent data or a clean close both ways (maybe_done ends the channel): not an error, but
+    // the condition stays, so look again only a second later.
+    ch->credit_timer.expires_after(std::chrono::seconds(1));
+    co_await ch->credit_timer.async_wait(use_tuple);
+  }
+}
+
+asio::awaitable<void> local_reader(agent_state& st, std::shared_ptr<local_channel> ch) {
+  std::vector<std::uint8_t> buf(tunnel::kMaxDataPayload);
+  while (!ch->finished) {  // one DATA frame per read, at most the frame limit and the credit
+    const auto want = ch->flow.sendable(buf.size());
+    if (want == 0) {
+      // The gateway's window is full: stop reading the target until its WINDOW comes (which
+      // cancels the timer). A target that resets meanwhile is seen without reading it: the
+      // timer also ends after a second, to look at the socket's state.
+      ch->credit_timer.expires_after(std::chrono::seconds(1));
+      auto [tec] = co_await ch->credit_timer.async_wait(use_tuple);
+      if (!tec && !ch->finished && target_lost(*ch)) close_channel(st, ch, true);
+      continue;
+    }
+    auto [ec, n] = co_await ch->sock.async_read_some(asio::buffer(buf.data(), want), use_tuple);
+    if (ch->finished) break;
+    if (ec == asio::error::eof) {  // a half-close: the other direction goes on
+      if (ch->flow.send_eof()) send(st, tunnel::frame_type::eof, {}, ch->id);
+      maybe_done(st, ch);
+      co_await watch_after_eof(st, ch);
+      break;
+    }
+    if (ec) {  // a reset or another failure is not an end of stream: the channel is cut
+      close_channel(st, ch, true);
+      break;
+    }
+    ch->flow.sent(static_cast<std::uint32_t>(n));
+    ch->bytes_out += static_cast<std::int64_t>(n);
+    send(st, tunnel::frame_type::data, bytes(buf.begin(), buf.begin() + static_cast<long>(n)), ch->id);
+  }
+}
+
+// Writes everything in the inbox in one gather write (at most the window) and returns it to
+// the gateway in WINDOW batches of a quarter window; false when the target's socket failed.
+asio::awaitable<bool> write_inbox(agent_state& st, std::shared_ptr<local_channel> ch) {
+  std::vector<bytes> batch;
+  std::vector<asio::const_buffer> bufs;
+  while (!ch->inbox.empty()) {
+    batch.push_back(std::move(ch->inbox.front()));
+    ch->inbox.pop_front();
+    bufs.emplace_back(asio::buffer(batch.back()));
+  }
+  auto [ec, n] = co_await asio::async_write(ch->sock, bufs, use_tuple);
+  if (ec) co_return false;
+  ch->bytes_in += static_cast<std::int64_t>(n);
+  // The window grows while busy (the tunnel's budget).
+  if (auto inc = ch->flow.handed_on(static_cast<std::uint32_t>(n), &st.windows))
+    send_frame(st, tunnel::encode_window(ch->id, inc));
+  co_return true;
+}
+
+asio::awaitable<void> local_writer(agent_state& st, std::shared_ptr<local_channel> ch) {
+  while (!ch->finished) {
+    if (!ch->inbox.empty()) {
+      if (!co_await write_inbox(st, ch)) {
+        close_channel(st, ch, true);
+        break;
+      }
+      continue;
+    }
+    if (ch->flow.take_eof()) {  // the gateway's EOF, after everything before it
+      boost::system::error_code ignored;
+      ch->sock.shutdown(tcp::socket::shutdown_send, ignored);
+      maybe_done(st, ch);
+      continue;
+    }
+    // Nothing to do until DATA, EOF or the channel's end cancels the timer: no expiry.
+    ch->data_timer.expires_at(asio::steady_timer::time_point::max());
+    co_await ch->data_timer.async_wait(use_tuple);
+  }
+}
+
+// Connects to the scope's target within 10 s; the error, or none.
+asio::awaitable<boost::system::error_code> connect_local(std::shared_ptr<local_channel> ch, scope_mapping target) {
+  auto ex = co_await asio::this_coro::executor;
+  tcp::resolver resolver(ex);
+  auto [rec, results] = co_await resolver.async_resolve(target.host, std::to_string(target.port), use_tuple);
+  if (rec) co_return rec;
+  // The bound closes the socket, which ends the connect with an error whatever stage it is in.
+  asio::steady_timer guard(ex, std::chrono::seconds(10));
+  guard.async_wait([ch](boost::system::error_code e) {
+    if (!e) {
+      boost::system::error_code ignored;
+      ch->sock.close(ignored);
+    }
+  });
+  auto [cec, ep] = co_await asio::async_connect(ch->sock, results, use_tuple);
+  guard.cancel();
+  co_return cec;
+}
+
+// A channel's whole life: the local connect, the answer to the gateway, then both pumps,
+// joined: the coroutine ends when both have (finish_channel ends both).
+asio::awaitable<void> run_channel(agent_state& st, std::shared_ptr<local_channel> ch, scope_mapping target) {
+  auto cec = co_await connect_local(ch, target);
+  if (ch->finished) co_return;
+  if (cec) {
+    st.channels.erase(ch->id);
+    send(st, tunnel::frame_type::channel_reject,
+         tunnel::to_payload(tunnel::reason_only{"the local target of this scope cannot be reached"}), ch->id);
+    line(st, fmt::format("[{}] refused {} to {} for {}: the local target cannot be reached", now_text(),
+                         ch->access_type, ch->scope, ch->actor));
+    co_return;
+  }
+  boost::system::error_code ignored;
+  ch->sock.set_option(tcp::no_delay(true), ignored);
+  net::keep_alive(ch->sock);
+  send(st, tunnel::frame_type::channel_accept, tunnel::to_payload(tunnel::channel_accept{tunnel::kInitialWindow}), ch->id);
+  ch->flow.accepted_locally();
+  line(st, fmt::format("[{}] {} opened {} to {}", now_text(), who(*ch), ch->access_type, ch->scope));
+  co_await (local_reader(st, ch) && local_writer(st, ch));
+}
+
+}  // namespace
+
+void on_channel_open(agent_state& st, const tunnel::frame& f) {
+  std::string why;
+  auto o = tunnel::parse_channel_open(f.payload, why);
+  if (!o) {
+    protocol_error(st, "bad_channel_open", "malformed CHANNEL_OPEN: " + why);
+    return;
+  }
+  // Only what the customer offered: the agent checks again, whatever the gateway says.
+  const scope_mapping* target = nullptr;
+  for (auto& sm : st.opt.prof.scopes)
+    if (sm.name == o->scope) target = &sm;
+  if (!target || st.channels.size() >= tunnel::kMaxChannelsPerTunnel || st.channels.count(f.header.channel)) {
+    send(st, tunnel::frame_type::channel_reject,
+         tunnel::to_payload(tunnel::reason_only{target ? "too many channels" : "this scope is not offered"}),
+         f.header.channel);
+    return;
+  }
+  auto ch = std::make_shared<local_channel>(st.stream->get_executor(), f.header.channel, o->window);
+  ch->scope = o->scope;
+  ch->access_type = o->access_type;
+  ch->actor = o->actor;
+  st.channels[ch->id] = ch;
+  asio::co_spawn(st.stream->get_executor(), run_channel(st, ch, *target), report_exception{&st, "a channel"});
+}
+
+// The channel's flow judges the frame, and the verdict is carried out here (docs/protocol.md §8).
+void on_channel_frame(agent_state& st, tunnel::frame& f) {
+  auto it = st.channels.find(f.header.channel);
+  if (it == st.channels.end()) return;  // closed meanwhile: frames in flight
+  auto ch = it->second;                 // a copy: finishing the channel erases it from the map
+  const auto type = f.header.type;
+  std::uint32_t value = 0;
+  if (type == tunnel::frame_type::data) value = static_cast<std::uint32_t>(f.payload.size());
+  if (type == tunnel::frame_type::window) value = tunnel::window_increment(f);
+  switch (auto v = ch->flow.on_frame(type, value)) {
+    case tunnel::channel_verdict::deliver:
+      ch->inbox.push_back(std::move(f.payload));
+      ch->data_timer.cancel();
+      return;
+    case tunnel::channel_verdict::eof:
+      ch->data_timer.cancel();
+      return;
+    case tunnel::channel_verdict::credit:
+      ch->credit_timer.cancel();
+      return;
+    case tunnel::channel_verdict::answer_close:
+    case tunnel::channel_verdict::closed:
+      finish_channel(st, ch, v == tunnel::channel_verdict::answer_close);
+      return;
+    case tunnel::channel_verdict::ignore:
+      return;
+    case tunnel::channel_verdict::window_exceeded:
+      protocol_error(st, tunnel::error_code(v),
+                     type == tunnel::frame_type::window ? "the gateway's WINDOW raised a channel's credit beyond 16 MiB"
+                                                        : "the gateway sent beyond a channel's window or after its EOF");
+      return;
+    case tunnel::channel_verdict::unexpected:
+      protocol_error(st, tunnel::error_code(v),
+                     "protocol error from the gateway: " + std::string(tunnel::name_of(type)) + " not allowed now");
+      return;
+  }
+}
+
+void abandon_channels(agent_state& st) {
+  for (auto& [cid, ch] : std::map<std::uint32_t, std::shared_ptr<local_channel>>(st.channels)) {
+    ch->flow.abandon();  // the tunnel ended: no frame about the channel can go out
+    finish_channel(st, ch, false);
+  }
+}
+
+std::vector<channel_view> channel_views(const agent_state& st) {
+  std::vector<channel_view> v;
+  for (auto& [id, ch] : st.channels)
+    v.push_back({id, ch->scope, ch->access_type, ch->actor, ch->bytes_in, ch->bytes_out});
+  return v;
+}
+
+}  // namespace rsgate::agent::detail

@@ -1,0 +1,119 @@
+// Private to the agent's runtime (agent/tunnel.cpp, agent/channels.cpp, agent/runtime.cpp):
+// the state of a running agent and the calls its three parts make of each other. Everything
+// here lives on the agent's one thread (one io_context, run by one thread), so nothing needs
+// a lock; a coroutine sees another's change only at its own suspension points.
+//
+// How things end (structured concurrency, no polling):
+// - The tunnel (run_tunnel) is a parallel group of `tunnel_session` and `wait_for_stop`, the
+//   first to end cancelling the other: request_stop() cancels `stop_signal`, a timer used as
+//   a condition variable, and the group cancels the tunnel's pending read or handshake. run_tunnel then finishes every channel, waits
+//   for the writes already queued (STOP included; flush() cancels `write_idle` when it stops)
+//   within a 2 s deadline, sends close_notify and closes.
+// - A channel is one coroutine: the local connect, then `local_reader && local_writer`.
+//   finish_channel closes the target's socket and cancels both pumps' timers, so both return
+//   and the join completes. The writer's and the reader's timers are conditions too: DATA or
+//   EOF cancels the writer's, WINDOW the reader's.
+#pragma once
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <deque>
+#include <exception>
+#include <map>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "agent/runtime.hpp"
+#include "agent/session_view.hpp"
+#include "net/tls_stream.hpp"
+#include "protocol/agent_state.hpp"
+#include "protocol/channel_flow.hpp"
+#include "protocol/wire.hpp"
+
+namespace rsgate::agent::detail {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using local_socket = asio::local::stream_protocol::socket;
+
+// One channel: a TCP connection to the local target of an offered scope. Its windows, credit,
+// EOFs and close are `flow`, the protocol's one state machine (protocol/channel_flow.hpp,
+// docs/protocol.md §8), which the gateway runs too; `window` is the gateway's, from
+// CHANNEL_OPEN. Owned by the channel's coroutine and by agent_state::channels while open.
+struct local_channel {
+  local_channel(asio::any_io_executor ex, std::uint32_t i, std::uint32_t window)
+      : id(i), sock(ex), data_timer(ex), credit_timer(ex), flow(tunnel::channel_flow::role::acceptor, window) {}
+  std::uint32_t id;
+  std::string scope, access_type, actor;
+  tcp::socket sock;
+  asio::steady_timer data_timer;    // local_writer waits here for the gateway's bytes or EOF
+  asio::steady_timer credit_timer;  // local_reader waits here for the gateway's window
+  tunnel::channel_flow flow;
+  std::deque<bytes> inbox;  // DATA from the gateway that `flow` delivered, not yet written locally
+  bool finished = false;    // the socket is closed and the channel forgotten (finish_channel)
+  std::int64_t bytes_in = 0, bytes_out = 0;
+  void wake() {
+    data_timer.cancel();
+    credit_timer.cancel();
+  }
+};
+
+struct agent_state {
+  agent_state(const start_options& o, std::ostream& os, std::ostream& es, asio::io_context& io)
+      : opt(o), out(os), err(es), ioc(&io), write_idle(io), stop_signal(io), keepalive_timer(io) {}
+  const start_options& opt;
+  std::ostream& out;
+  std::ostream& err;
+  asio::io_context* ioc;                  // stopped when a coroutine fails with an exception
+  std::optional<net::tls_stream> stream;  // the tunnel (docs/protocol.md §2)
+  std::deque<bytes> outq;                 // frames for the tunnel, written by flush()
+  bool writing = false;                   // a flush() runs
+  asio::steady_timer write_idle;          // cancelled when a flush() ends (drain waits here)
+  asio::steady_timer stop_signal;         // cancelled by request_stop (wait_for_stop waits here)
+  asio::steady_timer keepalive_timer;     // the keepalive's period; cancelled when the tunnel ends
+  bool done = false;
+  int exit_code = 0;
+  session_view view;  // what `status` shows
+  std::string key;
+  std::optional<tunnel::decoder> dec;
+  tunnel_state gate;  // the protocol phase and the KEY_OFFER waiting for its KEY_ACK
+  std::vector<std::shared_ptr<local_socket>> key_waiters;  // control clients waiting for a KEY_ACK
+  std::map<std::uint32_t, std::shared_ptr<local_channel>> channels;
+  tunnel::window_budget windows{tunnel::kTunnelWindowBudget};  // growth of our receive windows
+};
+
+// The completion of a coroutine spawned by the agent: an exception there is a defect. It is
+// reported and ends the agent with exit 1, never an exit 0 that looks like a normal end.
+struct report_exception {
+  agent_state* st;
+  const char* where;
+  void operator()(std::exception_ptr e) const;
+};
+
+// agent/tunnel.cpp: the tunnel to the gateway.
+void line(agent_state& st, const std::string& text);  // one line for the customer on `out`
+void send_frame(agent_state& st, bytes frame);
+void send(agent_state& st, tunnel::frame_type t, bytes payload, std::uint32_t channel = 0);
+void fail(agent_state& st, const std::string& message);  // exit 1, one line on stderr
+// The gateway broke the protocol: ERROR `code` to it (docs/protocol.md §4.11), then fail.
+void protocol_error(agent_state& st, std::string_view code, const std::string& message);
+void offer_key(agent_state& st);
+// Ends the agent: STOP to a gateway that proved itself, then the tunnel's reads are cancelled
+// and run_tunnel drains and closes. A gateway not yet authenticated is closed at once.
+void request_stop(agent_state& st);
+asio::awaitable<void> run_tunnel(agent_state& st, asio::ssl::context& tls);
+
+// agent/channels.cpp: the channels to local targets.
+void on_channel_open(agent_state& st, const tunnel::frame& f);
+void on_channel_frame(agent_state& st, tunnel::frame& f);  // DATA, WINDOW, EOF, CLOSE
+void abandon_channels(agent_state& st);                   // the tunnel ended
+std::vector<channel_view> channel_views(const agent_state& st);
+
+}  // namespace rsgate::agent::detail

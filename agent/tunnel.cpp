@@ -1,0 +1,480 @@
+// The agent's tunnel to the gateway (docs/protocol.md §2-§7): connect to the profile's
+// primary gateway, else its backup; TLS 1.3 against the CA pinned in the profile and the
+// gateway's name; ALPN rsgate/1 before anything is said; HELLO, CHALLENGE, RESPONSE and a
+// SUCCESS trusted only with the right SCRAM server signature (protocol/agent_handshake).
+// Until then tunnel_state admits only the handshake's frames and the 20 s handshake bound
+// holds whatever arrives; after it, the dead-peer bound, renewed by every frame, and a PING
+// every keepalive period. A protocol error of the gateway's gets ERROR, one line on stderr and
+// exit 1. The frames are written by one flush() at a time from a queue; the reads by one
+// loop, which a stop cancels (see agent/detail/agent_state.hpp for how the tunnel ends).
+#include <fmt/format.h>
+#include <openssl/ssl.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include "agent/detail/agent_state.hpp"
+#include "agent/notice.hpp"
+#include "auth/session_key.hpp"
+#include "core/clock.hpp"
+#include "protocol/agent_handshake.hpp"
+#include "protocol/messages.hpp"
+
+namespace rsgate::agent::detail {
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+using error_code = boost::system::error_code;
+
+asio::awaitable<void> flush(agent_state& st) {
+  if (st.writing || !st.stream) co_return;
+  st.writing = true;
+  while (!st.outq.empty()) {
+    // Everything queued (up to 1 MiB) in one write: fewer TLS records and system calls.
+    std::vector<bytes> batch;
+    std::vector<asio::const_buffer> bufs;
+    std::size_t total = 0;
+    while (!st.outq.empty() && total < (1u << 20)) {
+      total += st.outq.front().size();
+      batch.push_back(std::move(st.outq.front()));
+      st.outq.pop_front();
+    }
+    for (auto& b : batch) bufs.emplace_back(asio::buffer(b));
+    auto ec = co_await st.stream->write(bufs);
+    if (ec) {
+      st.outq.clear();
+      break;
+    }
+  }
+  st.writing = false;
+  st.write_idle.cancel();  // wakes drain()
+}
+
+// Bytes read from the tunnel and not yet fed to the decoder.
+struct read_buffer {
+  std::array<std::uint8_t, 16 * 1024> data{};  // one TLS record's plaintext at most
+  std::size_t begin = 0, end = 0;
+};
+
+// Reads one frame with the decoder, waiting for more bytes as needed. nullopt with the read's
+// error, or with none when the decoder failed (st.dec->error() says why).
+asio::awaitable<std::pair<std::optional<tunnel::frame>, error_code>> read_frame(agent_state& st, read_buffer& rb) {
+  for (;;) {
+    if (auto f = st.dec->next()) co_return std::pair{std::move(f), error_code{}};
+    if (rb.begin < rb.end) {
+      rb.begin += st.dec->feed(std::span<const std::uint8_t>(rb.data.data() + rb.begin, rb.end - rb.begin));
+      if (st.dec->error() != tunnel::decode_error::none) co_return std::pair{std::nullopt, error_code{}};
+      continue;
+    }
+    auto [ec, n] = co_await st.stream->read_some(asio::buffer(rb.data));
+    if (ec) co_return std::pair{std::nullopt, ec};
+    rb.begin = 0;
+    rb.end = n;
+  }
+}
+
+asio::awaitable<void> keepalive(agent_state& st) {
+  while (!st.done && st.stream) {
+    st.keepalive_timer.expires_after(std::chrono::seconds(tunnel::kKeepaliveSeconds));
+    auto [ec] = co_await st.keepalive_timer.async_wait(use_tuple);
+    if (ec || st.done || !st.stream) break;  // cancelled: the tunnel ended
+    send(st, tunnel::frame_type::ping, {});
+  }
+}
+
+// docs/protocol.md §1: the gateway must have selected ALPN rsgate/1. Anything else is not an
+// rsgate/1 endpoint, and it must not learn this machine's name or scopes.
+bool selected_rsgate_alpn(SSL* ssl) {
+  const unsigned char* p = nullptr;
+  unsigned n = 0;
+  SSL_get0_alpn_selected(ssl, &p, &n);
+  return p && std::string_view(reinterpret_cast<const char*>(p), n) == tunnel::kAlpn;
+}
+
+// TLS on the connected socket, the name and ALPN checks; false with the reason on stderr.
+asio::awaitable<bool> secure(agent_state& st, const std::string& address) {
+  // The gateway's certificate must chain to the pinned CA (verify_peer on the context) and
+  // name server_name: a DNS name, or an IP address in an IP SAN.
+  if (!st.stream->expect_peer_name(st.opt.prof.server_name)) {
+    st.err << fmt::format("rsgate-agent: the profile's server_name '{}' cannot be checked against a certificate\n",
+                          st.opt.prof.server_name);
+    co_return false;
+  }
+  auto hec = co_await st.stream->handshake(false);
+  if (hec) {
+    st.err << fmt::format("rsgate-agent: TLS with {} failed: {} (is it the gateway of the pinned CA, named {}?)\n",
+                          address, hec.message(), st.opt.prof.server_name);
+    co_return false;
+  }
+  if (!selected_rsgate_alpn(st.stream->native_handle())) {
+    st.err << fmt::format("rsgate-agent: {} did not select the protocol rsgate/1 (ALPN): not an rsgate gateway; "
+                          "closed without saying which machine this is\n",
+                          address);
+    st.stream->close();
+    co_return false;
+  }
+  co_return true;
+}
+
+asio::awaitable<bool> connect_to(agent_state& st, asio::ssl::context& tls, const std::string& address) {
+  auto ex = co_await asio::this_coro::executor;
+  auto colon = address.rfind(':');
+  std::string host = address.substr(0, colon), port = address.substr(colon + 1);
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  tcp::resolver resolver(ex);
+  auto [rec, results] = co_await resolver.async_resolve(host, port, use_tuple);
+  if (rec) {
+    st.err << fmt::format("rsgate-agent: cannot resolve {}: {}\n", address, rec.message());
+    co_return false;
+  }
+  st.stream.emplace(tcp::socket(ex), tls.native_handle(), net::tls_stream::kTunnelBuffer);
+  // The handshake bound: from here to a verified SUCCESS, whatever frames arrive meanwhile.
+  st.stream->expires_after(std::chrono::seconds(tunnel::kHandshakeTimeoutSeconds));
+  auto [cec, ep] = co_await asio::async_connect(st.stream->socket(), results, use_tuple);
+  if (cec) {
+    st.err << fmt::format("rsgate-agent: cannot connect to {}: {}\n", address, cec.message());
+    co_return false;
+  }
+  error_code ignored;
+  st.stream->socket().set_option(tcp::no_delay(true), ignored);
+  if (!co_await secure(st, address)) co_return false;
+  st.view.gateway = address;
+  co_return true;
+}
+
+// Why the tunnel's reads ended, for the customer; a decoding error is the gateway's protocol
+// error and gets ERROR `bad_frame`.
+void on_read_end(agent_state& st, error_code ec) {
+  if (st.done) return;
+  if (st.dec->error() != tunnel::decode_error::none) {
+    protocol_error(st, "bad_frame",
+                   "protocol error from the gateway: " + std::string(tunnel::describe(st.dec->error())));
+  } else if (ec == asio::error::timed_out && !st.gate.authenticated()) {
+    fail(st, fmt::format("the gateway did not complete the authentication within {} s",
+                         tunnel::kHandshakeTimeoutSeconds));
+  } else if (ec == asio::error::timed_out) {
+    fail(st, fmt::format("no frame from the gateway for {} s: the tunnel is dead", tunnel::kDeadPeerSeconds));
+  } else {
+    fail(st, "the connection to the gateway was lost");
+  }
+}
+
+void on_challenge(agent_state& st, agent_handshake& hs, const tunnel::frame& f) {
+  std::string why;
+  auto c = tunnel::parse_challenge(f.payload, why);
+  auto r = c ? hs.on_challenge(*c, why) : std::nullopt;
+  if (!r) {
+    protocol_error(st, "bad_challenge", "refusing the gateway's challenge: " + why);
+    return;
+  }
+  send(st, tunnel::frame_type::response, tunnel::to_payload(*r));
+  st.gate.on_response_sent();
+}
+
+void on_success(agent_state& st, agent_handshake& hs, const tunnel::frame& f) {
+  std::string why;
+  auto s = tunnel::parse_success(f.payload, why);
+  if (!s || !hs.on_success(*s, why)) {
+    protocol_error(st, "bad_success", "the gateway failed to prove itself: " + why);
+    return;
+  }
+  st.gate.on_verified_success();
+  // From now on the dead-peer bound replaces the handshake bound, renewed by every frame.
+  st.stream->expires_after(std::chrono::seconds(tunnel::kDeadPeerSeconds));
+  if (!st.view.session.empty()) return;  // a re-challenge (§6)
+  st.view.session = s->session;
+  st.view.state = "authenticated";
+  line(st, fmt::format("Connected to {} as {}; session {}", st.view.gateway, st.opt.prof.machine(), st.view.session));
+  offer_key(st);
+  asio::co_spawn(st.stream->get_executor(), keepalive(st), report_exception{&st, "the keepalive"});
+}
+
+void answer_key_waiters(agent_state& st, const std::string& reply_text) {
+  for (auto& w : st.key_waiters) {
+    auto reply = std::make_shared<std::string>(reply_text);
+    asio::async_write(*w, asio::buffer(*reply), [reply, w](error_code, std::size_t) {});
+  }
+  st.key_waiters.clear();
+}
+
+void on_key_ack(agent_state& st, const tunnel::frame& f) {
+  std::string why;
+  auto k = tunnel::parse_key_ack(f.payload, why);
+  if (!k) {
+    protocol_error(st, "bad_key_ack", "malformed KEY_ACK: " + why);
+    return;
+  }
+  bool unsolicited = false;
+  auto key = st.gate.on_key_ack(*k, system_clock::instance().now(), why, unsolicited);
+  if (!key) {
+    protocol_error(st, unsolicited ? "unexpected" : "bad_key_ack", "protocol error from the gateway: " + why);
+    return;
+  }
+  st.key = *key;
+  st.view.key_expires_at = k->expires_at;
+  line(st, fmt::format("Session key: {}", st.key));
+  line(st, fmt::format("(give it to your support representative; it expires at {}, single use)", k->expires_at));
+  answer_key_waiters(st, fmt::format("Session key: {}\n", st.key));
+}
+
+void on_error(agent_state& st, const tunnel::frame& f) {
+  std::string why;
+  auto e = tunnel::parse_error(f.payload, why);
+  if (e && e->code == "key_refused" && st.gate.authenticated()) {
+    // The tunnel stays up; the old key stays void (docs/protocol.md §4.6).
+    if (!st.gate.on_key_refused()) {
+      protocol_error(st, "unexpected", "protocol error from the gateway: ERROR key_refused without a key offer");
+      return;
+    }
+    st.err << "rsgate-agent: the gateway could not record the new session key; try `rsgate-agent key` again\n";
+    answer_key_waiters(st, "error: the gateway could not record the new session key\n");
+    return;
+  }
+  if (e && e->code == "replaced" && st.gate.authenticated()) {
+    fail(st, "the gateway replaced this tunnel with a newer connection for this machine" +
+                 (e->message.empty() ? std::string() : ": " + e->message));
+    st.view.state = "replaced";
+    return;
+  }
+  fail(st, fmt::format("the gateway reported an error: {} {}", e ? e->code : "?", e ? e->message : why));
+}
+
+void on_end(agent_state& st, const tunnel::frame& f) {
+  std::string why;
+  if (auto r = tunnel::parse_reason(f.payload, why)) {
+    line(st, fmt::format("Session ended: {}", r->reason));
+    st.view.state = "ended";
+    st.done = true;
+  } else {
+    protocol_error(st, "bad_end", "malformed END from the gateway: " + why);
+  }
+}
+
+void on_notice(agent_state& st, const tunnel::frame& f) {
+  std::string why;
+  // docs/protocol.md §4.8: a malformed NOTICE is a protocol error, not something to skip.
+  if (auto n = parse_notice_for_display(f.payload, why)) {
+    apply_notice(st.view, *n);
+    line(st, fmt::format("[{}] {}", n->ts, describe_notice(*n)));
+  } else {
+    protocol_error(st, "bad_notice", "malformed NOTICE from the gateway: " + why);
+  }
+}
+
+// A frame on channel 0 that tunnel_state admitted in the current phase.
+void on_control_frame(agent_state& st, agent_handshake& hs, const tunnel::frame& f) {
+  std::string why;
+  switch (f.header.type) {
+    case tunnel::frame_type::challenge:
+      return on_challenge(st, hs, f);
+    case tunnel::frame_type::success:
+      return on_success(st, hs, f);
+    case tunnel::frame_type::failure: {
+      auto fl = tunnel::parse_failure(f.payload, why);
+      fail(st, fmt::format("the gateway refused this machine: {}{}", fl ? fl->reason : why,
+                           fl && fl->retry_after_seconds ? fmt::format(" (locked out; retry in {} s)", fl->retry_after_seconds) : ""));
+      return;
+    }
+    case tunnel::frame_type::key_ack:
+      return on_key_ack(st, f);
+    case tunnel::frame_type::notice:
+      return on_notice(st, f);
+    case tunnel::frame_type::end:
+      return on_end(st, f);
+    case tunnel::frame_type::ping:
+      return send(st, tunnel::frame_type::pong, {});
+    case tunnel::frame_type::error:
+      return on_error(st, f);
+    default:  // pong
+      return;
+  }
+}
+
+// One frame from the gateway, read while the agent runs.
+void on_frame(agent_state& st, agent_handshake& hs, tunnel::frame& f) {
+  if (st.gate.authenticated()) st.stream->expires_after(std::chrono::seconds(tunnel::kDeadPeerSeconds));
+  if (tunnel::is_control(f.header.type)) return on_control_frame(st, hs, f);
+  switch (f.header.type) {
+    case tunnel::frame_type::channel_open:
+      return on_channel_open(st, f);
+    case tunnel::frame_type::data:
+    case tunnel::frame_type::window:
+    case tunnel::frame_type::eof:
+    case tunnel::frame_type::close:
+      return on_channel_frame(st, f);
+    default:  // tunnel_state refused every other type already
+      protocol_error(st, "unexpected", "unexpected " + std::string(tunnel::name_of(f.header.type)) + " from the gateway");
+  }
+}
+
+// Sends this connection's HELLO once its channel binding is known. nullopt (and the agent
+// failed, nothing sent) when the exporter cannot be derived: never a zero binding.
+std::optional<agent_handshake> start_handshake(agent_state& st) {
+  auto exporter = export_channel_binding(st.stream->native_handle());
+  if (!exporter) {
+    fail(st, "cannot derive the TLS channel binding (exporter) of the connection; not authenticating");
+    return std::nullopt;
+  }
+  identity id;
+  id.machine = st.opt.prof.machine();
+  id.secret = st.opt.prof.secret;
+  id.mechanisms = st.opt.prof.mechanisms;
+  for (auto& s : st.opt.prof.scopes) id.scopes.push_back({s.name, ""});
+  agent_handshake hs(id, std::move(*exporter), make_client_nonce());
+  st.dec.emplace();
+  send(st, tunnel::frame_type::hello, tunnel::to_payload(hs.make_hello()));
+  st.gate.on_hello_sent();
+  return hs;
+}
+
+// The tunnel until it ends: connect, authenticate, then every frame from the gateway. A stop
+// cancels it (wait_for_stop ends first in run_tunnel's group): the pending operation ends with an error and the
+// coroutine returns without waiting for anything else.
+asio::awaitable<void> tunnel_session(agent_state& st, asio::ssl::context& tls) {
+  co_await asio::this_coro::throw_if_cancelled(false);  // a cancelled operation is an error value
+  bool connected = false;
+  for (auto& address : {st.opt.prof.primary, st.opt.prof.backup}) {
+    if (address.empty() || st.done) continue;  // st.done: stopped while connecting
+    if ((connected = co_await connect_to(st, tls, address))) break;
+  }
+  if (!connected) {
+    st.exit_code = 1;
+    st.done = true;
+    st.view.state = "disconnected";
+    co_return;
+  }
+  st.view.state = "authenticating";
+  auto hs = start_handshake(st);
+  read_buffer rb;
+  while (hs && !st.done) {
+    auto [f, rec] = co_await read_frame(st, rb);
+    if (!f) {
+      on_read_end(st, rec);
+      break;
+    }
+    if (st.opt.frame_hook) st.opt.frame_hook(static_cast<std::uint8_t>(f->header.type));
+    // Before a verified SUCCESS only the handshake's frames (and PING/PONG/ERROR) pass.
+    if (auto why = st.gate.refuse(f->header.type); !why.empty()) {
+      protocol_error(st, "unexpected", "protocol error from the gateway: " + why);
+      break;
+    }
+    on_frame(st, *hs, *f);
+  }
+}
+
+// Returns when request_stop cancels the stop signal (or when run_tunnel's group cancels this
+// wait because the tunnel ended by itself).
+asio::awaitable<void> wait_for_stop(agent_state& st) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  if (st.done) co_return;
+  st.stop_signal.expires_at(asio::steady_timer::time_point::max());
+  co_await st.stop_signal.async_wait(use_tuple);
+}
+
+// Waits until everything queued, ERROR and STOP included, was written, so that it reaches the
+// gateway before the close: flush() cancels write_idle when it stops; at most 2 s (the
+// stream's deadline, set by the caller, bounds the write itself too).
+asio::awaitable<void> drain(agent_state& st) {
+  if (st.writing) {
+    st.write_idle.expires_after(std::chrono::seconds(2));
+    co_await st.write_idle.async_wait(use_tuple);
+  }
+  co_await flush(st);
+}
+
+}  // namespace
+
+void report_exception::operator()(std::exception_ptr e) const {
+  if (!e) return;
+  std::string what = "an unknown exception";
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    what = x.what();
+  } catch (...) {
+  }
+  st->err << "rsgate-agent: internal error in " << where << ": " << printable(what, 512) << "\n";
+  st->err.flush();
+  st->exit_code = 1;
+  st->done = true;
+  if (st->ioc) st->ioc->stop();
+}
+
+void line(agent_state& st, const std::string& text) {
+  st.out << text << "\n";
+  st.out.flush();
+}
+
+void send_frame(agent_state& st, bytes frame) {
+  st.outq.push_back(std::move(frame));
+  // A running flush picks the frame up; only start one when none runs.
+  if (!st.writing) asio::co_spawn(st.stream->get_executor(), flush(st), report_exception{&st, "a tunnel write"});
+}
+
+void send(agent_state& st, tunnel::frame_type t, bytes payload, std::uint32_t channel) {
+  send_frame(st, tunnel::encode(t, channel, payload));
+}
+
+void fail(agent_state& st, const std::string& message) {
+  if (st.done) return;
+  st.err << "rsgate-agent: " << printable(message, 1024) << "\n";
+  st.err.flush();
+  st.exit_code = 1;
+  st.done = true;
+}
+
+void protocol_error(agent_state& st, std::string_view code, const std::string& message) {
+  if (st.done) return;
+  send(st, tunnel::frame_type::error,
+       tunnel::to_payload(tunnel::error_message{std::string(code), printable(message, tunnel::kMaxReasonBytes)}));
+  fail(st, message);
+}
+
+// One offer at a time (docs/protocol.md §4.6): while one waits for its KEY_ACK, a new request
+// waits for that one's answer instead.
+void offer_key(agent_state& st) {
+  if (st.gate.key_offer_outstanding()) return;
+  tunnel::key_offer k;
+  k.key = auth::generate_session_key();
+  k.expires_in = static_cast<std::int64_t>(st.opt.key_minutes) * 60;
+  st.view.key_expires_at.clear();
+  st.gate.on_key_offer(k.key, k.expires_in);
+  send(st, tunnel::frame_type::key_offer, tunnel::to_payload(k));
+}
+
+void request_stop(agent_state& st) {
+  const bool authenticated = st.stream && st.gate.authenticated() && !st.done;
+  // STOP only to a gateway that proved itself: before that it is not part of the protocol,
+  // and nothing queued for it need reach it, so its connection is closed at once.
+  if (authenticated) send(st, tunnel::frame_type::stop, tunnel::to_payload(tunnel::reason_only{"customer"}));
+  else if (st.stream) st.stream->close();
+  st.done = true;
+  st.stop_signal.cancel();
+}
+
+asio::awaitable<void> run_tunnel(agent_state& st, asio::ssl::context& tls) {
+  // The first to end cancels the other (awaitable operators' `||` would wait for a success,
+  // and so hang on an exception in the tunnel's code, which must end the agent at once).
+  auto ex = co_await asio::this_coro::executor;
+  auto [order, tunnel_ex, stop_ex] =
+      co_await asio::experimental::make_parallel_group(asio::co_spawn(ex, tunnel_session(st, tls), asio::deferred),
+                                                       asio::co_spawn(ex, wait_for_stop(st), asio::deferred))
+          .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+  if (tunnel_ex) std::rethrow_exception(tunnel_ex);
+  if (stop_ex) std::rethrow_exception(stop_ex);
+  if (st.view.state != "ended" && st.view.state != "replaced") st.view.state = "disconnected";
+  st.keepalive_timer.cancel();
+  abandon_channels(st);
+  if (!st.stream) co_return;
+  st.stream->expires_after(std::chrono::seconds(2));
+  co_await drain(st);
+  co_await st.stream->shutdown();
+}
+
+}  // namespace rsgate::agent::detail
