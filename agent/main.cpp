@@ -19,7 +19,47 @@ constexpr const char* kUsage =
     "  status [--json]        state, owner, PMR and grants of the running agent\n"
     "  key                    void the current session key and issue a new one\n"
     "Every command takes --control PATH (the running agent's socket) and --help.\n";
+
+// `start`: the profile, the key lifetime, then the agent until it ends.
+int start(const po::variables_map& vm, const std::string& control) {
+  if (!vm.count("profile")) {
+    std::cerr << "rsgate-agent start: --profile FILE is required\n";
+    return 2;
+  }
+  rsgate::agent::start_options o;
+  try {
+    o.prof = rsgate::agent::load_profile(vm["profile"].as<std::string>());
+  } catch (const std::exception& e) {
+    std::cerr << "rsgate-agent start: " << e.what() << "\n";
+    return 2;
+  }
+  o.key_minutes = vm.count("key-minutes") ? vm["key-minutes"].as<int>() : o.prof.key_expiry_minutes;
+  if (o.key_minutes < 1 || o.key_minutes > 1440) {
+    std::cerr << "rsgate-agent start: --key-minutes must be 1 to 1440\n";
+    return 2;
+  }
+  o.control_path = control;
+  try {
+    return rsgate::agent::run_agent(o, std::cout, std::cerr);
+  } catch (const std::exception& e) {  // a defect: report it, never exit 0
+    std::cerr << "rsgate-agent: internal error: " << e.what() << "\n";
+    return 1;
+  }
 }
+
+// `stop`, `key`, `status`: one request to the running agent.
+int command(const std::string& cmd, const po::variables_map& vm, const std::string& control) {
+  if (cmd == "status" && !vm.count("json")) {
+    // For people: the same state as --json, one fact per line.
+    std::ostringstream raw;
+    int rc = rsgate::agent::control_command(control, cmd, raw, std::cerr);
+    if (rc == 0) std::cout << rsgate::agent::render_status(raw.str());
+    return rc;
+  }
+  return rsgate::agent::control_command(control, cmd, std::cout, std::cerr);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -53,40 +93,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::string control = vm.count("control") ? vm["control"].as<std::string>() : rsgate::agent::default_control_path();
-  if (cmd == "start") {
-    if (!vm.count("profile")) {
-      std::cerr << "rsgate-agent start: --profile FILE is required\n";
-      return 2;
-    }
-    rsgate::agent::start_options o;
-    try {
-      o.prof = rsgate::agent::load_profile(vm["profile"].as<std::string>());
-    } catch (const std::exception& e) {
-      std::cerr << "rsgate-agent start: " << e.what() << "\n";
-      return 2;
-    }
-    o.key_minutes = vm.count("key-minutes") ? vm["key-minutes"].as<int>() : o.prof.key_expiry_minutes;
-    if (o.key_minutes < 1 || o.key_minutes > 1440) {
-      std::cerr << "rsgate-agent start: --key-minutes must be 1 to 1440\n";
-      return 2;
-    }
-    o.control_path = control;
-    try {
-      return rsgate::agent::run_agent(o, std::cout, std::cerr);
-    } catch (const std::exception& e) {  // a defect: report it, never exit 0
-      std::cerr << "rsgate-agent: internal error: " << e.what() << "\n";
-      return 1;
-    }
-  }
-  if (cmd == "status" && !vm.count("json")) {
-    // For people: the same state as --json, one fact per line.
-    std::ostringstream raw;
-    int rc = rsgate::agent::control_command(control, cmd, raw, std::cerr);
-    if (rc == 0) std::cout << rsgate::agent::render_status(raw.str());
-    return rc;
-  }
-  if (cmd == "stop" || cmd == "key" || cmd == "status")
-    return rsgate::agent::control_command(control, cmd, std::cout, std::cerr);
+  if (cmd == "start") return start(vm, control);
+  if (cmd == "stop" || cmd == "key" || cmd == "status") return command(cmd, vm, control);
   std::cerr << "rsgate-agent: unknown command '" << cmd << "'\n" << kUsage;
   return 2;
 }
