@@ -1,0 +1,69 @@
+// How the agent stops (issue 8, structured concurrency): a stop, from the control socket or
+// SIGTERM, cancels the tunnel's pending read and the channels' pumps; STOP reaches the
+// gateway before the close, and the agent exits at once, even with a channel whose target
+// has stopped reading and so holds the agent's writer in a write that cannot finish.
+#include "tests/integration/scripted_gateway.hpp"
+
+using namespace rsgate;
+using namespace rsgate::test;
+using namespace std::chrono_literals;
+using ft = rsgate::tunnel::frame_type;
+
+namespace {
+
+// Opens channel 1 to the silent target (a listener that never accepts, so never reads) and
+// sends DATA within the agent's window until the agent stops returning WINDOW: its writer is
+// then blocked on the target's full buffers. Bounded: at most 64 MiB.
+void stall_a_channel(scripted_gateway& g) {
+  REQUIRE(g.peer->send(ft::channel_open,
+                       as_bytes(R"({"scope":"hmc","access_type":"ssh","actor":"alice","window":262144})"), 1));
+  REQUIRE(g.peer->recv_until(ft::channel_accept, 10s));
+  const std::string chunk(tunnel::kMaxDataPayload, 'x');
+  std::int64_t credit = tunnel::kInitialWindow, sent = 0;
+  bool stalled = false;
+  while (!stalled && sent < (64 << 20)) {
+    while (credit >= static_cast<std::int64_t>(chunk.size())) {
+      REQUIRE(g.peer->send(ft::data, as_bytes(chunk), 1));
+      credit -= static_cast<std::int64_t>(chunk.size());
+      sent += static_cast<std::int64_t>(chunk.size());
+    }
+    stalled = true;  // unless a WINDOW comes within half a second
+    while (auto f = g.peer->recv(500ms)) {
+      if (f->header.type != ft::window) continue;
+      credit += tunnel::window_increment(*f);
+      stalled = false;
+      break;
+    }
+  }
+  REQUIRE(stalled);
+}
+
+}  // namespace
+
+TEST_CASE("a stop ends the agent at once, STOP first, with a channel stalled on its target", "[integration]") {
+  for (bool by_signal : {false, true}) {
+    INFO((by_signal ? "SIGTERM" : "rsgate-agent stop"));
+    silent_target target;
+    scripted_gateway g(target.port());
+    g.start_agent();
+    g.authenticate_and_ack_key();
+    stall_a_channel(g);
+    const auto asked = std::chrono::steady_clock::now();
+    if (by_signal) {
+      g.agent->signal(SIGTERM);
+    } else {
+      auto r = run({agent_binary(), "stop", "--control", g.control.string()});
+      CHECK(r.exit_code == 0);
+      CHECK(r.out == "stopping\n");
+    }
+    auto rc = g.wait_exit(10s);
+    REQUIRE(rc);
+    CHECK(*rc == 0);
+    // Cancellation, not a wait: far below the 2 s drain bound, even on a loaded machine.
+    CHECK(std::chrono::steady_clock::now() - asked < 1500ms);
+    g.read_until_closed(2s);
+    CHECK(g.received_type(ft::stop));
+    CHECK(g.error_codes().empty());
+    CHECK(g.stderr_text().empty());
+  }
+}
