@@ -2,14 +2,17 @@
 // connects to the scope's local target, answers CHANNEL_ACCEPT or CHANNEL_REJECT, then runs
 // the two pumps joined with `&&`: local_reader (target → DATA, within the gateway's credit)
 // and local_writer (DATA → target, WINDOW back). Neither polls: each waits on its own timer,
-// used as a condition variable that the tunnel's frames (or finish_channel) cancel. The only
-// timed look is for a target that resets while nothing reads it (see local_reader).
+// used as a condition variable that the tunnel's frames (or finish_channel) cancel; the
+// reader, while it waits for credit, also on the target socket's error condition, so that a
+// target that resets while nothing reads it is seen at once.
 #include <fmt/format.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
@@ -81,17 +84,34 @@ asio::awaitable<void> watch_after_eof(agent_state& st, std::shared_ptr<local_cha
   }
 }
 
+// Waits, while the gateway's window is full, for its WINDOW (which cancels credit_timer) or
+// for a condition on the target's socket (an error, a hang-up, urgent data), whichever comes
+// first; the other wait is cancelled. True when the socket reported a condition.
+asio::awaitable<bool> wait_credit_or_condition(std::shared_ptr<local_channel> ch) {
+  ch->credit_timer.expires_at(asio::steady_timer::time_point::max());
+  auto [order, tec, sec] = co_await asio::experimental::make_parallel_group(
+                               ch->credit_timer.async_wait(asio::deferred),
+                               ch->sock.async_wait(tcp::socket::wait_error, asio::deferred))
+                               .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+  co_return order[0] == 1 && !sec;
+}
+
 asio::awaitable<void> local_reader(agent_state& st, std::shared_ptr<local_channel> ch) {
   std::vector<std::uint8_t> buf(tunnel::kMaxDataPayload);
   while (!ch->finished) {  // one DATA frame per read, at most the frame limit and the credit
     const auto want = ch->flow.sendable(buf.size());
     if (want == 0) {
-      // The gateway's window is full: stop reading the target until its WINDOW comes (which
-      // cancels the timer). A target that resets meanwhile is seen without reading it: the
-      // timer also ends after a second, to look at the socket's state.
+      // The gateway's window is full: stop reading the target until its WINDOW comes. A
+      // target that resets meanwhile is seen without reading it, by the socket's condition.
+      if (!co_await wait_credit_or_condition(ch) || ch->finished) continue;
+      if (target_lost(*ch)) {
+        close_channel(st, ch, true);
+        continue;
+      }
+      // Urgent data, or a FIN each way: no error, but the condition stays and would wake the
+      // wait again at once, so look again only a second later (or at the WINDOW).
       ch->credit_timer.expires_after(std::chrono::seconds(1));
-      auto [tec] = co_await ch->credit_timer.async_wait(use_tuple);
-      if (!tec && !ch->finished && target_lost(*ch)) close_channel(st, ch, true);
+      co_await ch->credit_timer.async_wait(use_tuple);
       continue;
     }
     auto [ec, n] = co_await ch->sock.async_read_some(asio::buffer(buf.data(), want), use_tuple);
