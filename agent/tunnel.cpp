@@ -107,6 +107,7 @@ asio::awaitable<bool> secure(agent_state& st, const std::string& address) {
     co_return false;
   }
   auto hec = co_await st.stream->handshake(false);
+  if (st.done) co_return false;  // stopped meanwhile
   if (hec) {
     st.err << fmt::format("rsgate-agent: TLS with {} failed: {} (is it the gateway of the pinned CA, named {}?)\n",
                           address, hec.message(), st.opt.prof.server_name);
@@ -129,6 +130,7 @@ asio::awaitable<bool> connect_to(agent_state& st, asio::ssl::context& tls, const
   if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
   tcp::resolver resolver(ex);
   auto [rec, results] = co_await resolver.async_resolve(host, port, use_tuple);
+  if (st.done) co_return false;  // stopped meanwhile: the customer asked, nothing to report
   if (rec) {
     st.err << fmt::format("rsgate-agent: cannot resolve {}: {}\n", address, rec.message());
     co_return false;
@@ -137,6 +139,7 @@ asio::awaitable<bool> connect_to(agent_state& st, asio::ssl::context& tls, const
   // The handshake bound: from here to a verified SUCCESS, whatever frames arrive meanwhile.
   st.stream->expires_after(std::chrono::seconds(tunnel::kHandshakeTimeoutSeconds));
   auto [cec, ep] = co_await asio::async_connect(st.stream->socket(), results, use_tuple);
+  if (st.done) co_return false;
   if (cec) {
     st.err << fmt::format("rsgate-agent: cannot connect to {}: {}\n", address, cec.message());
     co_return false;
@@ -344,7 +347,7 @@ asio::awaitable<void> tunnel_session(agent_state& st, asio::ssl::context& tls) {
     if ((connected = co_await connect_to(st, tls, address))) break;
   }
   if (!connected) {
-    st.exit_code = 1;
+    if (!st.done) st.exit_code = 1;  // a stop while connecting is the customer's choice: exit 0
     st.done = true;
     st.view.state = "disconnected";
     co_return;

@@ -2,6 +2,10 @@
 // SIGTERM, cancels the tunnel's pending read and the channels' pumps; STOP reaches the
 // gateway before the close, and the agent exits at once, even with a channel whose target
 // has stopped reading and so holds the agent's writer in a write that cannot finish.
+#include <poll.h>
+
+#include <thread>
+
 #include "tests/integration/scripted_gateway.hpp"
 
 using namespace rsgate;
@@ -38,6 +42,39 @@ void stall_a_channel(scripted_gateway& g) {
   REQUIRE(stalled);
 }
 
+// Accepts one TCP connection and holds it open without reading or writing.
+class unanswering_listener {
+ public:
+  unanswering_listener() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_, 4) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      throw std::runtime_error("unanswering_listener: cannot listen");
+    port_ = ntohs(a.sin_port);
+  }
+  ~unanswering_listener() {
+    if (conn_ >= 0) ::close(conn_);
+    ::close(fd_);
+  }
+  unanswering_listener(const unanswering_listener&) = delete;
+  unanswering_listener& operator=(const unanswering_listener&) = delete;
+  [[nodiscard]] std::uint16_t port() const { return port_; }
+  bool wait_for_connection(std::chrono::milliseconds timeout) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) return false;
+    conn_ = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    return conn_ >= 0;
+  }
+
+ private:
+  int fd_ = -1, conn_ = -1;
+  std::uint16_t port_ = 0;
+};
+
 }  // namespace
 
 TEST_CASE("a stop ends the agent at once, STOP first, with a channel stalled on its target", "[integration]") {
@@ -66,4 +103,30 @@ TEST_CASE("a stop ends the agent at once, STOP first, with a channel stalled on 
     CHECK(g.error_codes().empty());
     CHECK(g.stderr_text().empty());
   }
+}
+
+// The customer may stop before any gateway answered: that is their choice, not a failure.
+// The gateway here accepts the TCP connection (in the backlog) but never answers the TLS
+// ClientHello, so the agent is inside its handshake when the stop comes; without
+// cancellation it would wait for the 20 s handshake bound and then report a failure.
+TEST_CASE("a stop while the agent is still connecting exits 0 at once, with nothing reported", "[integration]") {
+  silent_target target;
+  scripted_gateway g(target.port());
+  // Point the profile at a listener that never answers; the scripted gateway stays unused.
+  unanswering_listener mute;
+  auto p = agent::load_profile(g.profile);
+  p.primary = "127.0.0.1:" + std::to_string(mute.port());
+  write_file_atomic(g.profile, agent::to_toml(p), 0600);
+  g.agent = std::make_unique<child>(std::vector<std::string>{agent_binary(), "start", "--profile", g.profile.string(),
+                                                             "--control", g.control.string()},
+                                    g.err_file);
+  REQUIRE(mute.wait_for_connection(10s));
+  std::this_thread::sleep_for(100ms);  // its ClientHello is sent; the agent awaits the answer
+  const auto asked = std::chrono::steady_clock::now();
+  g.agent->signal(SIGTERM);
+  auto rc = g.wait_exit(10s);
+  REQUIRE(rc);
+  CHECK(*rc == 0);
+  CHECK(std::chrono::steady_clock::now() - asked < 1500ms);
+  CHECK(g.stderr_text().empty());
 }
