@@ -125,11 +125,14 @@ asio::awaitable<bool> secure(agent_state& st, const std::string& address) {
 
 asio::awaitable<bool> connect_to(agent_state& st, asio::ssl::context& tls, const std::string& address) {
   auto ex = co_await asio::this_coro::executor;
-  auto colon = address.rfind(':');
-  std::string host = address.substr(0, colon), port = address.substr(colon + 1);
-  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  std::string host;
+  std::uint16_t port = 0;
+  if (!parse_host_port(address, host, port)) {  // load_profile checked it already
+    st.err << fmt::format("rsgate-agent: {} is not HOST:PORT\n", address);
+    co_return false;
+  }
   tcp::resolver resolver(ex);
-  auto [rec, results] = co_await resolver.async_resolve(host, port, use_tuple);
+  auto [rec, results] = co_await resolver.async_resolve(host, std::to_string(port), use_tuple);
   if (st.done) co_return false;  // stopped meanwhile: the customer asked, nothing to report
   if (rec) {
     st.err << fmt::format("rsgate-agent: cannot resolve {}: {}\n", address, rec.message());

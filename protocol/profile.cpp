@@ -14,7 +14,6 @@
 #include "protocol/messages.hpp"
 
 namespace rsgate::agent {
-namespace {
 
 bool parse_host_port(std::string_view hp, std::string& host, std::uint16_t& port) {
   auto colon = hp.rfind(':');
@@ -32,6 +31,8 @@ bool parse_host_port(std::string_view hp, std::string& host, std::uint16_t& port
   port = static_cast<std::uint16_t>(p);
   return true;
 }
+
+namespace {
 
 std::string quote(std::string_view s) {
   std::ostringstream o;

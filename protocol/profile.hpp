@@ -31,6 +31,10 @@ struct profile {
   [[nodiscard]] std::string machine() const { return type + "-" + model + "*" + serial; }
 };
 
+// "HOST:PORT" or "[IPv6]:PORT": the host (brackets removed) and a port 1..65535; false when
+// the text is not one (the profile's addresses and scopes, the agent's connect).
+[[nodiscard]] bool parse_host_port(std::string_view hp, std::string& host, std::uint16_t& port);
+
 // "NAME=HOST:PORT" as given to `rsgate machine enroll --scope`; throws std::invalid_argument.
 [[nodiscard]] scope_mapping parse_scope_mapping(std::string_view text);
 
