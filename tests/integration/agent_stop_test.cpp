@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "tests/integration/scripted_gateway.hpp"
+#include "tests/support/loopback.hpp"
 
 using namespace rsgate;
 using namespace rsgate::test;
@@ -46,15 +47,7 @@ void stall_a_channel(scripted_gateway& g) {
 class unanswering_listener {
  public:
   unanswering_listener() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_, 4) != 0 ||
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-      throw std::runtime_error("unanswering_listener: cannot listen");
-    port_ = ntohs(a.sin_port);
+    fd_ = listen_loopback(port_, "unanswering_listener", 4);
   }
   ~unanswering_listener() {
     if (conn_ >= 0) ::close(conn_);

@@ -16,6 +16,7 @@
 #include "tests/integration/gateway_fixture.hpp"
 #include "tests/support/echo_server.hpp"
 #include "tests/support/wire_peer.hpp"
+#include "tests/support/loopback.hpp"
 
 using namespace rsgate;
 using namespace rsgate::test;
@@ -30,15 +31,7 @@ namespace {
 class reading_target {
  public:
   reading_target() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_, 4) != 0 ||
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-      throw std::runtime_error("reading_target: cannot listen");
-    port_ = ntohs(a.sin_port);
+    fd_ = listen_loopback(port_, "reading_target", 4);
     thread_ = std::thread([this] { serve(); });
   }
   ~reading_target() {

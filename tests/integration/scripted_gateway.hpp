@@ -24,6 +24,7 @@
 #include "tests/support/echo_server.hpp"
 #include "tests/support/process.hpp"
 #include "tests/support/wire_peer.hpp"
+#include "tests/support/loopback.hpp"
 
 namespace rsgate::test {
 
@@ -35,15 +36,7 @@ inline constexpr const char* kHostileSecret = "Zk4v0VQ9u2c8mB1xH7rT3pL6sN5yW0aE"
 class silent_target {
  public:
   silent_target() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_, 16) != 0 ||
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-      throw std::runtime_error("silent_target: cannot listen");
-    port_ = ntohs(a.sin_port);
+    fd_ = listen_loopback(port_, "silent_target", 16, SOCK_NONBLOCK);
   }
   ~silent_target() { ::close(fd_); }
   silent_target(const silent_target&) = delete;

@@ -14,20 +14,14 @@
 #include <thread>
 #include <vector>
 
+#include "tests/support/loopback.hpp"
+
 namespace rsgate::test {
 
 class echo_server {
  public:
   echo_server() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_, 16) != 0 ||
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-      throw std::runtime_error("echo_server: cannot listen");
-    port_ = ntohs(a.sin_port);
+    fd_ = listen_loopback(port_, "echo_server");
     acceptor_ = std::thread([this] { accept_loop(); });
   }
   ~echo_server() { stop(); }

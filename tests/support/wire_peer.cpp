@@ -1,6 +1,7 @@
 // See wire_peer.hpp. The socket is non-blocking; every OpenSSL call that wants I/O waits in
 // poll(2) up to the caller's deadline, so a test never hangs on a silent peer.
 #include "tests/support/wire_peer.hpp"
+#include "tests/support/loopback.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -254,15 +255,7 @@ wire_listener::wire_listener(const std::string& cert_file, const std::string& ke
         return SSL_TLSEXT_ERR_OK;
       },
       &alpn_wire_);
-  fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_, 16) != 0 ||
-      ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-    throw std::runtime_error("wire_listener: cannot listen");
-  port_ = ntohs(a.sin_port);
+  fd_ = listen_loopback(port_, "wire_listener");
 }
 
 wire_listener::~wire_listener() {
