@@ -39,6 +39,13 @@ po::variables_map parse(const std::vector<std::string>& args, std::size_t skip,
   return vm;
 }
 
+// `list --format`: table or json.
+std::string list_format(const po::variables_map& vm) {
+  auto f = vm["format"].as<std::string>();
+  if (f != "table" && f != "json") throw usage_error("invalid --format: table or json");
+  return f;
+}
+
 void add_target_options(po::options_description& d) {
   d.add_options()
       ("data", po::value<std::string>(), "data directory (default: the configuration's, else ./rsgate-dev)")
@@ -125,10 +132,9 @@ int user_cmd(const std::vector<std::string>& args, std::istream& in, std::ostrea
     return kOk;
   }
   if (sub == "list") {
-    auto fmt_name = vm["format"].as<std::string>();
-    if (fmt_name != "table" && fmt_name != "json") throw usage_error("invalid --format: table or json");
+    auto format = list_format(vm);
     admin_context ctx(resolve_target(vm));
-    return user_list(ctx, fmt_name, out);
+    return user_list(ctx, format, out);
   }
   if (sub != "add" && sub != "disable" && sub != "passwd")
     throw usage_error(fmt::format("unknown subcommand '{}' (add, list, disable, passwd)", shown(sub)));
@@ -278,10 +284,9 @@ int machine_cmd(const std::vector<std::string>& args, std::ostream& out) {
     return kOk;
   }
   if (sub == "list") {
-    auto fmt_name = vm["format"].as<std::string>();
-    if (fmt_name != "table" && fmt_name != "json") throw usage_error("invalid --format: table or json");
+    auto format = list_format(vm);
     admin_context ctx(resolve_target(vm));
-    return machine_list(ctx, fmt_name, out);
+    return machine_list(ctx, format, out);
   }
   attempt a;
   a.kind = "admin.machine";
