@@ -1,0 +1,217 @@
+// The gateway's HTTPS listener. Modelled on Beast's example/advanced/server-flex-awaitable:
+// the acceptor loop and each connection are named coroutines taking their parameters by value;
+// per-connection state lives in the coroutine frame; every read, write and handshake has a
+// deadline (beast::tcp_stream::expires_after). A request runs on the worker pool; a WebSocket
+// upgrade to the channel stream path goes to channel_stream.cpp.
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
+
+#include "core/log.hpp"
+#include "gateway/detail/https_server.hpp"
+#include "net/async_bridge.hpp"
+
+namespace rsgate::gateway::detail {
+namespace {
+
+
+// api::handle runs on the worker pool (password hashing and journal queries take
+// milliseconds to seconds, which no I/O thread may spend) and completes from any thread (the
+// journal writer's, for journaled actions); the coroutine resumes on its own executor.
+template <typename Token>
+auto async_handle(api& a, asio::thread_pool& workers, http_request req, Token&& token) {
+  return net::async_from_callback<void(http_response)>(
+      [&a, &workers, r = std::move(req)](auto cb) mutable {
+        asio::post(workers, [&a, r = std::move(r), cb = std::move(cb)]() mutable {
+          // The fault firewall's last line: nothing thrown here may reach the pool (which
+          // would terminate the gateway), and the connection always gets its one answer.
+          auto once = exactly_once(std::move(cb));
+          try {
+            a.handle(std::move(r), once);
+          } catch (const std::exception& e) {
+            log::error("request handler failed: {}", e.what());
+            once(json_error(500, "internal", "the gateway failed to handle this request"));
+          }
+        });
+      },
+      token);
+}
+
+http_response limit_error(const beast::error_code& ec) {
+  if (ec == http::error::header_limit)
+    return json_error(431, "header_too_large", "request headers exceed the limit");
+  if (ec == http::error::body_limit)
+    return json_error(413, "body_too_large", "request body exceeds the limit");
+  return json_error(400, "bad_request", "malformed HTTP request");
+}
+
+// A read that ends the connection without an answer: the client left or timed out.
+bool quiet_end(const beast::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == asio::error::timed_out || ec == asio::error::operation_aborted ||
+         ec == asio::ssl::error::stream_truncated || ec == asio::error::eof || ec == asio::error::connection_reset;
+}
+
+// A malformed or oversized request gets an answer, then the connection closes.
+asio::awaitable<void> answer_malformed(net::tls_stream* stream, beast::error_code ec, server_state* st) {
+  auto resp = limit_error(ec);
+  st->m.count_status(resp.status);
+  auto wire = to_wire(std::move(resp), 11, false, false);
+  stream->expires_after(std::chrono::milliseconds(st->limits.request_timeout_ms));
+  co_await http::async_write(*stream, wire, use_tuple);
+}
+
+// One request through the API on the worker pool; true while the connection stays open.
+asio::awaitable<bool> answer_request(net::tls_stream* stream, http::request<http::string_body> msg,
+                                     std::string remote, server_state* st) {
+  http_request req;
+  req.method = std::string(msg.method_string());
+  req.target = std::string(msg.target());
+  for (auto& f : msg) req.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  req.body = std::move(msg.body());
+  req.remote = std::move(remote);
+  bool keep_alive = msg.keep_alive() && !st->stopping;
+  bool head = msg.method() == http::verb::head;
+  auto resp = co_await async_handle(st->handler, *st->workers, std::move(req), asio::use_awaitable);
+  st->m.count_status(resp.status);
+  auto wire = to_wire(std::move(resp), msg.version(), keep_alive, head);
+  stream->expires_after(std::chrono::milliseconds(st->limits.request_timeout_ms));
+  auto [wec, wn] = co_await http::async_write(*stream, wire, use_tuple);
+  co_return !wec && keep_alive;
+}
+
+// Whatever way a connection ends, it leaves the count (and wakes a shutdown's drain).
+struct active_guard {
+  server_state* st;
+  ~active_guard() {
+    --st->m.http_connections_active;
+    if (st->stopping && st->on_connection_end) st->on_connection_end();
+  }
+};
+
+asio::awaitable<void> run_connection(tcp::socket sock, std::string remote, server_state* st) {
+  active_guard guard{st};
+  const auto& lim = st->limits;
+  net::tls_stream stream(std::move(sock), st->tls.native_handle(), net::tls_stream::kHttpsBuffer);
+  stream.expires_after(std::chrono::milliseconds(lim.handshake_timeout_ms));
+  if (co_await stream.handshake(true)) {
+    ++st->m.tls_handshake_failures;
+    co_return;
+  }
+  beast::flat_buffer buffer;
+  for (int n = 0; n < lim.max_requests_per_connection && !st->stopping; ++n) {
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(lim.max_header_bytes);
+    parser.body_limit(lim.max_body_bytes);
+    stream.expires_after(std::chrono::milliseconds(n == 0 ? lim.request_timeout_ms : lim.idle_timeout_ms));
+    auto [ec, bytes] = co_await http::async_read(stream, buffer, parser, use_tuple);
+    if (quiet_end(ec)) co_return;
+    if (ec) {
+      co_await answer_malformed(&stream, ec, st);
+      break;
+    }
+    // The read's deadline must not run on while the request is handled (a journal
+    // verification may take seconds): the answer gets a fresh one when it is written.
+    stream.expires_never();
+    auto msg = parser.release();
+    if (st->svc && websocket::is_upgrade(msg) && is_stream_path(msg.target())) {
+      if (!co_await serve_channel_stream(&stream, std::move(msg), remote, st)) co_return;
+      break;
+    }
+    if (!co_await answer_request(&stream, std::move(msg), remote, st)) break;
+  }
+  stream.expires_after(std::chrono::seconds(2));
+  co_await stream.shutdown();
+}
+
+}  // namespace
+
+http::response<http::string_body> to_wire(http_response r, unsigned version, bool keep_alive,
+                                          bool head) {
+  http::response<http::string_body> res{static_cast<http::status>(r.status), version};
+  res.set(http::field::server, "rsgate");
+  res.set(http::field::content_type, r.content_type);
+  for (auto& [k, v] : r.headers) res.set(k, v);
+  res.keep_alive(keep_alive);
+  if (head) {
+    res.content_length(r.body.size());
+  } else {
+    res.body() = std::move(r.body);
+    res.prepare_payload();
+  }
+  return res;
+}
+
+asio::awaitable<void> run_acceptor(tcp::acceptor* acceptor, server_state* st) {
+  auto ex = co_await asio::this_coro::executor;
+  for (;;) {
+    // One I/O thread needs no strands, and io_context's executor is cheaper to copy (no
+    // allocation inside any_io_executor) on every operation of the data path.
+    asio::any_io_executor conn_ex = ex;
+    if (st->strands) conn_ex = asio::make_strand(ex);
+    auto [ec, sock] = co_await acceptor->async_accept(conn_ex, use_tuple);
+    if (ec == asio::error::operation_aborted || st->stopping) co_return;
+    if (ec) {
+      // EMFILE and friends: back off briefly instead of spinning.
+      log::warn("accept failed: {}", ec.message());
+      asio::steady_timer t(ex, std::chrono::milliseconds(100));
+      co_await t.async_wait(use_tuple);
+      continue;
+    }
+    ++st->m.http_connections_total;
+    if (st->m.http_connections_active.load() >= st->limits.max_connections) {
+      ++st->m.http_connections_refused;
+      beast::error_code ignored;
+      sock.close(ignored);
+      continue;
+    }
+    ++st->m.http_connections_active;
+    sock.set_option(tcp::no_delay(true), ec);
+    std::string remote;
+    auto rep = sock.remote_endpoint(ec);
+    if (!ec) remote = rep.address().to_string() + ":" + std::to_string(rep.port());
+    conn_ex = sock.get_executor();
+    asio::co_spawn(conn_ex, run_connection(std::move(sock), std::move(remote), st), asio::detached);
+  }
+}
+
+void configure_tls(ssl::context& ctx, const runtime_options& o) {
+  ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                  ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
+                  ssl::context::single_dh_use);
+  SSL_CTX* c = ctx.native_handle();
+  SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
+  SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                             SSL_OP_CIPHER_SERVER_PREFERENCE);
+  // TLS 1.2: forward-secret AEAD suites only. TLS 1.3 suites are all modern by construction.
+  if (SSL_CTX_set_cipher_list(c,
+                              "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                              "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                              "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305") != 1)
+    throw std::runtime_error("cannot set the TLS cipher list");
+  beast::error_code ec;
+  ctx.use_certificate_chain_file(o.cert_file, ec);
+  if (ec) throw std::runtime_error("cannot load certificate " + o.cert_file + ": " + ec.message());
+  ctx.use_private_key_file(o.key_file, ssl::context::pem, ec);
+  if (ec) throw std::runtime_error("cannot load private key " + o.key_file + ": " + ec.message());
+  static const unsigned char alpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+  SSL_CTX_set_alpn_select_cb(
+      c,
+      [](SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+         unsigned int inlen, void*) -> int {
+        unsigned char* sel = nullptr;
+        if (SSL_select_next_proto(&sel, outlen, alpn, sizeof alpn, in, inlen) !=
+            OPENSSL_NPN_NEGOTIATED)
+          return SSL_TLSEXT_ERR_NOACK;
+        *out = sel;
+        return SSL_TLSEXT_ERR_OK;
+      },
+      nullptr);
+}
+
+}  // namespace rsgate::gateway::detail
