@@ -19,11 +19,14 @@ class machine_claim {
   machine_claim(shared_ctx& ctx, std::string machine) : ctx_(ctx), machine_(std::move(machine)) {}
   ~machine_claim() {
     if (!held_) return;
-    std::lock_guard lock(ctx_.machines_mu);
-    auto it = ctx_.machines.find(machine_);
-    if (it == ctx_.machines.end()) return;
-    it->second.deciding = false;
-    if (it->second.live.expired()) ctx_.machines.erase(it);
+    {
+      std::lock_guard lock(ctx_.machines_mu);
+      auto it = ctx_.machines.find(machine_);
+      if (it == ctx_.machines.end()) return;
+      it->second.deciding = false;
+      if (it->second.live.expired()) ctx_.machines.erase(it);
+    }
+    ctx_.machines_changed.notify_all();  // a newcomer waiting for this machine looks again
   }
   machine_claim(const machine_claim&) = delete;
   machine_claim& operator=(const machine_claim&) = delete;
@@ -35,6 +38,7 @@ class machine_claim {
     s.deciding = held_ = true;
     return true;
   }
+  [[nodiscard]] bool held() const { return held_; }
   [[nodiscard]] std::shared_ptr<tunnel_connection> live() const {
     std::lock_guard lock(ctx_.machines_mu);
     auto it = ctx_.machines.find(machine_);
@@ -217,26 +221,20 @@ asio::awaitable<bool> tunnel_connection::refuse_after_chap(int id, std::string r
 asio::awaitable<liveness> tunnel_connection::probe(std::shared_ptr<tunnel_connection> live) {
   const auto before = live->frames_in();
   live->send_probe();
-  asio::steady_timer t(stream_.get_executor());
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(tunnel::kLivenessProbeSeconds);
-  for (;;) {
-    if (live->closing()) co_return liveness::gone;
-    if (live->frames_in() != before) co_return liveness::alive;
-    if (std::chrono::steady_clock::now() >= until) co_return liveness::silent;
-    t.expires_after(kPoll);
-    co_await t.async_wait(use_tuple);
-  }
+  co_await wait_for_change({&live->changed(), nullptr},
+                           [&live, before] { return live->closing() || live->frames_in() != before; }, until);
+  live->end_probe();
+  if (live->closing()) co_return liveness::gone;
+  if (live->frames_in() != before) co_return liveness::alive;
+  co_return liveness::silent;
 }
 
 // Until `old` has journaled its tunnel.close (bounded): the journal then tells the old
 // tunnel's end before the new one's start.
 asio::awaitable<void> tunnel_connection::wait_finished(std::shared_ptr<tunnel_connection> old) {
-  asio::steady_timer t(stream_.get_executor());
   const auto until = std::chrono::steady_clock::now() + kReplaceWait;
-  while (!old->finished() && std::chrono::steady_clock::now() < until) {
-    t.expires_after(kPoll);
-    co_await t.async_wait(use_tuple);
-  }
+  co_await wait_for_change({&old->changed(), nullptr}, [&old] { return old->finished(); }, until);
 }
 
 asio::awaitable<bool> tunnel_connection::journal_auth_ok(int id, std::string replaced) {
@@ -255,7 +253,7 @@ asio::awaitable<bool> tunnel_connection::journal_auth_ok(int id, std::string rep
   f.retry_after_seconds = 60;
   queue(tunnel::frame_type::failure, tunnel::to_payload(f));
   set_close("journal unavailable", journal::outcome::error);
-  closing_ = true;
+  mark_closing();
   co_return false;
 }
 
@@ -267,15 +265,13 @@ asio::awaitable<bool> tunnel_connection::on_chap_ok(tunnel::gateway_handshake::s
   const int id = step.send_success->id;
   stream_.expires_after(std::chrono::milliseconds(cfg_.handshake_timeout_ms));  // room for the probe
   machine_claim claim(*ctx_, machine_);
-  asio::steady_timer t(stream_.get_executor());
+  // Woken when another newcomer releases the machine, or when this tunnel starts closing.
   const auto until = std::chrono::steady_clock::now() + kClaimWait;
-  while (!claim.try_take()) {
-    if (closing_ || std::chrono::steady_clock::now() >= until)
-      co_return co_await refuse_after_chap(id, std::string("concurrent"), {},
-                                                     std::string("another tunnel of this machine is being set up; retry"));
-    t.expires_after(kPoll);
-    co_await t.async_wait(use_tuple);
-  }
+  co_await wait_for_change({&ctx_->machines_changed, &changed_},
+                           [&claim, this] { return claim.try_take() || closing_; }, until);
+  if (!claim.held())
+    co_return co_await refuse_after_chap(id, std::string("concurrent"), {},
+                                         std::string("another tunnel of this machine is being set up; retry"));
   stream_.expires_after(std::chrono::milliseconds(cfg_.handshake_timeout_ms));
   std::string replaced;
   if (auto live = claim.live()) {

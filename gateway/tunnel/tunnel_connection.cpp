@@ -17,6 +17,9 @@
 namespace rsgate::gateway::detail {
 namespace {
 
+// How long the writer may take to flush a final FAILURE/ERROR/END once the reader ended.
+constexpr auto kWriterFlush = std::chrono::seconds(2);
+
 template <typename Token>
 auto async_key(service& svc, std::string session, std::string key, micros life, std::string source, Token&& token) {
   return net::async_from_callback<void(std::optional<micros>)>(
@@ -45,6 +48,37 @@ void log_end(std::string_view what, const std::exception_ptr& e) {
   }
 }
 
+namespace {
+
+// What a channel frame tells its flow: CHANNEL_ACCEPT's window, DATA's length, WINDOW's
+// increment (0 otherwise); CHANNEL_REJECT's reason goes into `why`. False, with `why`, when
+// CHANNEL_ACCEPT is malformed.
+bool channel_frame_value(const tunnel::frame& f, std::string& why, std::uint32_t& value) {
+  switch (f.header.type) {
+    case tunnel::frame_type::channel_accept: {
+      auto a = tunnel::parse_channel_accept(f.payload, why);
+      if (!a) return false;
+      value = a->window;
+      return true;
+    }
+    case tunnel::frame_type::channel_reject: {
+      auto r = tunnel::parse_reason(f.payload, why);
+      why = "refused by the customer's agent: " + (r ? r->reason : why);
+      return true;
+    }
+    case tunnel::frame_type::data:
+      value = static_cast<std::uint32_t>(f.payload.size());
+      return true;
+    case tunnel::frame_type::window:
+      value = tunnel::window_increment(f);
+      return true;
+    default:
+      return true;
+  }
+}
+
+}  // namespace
+
 // A frame on a channel we opened: its flow (protocol/channel_flow.hpp) judges it under the
 // channel's mutex, and the verdict is carried out here (docs/protocol.md §8).
 bool tunnel_connection::on_channel_frame(tunnel::frame& f) {
@@ -63,20 +97,9 @@ bool tunnel_connection::on_channel_frame(tunnel::frame& f) {
   }
   std::string why;
   std::uint32_t value = 0;
-  if (type == tunnel::frame_type::channel_accept) {
-    auto a = tunnel::parse_channel_accept(f.payload, why);
-    if (!a) {
-      protocol_error("bad_channel_accept", why);
-      return false;
-    }
-    value = a->window;
-  } else if (type == tunnel::frame_type::channel_reject) {
-    auto r = tunnel::parse_reason(f.payload, why);
-    why = "refused by the customer's agent: " + (r ? r->reason : why);
-  } else if (type == tunnel::frame_type::data) {
-    value = static_cast<std::uint32_t>(f.payload.size());
-  } else if (type == tunnel::frame_type::window) {
-    value = tunnel::window_increment(f);
+  if (!channel_frame_value(f, why, value)) {
+    protocol_error("bad_channel_accept", why);
+    return false;
   }
   tunnel::channel_verdict v;
   {
@@ -136,7 +159,7 @@ asio::awaitable<void> tunnel_connection::writer() {
     if (overflow) {
       // ERROR is not sent: it would wait behind what the agent does not read.
       set_close("not reading: the send queue toward the agent is full", journal::outcome::error);
-      closing_ = true;
+      mark_closing();
       break;
     }
     if (!batch.empty()) {
@@ -145,7 +168,7 @@ asio::awaitable<void> tunnel_connection::writer() {
       std::lock_guard lock(out_mu_);
       pong_in_flight_ = false;
       if (ec) {
-        closing_ = true;
+        mark_closing();
         out_.clear();
         out_bytes_ = control_bytes_ = 0;
         break;
@@ -160,7 +183,7 @@ asio::awaitable<void> tunnel_connection::writer() {
       writer_idle_ = false;
     }
   }
-  writer_done_ = true;
+  mark_writer_done();
   // Closing the socket ends the reader's pending read too.
   stream_.expires_after(std::chrono::seconds(2));
   co_await stream_.shutdown();
@@ -202,13 +225,13 @@ asio::awaitable<bool> tunnel_connection::on_frame(tunnel::frame& f) {
       stopped_by_customer_ = true;
       co_await async_stop(svc_, session_, remote_, asio::use_awaitable);
       set_close("stopped by the customer", journal::outcome::ok);
-      closing_ = true;
+      mark_closing();
       co_return false;
     }
     case tunnel::frame_type::error: {
       auto e = tunnel::parse_error(f.payload, why);
       set_close(std::string("agent error: ") + (e ? e->code : std::string("unreadable")), journal::outcome::error);
-      closing_ = true;
+      mark_closing();
       co_return false;
     }
     default:
@@ -252,6 +275,7 @@ asio::awaitable<void> tunnel_connection::read_frames() {
       }
       while (auto f = dec.next()) {
         ++frames_in_;
+        if (probe_waiting_) changed_.notify_all();  // a newcomer's probe waits for any frame
         pinged = pinged || f->header.type == tunnel::frame_type::ping;
         if (!(co_await on_frame(*f))) co_return;
       }
@@ -291,8 +315,8 @@ asio::awaitable<void> tunnel_connection::serve() {
   asio::co_spawn(stream_.get_executor(), writer(), [self = shared_from_this()](std::exception_ptr e) {
     if (!e) return;
     log_end("tunnel writer " + self->remote_, e);
-    self->writer_done_ = true;
-    self->closing_ = true;
+    self->mark_writer_done();
+    self->mark_closing();
     self->stream_.close();
   });
   co_await read_frames();
@@ -303,7 +327,7 @@ asio::awaitable<void> tunnel_connection::serve() {
 void tunnel_connection::teardown() {
   if (torn_down_) return;
   torn_down_ = true;
-  closing_ = true;
+  mark_closing();
   wake_.cancel();
   close_all_channels("the tunnel closed");
   if (!session_.empty()) svc_.tunnel_closed(session_, this);
@@ -321,22 +345,22 @@ asio::awaitable<void> tunnel_connection::journal_close() {
 }
 
 asio::awaitable<void> tunnel_connection::finish() {
-  closing_ = true;
+  mark_closing();
   wake_.cancel();
   co_await abandon_challenge();
   teardown();
   co_await journal_close();
-  finished_ = true;
+  mark_finished();
   if (!writer_started_) {
     stream_.close();
     co_return;
   }
   // Let the writer flush a final FAILURE/ERROR/END, bounded by its own deadline; then close
   // whatever is left (a writer blocked on an agent that does not read).
-  asio::steady_timer t(stream_.get_executor());
-  for (int i = 0; i < 100 && !writer_done_; ++i) {
-    t.expires_after(std::chrono::milliseconds(20));
-    co_await t.async_wait(use_tuple);
+  // writer_end_ is a condition variable on this strand: the writer's end cancels it.
+  if (!writer_done_) {
+    writer_end_.expires_after(kWriterFlush);
+    co_await writer_end_.async_wait(use_tuple);
   }
   if (!writer_done_) stream_.close();
 }
@@ -355,7 +379,7 @@ void tunnel_connection::release() noexcept {
         auto e = entry("tunnel.close", journal::outcome::error, json::serialize(json::object{{"reason", reason}}));
         svc_.journal().append(std::move(e), [](const journal::append_result&) {});
       }
-      finished_ = true;
+      mark_finished();
     }
   } catch (const std::exception& e) {
     log::error("tunnel {}: release: {}", remote_, e.what());
@@ -364,6 +388,11 @@ void tunnel_connection::release() noexcept {
   }
   ctx_->adm.on_close(source_, counted_authenticated_);
   --metrics_.tunnels_active;
+  try {
+    if (ctx_->stopping && ctx_->on_end) ctx_->on_end();
+  } catch (...) {
+    // the drain then ends at its deadline instead
+  }
 }
 
 asio::awaitable<void> tunnel_connection::run() {

@@ -25,6 +25,7 @@
 #include <set>
 
 #include "gateway/service.hpp"
+#include "gateway/tunnel/change_signal.hpp"
 #include "gateway/tunnel/admission.hpp"
 #include "gateway/tunnel/tunnel_server.hpp"
 #include "net/async_bridge.hpp"
@@ -40,9 +41,6 @@ namespace json = boost::json;
 using tcp = asio::ip::tcp;
 
 inline constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
-// How often a tunnel that waits on another one (its claim on the machine, a probe, a
-// replacement) looks again: waits are short and rare (one per authentication at most).
-inline constexpr auto kPoll = std::chrono::milliseconds(20);
 // How long a newcomer waits for another newcomer of the same machine to be decided.
 inline constexpr auto kClaimWait = std::chrono::seconds(3 * tunnel::kLivenessProbeSeconds);
 // How long a newcomer waits for the tunnel it replaces to journal its close.
@@ -87,6 +85,10 @@ struct shared_ctx {
   tunnel::admission adm;
   std::mutex machines_mu;
   std::map<std::string, machine_slot> machines;  // guarded by machines_mu
+  change_signal machines_changed;  // a machine's claim was released: its waiters look again
+  // Set by tunnel_server::stop() before `stopping`; called (from any thread) whenever a tunnel
+  // ends after that, so that the shutdown's drain wakes instead of polling.
+  std::function<void()> on_end;
   std::atomic<bool> stopping{false};
 };
 
@@ -103,7 +105,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
                     std::shared_ptr<shared_ctx> ctx)
       : stream_(std::move(sock), tls, net::tls_stream::kTunnelBuffer), remote_(std::move(remote)),
         source_(std::move(source)), ctx_(std::move(ctx)), svc_(ctx_->svc), metrics_(ctx_->m), cfg_(ctx_->cfg),
-        wake_(stream_.get_executor()),
+        wake_(stream_.get_executor()), writer_end_(stream_.get_executor()),
         budget_(std::make_shared<tunnel::window_budget>(tunnel::kTunnelWindowBudget, &ctx_->windows)) {
     wake_.expires_at(std::chrono::steady_clock::time_point::max());
   }
@@ -159,7 +161,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
 
   void close_now() {
     asio::post(stream_.get_executor(), [self = shared_from_this()] {
-      self->closing_ = true;
+      self->mark_closing();
       self->wake_.cancel();
     });
   }
@@ -169,12 +171,17 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   [[nodiscard]] bool closing() const { return closing_; }
   [[nodiscard]] std::uint64_t frames_in() const { return frames_in_; }
   [[nodiscard]] bool finished() const { return finished_; }
+  // Notified (from this tunnel's strand) when closing() or finished() becomes true, and at
+  // the first frame after send_probe(): what a newcomer waiting on this tunnel looks at.
+  [[nodiscard]] change_signal& changed() { return changed_; }
   // A PING: any frame that comes back proves the agent alive.
   void send_probe() {
+    probe_waiting_ = true;  // before the PING: the reader notifies at every frame until end_probe()
     asio::post(stream_.get_executor(), [self = shared_from_this()] {
       if (!self->closing_) self->queue(tunnel::frame_type::ping, {});
     });
   }
+  void end_probe() { probe_waiting_ = false; }
   // Declared dead: ERROR `replaced` (best effort), then closed within about a second.
   void replace_by(std::string newcomer) {
     asio::post(stream_.get_executor(), [self = shared_from_this(), newcomer = std::move(newcomer)] {
@@ -185,7 +192,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
                   tunnel::to_payload(tunnel::error_message{
                       "replaced", "a new tunnel of this machine from " + newcomer +
                                       " took over because this one did not answer"}));
-      self->closing_ = true;
+      self->mark_closing();
       self->stream_.expires_after(std::chrono::seconds(1));  // ends the reader's wait too
     });
   }
@@ -203,7 +210,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   void post_frame(tunnel::frame_type t, bytes payload, bool close_after = false) {
     asio::post(stream_.get_executor(), [self = shared_from_this(), t, p = std::move(payload), close_after] {
       self->queue(t, p);
-      if (close_after) self->closing_ = true;
+      if (close_after) self->mark_closing();
     });
   }
   // On the strand only.
@@ -348,6 +355,20 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   void teardown();
   void release() noexcept;
   bool quiet();
+  // From the strand: the tunnel is closing; whoever waits on it (a newcomer's probe or claim,
+  // on its own strand) is told.
+  void mark_closing() {
+    if (closing_.exchange(true)) return;
+    changed_.notify_all();
+  }
+  void mark_finished() {
+    finished_ = true;
+    changed_.notify_all();
+  }
+  void mark_writer_done() {
+    writer_done_ = true;
+    writer_end_.cancel();
+  }
   void set_close(std::string reason, journal::outcome o) {
     if (close_set_) return;  // the first reason is the real one
     close_set_ = true;
@@ -370,7 +391,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   void protocol_error(std::string_view code, std::string_view message) {
     set_close(std::string(code) + ": " + std::string(message), journal::outcome::error);
     queue(tunnel::frame_type::error, tunnel::to_payload(tunnel::error_message{std::string(code), std::string(message)}));
-    closing_ = true;
+    mark_closing();
   }
   // FAILURE with `reason`, then close (as refused).
   void send_failure(int id, std::string reason, std::string close_reason, std::int64_t retry_after = 0) {
@@ -380,7 +401,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     f.retry_after_seconds = retry_after;
     queue(tunnel::frame_type::failure, tunnel::to_payload(f));
     set_close(std::move(close_reason), journal::outcome::denied);
-    closing_ = true;
+    mark_closing();
   }
 
   net::tls_stream stream_;
@@ -391,6 +412,9 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   metrics& metrics_;
   const tunnel_config& cfg_;
   asio::steady_timer wake_;
+  asio::steady_timer writer_end_;  // cancelled when the writer ends: finish() waits on it
+  change_signal changed_;          // see changed()
+  std::atomic<bool> probe_waiting_{false};
   std::mutex out_mu_;
   std::deque<bytes> out_;         // guarded by out_mu_
   std::size_t out_bytes_ = 0;     // guarded by out_mu_: all of out_

@@ -201,8 +201,9 @@ std::string tunnel_server::start() {
          std::to_string(bound.port());
 }
 
-void tunnel_server::stop() {
+void tunnel_server::stop(std::function<void()> on_tunnel_end) {
   auto& st = *impl_;
+  st.ctx->on_end = std::move(on_tunnel_end);  // before `stopping`, which publishes it
   st.ctx->stopping = true;
   asio::post(st.acceptor.get_executor(), [&st] {
     beast::error_code ignored;

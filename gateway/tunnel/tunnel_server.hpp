@@ -2,6 +2,7 @@
 // coroutine per agent connection. Included only by the network runtime's translation units.
 #pragma once
 #include <boost/asio/io_context.hpp>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -29,8 +30,9 @@ class tunnel_server {
   ~tunnel_server();
   // Binds and starts accepting; returns the bound "host:port". Throws when it cannot listen.
   std::string start();
-  // Stops accepting and asks every tunnel to close.
-  void stop();
+  // Stops accepting and asks every tunnel to close. From then on `on_tunnel_end` is called
+  // (from any thread) each time a tunnel ends, so that a drain is woken, not polled.
+  void stop(std::function<void()> on_tunnel_end = {});
 
   struct impl;
 
