@@ -1,11 +1,12 @@
 // The representative's side of one channel (docs/api.md §5.5): the WebSocket upgrade of
 // /api/v1/channels/stream, redeemed with its one-time token, then a relay between the
 // WebSocket and the channel's channel_link. Binary messages are the bytes of the stream and
-// the text message "eof" is a half-close. Reader and writer run on this connection's strand,
-// each waiting on its own timer, which the tunnel side cancels (through channel_link::wake,
-// posted to this strand) when there is something for them.
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
+// the text message "eof" is a half-close. Reader and writer are two coroutines on this
+// connection's strand joined with `&&` (awaitable operators): the writer ends first (the
+// channel closed, or the reader ended), sends the close frame and waits, bounded, for the
+// reader. Each waits on its own timer used as a condition variable: the tunnel side cancels
+// them through channel_link::wake, posted to this strand (timers are not thread-safe).
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/buffers_to_string.hpp>
@@ -23,6 +24,8 @@
 
 namespace rsgate::gateway::detail {
 namespace {
+
+using namespace asio::experimental::awaitable_operators;
 
 constexpr std::string_view kStreamPath = "/api/v1/channels/stream";
 
@@ -48,6 +51,8 @@ auto async_redeem(service& svc, std::string token, std::string remote, Token&& t
 }
 
 constexpr auto kDrainAfterClose = std::chrono::seconds(30);  // docs/api.md §5.5, how a channel ends
+// How long the reader may take to end after the close frame before its socket is closed.
+constexpr auto kReaderAfterClose = std::chrono::seconds(5);
 
 struct stream_timers {
   explicit stream_timers(const asio::any_io_executor& ex) : data(ex), credit(ex) {}
@@ -274,6 +279,18 @@ asio::awaitable<void> refuse_opened(ws_stream* ws, std::shared_ptr<channel_link>
   co_await ws->async_close(cr, use_tuple);
 }
 
+// Until the reader has ended (its end cancels `timers->data`: a condition variable on this
+// strand, no polling) or `until`. A wake-up of the tunnel side that was already posted
+// cancels the timer too; the loop looks again then.
+asio::awaitable<void> wait_for_reader(std::shared_ptr<stream_timers> timers, std::shared_ptr<reader_end> reader,
+                                      std::chrono::steady_clock::time_point until) {
+  timers->data.expires_at(until);
+  while (!reader->done) {
+    auto [ec] = co_await timers->data.async_wait(use_tuple);
+    if (!ec) co_return;  // `until` passed
+  }
+}
+
 // After the relay: the window's growth back to the tunnel's budget, the close frame, and the
 // reader's end (it uses `ws`, which dies with the caller's frame).
 asio::awaitable<void> close_stream(ws_stream* ws, std::shared_ptr<channel_link> c,
@@ -292,16 +309,20 @@ asio::awaitable<void> close_stream(ws_stream* ws, std::shared_ptr<channel_link> 
     cr.reason = reason.substr(0, 120);
     co_await ws->async_close(cr, use_tuple);
   }
-  // A pending read of the reader ends with the close; it uses `ws`, so wait for it.
-  for (int i = 0; i < 500 && !reader->done; ++i) {
-    timers->data.expires_after(std::chrono::milliseconds(10));
-    co_await timers->data.async_wait(use_tuple);
-  }
+  // A reader waiting for the agent's credit sees the closed channel now, not within a second.
+  timers->credit.cancel();
+  // A pending read of the reader ends with the close; it uses `ws`, so the join waits for it:
+  // up to kReaderAfterClose, then the socket is closed under it.
+  co_await wait_for_reader(timers, reader, std::chrono::steady_clock::now() + kReaderAfterClose);
   if (!reader->done) beast::get_lowest_layer(*ws).close();
-  while (!reader->done) {
-    timers->data.expires_after(std::chrono::milliseconds(10));
-    co_await timers->data.async_wait(use_tuple);
-  }
+  co_await wait_for_reader(timers, reader, std::chrono::steady_clock::time_point::max());
+}
+
+// The writer's half of the relay: deliver, then close the stream and bound the reader's end.
+asio::awaitable<void> write_then_close(ws_stream* ws, std::shared_ptr<channel_link> c, std::shared_ptr<tunnel_link> link,
+                                       std::shared_ptr<stream_timers> timers, std::shared_ptr<reader_end> reader) {
+  co_await deliver_to_representative(ws, c, link, timers, reader);
+  co_await close_stream(ws, c, timers, reader);
 }
 
 asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::string remote, server_state* st) {
@@ -318,10 +339,10 @@ asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::str
     st->svc->channel_closed(c, remote);
     co_return;
   }
+  // Reader and writer side by side on this strand, joined: the channel is journaled closed
+  // only once both have ended (and no one uses `ws` any more).
   auto reader = std::make_shared<reader_end>();
-  asio::co_spawn(ex, channel_reader(&ws, c, g.link, timers, reader), asio::detached);
-  co_await deliver_to_representative(&ws, c, g.link, timers, reader);
-  co_await close_stream(&ws, c, timers, reader);
+  co_await (channel_reader(&ws, c, g.link, timers, reader) && write_then_close(&ws, c, g.link, timers, reader));
   st->svc->channel_closed(c, remote);
 }
 

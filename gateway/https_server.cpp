@@ -158,9 +158,11 @@ asio::awaitable<void> run_acceptor(tcp::acceptor* acceptor, server_state* st) {
     if (ec == asio::error::operation_aborted || st->stopping) co_return;
     if (ec) {
       // EMFILE and friends: back off briefly instead of spinning.
+      // The back-off ends early when the server stops (the cancellation bound to this coroutine).
       log::warn("accept failed: {}", ec.message());
       asio::steady_timer t(ex, std::chrono::milliseconds(100));
-      co_await t.async_wait(use_tuple);
+      auto [tec] = co_await t.async_wait(use_tuple);
+      if (tec) co_return;
       continue;
     }
     ++st->m.http_connections_total;

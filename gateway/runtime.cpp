@@ -2,6 +2,8 @@
 // the worker pool, the HTTPS listener (https_server.cpp) and the tunnel listener
 // (tunnel/tunnel_server.cpp), housekeeping once a second, and SIGINT/SIGTERM: stop accepting,
 // ask every tunnel to end, then wait for the connections to drain within the grace period.
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -9,6 +11,8 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -56,8 +60,9 @@ std::unique_ptr<tunnel_server> start_tunnels(asio::io_context& ioc, const runtim
 // pass reads state.db, so it runs on the worker pool, not on an I/O thread.
 class housekeeping_ticker {
  public:
-  housekeeping_ticker(asio::io_context& ioc, asio::thread_pool& workers, service& svc)
-      : timer_(ioc), workers_(workers), svc_(svc) {}
+  // `ex` is the shutdown's strand: stop() runs there too (a timer is not thread-safe).
+  housekeeping_ticker(const asio::any_io_executor& ex, asio::thread_pool& workers, service& svc)
+      : timer_(ex), workers_(workers), svc_(svc) {}
   void start() {
     timer_.expires_after(std::chrono::seconds(1));
     timer_.async_wait([this](beast::error_code ec) {
@@ -72,7 +77,7 @@ class housekeeping_ticker {
       start();
     });
   }
-  // From the io_context's thread that handles the signal.
+  // On the shutdown's strand.
   void stop() {
     stopped_ = true;
     timer_.cancel();
@@ -84,6 +89,74 @@ class housekeeping_ticker {
   service& svc_;
   std::atomic<bool> stopped_{false};
 };
+
+// Wakes the shutdown's drain from any thread (a connection or a tunnel ended): posts the
+// cancel of its timer to the timer's strand. close() once the io_context stopped running.
+class drain_waker {
+ public:
+  explicit drain_waker(asio::steady_timer* t) : timer_(t) {}
+  void wake() {
+    std::lock_guard lock(mu_);
+    if (timer_) asio::post(timer_->get_executor(), [t = timer_] { t->cancel(); });
+  }
+  void close() {
+    std::lock_guard lock(mu_);
+    timer_ = nullptr;
+  }
+
+ private:
+  std::mutex mu_;
+  asio::steady_timer* timer_;  // guarded by mu_; owned by run_https
+};
+
+// What a shutdown touches, all owned by run_https (which outlives the io_context's run). The
+// signal set, the drain timer and the housekeeping ticker live on the shutdown's strand.
+struct shutdown_parts {
+  asio::io_context* ioc;
+  server_state* st;
+  tcp::acceptor* acceptor;
+  asio::cancellation_signal* stop_accepting;  // bound to run_acceptor, emitted on its strand
+  tunnel_server* tunnels;                     // null without sessions
+  housekeeping_ticker* housekeeping;          // null without sessions
+  asio::signal_set* signals;
+  asio::steady_timer* drain;
+  std::shared_ptr<drain_waker> waker;
+  int* stop_signal;
+  int grace_ms;
+};
+
+// Until no HTTPS connection and no tunnel is open, or `deadline`. No polling: every end of a
+// connection or a tunnel during the shutdown cancels the timer (drain_waker), which is the
+// condition variable of this loop; its expiry is the grace period's end.
+asio::awaitable<void> drain_connections(asio::steady_timer* drain, metrics* m,
+                                        std::chrono::steady_clock::time_point deadline) {
+  drain->expires_at(deadline);
+  while (m->http_connections_active.load() > 0 || m->tunnels_active.load() > 0) {
+    auto [ec] = co_await drain->async_wait(use_tuple);
+    if (!ec) break;  // the grace period is over: the rest is cut off with the io_context
+  }
+}
+
+// The first SIGINT/SIGTERM: ask everything to stop (cancellation), let what is open drain
+// within the grace period, then stop the io_context.
+asio::awaitable<void> stop_on_signal(shutdown_parts p) {
+  auto [sec, signo] = co_await p.signals->async_wait(use_tuple);
+  if (sec) co_return;
+  *p.stop_signal = signo;
+  log::info("signal {} received: stopping (grace {} ms)", signo, p.grace_ms);
+  p.st->on_connection_end = [w = p.waker] { w->wake(); };  // before `stopping`, which publishes it
+  p.st->stopping = true;
+  if (p.housekeeping) p.housekeeping->stop();
+  if (p.tunnels) p.tunnels->stop([w = p.waker] { w->wake(); });
+  asio::post(p.acceptor->get_executor(), [acceptor = p.acceptor, stop = p.stop_accepting] {
+    beast::error_code ignored;
+    acceptor->close(ignored);
+    stop->emit(asio::cancellation_type::terminal);  // also ends an accept error's back-off
+  });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(p.grace_ms);
+  co_await drain_connections(p.drain, &p.st->m, deadline);
+  p.ioc->stop();
+}
 
 // Coroutines may still wait for the journal or a policy step, whose completions post to this
 // io_context: let them arrive and run before it goes (bounded), or they would post into a
@@ -106,6 +179,8 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
   configure_tls(tls, opts);
   server_state st{tls, handler, m, opts.limits, opts.sessions};
   st.strands = opts.threads > 1;
+  // Bound to run_acceptor's frame, which the io_context may destroy: declared before it.
+  asio::cancellation_signal stop_accepting;
   asio::io_context ioc(opts.threads);
   asio::thread_pool workers(static_cast<std::size_t>(std::max(1, opts.workers)));
   st.workers = &workers;
@@ -115,6 +190,9 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
   tcp::acceptor acceptor(acceptor_strand);
   const auto bound_text = open_listener(acceptor, opts.host, opts.port);
   auto acceptor_ex = acceptor.get_executor();
+  // The signal set, the drain and housekeeping timers share one strand: with several I/O
+  // threads, a timer must not be touched from two at once.
+  const asio::any_io_executor shutdown_ex = asio::make_strand(ioc);
   std::unique_ptr<tunnel_server> tunnels;
   if (opts.sessions) tunnels = start_tunnels(ioc, opts, st.strands, m);
 
@@ -123,43 +201,26 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
   if (opts.sessions)
     opts.sessions->set_executor([&workers](std::function<void()> f) { asio::post(workers, std::move(f)); });
   std::optional<housekeeping_ticker> housekeeping;
-  if (opts.sessions) housekeeping.emplace(ioc, workers, *opts.sessions).start();
+  if (opts.sessions) housekeeping.emplace(shutdown_ex, workers, *opts.sessions).start();
 
   int stop_signal = 0;
-  asio::signal_set signals(ioc, SIGINT, SIGTERM);
-  asio::steady_timer drain(ioc);
-  auto deadline = std::chrono::steady_clock::time_point{};
-  std::function<void()> check_drained = [&] {
-    if ((m.http_connections_active.load() <= 0 && m.tunnels_active.load() <= 0) ||
-        std::chrono::steady_clock::now() >= deadline) {
-      ioc.stop();
-      return;
-    }
-    drain.expires_after(std::chrono::milliseconds(20));
-    drain.async_wait([&](beast::error_code) { check_drained(); });
-  };
-  signals.async_wait([&](beast::error_code sec, int signo) {
-    if (sec) return;
-    stop_signal = signo;
-    log::info("signal {} received: stopping (grace {} ms)", signo, opts.limits.shutdown_grace_ms);
-    st.stopping = true;
-    if (housekeeping) housekeeping->stop();
-    if (tunnels) tunnels->stop();
-    asio::post(acceptor_ex, [&] {
-      beast::error_code ignored;
-      acceptor.close(ignored);
-    });
-    deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(opts.limits.shutdown_grace_ms);
-    check_drained();
-  });
-
-  asio::co_spawn(acceptor_ex, run_acceptor(&acceptor, &st), asio::detached);
+  asio::signal_set signals(shutdown_ex, SIGINT, SIGTERM);
+  asio::steady_timer drain(shutdown_ex);
+  auto waker = std::make_shared<drain_waker>(&drain);
+  asio::co_spawn(shutdown_ex,
+                 stop_on_signal({&ioc, &st, &acceptor, &stop_accepting, tunnels.get(),
+                                 housekeeping ? &*housekeeping : nullptr, &signals, &drain, waker, &stop_signal,
+                                 opts.limits.shutdown_grace_ms}),
+                 asio::detached);
+  asio::co_spawn(acceptor_ex, run_acceptor(&acceptor, &st),
+                 asio::bind_cancellation_slot(stop_accepting.slot(), asio::detached));
   if (opts.on_listening) opts.on_listening(bound_text);
 
   std::vector<std::thread> pool;
   for (int i = 1; i < opts.threads; ++i) pool.emplace_back([&] { ioc.run(); });
   ioc.run();
   for (auto& t : pool) t.join();
+  waker->close();  // connections that end from now on (their frames destroyed) wake no one
   // From now on policy steps continue inline: the pool is about to go.
   if (opts.sessions) opts.sessions->set_executor({});
   workers.join();

@@ -323,3 +323,29 @@ TEST_CASE("a channel closes end to end when the target resets, or when the clien
     w.expect_working();
   }
 }
+
+// Issue 8: the shutdown drains by notification, not by polling or by running out its grace
+// period. With a channel open (its WebSocket an HTTPS connection, its tunnel live), SIGTERM
+// ends the tunnel, the channel and the stream; each end wakes the drain, so the gateway exits
+// well before the 3 s grace period, which a lost wake-up would run out.
+TEST_CASE("SIGTERM with a channel open: the gateway drains it and exits well within its grace period") {
+  auto threads = GENERATE(1, 3);
+  INFO("gateway threads: " << threads);
+  world w(threads);
+  w.target.set_behaviour(serial_target::behaviour::echo);
+  int s = w.open_channel();
+  timeval tv{10, 0};
+  ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  auto data = random_bytes(64 * 1024);
+  REQUIRE(round_trip(s, data) == data);  // the channel is live end to end
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(w.f.stop(SIGTERM) == 0);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  INFO("the gateway took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms to stop");
+  CHECK(took < 2s);
+  auto closed = w.f.kinds("channel.close", "ok");
+  REQUIRE(closed.size() == 1);
+  auto e = json::parse(closed.back()).as_object();
+  CHECK_FALSE(e["detail"].as_object()["reason"].as_string().empty());
+  ::close(s);
+}
