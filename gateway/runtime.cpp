@@ -179,8 +179,6 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
   configure_tls(tls, opts);
   server_state st{tls, handler, m, opts.limits, opts.sessions};
   st.strands = opts.threads > 1;
-  // Bound to run_acceptor's frame, which the io_context may destroy: declared before it.
-  asio::cancellation_signal stop_accepting;
   asio::io_context ioc(opts.threads);
   asio::thread_pool workers(static_cast<std::size_t>(std::max(1, opts.workers)));
   st.workers = &workers;
@@ -207,6 +205,8 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
   asio::signal_set signals(shutdown_ex, SIGINT, SIGTERM);
   asio::steady_timer drain(shutdown_ex);
   auto waker = std::make_shared<drain_waker>(&drain);
+  // Its handler holds an executor of the io_context: declared after it, so destroyed first.
+  asio::cancellation_signal stop_accepting;
   asio::co_spawn(shutdown_ex,
                  stop_on_signal({&ioc, &st, &acceptor, &stop_accepting, tunnels.get(),
                                  housekeeping ? &*housekeeping : nullptr, &signals, &drain, waker, &stop_signal,
