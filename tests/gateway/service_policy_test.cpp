@@ -272,6 +272,8 @@ TEST_CASE("a revocation while the journal cannot write: effective at once, recor
   CHECK(f.count("session.revoke", journal::outcome::ok) == 0);
   f.svc->housekeeping();  // writes what was kept
   CHECK(f.eventually("session.revoke", journal::outcome::ok, 1) == 1);
+  // The kept records are appended one after the other: wait for the last one as well.
+  CHECK(f.eventually("channel.open", journal::outcome::denied, 1) == 1);
   auto entries = f.session_entries();
   auto revoke = std::find_if(entries.begin(), entries.end(), [](auto& e) { return str_of(e, "kind") == "session.revoke"; });
   REQUIRE(revoke != entries.end());
