@@ -15,6 +15,7 @@
 #include <boost/beast/websocket.hpp>
 #include <variant>
 
+#include "core/log.hpp"
 #include "gateway/channel_link.hpp"
 #include "gateway/detail/https_server.hpp"
 #include "gateway/http/request_input.hpp"
@@ -69,6 +70,7 @@ struct reader_end {
 // Why a channel ended on the representative's side (docs/api.md §5.5).
 constexpr std::string_view kClosedByRepresentative = "closed by the representative";
 constexpr std::string_view kRepresentativeFailed = "the representative's connection failed";
+constexpr std::string_view kStreamFailed = "internal error in the gateway's channel stream";
 
 // The stream side ends the channel: the reason first (under the link's mutex), then CLOSE.
 void end_channel(channel_link& c, tunnel_link& link, std::string_view why) {
@@ -342,7 +344,20 @@ asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::str
   // Reader and writer side by side on this strand, joined: the channel is journaled closed
   // only once both have ended (and no one uses `ws` any more).
   auto reader = std::make_shared<reader_end>();
-  co_await (channel_reader(&ws, c, g.link, timers, reader) && write_then_close(&ws, c, g.link, timers, reader));
+  try {
+    co_await (channel_reader(&ws, c, g.link, timers, reader) && write_then_close(&ws, c, g.link, timers, reader));
+  } catch (const std::exception& e) {
+    // A defect (only bad_alloc can come here); `&&` has ended the other half already. The
+    // channel still ends toward the agent and is journaled closed, never left half-open.
+    log::error("channel stream from {}: {}", remote, e.what());
+    end_channel(*c, *g.link, kStreamFailed);
+    {
+      std::lock_guard lock(c->mu);
+      c->wake_stream = nullptr;
+      c->flow.release(c->budget.get());
+    }
+    beast::get_lowest_layer(ws).close();
+  }
   st->svc->channel_closed(c, remote);
 }
 
