@@ -23,10 +23,11 @@ bool is_prepared(const data_layout& d) {
   return fs::exists(d.journal_db()) && fs::exists(d.signing_key()) && fs::exists(d.hmac_key());
 }
 
-prepare_result prepare_data_dir(const data_layout& d, const prepare_options& o) {
-  prepare_result r;
-  make_private_dir(d.dir, 0700);
-  make_private_dir(d.keys(), 0700);
+namespace {
+
+// The journal's signing and HMAC keys: created when missing, unless a journal already exists
+// (a new key would not verify what it holds). True when a key was created.
+bool prepare_keys(const data_layout& d) {
   if (fs::exists(d.journal_db())) {
     for (auto key : {d.signing_key(), d.hmac_key()})
       if (!fs::exists(key))
@@ -35,12 +36,12 @@ prepare_result prepare_data_dir(const data_layout& d, const prepare_options& o) 
             " is missing: restore keys/ from a backup (a new key would not verify the journal "
             "written so far)");
   }
-
+  bool created = false;
   if (!fs::exists(d.signing_key())) {
     auto k = journal::signing_key::generate();
     k.save(d.signing_key());
     write_file_atomic(d.signing_pub(), journal::format_public_key(k.pub()), 0644);
-    r.created_anything = true;
+    created = true;
   }
   if (!fs::exists(d.signing_pub())) {
     // Only the public half was lost: it follows from the private key.
@@ -49,40 +50,60 @@ prepare_result prepare_data_dir(const data_layout& d, const prepare_options& o) 
   }
   if (!fs::exists(d.hmac_key())) {
     journal::hmac_key::generate().save(d.hmac_key());
-    r.created_anything = true;
+    created = true;
   }
-  if (o.make_certificates && !fs::exists(d.server_cert())) {
-    issued_pair ca;
-    if (fs::exists(d.ca_cert()) && fs::exists(d.ca_key())) {
-      ca = {read_file(d.ca_cert()), read_file(d.ca_key())};
-    } else {
-      ca = make_ca("rsgate development CA", 3650);
-      write_file_atomic(d.ca_key(), ca.key_pem, 0600);
-      write_file_atomic(d.ca_cert(), ca.cert_pem, 0644);
-    }
-    auto server = make_server_cert(ca, o.server_names.empty() ? "localhost" : o.server_names[0],
-                                   o.server_names, 825);
-    write_file_atomic(d.server_key(), server.key_pem, 0600);
-    write_file_atomic(d.server_cert(), server.cert_pem + ca.cert_pem, 0644);
-    r.created_anything = true;
-  }
+  return created;
+}
 
+// A development CA (kept if present) and a server certificate from it.
+void make_dev_certificates(const data_layout& d, const prepare_options& o) {
+  issued_pair ca;
+  if (fs::exists(d.ca_cert()) && fs::exists(d.ca_key())) {
+    ca = {read_file(d.ca_cert()), read_file(d.ca_key())};
+  } else {
+    ca = make_ca("rsgate development CA", 3650);
+    write_file_atomic(d.ca_key(), ca.key_pem, 0600);
+    write_file_atomic(d.ca_cert(), ca.cert_pem, 0644);
+  }
+  auto server = make_server_cert(ca, o.server_names.empty() ? "localhost" : o.server_names[0], o.server_names, 825);
+  write_file_atomic(d.server_key(), server.key_pem, 0600);
+  write_file_atomic(d.server_cert(), server.cert_pem + ca.cert_pem, 0644);
+}
+
+// journal.db and state.db, created with mode 0600 when new; state.db migrated. True when
+// either was created.
+bool prepare_databases(const data_layout& d) {
+  bool created = false;
   bool new_journal = !fs::exists(d.journal_db());
   { auto j = journal::open_for_writing(d.journal_db()); }
   if (new_journal) {
     ::chmod(d.journal_db().c_str(), 0600);
-    r.created_anything = true;
+    created = true;
   }
-
   bool new_state = !fs::exists(d.state_db());
   sqlite::db state(d.state_db(), sqlite::open_mode::create);
   if (new_state) {
     ::chmod(d.state_db().c_str(), 0600);
-    r.created_anything = true;
+    created = true;
   }
   state.exec("PRAGMA journal_mode = WAL");
   state.exec("PRAGMA synchronous = FULL");
   sqlite::migrate(state, schema::state_migrations, schema::kStateApplicationId);
+  return created;
+}
+
+}  // namespace
+
+prepare_result prepare_data_dir(const data_layout& d, const prepare_options& o) {
+  prepare_result r;
+  make_private_dir(d.dir, 0700);
+  make_private_dir(d.keys(), 0700);
+  r.created_anything = prepare_keys(d);
+  if (o.make_certificates && !fs::exists(d.server_cert())) {
+    make_dev_certificates(d, o);
+    r.created_anything = true;
+  }
+  if (prepare_databases(d)) r.created_anything = true;
   return r;
 }
 

@@ -299,6 +299,33 @@ int cmd_export(const std::vector<std::string>& args, std::ostream& out, std::ost
   return out ? kOk : kUsage;
 }
 
+// The last `n` entries over every file, newest first cut, printed oldest first. `last` gets
+// where each file ends now, read before the page, so an entry appended in between is printed
+// by the follow loop rather than lost.
+std::vector<entry> tail_page(reader& r, std::size_t n, std::vector<std::int64_t>& last) {
+  for (std::size_t i = 0; i < r.files(); ++i) last[i] = read_chain_tail(r.db(i)).seq;
+  std::vector<entry> page;
+  if (n == 0) return page;
+  for (std::size_t i = 0; i < r.files(); ++i)
+    for (auto& e : r.latest(i, last[i], n)) page.push_back(std::move(e));
+  std::stable_sort(page.begin(), page.end(), [](const entry& a, const entry& b) {
+    return std::tie(a.ts, a.gateway, a.seq) > std::tie(b.ts, b.gateway, b.seq);
+  });
+  if (page.size() > n) page.resize(n);
+  return page;
+}
+
+// Entries appended after `last` in every file (at most 10000 each); `last` moves on.
+std::vector<entry> tail_fresh(reader& r, std::vector<std::int64_t>& last) {
+  std::vector<entry> fresh;
+  for (std::size_t i = 0; i < r.files(); ++i) {
+    auto es = r.since_seq(i, last[i], 10000);
+    if (!es.empty()) last[i] = es.back().seq;
+    for (auto& e : es) fresh.push_back(std::move(e));
+  }
+  return fresh;
+}
+
 int cmd_tail(const std::vector<std::string>& args, std::ostream& out, std::ostream&) {
   common c;
   po::options_description d("rsgate journal tail [-f] [-n N] [options]");
@@ -324,7 +351,7 @@ int cmd_tail(const std::vector<std::string>& args, std::ostream& out, std::ostre
   bool json = fmt_name == "json";
   reader r(journal_files(c));
   std::vector<std::int64_t> last(r.files(), 0);
-  auto emit = [&](std::vector<entry>& es, bool header) {
+  auto emit = [&](std::vector<entry> es, bool header) {
     std::stable_sort(es.begin(), es.end(), [](const entry& a, const entry& b) {
       return std::tie(a.ts, a.gateway, a.seq) < std::tie(b.ts, b.gateway, b.seq);
     });
@@ -334,29 +361,11 @@ int cmd_tail(const std::vector<std::string>& args, std::ostream& out, std::ostre
       write_table(out, es, header, r.files() > 1);
     out.flush();
   };
-  // Where each file ends now, read before the initial page, so an entry appended in between
-  // is printed by the follow loop rather than lost.
-  for (std::size_t i = 0; i < r.files(); ++i) last[i] = read_chain_tail(r.db(i)).seq;
-  std::vector<entry> initial;
-  if (n > 0) {
-    for (std::size_t i = 0; i < r.files(); ++i)
-      for (auto& e : r.latest(i, last[i], static_cast<std::size_t>(n))) initial.push_back(std::move(e));
-    std::stable_sort(initial.begin(), initial.end(), [](const entry& a, const entry& b) {
-      return std::tie(a.ts, a.gateway, a.seq) > std::tie(b.ts, b.gateway, b.seq);
-    });
-    if (initial.size() > static_cast<std::size_t>(n)) initial.resize(static_cast<std::size_t>(n));
-  }
-  emit(initial, true);
+  emit(tail_page(r, static_cast<std::size_t>(n), last), true);
   if (!vm.count("follow")) return kOk;
-  for (;;) {
+  for (;;) {  // the journal is another process's file: polled at --interval
     std::this_thread::sleep_for(std::chrono::milliseconds(interval));
-    std::vector<entry> fresh;
-    for (std::size_t i = 0; i < r.files(); ++i) {
-      auto es = r.since_seq(i, last[i], 10000);
-      if (!es.empty()) last[i] = es.back().seq;
-      for (auto& e : es) fresh.push_back(std::move(e));
-    }
-    emit(fresh, false);
+    emit(tail_fresh(r, last), false);
     if (!out) return kOk;  // reader went away (e.g. a closed pipe)
   }
 }
