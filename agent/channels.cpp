@@ -96,10 +96,11 @@ asio::awaitable<bool> wait_credit_or_condition(std::shared_ptr<local_channel> ch
   co_return order[0] == 1 && !sec;
 }
 
+// One DATA frame per read of the target, read straight into the frame's buffer behind its
+// header (no copy on the way to the TLS write), at most the frame limit and the credit.
 asio::awaitable<void> local_reader(agent_state& st, std::shared_ptr<local_channel> ch) {
-  std::vector<std::uint8_t> buf(tunnel::kMaxDataPayload);
-  while (!ch->finished) {  // one DATA frame per read, at most the frame limit and the credit
-    const auto want = ch->flow.sendable(buf.size());
+  while (!ch->finished) {
+    const auto want = ch->flow.sendable(tunnel::kMaxDataPayload);
     if (want == 0) {
       // The gateway's window is full: stop reading the target until its WINDOW comes. A
       // target that resets meanwhile is seen without reading it, by the socket's condition.
@@ -114,7 +115,9 @@ asio::awaitable<void> local_reader(agent_state& st, std::shared_ptr<local_channe
       co_await ch->credit_timer.async_wait(use_tuple);
       continue;
     }
-    auto [ec, n] = co_await ch->sock.async_read_some(asio::buffer(buf.data(), want), use_tuple);
+    bytes frame = take_frame_buffer(st);
+    frame.resize(kDataFrameBytes);  // a spare is this size already: no fill
+    auto [ec, n] = co_await ch->sock.async_read_some(asio::buffer(frame.data() + tunnel::kHeaderBytes, want), use_tuple);
     if (ch->finished) break;
     if (ec == asio::error::eof) {  // a half-close: the other direction goes on
       if (ch->flow.send_eof()) send(st, tunnel::frame_type::eof, {}, ch->id);
@@ -128,7 +131,9 @@ asio::awaitable<void> local_reader(agent_state& st, std::shared_ptr<local_channe
     }
     ch->flow.sent(static_cast<std::uint32_t>(n));
     ch->bytes_out += static_cast<std::int64_t>(n);
-    send(st, tunnel::frame_type::data, bytes(buf.begin(), buf.begin() + static_cast<long>(n)), ch->id);
+    tunnel::encode_header({tunnel::frame_type::data, tunnel::kFlagsNone, ch->id, static_cast<std::uint32_t>(n)},
+                          std::span<std::uint8_t, tunnel::kHeaderBytes>(frame.data(), tunnel::kHeaderBytes));
+    send_frame(st, std::move(frame), tunnel::kHeaderBytes + n);
   }
 }
 
@@ -143,6 +148,8 @@ asio::awaitable<bool> write_inbox(agent_state& st, std::shared_ptr<local_channel
     bufs.emplace_back(asio::buffer(batch.back()));
   }
   auto [ec, n] = co_await asio::async_write(ch->sock, bufs, use_tuple);
+  if (st.dec)
+    for (auto& b : batch) st.dec->recycle(std::move(b));  // the next payloads' memory
   if (ec) co_return false;
   ch->bytes_in += static_cast<std::int64_t>(n);
   // The window grows while busy (the tunnel's budget).

@@ -35,47 +35,42 @@ using error_code = boost::system::error_code;
 asio::awaitable<void> flush(agent_state& st) {
   if (st.writing || !st.stream) co_return;
   st.writing = true;
+  std::vector<queued_frame> batch;
+  std::vector<asio::const_buffer> bufs;
   while (!st.outq.empty()) {
     // Everything queued (up to 1 MiB) in one write: fewer TLS records and system calls.
-    std::vector<bytes> batch;
-    std::vector<asio::const_buffer> bufs;
+    batch.clear();
+    bufs.clear();
     std::size_t total = 0;
     while (!st.outq.empty() && total < (1u << 20)) {
-      total += st.outq.front().size();
+      total += st.outq.front().size;
       batch.push_back(std::move(st.outq.front()));
       st.outq.pop_front();
     }
-    for (auto& b : batch) bufs.emplace_back(asio::buffer(b));
+    for (auto& f : batch) bufs.emplace_back(f.buf.data(), f.size);
     auto ec = co_await st.stream->write(bufs);
     if (ec) {
       st.outq.clear();
       break;
     }
+    for (auto& f : batch) recycle_frame_buffer(st, std::move(f.buf));
   }
   st.writing = false;
   st.write_idle.cancel();  // wakes drain()
 }
 
-// Bytes read from the tunnel and not yet fed to the decoder.
-struct read_buffer {
-  std::array<std::uint8_t, 16 * 1024> data{};  // one TLS record's plaintext at most
-  std::size_t begin = 0, end = 0;
-};
-
-// Reads one frame with the decoder, waiting for more bytes as needed. nullopt with the read's
-// error, or with none when the decoder failed (st.dec->error() says why).
-asio::awaitable<std::pair<std::optional<tunnel::frame>, error_code>> read_frame(agent_state& st, read_buffer& rb) {
+// Reads one frame, waiting for more bytes as needed: straight into the decoder (the rest of
+// the header, then the payload's own buffer), so a DATA payload is copied once, by SSL_read,
+// on its way from the tunnel to the target. nullopt with the read's error, or with none when
+// the decoder failed (st.dec->error() says why).
+asio::awaitable<std::pair<std::optional<tunnel::frame>, error_code>> read_frame(agent_state& st) {
   for (;;) {
     if (auto f = st.dec->next()) co_return std::pair{std::move(f), error_code{}};
-    if (rb.begin < rb.end) {
-      rb.begin += st.dec->feed(std::span<const std::uint8_t>(rb.data.data() + rb.begin, rb.end - rb.begin));
-      if (st.dec->error() != tunnel::decode_error::none) co_return std::pair{std::nullopt, error_code{}};
-      continue;
-    }
-    auto [ec, n] = co_await st.stream->read_some(asio::buffer(rb.data));
+    if (st.dec->error() != tunnel::decode_error::none) co_return std::pair{std::nullopt, error_code{}};
+    auto room = st.dec->room();
+    auto [ec, n] = co_await st.stream->read_some(asio::buffer(room.data(), room.size()));
     if (ec) co_return std::pair{std::nullopt, ec};
-    rb.begin = 0;
-    rb.end = n;
+    st.dec->commit(n);
   }
 }
 
@@ -357,9 +352,8 @@ asio::awaitable<void> tunnel_session(agent_state& st, asio::ssl::context& tls) {
   }
   st.view.state = "authenticating";
   auto hs = start_handshake(st);
-  read_buffer rb;
   while (hs && !st.done) {
-    auto [f, rec] = co_await read_frame(st, rb);
+    auto [f, rec] = co_await read_frame(st);
     if (!f) {
       on_read_end(st, rec);
       break;
@@ -417,8 +411,20 @@ void line(agent_state& st, const std::string& text) {
   st.out.flush();
 }
 
-void send_frame(agent_state& st, bytes frame) {
-  st.outq.push_back(std::move(frame));
+bytes take_frame_buffer(agent_state& st) {
+  if (st.spare_frames.empty()) return {};
+  bytes b = std::move(st.spare_frames.back());
+  st.spare_frames.pop_back();
+  return b;
+}
+
+void recycle_frame_buffer(agent_state& st, bytes&& b) {
+  if (st.spare_frames.size() < kSpareFrameBuffers && b.size() == kDataFrameBytes) st.spare_frames.push_back(std::move(b));
+}
+
+void send_frame(agent_state& st, bytes frame, std::size_t size) {
+  const auto n = std::min(size, frame.size());
+  st.outq.push_back({std::move(frame), n});
   // A running flush picks the frame up; only start one when none runs.
   if (!st.writing) asio::co_spawn(st.stream->get_executor(), flush(st), report_exception{&st, "a tunnel write"});
 }

@@ -2,6 +2,7 @@
 #include "protocol/wire.hpp"
 
 #include <algorithm>
+#include <cstring>
 
 namespace rsgate::tunnel {
 namespace {
@@ -130,42 +131,90 @@ std::uint32_t window_increment(const frame& f) {
 std::size_t decoder::feed(std::span<const std::uint8_t> bytes) {
   std::size_t used = 0;
   while (used < bytes.size() && !ready_ && error_ == decode_error::none) {
+    const std::size_t left = bytes.size() - used;
     if (!header_) {
-      std::size_t need = kHeaderBytes - buf_.size();
-      std::size_t take = std::min(need, bytes.size() - used);
-      buf_.insert(buf_.end(), bytes.begin() + static_cast<long>(used),
-                  bytes.begin() + static_cast<long>(used + take));
+      const std::size_t take = std::min(kHeaderBytes - head_have_, left);
+      std::memcpy(head_.data() + head_have_, bytes.data() + used, take);
       used += take;
-      if (buf_.size() < kHeaderBytes) break;
-      frame_header h;
-      h.type = static_cast<frame_type>(buf_[0]);
-      h.flags = buf_[1];
-      h.channel = get_u32(buf_.data() + 4);
-      h.length = get_u32(buf_.data() + 8);
-      if (buf_[2] != 0 || buf_[3] != 0) {
-        error_ = decode_error::reserved_bits;
-        break;
-      }
-      if (auto e = check_header(h); e != decode_error::none) {
-        error_ = e;
-        break;
-      }
-      buf_.clear();
-      header_ = h;
-      buf_.reserve(h.length);
+      commit(take);
+      continue;
     }
-    std::size_t need = header_->length - buf_.size();
-    std::size_t take = std::min(need, bytes.size() - used);
-    buf_.insert(buf_.end(), bytes.begin() + static_cast<long>(used),
-                bytes.begin() + static_cast<long>(used + take));
+    // Appended, not zero-filled first: a fresh payload buffer is written once.
+    const std::size_t take = std::min(header_->length - have_, left);
+    put_payload(bytes.data() + used, take);
     used += take;
-    if (buf_.size() == header_->length) {
-      ready_ = frame{*header_, std::move(buf_)};
-      buf_ = {};
-      header_.reset();
-    }
+    payload_progress();
   }
   return used;
+}
+
+std::span<std::uint8_t> decoder::room() {
+  if (ready_ || error_ != decode_error::none) return {};
+  if (!header_) return {head_.data() + head_have_, kHeaderBytes - head_have_};
+  if (payload_.size() < header_->length) payload_.resize(header_->length);
+  return {payload_.data() + have_, header_->length - have_};
+}
+
+void decoder::commit(std::size_t n) {
+  if (ready_ || error_ != decode_error::none || n == 0) return;
+  if (header_) {
+    have_ += std::min(n, header_->length - have_);
+    payload_progress();
+    return;
+  }
+  head_have_ += std::min(n, kHeaderBytes - head_have_);
+  if (head_have_ == kHeaderBytes) header_complete();
+}
+
+void decoder::header_complete() {
+  frame_header h;
+  h.type = static_cast<frame_type>(head_[0]);
+  h.flags = head_[1];
+  h.channel = get_u32(head_.data() + 4);
+  h.length = get_u32(head_.data() + 8);
+  if (head_[2] != 0 || head_[3] != 0) {
+    error_ = decode_error::reserved_bits;
+    return;
+  }
+  if (auto e = check_header(h); e != decode_error::none) {
+    error_ = e;
+    return;
+  }
+  head_have_ = 0;
+  header_ = h;
+  have_ = 0;
+  payload_.clear();
+  if (h.length > 0 && !spare_.empty()) {
+    payload_ = std::move(spare_.back());  // its stale bytes are all overwritten before use
+    spare_.pop_back();
+  } else if (h.length > 0) {
+    payload_.reserve(h.length);
+  }
+  payload_progress();  // an empty payload: the frame is complete
+}
+
+void decoder::payload_progress() {
+  if (!header_ || have_ != header_->length) return;
+  payload_.resize(have_);  // never grows here: drops a recycled buffer's stale tail
+  ready_ = frame{*header_, std::move(payload_)};
+  payload_ = {};
+  have_ = 0;
+  header_.reset();
+}
+
+void decoder::put_payload(const std::uint8_t* p, std::size_t n) {
+  if (payload_.size() >= have_ + n) {
+    std::memcpy(payload_.data() + have_, p, n);
+  } else {
+    payload_.resize(have_);  // only shrinks (size() >= have_ always)
+    payload_.insert(payload_.end(), p, p + n);
+  }
+  have_ += n;
+}
+
+void decoder::recycle(std::vector<std::uint8_t>&& b) {
+  if (spare_.size() >= kSpareBuffers || b.capacity() == 0 || b.capacity() > kMaxDataPayload + kHeaderBytes) return;
+  spare_.push_back(std::move(b));
 }
 
 std::optional<frame> decoder::next() {

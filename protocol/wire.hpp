@@ -169,21 +169,46 @@ void encode_header(const frame_header& h, std::span<std::uint8_t, kHeaderBytes> 
 [[nodiscard]] std::uint32_t window_increment(const frame& f);
 
 // Incremental decoder: feed bytes as they arrive, take frames out. Holds at most one
-// partial frame (kHeaderBytes + the largest payload), so memory per tunnel is bounded.
-// After an error it stays failed: the caller closes the tunnel with a protocol error.
+// partial frame (kHeaderBytes + the largest payload) and kSpareBuffers payload buffers given
+// back with recycle(), so memory per tunnel is bounded. After an error it stays failed: the
+// caller closes the tunnel with a protocol error.
+//
+// Two ways in, which may be mixed: feed() copies bytes the caller read elsewhere; room() and
+// commit() let the caller read the stream straight into the decoder (the rest of the header,
+// then the rest of the payload, in the buffer the frame will carry), so a DATA payload is not
+// copied once more on its way (docs/performance.md, the data path).
 class decoder {
  public:
+  static constexpr std::size_t kSpareBuffers = 4;
+
   // Consumes as much of `bytes` as it can; returns how many bytes it took. Stops early
   // when a complete frame is ready (take it with next()) or on error.
   std::size_t feed(std::span<const std::uint8_t> bytes);
+  // Where the next bytes of the stream go: the rest of the current header or payload. Empty
+  // while a complete frame waits to be taken, and after an error.
+  [[nodiscard]] std::span<std::uint8_t> room();
+  // `n` bytes (at most room().size()) were written at the start of room().
+  void commit(std::size_t n);
   [[nodiscard]] std::optional<frame> next();
   [[nodiscard]] decode_error error() const { return error_; }
-  [[nodiscard]] std::size_t buffered() const { return buf_.size(); }
+  // Bytes of the partial frame held now (of its header, or of its payload).
+  [[nodiscard]] std::size_t buffered() const { return header_ ? have_ : head_have_; }
+  // A payload the caller is done with: its memory serves a later frame's payload instead of a
+  // new allocation (kept only while fewer than kSpareBuffers wait, and if not oversized).
+  void recycle(std::vector<std::uint8_t>&& b);
 
  private:
-  std::vector<std::uint8_t> buf_;
+  void header_complete();
+  void payload_progress();
+  void put_payload(const std::uint8_t* p, std::size_t n);
+
+  std::array<std::uint8_t, kHeaderBytes> head_{};
+  std::size_t head_have_ = 0;
   std::optional<frame_header> header_;
+  std::vector<std::uint8_t> payload_;  // [0, have_) received; may be longer (a recycled buffer)
+  std::size_t have_ = 0;
   std::optional<frame> ready_;
+  std::vector<std::vector<std::uint8_t>> spare_;
   decode_error error_ = decode_error::none;
 };
 

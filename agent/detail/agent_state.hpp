@@ -21,6 +21,7 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <cstdint>
 #include <deque>
 #include <exception>
 #include <map>
@@ -65,6 +66,13 @@ struct local_channel {
   }
 };
 
+// A frame waiting for the tunnel: the first `size` bytes of `buf` (a DATA frame keeps its
+// buffer at full size, so that reusing it never zero-fills it again).
+struct queued_frame {
+  bytes buf;
+  std::size_t size = 0;
+};
+
 struct agent_state {
   agent_state(const start_options& o, std::ostream& os, std::ostream& es, asio::io_context& io)
       : opt(o), out(os), err(es), ioc(&io), write_idle(io), stop_signal(io), keepalive_timer(io) {}
@@ -73,7 +81,8 @@ struct agent_state {
   std::ostream& err;
   asio::io_context* ioc;                  // stopped when a coroutine fails with an exception
   std::optional<net::tls_stream> stream;  // the tunnel (docs/protocol.md §2)
-  std::deque<bytes> outq;                 // frames for the tunnel, written by flush()
+  std::deque<queued_frame> outq;          // frames for the tunnel, written by flush()
+  std::vector<bytes> spare_frames;        // written DATA frames' buffers, for the next ones
   bool writing = false;                   // a flush() runs
   asio::steady_timer write_idle;          // cancelled when a flush() ends (drain waits here)
   asio::steady_timer stop_signal;         // cancelled by request_stop (wait_for_stop waits here)
@@ -97,9 +106,18 @@ struct report_exception {
   void operator()(std::exception_ptr e) const;
 };
 
+// A whole DATA frame; written frames' buffers of about this size are kept for reuse, at most
+// kSpareFrameBuffers of them (fresh 32 KiB blocks per frame cost a page fault per 4 KiB: glibc
+// trims the freed heap top and the next block is new memory again).
+inline constexpr std::size_t kDataFrameBytes = tunnel::kHeaderBytes + tunnel::kMaxDataPayload;
+inline constexpr std::size_t kSpareFrameBuffers = 4;
+
 // agent/tunnel.cpp: the tunnel to the gateway.
+bytes take_frame_buffer(agent_state& st);  // empty, or a spare of kDataFrameBytes
+void recycle_frame_buffer(agent_state& st, bytes&& b);
 void line(agent_state& st, const std::string& text);  // one line for the customer on `out`
-void send_frame(agent_state& st, bytes frame);
+// Queues the first `size` bytes of `frame` (all of it by default) for the tunnel.
+void send_frame(agent_state& st, bytes frame, std::size_t size = SIZE_MAX);
 void send(agent_state& st, tunnel::frame_type t, bytes payload, std::uint32_t channel = 0);
 void fail(agent_state& st, const std::string& message);  // exit 1, one line on stderr
 // The gateway broke the protocol: ERROR `code` to it (docs/protocol.md §4.11), then fail.

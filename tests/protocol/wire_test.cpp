@@ -134,3 +134,59 @@ TEST_CASE("names") {
   CHECK(is_control(frame_type::hello));
   CHECK_FALSE(is_control(frame_type::data));
 }
+
+// The pull interface the agent reads the tunnel with: room() is the rest of the header, then
+// the rest of the payload; the same frames come out as from feed(), in any read sizes, and a
+// recycled buffer's stale bytes never show (a shorter frame in a longer buffer).
+TEST_CASE("reading straight into the decoder gives the same frames, in recycled buffers") {
+  std::vector<std::uint8_t> big(kMaxDataPayload, 0xaa), small(13, 0x55);
+  auto a = encode(frame_type::data, 3, big);
+  auto b = encode(frame_type::data, 3, small);
+  auto c = encode(frame_type::eof, 3, {});
+  std::vector<std::uint8_t> stream(a);
+  for (auto* f : {&b, &c, &a}) stream.insert(stream.end(), f->begin(), f->end());
+  for (std::size_t chunk : {std::size_t{1}, std::size_t{7}, std::size_t{5000}, stream.size()}) {
+    INFO("chunk " << chunk);
+    decoder d;
+    std::vector<frame> got;
+    std::size_t pos = 0;
+    while (pos < stream.size()) {
+      if (auto f = d.next()) {
+        got.push_back(std::move(*f));
+        if (got.size() == 1) d.recycle(std::vector<std::uint8_t>(got[0].payload));  // 32 KiB of 0xaa
+        continue;
+      }
+      auto room = d.room();
+      REQUIRE_FALSE(room.empty());
+      auto n = std::min({chunk, room.size(), stream.size() - pos});
+      std::copy_n(stream.begin() + static_cast<long>(pos), n, room.begin());
+      d.commit(n);
+      pos += n;
+      REQUIRE(d.error() == decode_error::none);
+    }
+    if (auto f = d.next()) got.push_back(std::move(*f));
+    REQUIRE(got.size() == 4);
+    CHECK(got[0].payload == big);
+    CHECK(got[1].payload == small);  // in the recycled 32 KiB buffer: exactly 13 bytes of 0x55
+    CHECK(got[2].header.type == frame_type::eof);
+    CHECK(got[2].payload.empty());
+    CHECK(got[3].payload == big);
+    CHECK(d.buffered() == 0);
+  }
+}
+
+TEST_CASE("the pull interface refuses a bad header before any payload, and keeps a bounded pool") {
+  decoder d;
+  auto h = raw_header(0x23, 0, 0, 1, kMaxDataPayload + 1);
+  auto room = d.room();
+  REQUIRE(room.size() == kHeaderBytes);
+  std::copy(h.begin(), h.end(), room.begin());
+  d.commit(h.size());
+  CHECK(d.error() == decode_error::oversized);
+  CHECK(d.room().empty());
+  CHECK(d.buffered() <= kHeaderBytes);
+  // Oversized buffers are not kept; recycling more than the pool holds is harmless.
+  d.recycle(std::vector<std::uint8_t>(kMaxDataPayload * 4));
+  for (std::size_t i = 0; i < decoder::kSpareBuffers + 3; ++i) d.recycle(std::vector<std::uint8_t>(64));
+  CHECK_FALSE(d.next().has_value());
+}

@@ -4,6 +4,9 @@
 // check_header, and must decode the same frames whether the bytes arrive at once or in
 // pieces; re-encoding those frames must give back exactly the bytes they came from.
 //
+// Also read through the pull interface (room/commit) with recycled payload buffers, which
+// must give the very same frames.
+//
 // Input: the first byte picks the piece sizes for the second decoder; the rest is the stream.
 #include "protocol/wire.hpp"
 
@@ -72,6 +75,37 @@ decoded run(std::span<const std::uint8_t> stream, Piece piece) {
   return out;
 }
 
+// The same stream through the pull interface (room/commit, as the agent reads the tunnel), in
+// pieces, each frame's payload recycled for the next ones: the same frames, error and count.
+decoded pull(std::span<const std::uint8_t> stream, std::uint8_t mode) {
+  decoded out;
+  tunnel::decoder d;
+  std::size_t at = 0;
+  for (std::size_t i = 0;; ++i) {
+    if (auto f = d.next()) {
+      FUZZ_CHECK(f->payload.size() == f->header.length);
+      out.frames.push_back(*f);
+      d.recycle(std::move(f->payload));
+      continue;
+    }
+    if (d.error() != tunnel::decode_error::none) {
+      FUZZ_CHECK(d.room().empty());
+      out.error = d.error();
+      break;
+    }
+    if (at == stream.size()) break;
+    auto room = d.room();
+    FUZZ_CHECK(!room.empty());
+    auto n = std::min({room.size(), stream.size() - at, 1 + (i * 13 + mode) % (1 + mode % 61)});
+    std::copy_n(stream.begin() + static_cast<long>(at), n, room.begin());
+    d.commit(n);
+    at += n;
+    FUZZ_CHECK(d.buffered() <= std::max(tunnel::kHeaderBytes, tunnel::kMaxDataPayload));
+  }
+  out.consumed = at;
+  return out;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -84,12 +118,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return mode == 0 ? std::size_t{1} : 1 + (i * 7 + mode) % (1 + mode % 29);
   });
 
+  auto pulled = pull(stream, mode);
+
   FUZZ_CHECK(whole.error == pieces.error && whole.consumed == pieces.consumed);
   FUZZ_CHECK(whole.frames.size() == pieces.frames.size());
+  FUZZ_CHECK(whole.error == pulled.error && whole.consumed == pulled.consumed);
+  FUZZ_CHECK(whole.frames.size() == pulled.frames.size());
   std::vector<std::uint8_t> again;
   for (std::size_t i = 0; i < whole.frames.size(); ++i) {
     const auto& f = whole.frames[i];
-    FUZZ_CHECK(same(f, pieces.frames[i]));
+    FUZZ_CHECK(same(f, pieces.frames[i]) && same(f, pulled.frames[i]));
     auto bytes = tunnel::encode(f.header.type, f.header.channel, f.payload, f.header.flags);
     again.insert(again.end(), bytes.begin(), bytes.end());
     (void)tunnel::name_of(f.header.type);
