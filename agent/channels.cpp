@@ -97,10 +97,11 @@ asio::awaitable<bool> wait_credit_or_condition(std::shared_ptr<local_channel> ch
 }
 
 // One DATA frame per read of the target, read straight into the frame's buffer behind its
-// header (no copy on the way to the TLS write), at most the frame limit and the credit.
+// header (no copy on the way to the TLS write), at most two TLS records' worth
+// (kAgentDataPayload) and the credit.
 asio::awaitable<void> local_reader(agent_state& st, std::shared_ptr<local_channel> ch) {
   while (!ch->finished) {
-    const auto want = ch->flow.sendable(tunnel::kMaxDataPayload);
+    const auto want = ch->flow.sendable(kAgentDataPayload);
     if (want == 0) {
       // The gateway's window is full: stop reading the target until its WINDOW comes. A
       // target that resets meanwhile is seen without reading it, by the socket's condition.
