@@ -215,42 +215,72 @@ asio::awaitable<std::pair<tls_stream::error_code, std::size_t>> tls_stream::read
   }
 }
 
+// Plans the TLS records of a gather write: OpenSSL seals each SSL_write call into records of
+// at most kRecord bytes, so a piece whose length is not a multiple of kRecord ends in a short
+// record, and a small piece (a frame or WebSocket header) is a record of its own. Instead,
+// pieces are cut at record boundaries of the whole sequence where that costs little copying:
+// whole records go out from the caller's memory, and the rest (small pieces, a piece's tail
+// with the next piece's head, just enough of it that what follows is whole records again) is
+// copied into `staging` and goes out as one record. A DATA frame of 32 KiB + 12 bytes then
+// costs two records and a 24-byte one shared with the next frame, not three; a WebSocket
+// header shares its payload's first record.
 std::vector<asio::const_buffer> tls_stream::coalesce(const std::vector<asio::const_buffer>& in,
                                                      std::vector<std::uint8_t>& staging) {
   constexpr std::size_t kRecord = 16 * 1024;
-  // Runs of consecutive pieces, each run at most one record: [first, last) and its size.
-  struct run {
-    std::size_t first, last, bytes;
+  struct piece {
+    const std::uint8_t* p;  // null: staged, at `off` in staging (which may move while it grows)
+    std::size_t off, len;
   };
-  std::vector<run> runs;
-  std::size_t merged = 0;
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    auto n = in[i].size();
-    if (!runs.empty() && runs.back().last == i && runs.back().bytes + n <= kRecord) {
-      runs.back().last = i + 1;
-      runs.back().bytes += n;
-    } else {
-      runs.push_back({i, i + 1, n});
-    }
-  }
-  for (auto& r : runs)
-    if (r.last - r.first > 1) merged += r.bytes;
-  if (merged == 0) return in;
-  staging.resize(merged);  // sized once: the pointers below stay valid
-  std::vector<asio::const_buffer> out;
-  std::size_t at = 0;
-  for (auto& r : runs) {
-    if (r.last - r.first == 1) {
-      out.push_back(in[r.first]);
+  std::vector<piece> plan;
+  staging.clear();
+  // The record being filled: `carry` bytes at the end of staging, or, while it is one piece
+  // or a piece's tail (`lone`), still in the caller's memory: copied only if more joins it.
+  std::size_t carry = 0;
+  const std::uint8_t* lone = nullptr;
+  auto stage = [&](const std::uint8_t* p, std::size_t n) {
+    if (lone) staging.insert(staging.end(), lone, lone + carry);
+    lone = nullptr;
+    staging.insert(staging.end(), p, p + n);
+    carry += n;
+  };
+  auto emit_carry = [&] {
+    if (carry > 0) plan.push_back({lone, lone ? 0 : staging.size() - carry, carry});
+    lone = nullptr;
+    carry = 0;
+  };
+  for (const auto& b : in) {
+    const auto* p = static_cast<const std::uint8_t*>(b.data());
+    std::size_t n = b.size();
+    if (n == 0) continue;
+    if (carry + n <= kRecord) {  // the whole piece joins the record being filled
+      if (carry == 0) {
+        lone = p;
+        carry = n;
+      } else {
+        stage(p, n);
+      }
+      if (carry == kRecord) emit_carry();
       continue;
     }
-    auto* start = staging.data() + at;
-    for (auto i = r.first; i < r.last; ++i) {
-      std::memcpy(staging.data() + at, in[i].data(), in[i].size());
-      at += in[i].size();
+    if (carry > 0) {  // complete that record with the piece's head
+      std::size_t k = n % kRecord;  // what leaves the rest in whole records
+      if (k == 0 || carry + k > kRecord) k = kRecord - carry;
+      stage(p, k);
+      p += k;
+      n -= k;
+      emit_carry();
     }
-    out.emplace_back(start, r.bytes);
+    const std::size_t whole = n - n % kRecord;
+    if (whole > 0) plan.push_back({p, 0, whole});
+    if (n > whole) {
+      lone = p + whole;
+      carry = n - whole;
+    }
   }
+  emit_carry();
+  std::vector<asio::const_buffer> out;
+  out.reserve(plan.size());
+  for (const auto& pc : plan) out.emplace_back(pc.p ? pc.p : staging.data() + pc.off, pc.len);
   return out;
 }
 

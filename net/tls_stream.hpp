@@ -104,6 +104,13 @@ class tls_stream {
     return boost::asio::async_compose<Token, void(error_code, std::size_t)>(std::move(op), token, sock_);
   }
 
+  // The buffers to hand to SSL_write one by one so that the sequence leaves in as few TLS
+  // records as it can at little copying (tls_stream.cpp says how): whole records from the
+  // caller's memory, the small pieces and the seams between pieces copied into `staging`
+  // (which must outlive the result and is not touched again until then). Public for its test.
+  static std::vector<boost::asio::const_buffer> coalesce(const std::vector<boost::asio::const_buffer>& in,
+                                                         std::vector<std::uint8_t>& staging);
+
   // Closes the socket now: operations in progress end with operation_aborted (timed_out
   // after the deadline), and no OpenSSL call touches the descriptor again.
   void close();
@@ -128,11 +135,6 @@ class tls_stream {
   step try_read(boost::asio::mutable_buffer b);
   step try_write(const void* p, std::size_t n);
   step try_flush();
-  // Pieces smaller than a TLS record are merged with their neighbours (copied into
-  // `staging`, which must outlive the result) so that, say, a WebSocket frame header and its
-  // payload leave in one record rather than two.
-  static std::vector<boost::asio::const_buffer> coalesce(const std::vector<boost::asio::const_buffer>& in,
-                                                         std::vector<std::uint8_t>& staging);
   static boost::asio::socket_base::wait_type wait_for(need w) {
     return w == need::read ? boost::asio::socket_base::wait_read : boost::asio::socket_base::wait_write;
   }

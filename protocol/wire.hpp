@@ -179,7 +179,9 @@ void encode_header(const frame_header& h, std::span<std::uint8_t, kHeaderBytes> 
 // copied once more on its way (docs/performance.md, the data path).
 class decoder {
  public:
-  static constexpr std::size_t kSpareBuffers = 4;
+  // 32 payloads of at most 32 KiB: 1 MiB per decoder at most, only where recycle() is used
+  // (the agent, one tunnel); enough for a writer's usual batch, so its payloads come back.
+  static constexpr std::size_t kSpareBuffers = 32;
 
   // Consumes as much of `bytes` as it can; returns how many bytes it took. Stops early
   // when a complete frame is ready (take it with next()) or on error.

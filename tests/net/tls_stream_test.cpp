@@ -223,3 +223,64 @@ TEST_CASE("tls_stream: a peer that vanishes without close_notify is an error, no
   CHECK(r);
   CHECK(r != asio::error::eof);
 }
+
+// The TLS records a gather write leaves in: whole records from the caller's memory, small
+// pieces and the seams between pieces copied into one record; the bytes in order, unchanged.
+TEST_CASE("tls_stream: a gather write is cut at record boundaries, not at every piece") {
+  constexpr std::size_t kRecord = 16 * 1024;
+  auto plan = [](const std::vector<std::size_t>& sizes, std::vector<std::uint8_t>& data) {
+    std::size_t total = 0;
+    for (auto n : sizes) total += n;
+    data = random_bytes(total, 7);
+    std::vector<asio::const_buffer> in;
+    std::size_t off = 0;
+    for (auto n : sizes) {
+      in.emplace_back(data.data() + off, n);
+      off += n;
+    }
+    return in;
+  };
+  auto sizes_of = [](const std::vector<asio::const_buffer>& bufs) {
+    std::vector<std::size_t> v;
+    for (auto& b : bufs) v.push_back(b.size());
+    return v;
+  };
+  auto joined = [](const std::vector<asio::const_buffer>& bufs) {
+    std::vector<std::uint8_t> v;
+    for (auto& b : bufs) v.insert(v.end(), static_cast<const std::uint8_t*>(b.data()),
+                                  static_cast<const std::uint8_t*>(b.data()) + b.size());
+    return v;
+  };
+  std::vector<std::uint8_t> data, staging;
+  // Two DATA frames of 12 + 32 KiB: two records each from the frames, one of 24 bytes between.
+  auto in = plan({12 + 32768, 12 + 32768}, data);
+  auto out = tls_stream::coalesce(in, staging);
+  CHECK(sizes_of(out) == std::vector<std::size_t>{32768, 24, 32768});
+  CHECK(joined(out) == data);
+  // A WebSocket header and a 60 KiB payload: the header shares the payload's first record.
+  in = plan({8, 61440}, data);
+  out = tls_stream::coalesce(in, staging);
+  CHECK(sizes_of(out) == std::vector<std::size_t>{8 + 12288, 49152});
+  CHECK(joined(out) == data);
+  CHECK(out[1].data() == static_cast<const std::uint8_t*>(in[1].data()) + 12288);  // not copied
+  // One piece alone is never copied; small pieces are merged up to a record.
+  in = plan({5000}, data);
+  out = tls_stream::coalesce(in, staging);
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].data() == in[0].data());
+  in = plan({100, 200, 300}, data);
+  out = tls_stream::coalesce(in, staging);
+  CHECK(sizes_of(out) == std::vector<std::size_t>{600});
+  CHECK(joined(out) == data);
+  // Random sequences: same bytes; every buffer one record at most, or whole records.
+  std::mt19937 g(11);
+  for (int round = 0; round < 200; ++round) {
+    std::vector<std::size_t> sizes;
+    for (int i = 0, n = 1 + static_cast<int>(g() % 8); i < n; ++i) sizes.push_back(g() % 3 == 0 ? g() % 40 : g() % 70'000);
+    in = plan(sizes, data);
+    out = tls_stream::coalesce(in, staging);
+    CHECK(joined(out) == data);
+    for (auto& b : out) CHECK((b.size() <= kRecord || b.size() % kRecord == 0));
+    CHECK(staging.size() <= data.size());
+  }
+}
