@@ -111,10 +111,14 @@ void encode_header(const frame_header& h, std::span<std::uint8_t, kHeaderBytes> 
 
 std::vector<std::uint8_t> encode(frame_type t, std::uint32_t channel,
                                  std::span<const std::uint8_t> payload, std::uint8_t flags) {
-  std::vector<std::uint8_t> out(kHeaderBytes + payload.size());
+  // Reserved, then appended: the payload is written once, not zero-filled first (a memset of
+  // every relayed byte in the gateway's profile).
+  std::vector<std::uint8_t> out;
+  out.reserve(kHeaderBytes + payload.size());
+  out.resize(kHeaderBytes);
   encode_header({t, flags, channel, static_cast<std::uint32_t>(payload.size())},
                 std::span<std::uint8_t, kHeaderBytes>(out.data(), kHeaderBytes));
-  std::copy(payload.begin(), payload.end(), out.begin() + kHeaderBytes);
+  out.insert(out.end(), payload.begin(), payload.end());
   return out;
 }
 
