@@ -2,6 +2,7 @@
 #include "gateway/commands.hpp"
 
 #include <fmt/format.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <boost/json/serialize.hpp>
@@ -215,6 +216,11 @@ runtime_options runtime_for(const config& c, service& sessions) {
 // at the end every session and the stop journaled.
 int run_gateway(const config& c, const data_layout& layout, journal::writer& jw, bool dev, std::ostream& out,
                 std::ostream& err) {
+  // As in the agent (agent/runtime.cpp): the data path allocates and frees 32 KiB frames at
+  // a high rate, and glibc's default trimming of the heap's free top makes the next frames
+  // fault the same pages in again (24,000 faults in 2 s in a 4-stream profile). Up to 32 MiB
+  // of freed heap stay mapped instead; what the gateway holds per tunnel is bounded apart.
+  mallopt(M_TRIM_THRESHOLD, 32 << 20);
   metrics m;
   m.start_time_us = system_clock::instance().now();
   service sessions(jw, layout, system_clock::instance());

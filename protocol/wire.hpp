@@ -31,6 +31,9 @@ inline constexpr std::size_t kExporterBytes = 32;
 inline constexpr std::size_t kHeaderBytes = 12;
 inline constexpr std::size_t kMaxControlPayload = 16 * 1024;  // one JSON object
 inline constexpr std::size_t kMaxDataPayload = 32 * 1024;     // one DATA frame
+// What rsgate's senders put in one DATA frame (below the limit): with its header the frame
+// fills exactly two 16 KiB TLS records; 32 KiB of payload left a third record of 12 bytes.
+inline constexpr std::size_t kDataPayloadPerFrame = 2 * 16 * 1024 - kHeaderBytes;
 inline constexpr std::uint32_t kMaxChannelId = 0x7fffffff;
 inline constexpr std::uint32_t kInitialWindow = 256 * 1024;   // per channel, each direction
 inline constexpr std::uint32_t kMaxWindow = 16 * 1024 * 1024;

@@ -110,10 +110,9 @@ struct report_exception {
 // kSpareFrameBuffers of them (fresh 32 KiB blocks per frame cost a page fault per 4 KiB: glibc
 // trims the freed heap top and the next block is new memory again).
 inline constexpr std::size_t kDataFrameBytes = tunnel::kHeaderBytes + tunnel::kMaxDataPayload;
-// The agent's DATA payloads are at most this, so that a full frame and its header fill two
-// TLS 1.3 records (16 KiB of plaintext each) exactly: a 32 KiB payload would add a third
-// record of 12 bytes per frame, with its own seal here and open at the gateway.
-inline constexpr std::size_t kAgentDataPayload = 2 * 16 * 1024 - tunnel::kHeaderBytes;
+// The agent's DATA payloads are at most this (protocol/wire.hpp): a full frame fills two TLS
+// records exactly, with no 12-byte third record to seal here and open at the gateway.
+inline constexpr std::size_t kAgentDataPayload = tunnel::kDataPayloadPerFrame;
 static_assert(kAgentDataPayload <= tunnel::kMaxDataPayload);
 inline constexpr std::size_t kSpareFrameBuffers = 4;
 

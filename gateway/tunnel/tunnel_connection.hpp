@@ -145,8 +145,8 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   }
   // From the stream sides' threads: frame here, queue, wake the writer only if it is idle.
   void channel_data(std::uint32_t id, std::span<const std::uint8_t> d) override {
-    for (std::size_t off = 0; off < d.size(); off += tunnel::kMaxDataPayload) {
-      auto n = std::min(tunnel::kMaxDataPayload, d.size() - off);
+    for (std::size_t off = 0; off < d.size(); off += tunnel::kDataPayloadPerFrame) {
+      auto n = std::min(tunnel::kDataPayloadPerFrame, d.size() - off);
       push(tunnel::encode(tunnel::frame_type::data, id, d.subspan(off, n)), false);
     }
   }
