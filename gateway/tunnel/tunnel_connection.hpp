@@ -145,8 +145,11 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   }
   // From the stream sides' threads: frame here, queue, wake the writer only if it is idle.
   void channel_data(std::uint32_t id, std::span<const std::uint8_t> d) override {
-    for (std::size_t off = 0; off < d.size(); off += tunnel::kDataPayloadPerFrame) {
-      auto n = std::min(tunnel::kDataPayloadPerFrame, d.size() - off);
+    // kMaxDataPayload, not kDataPayloadPerFrame: the representative's messages are up to
+    // 64 KiB, which this cuts into two full frames (a cut at 32,756 would leave a third of 24
+    // bytes); tls_stream cuts the writer's gathered frames at record boundaries anyway.
+    for (std::size_t off = 0; off < d.size(); off += tunnel::kMaxDataPayload) {
+      auto n = std::min(tunnel::kMaxDataPayload, d.size() - off);
       push(tunnel::encode(tunnel::frame_type::data, id, d.subspan(off, n)), false);
     }
   }
