@@ -14,6 +14,7 @@
 #include "protocol/messages.hpp"
 #include "protocol/profile.hpp"
 #include "tests/integration/gateway_fixture.hpp"
+#include "tests/integration/scripted_agent.hpp"
 #include "tests/support/echo_server.hpp"
 #include "tests/support/wire_peer.hpp"
 #include "tests/support/loopback.hpp"
@@ -101,33 +102,16 @@ std::vector<std::string> ws_command(gateway_fixture& f, const std::string& token
 
 // A scripted agent of an enrolled machine: authenticated with SCRAM, its key issued, and the
 // session attached by alice.
-struct scripted_agent {
+struct attached_agent {
   std::unique_ptr<wire_peer> peer;
   std::string sid;
 };
 
-scripted_agent attach_scripted_agent(gateway_fixture& f, const std::string& serial) {
-  auto prof = agent::load_profile(f.enroll(serial, false, {"hmc=127.0.0.1:9"}));
-  scripted_agent a;
+attached_agent attach_scripted_agent(gateway_fixture& f, const std::string& serial) {
   wire_peer::client_options o;
   o.timeout = 10s;
-  a.peer = wire_peer::connect(f.tunnel, o);
-  agent::identity id;
-  id.machine = prof.machine();
-  id.secret = prof.secret;
-  for (auto& s : prof.scopes) id.scopes.push_back({s.name, ""});
-  agent::agent_handshake hs(id, a.peer->exporter(), agent::make_client_nonce());
-  REQUIRE(a.peer->send(ft::hello, tunnel::to_payload(hs.make_hello())));
-  auto c = a.peer->recv_until(ft::challenge, 10s);
-  REQUIRE(c);
-  std::string why;
-  auto ch = tunnel::parse_challenge(c->payload, why);
-  REQUIRE(ch);
-  auto r = hs.on_challenge(*ch, why);
-  REQUIRE(r);
-  REQUIRE(a.peer->send(ft::response, tunnel::to_payload(*r)));
-  auto s = a.peer->recv_until(ft::success, 15s);
-  REQUIRE(s);
+  attached_agent a;
+  a.peer = authenticate_agent(wire_peer::connect(f.tunnel, o), f.enroll(serial, false, {"hmc=127.0.0.1:9"})).peer;
   auto key = auth::generate_session_key();
   REQUIRE(a.peer->send(ft::key_offer, tunnel::to_payload(tunnel::key_offer{key, 3600})));
   REQUIRE(a.peer->recv_until(ft::key_ack, 10s));

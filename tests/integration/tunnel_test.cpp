@@ -15,6 +15,7 @@
 #include "auth/session_key.hpp"
 #include "protocol/messages.hpp"
 #include "tests/integration/gateway_fixture.hpp"
+#include "tests/integration/scripted_agent.hpp"
 #include "tests/support/wire_peer.hpp"
 
 using namespace rsgate;
@@ -31,40 +32,6 @@ std::unique_ptr<wire_peer> open_tunnel(gateway_fixture& f, const std::string& fr
   o.bind_address = from;
   o.timeout = 10s;
   return wire_peer::connect(f.tunnel, o);
-}
-
-// A scripted agent that authenticated with a profile's secret (SCRAM, agent/handshake.hpp).
-struct scripted_agent {
-  std::unique_ptr<wire_peer> peer;
-  std::string session;
-};
-
-scripted_agent authenticate(gateway_fixture& f, const std::filesystem::path& profile) {
-  auto prof = agent::load_profile(profile);
-  scripted_agent a;
-  a.peer = open_tunnel(f);
-  agent::identity id;
-  id.machine = prof.machine();
-  id.secret = prof.secret;
-  for (auto& s : prof.scopes) id.scopes.push_back({s.name, ""});
-  agent::agent_handshake hs(id, a.peer->exporter(), agent::make_client_nonce());
-  REQUIRE(a.peer->send(tunnel::frame_type::hello, tunnel::to_payload(hs.make_hello())));
-  auto c = a.peer->recv_until(tunnel::frame_type::challenge, 10s);
-  REQUIRE(c);
-  std::string why;
-  auto ch = tunnel::parse_challenge(c->payload, why);
-  REQUIRE(ch);
-  auto r = hs.on_challenge(*ch, why);
-  REQUIRE(r);
-  REQUIRE(a.peer->send(tunnel::frame_type::response, tunnel::to_payload(*r)));
-  auto s = a.peer->recv(15s);
-  REQUIRE(s);
-  REQUIRE(s->header.type == tunnel::frame_type::success);
-  auto ok = tunnel::parse_success(s->payload, why);
-  REQUIRE(ok);
-  REQUIRE(hs.on_success(*ok, why));
-  a.session = ok->session;
-  return a;
 }
 
 tunnel::hello hello_for(const std::string& machine, std::vector<std::string> mechanisms, std::size_t scopes = 1) {
@@ -184,7 +151,7 @@ TEST_CASE("one live tunnel per machine: a tunnel that does not answer is replace
   std::signal(SIGPIPE, SIG_IGN);
   gateway_fixture f;
   auto profile = f.enroll("7801302");
-  auto old = authenticate(f, profile);
+  auto old = authenticate_agent(open_tunnel(f), profile);
   const auto old_addr = old.peer->local_address();
   // From now on the old tunnel neither reads nor answers (its agent hangs, its network is gone).
   auto started = steady::now();
@@ -228,7 +195,7 @@ TEST_CASE("an agent that floods PINGs without reading is closed; the gateway's m
   std::signal(SIGPIPE, SIG_IGN);
   gateway_fixture f;
   auto profile = f.enroll("7801303");
-  auto a = authenticate(f, profile);
+  auto a = authenticate_agent(open_tunnel(f), profile);
   const auto rss_before = status_kb(f.gw->pid(), "VmRSS");
   REQUIRE(rss_before > 0);
   // 1024 PINGs a record, up to 4 million (48 MB) or 10 s; the flooder never reads.
@@ -398,7 +365,7 @@ TEST_CASE("a malformed KEY_OFFER is a protocol error: ERROR bad_key_offer, the t
   std::signal(SIGPIPE, SIG_IGN);
   gateway_fixture f;
   auto profile = f.enroll("7801309");
-  auto a = authenticate(f, profile);
+  auto a = authenticate_agent(open_tunnel(f), profile);
   auto key = auth::generate_session_key();
   key.back() = key.back() == 'A' ? 'B' : 'A';  // a wrong check symbol
   REQUIRE(a.peer->send(tunnel::frame_type::key_offer, tunnel::to_payload(tunnel::key_offer{key, 3600})));
