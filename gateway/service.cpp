@@ -121,7 +121,13 @@ service::service(journal::writer& journal, const data_layout& layout, const cloc
       login_user_limiter_({5, 15 * 60 * kSecond, 15 * 60 * kSecond, 100'000}),
       login_source_limiter_({20, 15 * 60 * kSecond, 15 * 60 * kSecond, 100'000}) {}
 
-service::~service() = default;
+service::~service() {
+  // Completions handed to the journal hold tickets of policy_ (service::record), and the
+  // writer thread destroys them after it ran them, when their caller may already be done:
+  // wait, bounded, until it holds none, or a ticket would finish into a freed queue. The
+  // gateway drains the journal before this (runtime.cpp); tests may not.
+  for (int i = 0; i < 500 && !journal_.idle(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
 
 void service::set_executor(policy_queue::executor ex) {
   {
