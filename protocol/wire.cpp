@@ -192,7 +192,11 @@ void decoder::header_complete() {
     payload_ = std::move(spare_.back());  // its stale bytes are all overwritten before use
     spare_.pop_back();
   } else if (h.length > 0) {
-    payload_.reserve(h.length);
+    // A large DATA payload's buffer holds any DATA payload: recycled, it serves the next
+    // one, whatever its length, without growing (a grown vector is too big to keep). Only a
+    // large one: the memory a queue of frames holds stays within twice their payloads.
+    const bool large = h.type == frame_type::data && h.length > kMaxDataPayload / 2;
+    payload_.reserve(large ? kMaxDataPayload : h.length);
   }
   payload_progress();  // an empty payload: the frame is complete
 }

@@ -190,3 +190,33 @@ TEST_CASE("the pull interface refuses a bad header before any payload, and keeps
   for (std::size_t i = 0; i < decoder::kSpareBuffers + 3; ++i) d.recycle(std::vector<std::uint8_t>(64));
   CHECK_FALSE(d.next().has_value());
 }
+
+// A large DATA payload's fresh buffer holds any DATA payload: recycled, it serves a longer one
+// in place (a grown vector would be too big to keep, and the next payload a new allocation).
+// A small payload is not given that much memory: a queue of tiny frames stays small.
+TEST_CASE("a recycled DATA buffer serves a longer payload without growing; small ones stay small") {
+  decoder d;
+  auto read_in = [&d](const std::vector<std::uint8_t>& wire) {
+    std::size_t pos = 0;
+    while (pos < wire.size()) {
+      auto room = d.room();
+      REQUIRE_FALSE(room.empty());
+      auto n = std::min(room.size(), wire.size() - pos);
+      std::copy_n(wire.begin() + static_cast<long>(pos), n, room.begin());
+      d.commit(n);
+      pos += n;
+    }
+    auto f = d.next();
+    REQUIRE(f.has_value());
+    return std::move(*f);
+  };
+  auto first = read_in(encode(frame_type::data, 1, std::vector<std::uint8_t>(28 * 1024, 1)));
+  CHECK(first.payload.capacity() == kMaxDataPayload);
+  const auto* memory = first.payload.data();
+  d.recycle(std::move(first.payload));
+  auto second = read_in(encode(frame_type::data, 1, std::vector<std::uint8_t>(kMaxDataPayload, 2)));
+  CHECK(second.payload.data() == memory);  // the same block, not grown
+  CHECK(second.payload == std::vector<std::uint8_t>(kMaxDataPayload, 2));
+  auto tiny = read_in(encode(frame_type::data, 1, std::vector<std::uint8_t>(64, 3)));
+  CHECK(tiny.payload.capacity() < kMaxDataPayload / 2);
+}
