@@ -34,6 +34,7 @@
 #include "core/cli.hpp"
 #include "core/address.hpp"
 #include "net/socket_state.hpp"
+#include "net/socket_write.hpp"
 #include "net/tls_stream.hpp"
 #include "protocol/messages.hpp"
 
@@ -246,7 +247,8 @@ asio::awaitable<void> ws_to_tcp(relay_state& st) {
       }
       continue;
     }
-    auto [wec, wn] = co_await asio::async_write(*st.sock, buf.data(), use_tuple);
+    const asio::const_buffer payload = buf.data();
+    auto [wec, wn] = co_await net::write_all(*st.sock, std::span(&payload, 1));
     if (wec) {
       if (!st.cut) cut_by_client(st, "the client's connection failed (" + wec.message() + ")");
       co_return;
