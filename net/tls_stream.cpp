@@ -21,6 +21,17 @@ constexpr long kHandshakeWriteBuffer = 16 * 1024;  // until the handshake is don
 
 }  // namespace
 
+// After every recv() of the socket BIO: a result shorter than asked (or none) means the
+// socket held nothing more at that moment.
+long tls_stream::on_socket_read(BIO* b, int oper, const char*, std::size_t len, int, long, int ret,
+                                std::size_t* processed) {
+  if (oper == (BIO_CB_READ | BIO_CB_RETURN)) {
+    auto* s = reinterpret_cast<tls_stream*>(BIO_get_callback_arg(b));
+    s->drained_ = ret <= 0 || (processed && *processed < len);
+  }
+  return ret;
+}
+
 tls_stream::tls_stream(asio::ip::tcp::socket sock, SSL_CTX* ctx, std::size_t buffer_bytes)
     : sock_(std::move(sock)), ssl_(SSL_new(ctx)), watchdog_(sock_.get_executor()),
       buffer_bytes_(buffer_bytes), self_(std::make_shared<tls_stream*>(this)) {
@@ -93,6 +104,8 @@ tls_stream::error_code tls_stream::attach_bios() {
     BIO_free(buf);
     return asio::error::no_memory;
   }
+  BIO_set_callback_ex(sock_bio, &tls_stream::on_socket_read);
+  BIO_set_callback_arg(sock_bio, reinterpret_cast<char*>(this));
   BIO_up_ref(sock_bio);
   BIO_push(buf, sock_bio);
   SSL_set_bio(ssl_, sock_bio, buf);
@@ -125,6 +138,7 @@ tls_stream::error_code tls_stream::closed_error() const {
 
 asio::awaitable<tls_stream::error_code> tls_stream::wait(asio::socket_base::wait_type w) {
   auto [ec] = co_await sock_.async_wait(w, use_tuple);
+  drained_ = false;
   if (!sock_.is_open()) co_return closed_error();
   co_return ec;
 }
@@ -142,6 +156,14 @@ tls_stream::step tls_stream::try_flush() {
 tls_stream::step tls_stream::try_read(asio::mutable_buffer b) {
   if (!sock_.is_open()) return {closed_error()};
   if (b.size() == 0) return {};
+  if (drained_ && SSL_pending(ssl_) == 0 && SSL_has_pending(ssl_) == 0) {
+    // The last recv() emptied the socket and OpenSSL holds nothing: wait for readiness
+    // instead of a recv() that would fail with EAGAIN (one system call per message saved).
+    // Safe because Asio's async_wait re-arms the descriptor (EPOLL_CTL_MOD), which reports
+    // bytes that arrived since; every wait clears drained_, so the next attempt asks the
+    // socket again.
+    return {{}, 0, need::read};
+  }
   ERR_clear_error();
   errno = 0;
   std::size_t got = 0;
@@ -205,6 +227,11 @@ asio::awaitable<tls_stream::error_code> tls_stream::handshake(bool server) {
     auto w = err == SSL_ERROR_WANT_READ ? asio::socket_base::wait_read : asio::socket_base::wait_write;
     if (auto ec = co_await wait(w)) co_return ec;
   }
+}
+
+tls_stream::read_attempt tls_stream::read_now(asio::mutable_buffer b) {
+  auto st = try_read(b);
+  return {st.ec, st.n, st.want != need::nothing};
 }
 
 asio::awaitable<std::pair<tls_stream::error_code, std::size_t>> tls_stream::read_some(asio::mutable_buffer b) {

@@ -71,6 +71,14 @@ class tls_stream {
   boost::asio::awaitable<error_code> handshake(bool server);
   // At most b.size() bytes, at least 1; asio::error::eof at the peer's close_notify.
   boost::asio::awaitable<std::pair<error_code, std::size_t>> read_some(boost::asio::mutable_buffer b);
+  // One attempt that never waits: bytes, an error, or `would_block` (read_some would wait).
+  // Lets a reader act once it has read everything there is, before it sleeps.
+  struct read_attempt {
+    error_code ec;
+    std::size_t n = 0;
+    bool would_block = false;
+  };
+  read_attempt read_now(boost::asio::mutable_buffer b);
   // All of `bufs`, then flushed to the socket.
   boost::asio::awaitable<error_code> write(std::span<const boost::asio::const_buffer> bufs);
   // Sends close_notify (bounded by the deadline) and closes the socket.
@@ -159,6 +167,7 @@ class tls_stream {
     template <typename Self>
     void suspend(Self& self, need w) {
       waited = true;
+      s->drained_ = false;  // the wait re-arms the socket: the next attempt asks it again
       s->sock_.async_wait(wait_for(w), std::move(self));
     }
     template <typename Self>
@@ -228,6 +237,9 @@ class tls_stream {
   unsigned watchdog_gen_ = 0;  // a re-armed watchdog's old handler sees a stale number
   bool timed_out_ = false;
   bool write_broken_ = false;  // a write ended early: OpenSSL may hold half a record
+  bool drained_ = false;       // the socket's last recv() left nothing in it (on_socket_read)
+  static long on_socket_read(BIO* b, int oper, const char* argp, std::size_t len, int argi, long argl, int ret,
+                             std::size_t* processed);
   std::size_t buffer_bytes_;
   std::shared_ptr<tls_stream*> self_;  // lets the watchdog's handler outlive us safely
 };

@@ -13,11 +13,14 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <catch2/catch.hpp>
+#include <array>
 #include <csignal>
 #include <optional>
 #include <random>
+#include <tuple>
 
 #include "gateway/pki.hpp"
 
@@ -283,4 +286,64 @@ TEST_CASE("tls_stream: a gather write is cut at record boundaries, not at every 
     for (auto& b : out) CHECK((b.size() <= kRecord || b.size() % kRecord == 0));
     CHECK(staging.size() <= data.size());
   }
+}
+
+// After a read that emptied the socket, the stream waits for readiness instead of asking the
+// socket again (read_now says would_block without a recv()). Nothing that arrives later, or
+// in between, is missed: small messages that come after a pause, at once, or while the
+// reader is between its attempt and its wait are all read, in order, within the deadline.
+TEST_CASE("tls_stream: after the socket ran dry, read_now says so and later bytes are still read") {
+  tls_pair p;
+  auto [se, ce] = p.handshake();
+  REQUIRE_FALSE(se);
+  REQUIRE_FALSE(ce);
+  p.server->expires_after(std::chrono::seconds(20));  // a missed wake-up fails, never hangs
+  constexpr int kMessages = 400;
+  std::vector<std::uint8_t> got;
+  int would_block = 0;
+  boost::system::error_code rerr, werr;
+  bool reader_done = false;
+  asio::co_spawn(
+      p.ioc,
+      [&]() -> asio::awaitable<void> {
+        std::array<std::uint8_t, 4096> buf{};
+        while (got.size() < kMessages * 3) {
+          auto a = p.server->read_now(asio::buffer(buf));
+          if (a.would_block) {
+            ++would_block;
+            std::tie(a.ec, a.n) = co_await p.server->read_some(asio::buffer(buf));
+          }
+          if ((rerr = a.ec)) co_return;
+          got.insert(got.end(), buf.begin(), buf.begin() + static_cast<long>(a.n));
+        }
+        reader_done = true;
+      },
+      asio::detached);
+  asio::co_spawn(
+      p.ioc,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer pause(co_await asio::this_coro::executor);
+        for (int i = 0; i < kMessages; ++i) {
+          std::array<std::uint8_t, 3> m{static_cast<std::uint8_t>(i), static_cast<std::uint8_t>(i >> 8), 0x5a};
+          std::array<asio::const_buffer, 1> b{asio::buffer(m)};
+          if ((werr = co_await p.client->write(b))) co_return;
+          // A pause every few messages: the reader finds the socket empty and sleeps.
+          if (i % 4 == 0) {
+            pause.expires_after(std::chrono::microseconds(200 + (i % 7) * 100));
+            co_await pause.async_wait(use_tuple);
+          }
+        }
+      },
+      asio::detached);
+  p.ioc.run_for(std::chrono::seconds(30));
+  CHECK_FALSE(rerr);
+  CHECK_FALSE(werr);
+  REQUIRE(reader_done);
+  REQUIRE(got.size() == kMessages * 3);
+  for (int i = 0; i < kMessages; ++i) {
+    CHECK(got[i * 3] == static_cast<std::uint8_t>(i));
+    CHECK(got[i * 3 + 1] == static_cast<std::uint8_t>(i >> 8));
+    CHECK(got[i * 3 + 2] == 0x5a);
+  }
+  CHECK(would_block >= 10);  // the reader really found the socket empty and slept, many times
 }
