@@ -7,6 +7,8 @@
 // target that resets while nothing reads it is seen at once.
 #include <fmt/format.h>
 
+#include <array>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
@@ -14,7 +16,6 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 
 #include "agent/detail/agent_state.hpp"
 #include "core/clock.hpp"
@@ -27,6 +28,8 @@ namespace {
 
 using namespace asio::experimental::awaitable_operators;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+// A channel's inbox is written at once when it holds this much, whatever the reader does next.
+constexpr std::size_t kFlushBytes = 256 * 1024;
 
 std::string now_text() { return format_rfc3339(system_clock::instance().now()); }
 
@@ -138,31 +141,61 @@ asio::awaitable<void> local_reader(agent_state& st, std::shared_ptr<local_channe
   }
 }
 
-// Writes everything in the inbox in one gather write (at most the window) and returns it to
-// the gateway in WINDOW batches of a quarter window; false when the target's socket failed.
-asio::awaitable<bool> write_inbox(agent_state& st, std::shared_ptr<local_channel> ch) {
-  std::vector<bytes> batch;
-  std::vector<asio::const_buffer> bufs;
-  while (!ch->inbox.empty()) {
-    batch.push_back(std::move(ch->inbox.front()));
-    ch->inbox.pop_front();
-    bufs.emplace_back(asio::buffer(batch.back()));
+// Writes what the target's socket takes now of the inbox, without waiting: one sendmsg of up
+// to kMaxIov payloads. Written payloads' buffers go back to the decoder for the next ones, and
+// their bytes back to the gateway in WINDOW batches of a quarter window (growing while busy,
+// within the tunnel's budget). False when the target's socket failed.
+bool write_inbox_now(agent_state& st, local_channel& ch) {
+  constexpr std::size_t kMaxIov = 64;
+  std::array<asio::const_buffer, kMaxIov> bufs;
+  std::size_t k = 0;
+  for (auto it = ch.inbox.begin(); it != ch.inbox.end() && k < kMaxIov; ++it, ++k)
+    bufs[k] = asio::buffer(*it) + (k == 0 ? ch.inbox_written : 0);
+  boost::system::error_code ec;
+  const std::size_t n = ch.sock.write_some(std::span(bufs.data(), k), ec);  // non-blocking
+  if (ec == asio::error::would_block || ec == asio::error::try_again) return true;
+  if (ec) return false;
+  ch.bytes_in += static_cast<std::int64_t>(n);
+  ch.inbox_bytes -= n;
+  for (std::size_t left = n; left > 0;) {
+    const std::size_t rest = ch.inbox.front().size() - ch.inbox_written;
+    if (left < rest) {
+      ch.inbox_written += left;
+      break;
+    }
+    left -= rest;
+    ch.inbox_written = 0;
+    if (st.dec) st.dec->recycle(std::move(ch.inbox.front()));
+    ch.inbox.pop_front();
   }
-  auto [ec, n] = co_await asio::async_write(ch->sock, bufs, use_tuple);
-  if (st.dec)
-    for (auto& b : batch) st.dec->recycle(std::move(b));  // the next payloads' memory
-  if (ec) co_return false;
-  ch->bytes_in += static_cast<std::int64_t>(n);
-  // The window grows while busy (the tunnel's budget).
-  if (auto inc = ch->flow.handed_on(static_cast<std::uint32_t>(n), &st.windows))
-    send_frame(st, tunnel::encode_window(ch->id, inc));
-  co_return true;
+  if (auto inc = ch.flow.handed_on(static_cast<std::uint32_t>(n), &st.windows))
+    send_frame(st, tunnel::encode_window(ch.id, inc));
+  return true;
 }
 
+// Writes the inbox now if the target takes it; otherwise local_writer waits for the socket.
+void flush_channel(agent_state& st, const std::shared_ptr<local_channel>& ch) {
+  if (ch->finished || ch->blocked || ch->inbox.empty()) return;
+  if (!write_inbox_now(st, *ch)) {
+    close_channel(st, ch, true);
+    return;
+  }
+  if (!ch->inbox.empty()) ch->data_timer.cancel();
+}
+
+// Writes the inbox; while the target does not take it all, waits until its socket takes more.
 asio::awaitable<void> local_writer(agent_state& st, std::shared_ptr<local_channel> ch) {
   while (!ch->finished) {
     if (!ch->inbox.empty()) {
-      if (!co_await write_inbox(st, ch)) {
+      if (!write_inbox_now(st, *ch)) {
+        close_channel(st, ch, true);
+        break;
+      }
+      if (ch->inbox.empty() || ch->finished) continue;
+      ch->blocked = true;
+      auto [ec] = co_await ch->sock.async_wait(tcp::socket::wait_write, use_tuple);
+      ch->blocked = false;
+      if (ec && !ch->finished) {
         close_channel(st, ch, true);
         break;
       }
@@ -174,7 +207,8 @@ asio::awaitable<void> local_writer(agent_state& st, std::shared_ptr<local_channe
       maybe_done(st, ch);
       continue;
     }
-    // Nothing to do until DATA, EOF or the channel's end cancels the timer: no expiry.
+    // Nothing to do until EOF, DATA the tunnel's reader could not write, or the channel's end
+    // cancels the timer: no expiry.
     ch->data_timer.expires_at(asio::steady_timer::time_point::max());
     co_await ch->data_timer.async_wait(use_tuple);
   }
@@ -214,6 +248,7 @@ asio::awaitable<void> run_channel(agent_state& st, std::shared_ptr<local_channel
   }
   boost::system::error_code ignored;
   ch->sock.set_option(tcp::no_delay(true), ignored);
+  ch->sock.non_blocking(true, ignored);  // write_inbox_now never waits
   net::keep_alive(ch->sock);
   send(st, tunnel::frame_type::channel_accept, tunnel::to_payload(tunnel::channel_accept{tunnel::kInitialWindow}), ch->id);
   ch->flow.accepted_locally();
@@ -259,8 +294,11 @@ void on_channel_frame(agent_state& st, tunnel::frame& f) {
   if (type == tunnel::frame_type::window) value = tunnel::window_increment(f);
   switch (auto v = ch->flow.on_frame(type, value)) {
     case tunnel::channel_verdict::deliver:
+      ch->inbox_bytes += f.payload.size();
       ch->inbox.push_back(std::move(f.payload));
-      ch->data_timer.cancel();
+      // Written when the reader has read everything there was (flush_channels), or now once
+      // this much waits: a tunnel that never runs dry must not hold a target's bytes back.
+      if (ch->inbox_bytes >= kFlushBytes) flush_channel(st, ch);
       return;
     case tunnel::channel_verdict::eof:
       ch->data_timer.cancel();
@@ -284,6 +322,14 @@ void on_channel_frame(agent_state& st, tunnel::frame& f) {
                      "protocol error from the gateway: " + std::string(tunnel::name_of(type)) + " not allowed now");
       return;
   }
+}
+
+void flush_channels(agent_state& st) {
+  if (st.channels.size() == 1) return flush_channel(st, st.channels.begin()->second);
+  std::vector<std::shared_ptr<local_channel>> due;  // flush_channel may end a channel
+  for (auto& [id, ch] : st.channels)
+    if (!ch->inbox.empty()) due.push_back(ch);
+  for (auto& ch : due) flush_channel(st, ch);
 }
 
 void abandon_channels(agent_state& st) {

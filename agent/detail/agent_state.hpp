@@ -11,8 +11,11 @@
 //   within a 2 s deadline, sends close_notify and closes.
 // - A channel is one coroutine: the local connect, then `local_reader && local_writer`.
 //   finish_channel closes the target's socket and cancels both pumps' timers, so both return
-//   and the join completes. The writer's and the reader's timers are conditions too: DATA or
-//   EOF cancels the writer's, WINDOW the reader's.
+//   and the join completes. The writer's and the reader's timers are conditions too: EOF
+//   (and DATA the tunnel's reader could not write at once) cancels the writer's, WINDOW the
+//   reader's. DATA itself is written by the tunnel's reader when it has read everything there
+//   was (flush_channels), or at once when a channel holds kFlushBytes; the writer only waits
+//   for a target that does not take it all.
 #pragma once
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -58,6 +61,9 @@ struct local_channel {
   asio::steady_timer credit_timer;  // local_reader waits here for the gateway's window
   tunnel::channel_flow flow;
   std::deque<bytes> inbox;  // DATA from the gateway that `flow` delivered, not yet written locally
+  std::size_t inbox_bytes = 0;    // in `inbox`, less `inbox_written`
+  std::size_t inbox_written = 0;  // of inbox.front(): the target's socket took this much
+  bool blocked = false;           // local_writer waits for the target's socket to take more
   bool finished = false;    // the socket is closed and the channel forgotten (finish_channel)
   std::int64_t bytes_in = 0, bytes_out = 0;
   void wake() {
@@ -135,6 +141,8 @@ asio::awaitable<void> run_tunnel(agent_state& st, asio::ssl::context& tls);
 // agent/channels.cpp: the channels to local targets.
 void on_channel_open(agent_state& st, const tunnel::frame& f);
 void on_channel_frame(agent_state& st, tunnel::frame& f);  // DATA, WINDOW, EOF, CLOSE
+// The tunnel's reader read everything there was: each channel's bytes go to its target now.
+void flush_channels(agent_state& st);
 void abandon_channels(agent_state& st);                   // the tunnel ended
 std::vector<channel_view> channel_views(const agent_state& st);
 
