@@ -2,7 +2,9 @@
 """Small ping-pong latency over TCP, for tests/bench/tunnel_bench.sh.
 
   pingpong.py serve PORT          echo server (one thread per connection)
-  pingpong.py client PORT N SIZE  N round trips of SIZE bytes; prints p50 and p99 in microseconds
+  pingpong.py client PORT N SIZE [FILE]  N round trips of SIZE bytes; prints p50 and p99 in
+                                        microseconds, and appends every sample to FILE if given
+  pingpong.py stats FILE...       p50 and p99 of all the samples in the FILEs together
 """
 import socket
 import sys
@@ -30,7 +32,12 @@ def serve(port):
         threading.Thread(target=echo, args=(c,), daemon=True).start()
 
 
-def client(port, n, size):
+def percentiles(samples):
+    samples = sorted(samples)
+    return f"{samples[len(samples) // 2]:.0f} {samples[int(len(samples) * 0.99)]:.0f}"
+
+
+def client(port, n, size, out=None):
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     msg = b"x" * size
@@ -43,12 +50,24 @@ def client(port, n, size):
             got += len(s.recv(size - got))
         if i >= 100:  # warm-up
             samples.append((time.perf_counter_ns() - t0) / 1000)
-    samples.sort()
-    print(f"{samples[len(samples) // 2]:.0f} {samples[int(len(samples) * 0.99)]:.0f}")
+    if out:
+        with open(out, "a") as f:
+            f.write("".join(f"{x:.1f}\n" for x in samples))
+    print(percentiles(samples))
+
+
+def stats(files):
+    samples = []
+    for name in files:
+        with open(name) as f:
+            samples += [float(line) for line in f if line.strip()]
+    print(percentiles(samples))
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve(int(sys.argv[2]))
+    elif sys.argv[1] == "stats":
+        stats(sys.argv[2:])
     else:
-        client(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+        client(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else None)

@@ -9,7 +9,8 @@
 #             -> server: rsgate's own topology (three relays, two TLS legs) built from a lean
 #             C relay, so the cost of that topology on this machine is measured, not guessed
 #   rsgate    client -> rsgate connect -> gateway -> tunnel -> rsgate-agent -> server
-# Throughput: iperf3, 1 and 4 streams, SECONDS each. Latency: 64-byte ping-pongs, p50/p99.
+# Throughput: iperf3, 1 and 4 streams, SECONDS each. Latency: 64-byte ping-pongs, p50/p99 of
+# LATENCY_ROUNDS rounds of PINGS each, the paths interleaved within every round.
 # Also the CPU seconds per GB relayed of the gateway, the agent and rsgate connect, and the
 # CPU microseconds each spends per ping-pong round trip. Every process started here is stopped
 # by PID.
@@ -17,7 +18,8 @@ set -euo pipefail
 
 BIN=${BIN:-build/release}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
-PINGS=${PINGS:-2000}
+PINGS=${PINGS:-1000}            # per path and latency round
+LATENCY_ROUNDS=${LATENCY_ROUNDS:-3}
 here=$(cd "$(dirname "$0")" && pwd)
 rsgate=$BIN/gateway/rsgate
 agent=$BIN/agent/rsgate-agent
@@ -150,34 +152,55 @@ wait_port "$rs_echo"; sleep 0.5
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
-printf '%-9s %12s %12s %10s %10s\n' path "1 stream" "4 streams" "p50 us" "p99 us"
-declare -A result
-for path in raw ssh stunnel socat3 rsgate; do
-  case $path in
-    raw) ip=$iperf_port; ep=$echo_port ;;
-    ssh) ip=$ssh_iperf; ep=$ssh_echo ;;
-    stunnel) ip=$st_iperf; ep=$st_echo ;;
-    socat3) ip=${socat_in[iperf]}; ep=${socat_in[echo]} ;;
-    rsgate) ip=$rs_iperf; ep=$rs_echo ;;
+port_of() {  # iperf or echo port of a path
+  case $1 in
+    raw) [ "$2" = iperf ] && echo "$iperf_port" || echo "$echo_port" ;;
+    ssh) [ "$2" = iperf ] && echo "$ssh_iperf" || echo "$ssh_echo" ;;
+    stunnel) [ "$2" = iperf ] && echo "$st_iperf" || echo "$st_echo" ;;
+    socat3) echo "${socat_in[$2]}" ;;
+    rsgate) [ "$2" = iperf ] && echo "$rs_iperf" || echo "$rs_echo" ;;
   esac
+}
+paths="raw ssh stunnel socat3 rsgate"
+
+# Throughput, path after path; the CPU the rsgate processes spend per GB around its runs.
+declare -A result
+for path in $paths; do
+  ip=$(port_of "$path" iperf)
   [ "$path" = rsgate ] && read -r g0 a0 k0 < <(echo "$(cpu_ticks "$gw_pid") $(cpu_ticks "$ag_pid") $(cpu_ticks "$c1_pid")")
   run_iperf "$work/$path-1.json" -c 127.0.0.1 -p "$ip" -t "$SECONDS_PER_RUN"
   run_iperf "$work/$path-4.json" -c 127.0.0.1 -p "$ip" -t "$SECONDS_PER_RUN" -P 4
-  one=$(gbits "$work/$path-1.json")
-  four=$(gbits "$work/$path-4.json")
   if [ "$path" = rsgate ]; then
     read -r g1 a1 k1 < <(echo "$(cpu_ticks "$gw_pid") $(cpu_ticks "$ag_pid") $(cpu_ticks "$c1_pid")")
     bytes=$(python3 -c "import json; print(sum(json.load(open(f))['end']['sum_received']['bytes'] for f in ['$work/rsgate-1.json','$work/rsgate-4.json']))")
     cpu_per_gb=$(python3 -c "print(' '.join('%.2f' % ((b - a) / $hz / ($bytes / 1e9)) for a, b in [($g0, $g1), ($a0, $a1), ($k0, $k1)]))")
-    read -r pg0 pa0 pk0 < <(echo "$(cpu_ticks "$gw_pid") $(cpu_ticks "$ag_pid") $(cpu_ticks "$c2_pid")")
   fi
-  read -r p50 p99 < <(python3 "$here/pingpong.py" client "$ep" "$PINGS" 64)
-  if [ "$path" = rsgate ]; then
-    read -r pg1 pa1 pk1 < <(echo "$(cpu_ticks "$gw_pid") $(cpu_ticks "$ag_pid") $(cpu_ticks "$c2_pid")")
-    cpu_per_rt=$(python3 -c "print(' '.join('%.0f' % ((b - a) * 1e6 / $hz / $PINGS) for a, b in [($pg0, $pg1), ($pa0, $pa1), ($pk0, $pk1)]))")
-  fi
+  result[$path]="$(gbits "$work/$path-1.json") $(gbits "$work/$path-4.json")"
+done
+
+# Latency: LATENCY_ROUNDS rounds, each path in turn within a round, so that every path meets the
+# machine's slower and faster moments alike; each path's p50 and p99 are of all its samples.
+declare -A rounds
+cpu_rt="0 0 0"
+for round in $(seq 1 "$LATENCY_ROUNDS"); do
+  for path in $paths; do
+    [ "$path" = rsgate ] && read -r pg0 pa0 pk0 < <(echo "$(cpu_ticks "$gw_pid") $(cpu_ticks "$ag_pid") $(cpu_ticks "$c2_pid")")
+    read -r p50 _ < <(python3 "$here/pingpong.py" client "$(port_of "$path" echo)" "$PINGS" 64 "$work/$path.samples")
+    rounds[$path]="${rounds[$path]:+${rounds[$path]}/}$p50"
+    if [ "$path" = rsgate ]; then
+      read -r pg1 pa1 pk1 < <(echo "$(cpu_ticks "$gw_pid") $(cpu_ticks "$ag_pid") $(cpu_ticks "$c2_pid")")
+      cpu_rt=$(python3 -c "t='$cpu_rt'.split(); d=[$pg1-$pg0, $pa1-$pa0, $pk1-$pk0]; print(' '.join(str(int(t[i]) + d[i]) for i in range(3)))")
+    fi
+  done
+done
+cpu_per_rt=$(python3 -c "print(' '.join('%.0f' % (int(x) * 1e6 / $hz / ($PINGS * $LATENCY_ROUNDS)) for x in '$cpu_rt'.split()))")
+
+printf '%-9s %12s %12s %10s %10s   %s\n' path "1 stream" "4 streams" "p50 us" "p99 us" "p50 per round"
+for path in $paths; do
+  read -r one four <<<"${result[$path]}"
+  read -r p50 p99 < <(python3 "$here/pingpong.py" stats "$work/$path.samples")
   result[$path]="$one $four $p50 $p99"
-  printf '%-9s %9s Gb/s %9s Gb/s %10s %10s\n' "$path" "$one" "$four" "$p50" "$p99"
+  printf '%-9s %9s Gb/s %9s Gb/s %10s %10s   %s\n' "$path" "$one" "$four" "$p50" "$p99" "${rounds[$path]}"
 done
 read -r cg ca ck <<<"$cpu_per_gb"
 read -r rg ra rk <<<"$cpu_per_rt"
