@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <charconv>
+#include <map>
 #include <set>
 #include <sstream>
 #include <stdexcept>
@@ -92,11 +93,32 @@ struct profile_reader {
     if (!v && required) throw fail(fmt::format("{} is missing", path));
     return v.value_or("");
   }
+  void known_keys_only() const;
   void gateway(profile& p) const;
   void machine(profile& p) const;
   void session(profile& p) const;
   void scopes(profile& p) const;
 };
+
+// Strict, like the gateway's configuration: a misspelt key (a `backup` the agent would never
+// try, a `proxy` it would never use) is an error naming it, not a setting silently ignored.
+void profile_reader::known_keys_only() const {
+  static const std::map<std::string_view, std::set<std::string_view>> known = {
+      {"gateway", {"primary", "backup", "server_name", "proxy", "ca"}},
+      {"machine", {"type", "model", "serial", "secret", "mechanisms"}},
+      {"session", {"key_expiry_minutes"}},
+      {"scopes", {}},  // any scope name; each value is checked by scopes()
+  };
+  for (auto& [section, value] : t) {
+    auto it = known.find(section.str());
+    if (it == known.end()) throw fail(fmt::format("{}: unknown section", section.str()));
+    auto* table = value.as_table();
+    if (!table) throw fail(fmt::format("{} must be a table", section.str()));
+    if (section.str() == "scopes") continue;
+    for (auto& [key, v] : *table)
+      if (!it->second.contains(key.str())) throw fail(fmt::format("{}.{}: unknown setting", section.str(), key.str()));
+  }
+}
 
 void profile_reader::gateway(profile& p) const {
   p.primary = str("gateway.primary", true);
@@ -170,6 +192,7 @@ profile load_profile(const std::filesystem::path& file) {
     throw r.fail(fmt::format("line {}: {}", e.source().begin.line, e.description()));
   }
   profile p;
+  r.known_keys_only();
   r.gateway(p);
   r.machine(p);
   r.session(p);

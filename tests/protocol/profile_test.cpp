@@ -74,6 +74,11 @@ TEST_CASE("malformed profiles name the problem") {
       {"key_expiry_minutes = 60", "key_expiry_minutes = 0", "key_expiry_minutes"},
       {"[machine]", "[machine", "line"},
       {"server_name = 'gw.example.com'", "server_name = ''", "gateway.server_name is empty"},
+      // Strict: a misspelt key or section is named, never ignored.
+      {"backup = ", "backupp = ", "gateway.backupp: unknown setting"},
+      {"key_expiry_minutes = 60", "key_expiry_minutes = 60\nexpiry = 5", "session.expiry: unknown setting"},
+      {"[session]", "[sesion]", "sesion: unknown section"},
+      {"[gateway]", "machine_type = '9009'\n[gateway]", "machine_type: unknown section"},
   };
   for (auto& [from, to, expect] : rows) {
     INFO(to);
