@@ -21,6 +21,7 @@
 #include "core/clock.hpp"
 #include "core/timefmt.hpp"
 #include "net/socket_state.hpp"
+#include "net/socket_write.hpp"
 #include "protocol/messages.hpp"
 
 namespace rsgate::agent::detail {
@@ -152,9 +153,9 @@ bool write_inbox_now(agent_state& st, local_channel& ch) {
   for (auto it = ch.inbox.begin(); it != ch.inbox.end() && k < kMaxIov; ++it, ++k)
     bufs[k] = asio::buffer(*it) + (k == 0 ? ch.inbox_written : 0);
   boost::system::error_code ec;
-  const std::size_t n = ch.sock.write_some(std::span(bufs.data(), k), ec);  // non-blocking
-  if (ec == asio::error::would_block || ec == asio::error::try_again) return true;
+  const std::size_t n = net::write_now(ch.sock, std::span(bufs.data(), k), ec);
   if (ec) return false;
+  if (n == 0) return true;
   ch.bytes_in += static_cast<std::int64_t>(n);
   ch.inbox_bytes -= n;
   for (std::size_t left = n; left > 0;) {
@@ -248,7 +249,6 @@ asio::awaitable<void> run_channel(agent_state& st, std::shared_ptr<local_channel
   }
   boost::system::error_code ignored;
   ch->sock.set_option(tcp::no_delay(true), ignored);
-  ch->sock.non_blocking(true, ignored);  // write_inbox_now never waits
   net::keep_alive(ch->sock);
   send(st, tunnel::frame_type::channel_accept, tunnel::to_payload(tunnel::channel_accept{tunnel::kInitialWindow}), ch->id);
   ch->flow.accepted_locally();
@@ -325,11 +325,11 @@ void on_channel_frame(agent_state& st, tunnel::frame& f) {
 }
 
 void flush_channels(agent_state& st) {
-  if (st.channels.size() == 1) return flush_channel(st, st.channels.begin()->second);
-  std::vector<std::shared_ptr<local_channel>> due;  // flush_channel may end a channel
-  for (auto& [id, ch] : st.channels)
-    if (!ch->inbox.empty()) due.push_back(ch);
-  for (auto& ch : due) flush_channel(st, ch);
+  // flush_channel may end the channel, which erases only its own entry: step past it first.
+  for (auto it = st.channels.begin(); it != st.channels.end();) {
+    auto ch = (it++)->second;
+    flush_channel(st, ch);
+  }
 }
 
 void abandon_channels(agent_state& st) {

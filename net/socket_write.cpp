@@ -9,6 +9,19 @@ namespace asio = boost::asio;
 
 namespace rsgate::net {
 
+std::size_t write_now(asio::ip::tcp::socket& sock, std::span<const asio::const_buffer> bufs,
+                      boost::system::error_code& ec) {
+  ec = {};
+  if (!sock.non_blocking()) sock.non_blocking(true, ec);
+  if (ec) return 0;
+  const std::size_t n = sock.write_some(bufs, ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) {
+    ec = {};
+    return 0;
+  }
+  return ec ? 0 : n;
+}
+
 asio::awaitable<std::pair<boost::system::error_code, std::size_t>> write_all(asio::ip::tcp::socket& sock,
                                                                               std::span<const asio::const_buffer> bufs) {
   std::vector<asio::const_buffer> rest;
@@ -17,13 +30,13 @@ asio::awaitable<std::pair<boost::system::error_code, std::size_t>> write_all(asi
     if (b.size() != 0) rest.push_back(b);
   std::size_t done = 0;
   boost::system::error_code ec;
-  if (!rest.empty() && !sock.non_blocking()) sock.non_blocking(true, ec);
   std::size_t first = 0;  // rest[first] is the next buffer not written in full
-  while (!ec && first < rest.size()) {
-    const std::size_t n = sock.write_some(std::span(rest).subspan(first), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+  while (first < rest.size()) {
+    const std::size_t n = write_now(sock, std::span(rest).subspan(first), ec);
+    if (ec) break;
+    if (n == 0) {
       auto [wec] = co_await sock.async_wait(asio::socket_base::wait_write, asio::as_tuple(asio::use_awaitable));
-      ec = wec;
+      if ((ec = wec)) break;
       continue;
     }
     done += n;

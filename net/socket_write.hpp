@@ -17,9 +17,14 @@
 
 namespace rsgate::net {
 
+// What the socket takes of `bufs` now, in one sendmsg (at most 64 buffers), never waiting: 0
+// when it takes nothing yet; `ec` set only on a real failure. Puts the socket in non-blocking
+// mode: its synchronous operations no longer wait (asynchronous ones are unaffected).
+std::size_t write_now(boost::asio::ip::tcp::socket& sock, std::span<const boost::asio::const_buffer> bufs,
+                      boost::system::error_code& ec);
+
 // All of `bufs` (the caller keeps them alive until it returns), or the first error and how
-// much was written before it. Puts the socket in non-blocking mode: its synchronous
-// operations no longer wait (asynchronous ones are unaffected).
+// much was written before it: write_now, then a wait for room, until all is written.
 boost::asio::awaitable<std::pair<boost::system::error_code, std::size_t>> write_all(
     boost::asio::ip::tcp::socket& sock, std::span<const boost::asio::const_buffer> bufs);
 
