@@ -4,8 +4,10 @@
 // the text message "eof" is a half-close. Reader and writer are two coroutines on this
 // connection's strand joined with `&&` (awaitable operators): the writer ends first (the
 // channel closed, or the reader ended), sends the close frame and waits, bounded, for the
-// reader. Each waits on its own timer used as a condition variable: the tunnel side cancels
-// them through channel_link::wake, posted to this strand (timers are not thread-safe).
+// reader. The tunnel side wakes them through channel_link::wake: the writer's wait for the
+// agent's bytes is a net::wake_signal (one trip through the scheduler, the round trip's hot
+// path); waits with a deadline are timers, whose cancel is posted to this strand (timers are
+// not thread-safe) only when one of them waits.
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -13,6 +15,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/websocket.hpp>
+#include <atomic>
 #include <variant>
 
 #include "core/log.hpp"
@@ -22,6 +25,7 @@
 #include "gateway/service.hpp"
 #include "net/async_bridge.hpp"
 #include "net/socket_state.hpp"
+#include "net/wake_signal.hpp"
 
 namespace rsgate::gateway::detail {
 namespace {
@@ -56,9 +60,19 @@ constexpr auto kDrainAfterClose = std::chrono::seconds(30);  // docs/api.md §5.
 constexpr auto kReaderAfterClose = std::chrono::seconds(5);
 
 struct stream_timers {
-  explicit stream_timers(const asio::any_io_executor& ex) : data(ex), credit(ex) {}
-  asio::steady_timer data;    // the writer waits here for the agent's bytes, EOF or close
+  explicit stream_timers(const asio::any_io_executor& ex) : delivery(ex), data(ex), credit(ex) {}
+  net::wake_signal delivery;  // the writer waits here for the agent's bytes, EOF or close
+  asio::steady_timer data;    // the writer's waits with a deadline: the agent's answer, the reader's end
   asio::steady_timer credit;  // the reader waits here for the agent's window
+  // Set with the link's `stream_waiting` before a wait on `data` or `credit`: the tunnel's
+  // wake-up must cancel them then (a post to this strand); cleared by that wake-up.
+  std::atomic<bool> timed_wait{false};
+
+  // The stream side's own wake-up of the writer (on this strand): the reader ended.
+  void reader_ended() {
+    data.cancel();
+    delivery.notify();
+  }
 };
 
 // How the reader ended, for the writer (both on the connection's strand).
@@ -103,6 +117,7 @@ asio::awaitable<bool> forward_to_agent(ws_stream* ws, channel_link* c, tunnel_li
         c->bytes_to_agent += take;
       } else if (!closed && !ended) {
         c->stream_waiting = true;
+        timers->timed_wait = true;
       }
     }
     if (closed) co_return false;
@@ -138,7 +153,7 @@ asio::awaitable<void> channel_reader(ws_stream* ws, std::shared_ptr<channel_link
     std::shared_ptr<stream_timers> t;
     ~done_guard() {
       end->done = true;
-      t->data.cancel();
+      t->reader_ended();
     }
   } guard{end, timers};
   beast::flat_buffer buf;
@@ -178,7 +193,10 @@ asio::awaitable<bool> await_accept(ws_stream* ws, std::shared_ptr<channel_link> 
       accepted = c->flow.accepted();
       closed = c->closed;
       reason = c->reason;
-      if (!accepted && !closed) c->stream_waiting = true;
+      if (!accepted && !closed) {
+        c->stream_waiting = true;
+        timers->timed_wait = true;
+      }
     }
     if (closed || std::chrono::steady_clock::now() >= deadline) {
       if (!closed) end_channel(*c, *link, kNoAnswer);  // the reason is there when it is journaled
@@ -250,16 +268,18 @@ asio::awaitable<void> deliver_to_representative(ws_stream* ws, std::shared_ptr<c
       continue;
     }
     if (closed || reader->done) co_return;
-    timers->data.expires_after(std::chrono::seconds(60));
-    co_await timers->data.async_wait(use_tuple);
+    co_await timers->delivery.wait();
   }
 }
 
-// Lets the tunnel side wake this stream's two timers: a cancel posted to the stream's executor
-// (the timers are not thread-safe, and the tunnel runs on another strand).
+// Lets the tunnel side wake this stream: the writer's wake_signal from any thread, and, if a
+// wait with a deadline is pending, a cancel of the timers posted to the stream's executor
+// (timers are not thread-safe, and the tunnel runs on another strand).
 void install_wake(channel_link& c, const asio::any_io_executor& ex, const std::shared_ptr<stream_timers>& timers) {
   std::lock_guard lock(c.mu);
   c.wake_stream = [ex, timers] {
+    timers->delivery.notify();
+    if (!timers->timed_wait.exchange(false)) return;
     asio::post(ex, [timers] {
       timers->data.cancel();
       timers->credit.cancel();

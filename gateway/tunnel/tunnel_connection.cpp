@@ -152,7 +152,7 @@ asio::awaitable<void> tunnel_connection::writer() {
       overflow = overflow_;
       if (!overflow) take_batch_locked(batch);
       if (batch.empty() && !closing_ && !overflow) {
-        writer_idle_ = true;  // push() wakes us; until this wait begins it cannot run here
+        writer_idle_ = true;  // push() wakes us (a wake-up before the wait begins is kept)
         wait = true;
       }
     }
@@ -176,8 +176,7 @@ asio::awaitable<void> tunnel_connection::writer() {
       continue;
     }
     if (!wait) break;  // closing, and everything queued is written
-    wake_.expires_at(std::chrono::steady_clock::time_point::max());
-    co_await wake_.async_wait(use_tuple);
+    co_await wake_.wait();
     {
       std::lock_guard lock(out_mu_);
       writer_idle_ = false;
@@ -328,7 +327,7 @@ void tunnel_connection::teardown() {
   if (torn_down_) return;
   torn_down_ = true;
   mark_closing();
-  wake_.cancel();
+  wake_.notify();
   close_all_channels("the tunnel closed");
   if (!session_.empty()) svc_.tunnel_closed(session_, this);
 }
@@ -346,7 +345,7 @@ asio::awaitable<void> tunnel_connection::journal_close() {
 
 asio::awaitable<void> tunnel_connection::finish() {
   mark_closing();
-  wake_.cancel();
+  wake_.notify();
   co_await abandon_challenge();
   teardown();
   co_await journal_close();

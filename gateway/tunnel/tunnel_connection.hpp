@@ -28,6 +28,7 @@
 #include "gateway/tunnel/change_signal.hpp"
 #include "gateway/tunnel/admission.hpp"
 #include "gateway/tunnel/tunnel_server.hpp"
+#include "net/wake_signal.hpp"
 #include "net/async_bridge.hpp"
 #include "net/tls_stream.hpp"
 #include "protocol/gateway_handshake.hpp"
@@ -106,9 +107,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
       : stream_(std::move(sock), tls, net::tls_stream::kTunnelBuffer), remote_(std::move(remote)),
         source_(std::move(source)), ctx_(std::move(ctx)), svc_(ctx_->svc), metrics_(ctx_->m), cfg_(ctx_->cfg),
         wake_(stream_.get_executor()), writer_end_(stream_.get_executor()),
-        budget_(std::make_shared<tunnel::window_budget>(tunnel::kTunnelWindowBudget, &ctx_->windows)) {
-    wake_.expires_at(std::chrono::steady_clock::time_point::max());
-  }
+        budget_(std::make_shared<tunnel::window_budget>(tunnel::kTunnelWindowBudget, &ctx_->windows)) {}
 
   void notify(const tunnel::notice& n) override {
     post_frame(tunnel::frame_type::notice, tunnel::to_payload(n));
@@ -150,13 +149,13 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     // bytes); tls_stream cuts the writer's gathered frames at record boundaries anyway.
     for (std::size_t off = 0; off < d.size(); off += tunnel::kMaxDataPayload) {
       auto n = std::min(tunnel::kMaxDataPayload, d.size() - off);
-      push(tunnel::encode(tunnel::frame_type::data, id, d.subspan(off, n)), false);
+      push(tunnel::encode(tunnel::frame_type::data, id, d.subspan(off, n)));
     }
   }
   void channel_window(std::uint32_t id, std::uint32_t increment) override {
-    push(tunnel::encode_window(id, increment), false);
+    push(tunnel::encode_window(id, increment));
   }
-  void channel_eof(std::uint32_t id) override { push(tunnel::encode(tunnel::frame_type::eof, id, {}), false); }
+  void channel_eof(std::uint32_t id) override { push(tunnel::encode(tunnel::frame_type::eof, id, {})); }
   void channel_close(std::uint32_t id, const std::string& reason) override {
     asio::post(stream_.get_executor(),
                [self = shared_from_this(), id, reason] { self->close_channel(id, reason, close_how::ours); });
@@ -165,7 +164,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   void close_now() {
     asio::post(stream_.get_executor(), [self = shared_from_this()] {
       self->mark_closing();
-      self->wake_.cancel();
+      self->wake_.notify();
     });
   }
 
@@ -218,10 +217,10 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   }
   // On the strand only.
   void queue(tunnel::frame_type t, std::span<const std::uint8_t> payload, std::uint32_t channel = 0) {
-    push(tunnel::encode(t, channel, payload), true);
+    push(tunnel::encode(t, channel, payload));
   }
-  // From any thread (`on_strand` says whether this is the connection's strand).
-  void push(bytes frame, bool on_strand) {
+  // From any thread.
+  void push(bytes frame) {
     bool wake = false;
     {
       std::lock_guard lock(out_mu_);
@@ -241,7 +240,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
       }
       wake = wake_writer_locked();
     }
-    if (wake) wake_writer(on_strand);
+    if (wake) wake_writer();
   }
   // PING: at most one PONG is ever pending; later PINGs share it.
   void request_pong() {
@@ -251,7 +250,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
       pong_due_ = true;
       wake = wake_writer_locked();
     }
-    if (wake) wake_writer(true);
+    if (wake) wake_writer();
   }
   bool pong_pending() {
     std::lock_guard lock(out_mu_);
@@ -267,12 +266,9 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     return ++pings_in_window_ <= tunnel::kMaxPingsPerWindow;
   }
   bool wake_writer_locked() { return std::exchange(writer_idle_, false); }
-  void wake_writer(bool on_strand) {
-    if (on_strand)
-      wake_.cancel();
-    else
-      asio::post(stream_.get_executor(), [self = shared_from_this()] { self->wake_.cancel(); });
-  }
+  // From any thread: one post to the strand (net/wake_signal.hpp), where a timer's cancel
+  // from another strand would take two trips through the scheduler.
+  void wake_writer() { wake_.notify(); }
   // Takes what the writer sends next (up to 1 MiB, and the PONG if one is due); under out_mu_.
   void take_batch_locked(std::vector<bytes>& batch) {
     std::size_t total = 0;
@@ -414,7 +410,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   service& svc_;
   metrics& metrics_;
   const tunnel_config& cfg_;
-  asio::steady_timer wake_;
+  net::wake_signal wake_;         // the writer waits here while it has nothing to write
   asio::steady_timer writer_end_;  // cancelled when the writer ends: finish() waits on it
   change_signal changed_;          // see changed()
   std::atomic<bool> probe_waiting_{false};
