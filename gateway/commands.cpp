@@ -209,6 +209,7 @@ runtime_options runtime_for(const config& c, service& sessions) {
   ro.sessions = &sessions;
   ro.tunnel_host = c.tunnel.host;
   ro.tunnel_port = c.tunnel.port;
+  ro.rekey_interval_s = c.rekey_interval_s;
   return ro;
 }
 

@@ -160,9 +160,10 @@ void read_http(const reader& r, config& c) {
 }
 
 void read_tunnel(const reader& r, config& c) {
-  auto t = r.section("tunnel", {"listen", "public_address"});
+  auto t = r.section("tunnel", {"listen", "public_address", "rekey_interval"});
   if (!t) return;
   r.listen(t, "tunnel", c.tunnel);
+  r.number(t, "tunnel", "rekey_interval", 1, 86'400, c.rekey_interval_s);
   r.str(t, "tunnel", "public_address", c.tunnel_public);
   if (!c.tunnel_public.empty() && !is_valid_agent_address(c.tunnel_public))
     r.fail("tunnel.public_address", "expected HOST:PORT, e.g. gw1.example.com:4433");
@@ -225,6 +226,7 @@ max_body_bytes = 65536
 [tunnel]
 listen = "127.0.0.1:4433"
 # public_address = "gw1.example.com:4433"   # what agents connect to, if not listen itself
+rekey_interval = 900        # seconds between TLS key updates + CHAP re-challenges of a tunnel
 
 [journal]
 checkpoint_entries = 1000   # a signed checkpoint at least every N entries

@@ -23,6 +23,9 @@ struct config {
   // HOST:PORT agents connect to, written into profiles by `rsgate machine enroll` (needed
   // when tunnel.listen is 0.0.0.0 or [::], or behind NAT); "" = tunnel.listen itself.
   std::string tunnel_public;
+  // Every tunnel's TLS keys are renewed (KeyUpdate) and its agent re-challenged this often
+  // (docs/protocol.md §6).
+  int rekey_interval_s = 900;
   std::filesystem::path tls_cert;  // default: DATA/server.pem
   std::filesystem::path tls_key;   // default: DATA/keys/server.key
   std::string log_level = "info";

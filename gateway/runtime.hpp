@@ -36,6 +36,7 @@ struct runtime_options {
   class service* sessions = nullptr;
   std::string tunnel_host = "127.0.0.1";
   std::uint16_t tunnel_port = 4433;
+  int rekey_interval_s = 900;  // tunnel.rekey_interval
   std::function<void(const std::string& bound)> on_tunnel_listening;
 };
 

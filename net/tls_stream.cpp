@@ -193,6 +193,29 @@ tls_stream::step tls_stream::try_write(const void* p, std::size_t n) {
   return {ssl_error(err)};
 }
 
+bool tls_stream::request_key_update() {
+  if (!sock_.is_open()) return false;
+  ERR_clear_error();
+  return SSL_key_update(ssl_, SSL_KEY_UPDATE_REQUESTED) == 1;
+}
+
+void tls_stream::count_key_updates() {
+  SSL_set_msg_callback_arg(ssl_, this);
+  SSL_set_msg_callback(ssl_, &tls_stream::on_tls_message);
+}
+
+// OpenSSL's message callback: every handshake message after the handshake's own, each way.
+void tls_stream::on_tls_message(int write_p, int /*version*/, int content_type, const void* buf, std::size_t len,
+                                SSL* /*ssl*/, void* arg) {
+  if (content_type != SSL3_RT_HANDSHAKE || len < 1) return;
+  if (static_cast<const std::uint8_t*>(buf)[0] != SSL3_MT_KEY_UPDATE) return;
+  auto* self = static_cast<tls_stream*>(arg);
+  if (write_p != 0)
+    ++self->key_updates_.sent;
+  else
+    ++self->key_updates_.received;
+}
+
 asio::awaitable<tls_stream::error_code> tls_stream::flush() {
   for (;;) {
     auto st = try_flush();

@@ -81,6 +81,20 @@ class tls_stream {
   read_attempt read_now(boost::asio::mutable_buffer b);
   // All of `bufs`, then flushed to the socket.
   boost::asio::awaitable<error_code> write(std::span<const boost::asio::const_buffer> bufs);
+
+  // TLS 1.3 KeyUpdate (docs/protocol.md §6). request_key_update() renews our sending keys and
+  // asks the peer to renew its own (update_requested); the message leaves with the next
+  // write, so call it just before one, on the stream's strand. False if OpenSSL refused
+  // (not TLS 1.3, handshake not finished, a write half done). The peer's KeyUpdate is handled
+  // by OpenSSL inside reads; its answer leaves with the read that found it, or the next write.
+  bool request_key_update();
+  // KeyUpdate messages seen on this connection, counted once count_key_updates() was called.
+  struct key_update_count {
+    std::uint64_t sent = 0;
+    std::uint64_t received = 0;
+  };
+  void count_key_updates();
+  [[nodiscard]] key_update_count key_updates() const { return key_updates_; }
   // Sends close_notify (bounded by the deadline) and closes the socket.
   boost::asio::awaitable<void> shutdown();
 
@@ -238,6 +252,9 @@ class tls_stream {
   bool timed_out_ = false;
   bool write_broken_ = false;  // a write ended early: OpenSSL may hold half a record
   bool drained_ = false;       // the socket's last recv() left nothing in it (on_socket_read)
+  key_update_count key_updates_;
+  static void on_tls_message(int write_p, int version, int content_type, const void* buf, std::size_t len, SSL* ssl,
+                             void* arg);
   static long on_socket_read(BIO* b, int oper, const char* argp, std::size_t len, int argi, long argl, int ret,
                              std::size_t* processed);
   std::size_t buffer_bytes_;

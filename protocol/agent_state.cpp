@@ -23,7 +23,6 @@ bool never_from_gateway(frame_type t) {
     case frame_type::channel_reject:
     case frame_type::receipt:       // reserved
     case frame_type::status_reply:  // reserved
-    case frame_type::rekey:         // §6: not active in this version
     case frame_type::upload_begin:
     case frame_type::upload_chunk:
     case frame_type::upload_end:

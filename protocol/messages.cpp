@@ -256,7 +256,7 @@ std::optional<success> parse_success(std::span<const std::uint8_t> p, std::strin
     m.id = chap_id(f);
     m.server_signature = f.b64("server_signature", 32, 32, false);
     m.session = f.str("session", 1, 64);
-    m.rekey_seconds = static_cast<int>(f.integer("rekey_seconds", 10, 86400, false, kRekeySeconds));
+    m.rekey_seconds = static_cast<int>(f.integer("rekey_seconds", 1, 86400, false, kRekeySeconds));
     m.max_tunnel_seconds =
         static_cast<int>(f.integer("max_tunnel_seconds", 60, 7 * 86400, false, kMaxTunnelSeconds));
     return m;
@@ -407,6 +407,12 @@ std::optional<reason_only> parse_reason(std::span<const std::uint8_t> p, std::st
     return m;
   });
 }
+
+std::optional<rekey> parse_rekey(std::span<const std::uint8_t> p, std::string& why) {
+  return run<rekey>(p, why, [](fields&) { return rekey{}; });
+}
+
+bytes to_payload(const rekey&) { return dump(json::object{}); }
 
 bytes to_payload(const reason_only& m) {
   json::object o;

@@ -100,6 +100,8 @@ struct reason_only {  // STOP, END, CHANNEL_REJECT
   std::string reason;
 };
 
+struct rekey {};  // REKEY: `{}` (docs/protocol.md §6)
+
 struct error_message {
   std::string code;
   std::string message;
@@ -122,6 +124,7 @@ struct error_message {
 [[nodiscard]] std::optional<channel_open> parse_channel_open(std::span<const std::uint8_t> p, std::string& why);
 [[nodiscard]] std::optional<channel_accept> parse_channel_accept(std::span<const std::uint8_t> p, std::string& why);
 [[nodiscard]] std::optional<reason_only> parse_reason(std::span<const std::uint8_t> p, std::string& why);
+[[nodiscard]] std::optional<rekey> parse_rekey(std::span<const std::uint8_t> p, std::string& why);
 [[nodiscard]] std::optional<error_message> parse_error(std::span<const std::uint8_t> p, std::string& why);
 
 // Serialisers: the JSON payload for a frame of the matching type.
@@ -136,6 +139,7 @@ struct error_message {
 [[nodiscard]] bytes to_payload(const channel_open& m);
 [[nodiscard]] bytes to_payload(const channel_accept& m);
 [[nodiscard]] bytes to_payload(const reason_only& m);
+[[nodiscard]] bytes to_payload(const rekey& m);
 [[nodiscard]] bytes to_payload(const error_message& m);
 
 // The SCRAM AuthMessage of a CHAP round (docs/protocol.md §5): client-first-bare ","

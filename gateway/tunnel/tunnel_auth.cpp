@@ -161,8 +161,11 @@ asio::awaitable<bool> tunnel_connection::authenticate_step(const tunnel::frame& 
 // always journaled; the rest of an unauthenticated connection only within its source's budget.
 asio::awaitable<void> tunnel_connection::journal_denied(tunnel::gateway_handshake::step step) {
   summary_reason_ = step.reason;
-  auto e = entry(std::string("tunnel.auth"), journal::outcome::denied,
-                 json::serialize(json::object{{"reason", step.reason}, {"mechanism", hs_->mechanism()}}));
+  // A re-challenge of an authenticated tunnel (docs/protocol.md §6) is tunnel.reauth.
+  auto e = authenticated_ ? entry(std::string("tunnel.reauth"), journal::outcome::denied,
+                                  reauth_detail(json::object{{"reason", step.reason}}))
+                          : entry(std::string("tunnel.auth"), journal::outcome::denied,
+                                  json::serialize(json::object{{"reason", step.reason}, {"mechanism", hs_->mechanism()}}));
   co_await journal_pre(std::move(e));
   if (!step.lockout_started) co_return;
   auto lock_entry = entry(std::string("tunnel.auth"), journal::outcome::denied,
@@ -301,9 +304,17 @@ asio::awaitable<bool> tunnel_connection::on_chap_ok(tunnel::gateway_handshake::s
   session_ = svc_.tunnel_authenticated(machine_, scopes, shared_from_this());
   claim.install(weak_from_this());
   step.send_success->session = session_;
+  step.send_success->rekey_seconds = static_cast<int>(cfg_.rekey_interval_ms / 1000);
   authenticated_ = true;
   queue(tunnel::frame_type::success, tunnel::to_payload(*step.send_success));
   stream_.expires_after(std::chrono::milliseconds(cfg_.dead_peer_ms));
+  asio::co_spawn(stream_.get_executor(), rekey_loop(), [self = shared_from_this()](std::exception_ptr e) {
+    if (!e) return;
+    log_end("tunnel rekey " + self->remote_, e);
+    self->set_close("internal error in the rekey", journal::outcome::error);
+    self->mark_closing();
+    self->stream_.close();  // no tunnel lives on without its rekeys
+  });
   co_return true;
 }
 

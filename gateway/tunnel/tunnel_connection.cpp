@@ -146,11 +146,12 @@ asio::awaitable<void> tunnel_connection::writer() {
     // Everything queued (up to 1 MiB) in one write: fewer TLS records and system calls.
     batch.clear();
     bufs.clear();
-    bool wait = false, overflow = false;
+    bool wait = false, overflow = false, key_update = false;
     {
       std::lock_guard lock(out_mu_);
       overflow = overflow_;
       if (!overflow) take_batch_locked(batch);
+      if (!batch.empty()) key_update = std::exchange(key_update_due_, false);
       if (batch.empty() && !closing_ && !overflow) {
         writer_idle_ = true;  // push() wakes us (a wake-up before the wait begins is kept)
         wait = true;
@@ -164,6 +165,9 @@ asio::awaitable<void> tunnel_connection::writer() {
     }
     if (!batch.empty()) {
       for (auto& b : batch) bufs.emplace_back(asio::buffer(b));
+      // A rekey (tunnel_rekey.cpp): the KeyUpdate leaves with this write, before REKEY; no
+      // other write can come between, since this one starts before the writer yields.
+      if (key_update) key_update_failed_ = !stream_.request_key_update();
       auto ec = co_await stream_.write(bufs);
       std::lock_guard lock(out_mu_);
       pong_in_flight_ = false;
@@ -203,6 +207,8 @@ asio::awaitable<bool> tunnel_connection::on_frame(tunnel::frame& f) {
       co_return true;
     case tunnel::frame_type::pong:
       co_return true;
+    case tunnel::frame_type::response:  // the answer to a re-challenge (docs/protocol.md §6)
+      co_return co_await on_rechallenge_response(f);
     case tunnel::frame_type::key_offer: {
       auto k = tunnel::parse_key_offer(f.payload, why);
       if (!k) {  // a malformed key (length, alphabet, check symbol) is a protocol error
@@ -310,6 +316,7 @@ asio::awaitable<void> tunnel_connection::serve() {
         auto h = from_hex(svc_.hmac().hash_of("chap-decoy-salt:" + m)).value_or(bytes(32));
         return bytes(h.begin(), h.begin() + 16);
       });
+  stream_.count_key_updates();  // for tunnel.reauth's detail (docs/protocol.md §6)
   writer_started_ = true;
   asio::co_spawn(stream_.get_executor(), writer(), [self = shared_from_this()](std::exception_ptr e) {
     if (!e) return;
@@ -328,6 +335,7 @@ void tunnel_connection::teardown() {
   torn_down_ = true;
   mark_closing();
   wake_.notify();
+  rekey_timer_.cancel();  // the rekey loop ends
   close_all_channels("the tunnel closed");
   if (!session_.empty()) svc_.tunnel_closed(session_, this);
 }

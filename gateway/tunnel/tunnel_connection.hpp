@@ -106,7 +106,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
                     std::shared_ptr<shared_ctx> ctx)
       : stream_(std::move(sock), tls, net::tls_stream::kTunnelBuffer), remote_(std::move(remote)),
         source_(std::move(source)), ctx_(std::move(ctx)), svc_(ctx_->svc), metrics_(ctx_->m), cfg_(ctx_->cfg),
-        wake_(stream_.get_executor()), writer_end_(stream_.get_executor()),
+        wake_(stream_.get_executor()), writer_end_(stream_.get_executor()), rekey_timer_(stream_.get_executor()),
         budget_(std::make_shared<tunnel::window_budget>(tunnel::kTunnelWindowBudget, &ctx_->windows)) {}
 
   void notify(const tunnel::notice& n) override {
@@ -347,6 +347,12 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   asio::awaitable<void> finish();
   asio::awaitable<void> abandon_challenge();
   asio::awaitable<void> journal_close();
+  // Rekey and re-challenge (tunnel_rekey.cpp, docs/protocol.md §6): a loop on the strand from
+  // SUCCESS to the tunnel's end; the agent's answer arrives through on_frame.
+  asio::awaitable<void> rekey_loop();
+  void start_rekey();
+  asio::awaitable<bool> on_rechallenge_response(const tunnel::frame& f);
+  [[nodiscard]] std::string reauth_detail(json::object d) const;
   // Journals `e`: always once the machine's secret was proven; before that only while this
   // source is within its journal budget (the connection is then counted into a summary).
   asio::awaitable<void> journal_pre(journal::entry e);
@@ -412,6 +418,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   const tunnel_config& cfg_;
   net::wake_signal wake_;         // the writer waits here while it has nothing to write
   asio::steady_timer writer_end_;  // cancelled when the writer ends: finish() waits on it
+  asio::steady_timer rekey_timer_;  // the rekey loop's interval and answer deadline (on the strand)
   change_signal changed_;          // see changed()
   std::atomic<bool> probe_waiting_{false};
   std::mutex out_mu_;
@@ -422,6 +429,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   bool pong_in_flight_ = false;   // guarded by out_mu_: the writer is writing one
   bool writer_idle_ = false;      // guarded by out_mu_: the writer waits on wake_
   bool overflow_ = false;         // guarded by out_mu_
+  bool key_update_due_ = false;   // guarded by out_mu_: KeyUpdate before the writer's next write
   std::atomic<bool> closing_{false};
   std::atomic<bool> finished_{false};      // tunnel.close journaled (or counted)
   std::atomic<std::uint64_t> frames_in_{0};
@@ -445,6 +453,9 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   bool released_ = false;
   bool authenticated_ = false;
   bool stopped_by_customer_ = false;
+  std::uint64_t rekeys_ = 0;          // re-challenges started (on the strand)
+  bool key_update_failed_ = false;    // OpenSSL refused the last KeyUpdate (on the strand)
+  bool reauth_journaling_ = false;    // a re-challenge's answer is being journaled (on the strand)
   std::mutex ch_mu_;  // channels_ is read by stream sides on other strands
   std::map<std::uint32_t, std::shared_ptr<channel_link>> channels_;
   std::set<std::uint32_t> recently_closed_;

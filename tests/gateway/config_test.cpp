@@ -52,6 +52,7 @@ max_connections = 10
 max_body_bytes = 4096
 [tunnel]
 listen = "0.0.0.0:4433"
+rekey_interval = 60
 [journal]
 checkpoint_entries = 50
 probe_ms = 0
@@ -67,6 +68,7 @@ probe_ms = 0
   CHECK(c.limits.max_connections == 10);
   CHECK(c.limits.max_body_bytes == 4096);
   CHECK(c.tunnel.port == 4433);
+  CHECK(c.rekey_interval_s == 60);
   CHECK(c.checkpoint_entries == 50);
   CHECK(c.checkpoint_seconds == 60);  // default kept
   CHECK(c.probe_ms == 0);
@@ -103,6 +105,9 @@ TEST_CASE("configuration errors name the key and the reason") {
       {"[http]\nmax_connections = \"10\"\n", "http.max_connections"},
       {"[journal]\nprobe_ms = -1\n", "journal.probe_ms"},
       {"[gateway]\nthreads = 0\n", "gateway.threads"},
+      {"[tunnel]\nrekey_interval = 0\n", "tunnel.rekey_interval"},
+      {"[tunnel]\nrekey_interval = 86401\n", "tunnel.rekey_interval"},
+      {"[tunnel]\nrekey_interval = 1.5\n", "tunnel.rekey_interval"},
       {"[gateway]\nworkers = 65\n", "gateway.workers"},
       {"[gateway]\nlog_level = \"loud\"\n", "gateway.log_level"},
       {"[gateway]\nname = \"way too long and with spaces\"\n", "gateway.name"},

@@ -72,18 +72,6 @@ class reading_target {
   std::thread thread_;
 };
 
-template <typename Pred>
-bool eventually(Pred p, std::chrono::milliseconds limit = 20s) {
-  auto until = std::chrono::steady_clock::now() + limit;
-  while (!p()) {
-    if (std::chrono::steady_clock::now() >= until) return false;
-    std::this_thread::sleep_for(50ms);
-  }
-  return true;
-}
-
-json::object detail(const std::string& line) { return json::parse(line).as_object()["detail"].as_object(); }
-
 // A one-time channel token for `user` (docs/api.md §5.3).
 std::string channel_token(gateway_fixture& f, const std::string& user, const std::string& sid,
                           const std::string& scope) {

@@ -29,8 +29,8 @@ struct gateway_fixture {
   std::map<std::string, std::string> tokens;
 
   // `threads`: the gateway's I/O threads; more than one puts each connection on a strand and
-  // a channel's two ends on different threads.
-  explicit gateway_fixture(int threads = 1) {
+  // a channel's two ends on different threads. `tunnel_settings`: lines added to [tunnel].
+  explicit gateway_fixture(int threads = 1, const std::string& tunnel_settings = "") {
     init_data_dir(dir, "gw-flow", true);
     auto cfg = read_file(dir / "rsgate.toml");
     auto t1 = cfg.find("threads = 1 ");
@@ -41,6 +41,18 @@ struct gateway_fixture {
       auto p = cfg.find(from);
       REQUIRE(p != std::string::npos);
       cfg.replace(p, from.size(), "listen = \"127.0.0.1:0\"");
+    }
+    if (!tunnel_settings.empty()) {
+      auto sec = cfg.find("[tunnel]\n");
+      REQUIRE(sec != std::string::npos);
+      cfg.insert(sec + 9, tunnel_settings + "\n");
+      // The sample's own line for a setting given here goes (a key twice is an error).
+      for (auto& key : {std::string("rekey_interval = ")})
+        if (tunnel_settings.find(key) != std::string::npos) {
+          auto at = cfg.find(key, sec + 9 + tunnel_settings.size());
+          REQUIRE(at != std::string::npos);
+          cfg.erase(at, cfg.find('\n', at) - at + 1);
+        }
     }
     std::ofstream(dir / "rsgate.toml") << cfg;
     start();
@@ -162,6 +174,20 @@ struct gateway_fixture {
     return lines;
   }
 };
+
+// The `detail` object of a journal entry printed by `rsgate journal query --format json`.
+inline json::object detail(const std::string& line) { return json::parse(line).as_object()["detail"].as_object(); }
+
+// Polls `p` every 50 ms until it holds (true) or `limit` passes (false).
+template <typename Pred>
+bool eventually(Pred p, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+  auto until = std::chrono::steady_clock::now() + limit;
+  while (!p()) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
 
 inline std::string wait_line(child& c, const std::string& needle) {
   auto l = c.wait_for(needle, kWait);

@@ -55,20 +55,9 @@ int count_lines(child& c, const std::string& needle, std::chrono::milliseconds q
   return n;
 }
 
-json::object detail(const std::string& line) { return json::parse(line).as_object()["detail"].as_object(); }
 std::string field(const std::string& line, const char* name) {
   auto o = json::parse(line).as_object();
   return o.contains(name) ? std::string(o[name].as_string()) : std::string();
-}
-
-template <typename Pred>
-bool eventually(Pred p, std::chrono::milliseconds limit = 20s) {
-  auto until = steady::now() + limit;
-  while (!p()) {
-    if (steady::now() >= until) return false;
-    std::this_thread::sleep_for(50ms);
-  }
-  return true;
 }
 
 long status_kb(pid_t pid, const std::string& key) {

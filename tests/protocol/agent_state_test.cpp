@@ -69,9 +69,10 @@ TEST_CASE("tunnel_state: before a verified SUCCESS only the handshake's frames a
 TEST_CASE("tunnel_state: after SUCCESS the session's frames are admitted, never an agent's own") {
   auto s = at(tunnel_phase::authenticated);
   CHECK(s.authenticated());
+  // REKEY (docs/protocol.md §6) only now: before SUCCESS it is refused like any session frame.
   CHECK(admitted(s) == std::vector<ft>{ft::challenge, ft::failure, ft::key_ack, ft::notice, ft::end, ft::ping,
-                                        ft::pong, ft::error, ft::channel_open, ft::data, ft::window, ft::eof,
-                                        ft::close});
+                                        ft::pong, ft::rekey, ft::error, ft::channel_open, ft::data, ft::window,
+                                        ft::eof, ft::close});
   // A re-challenge: one CHALLENGE, answered, then exactly one SUCCESS.
   CHECK_FALSE(s.refuse(ft::success).empty());
   s.on_response_sent();

@@ -72,6 +72,7 @@ TEST_CASE("round trips") {
   CHECK(parse_channel_open(to_payload(o), why)->access_type == "ssh");
   CHECK(parse_channel_accept(to_payload(channel_accept{65536}), why)->window == 65536);
   CHECK(parse_reason(to_payload(reason_only{"customer"}), why)->reason == "customer");
+  CHECK(parse_rekey(to_payload(rekey{}), why));
   CHECK(parse_error(to_payload(error_message{"protocol", "bad frame"}), why)->code == "protocol");
 }
 
@@ -141,6 +142,13 @@ TEST_CASE("parsers refuse what is not exactly a message") {
   CHECK_FALSE(parse_notice(b(R"({"event":"explode","ts":"2026-11-28T00:00:00.000000Z"})"), why));
   CHECK_FALSE(parse_key_offer(b(R"({"key":"7KQ4","expires_in":3600})"), why));
   CHECK_FALSE(parse_key_offer(b(R"({"key":"7KQ4-M2XP-9RTA-W","expires_in":10})"), why));
+  // REKEY is exactly `{}`; SUCCESS's rekey_seconds is 1 to 86400.
+  CHECK_FALSE(parse_rekey(b(R"({"now":true})"), why));
+  CHECK_THAT(why, Catch::Contains("unknown key"));
+  CHECK_FALSE(parse_rekey(b("[]"), why));
+  CHECK(parse_success(b(R"({"id":1,"session":"s1","rekey_seconds":1})"), why));
+  CHECK_FALSE(parse_success(b(R"({"id":1,"session":"s1","rekey_seconds":0})"), why));
+  CHECK_FALSE(parse_success(b(R"({"id":1,"session":"s1","rekey_seconds":86401})"), why));
 }
 
 // KEY_OFFER carries a session key exactly as the agent shows it: a wrong check symbol, a
