@@ -454,6 +454,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   bool authenticated_ = false;
   bool stopped_by_customer_ = false;
   std::uint64_t rekeys_ = 0;          // re-challenges started (on the strand)
+  int rechallenge_id_ = 0;            // the last re-challenge's CHAP id
   bool key_update_failed_ = false;    // OpenSSL refused the last KeyUpdate (on the strand)
   bool reauth_journaling_ = false;    // a re-challenge's answer is being journaled (on the strand)
   std::mutex ch_mu_;  // channels_ is read by stream sides on other strands

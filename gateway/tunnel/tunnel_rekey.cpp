@@ -32,6 +32,7 @@ void tunnel_connection::start_rekey() {
   }
   if (!step.send_challenge) return;  // not authenticated: nothing to renew
   ++rekeys_;
+  rechallenge_id_ = step.send_challenge->id;
   {
     std::lock_guard lock(out_mu_);
     key_update_due_ = true;
@@ -57,7 +58,7 @@ asio::awaitable<void> tunnel_connection::rekey_loop() {
     // No answer in time: a failure for the lock-out, journaled as tunnel.reauth; then close.
     co_await abandon_challenge();
     const auto why = fmt::format("the re-challenge was not answered within {} s", answer_within.count() / 1000);
-    send_failure(0, why, "re-challenge not answered");
+    send_failure(rechallenge_id_, why, "re-challenge not answered");
     stream_.expires_after(std::chrono::seconds(2));  // ends the reader's wait; FAILURE may leave first
     co_return;
   }

@@ -180,3 +180,37 @@ TEST_CASE("a wrong answer to a re-challenge ends the tunnel: FAILURE, tunnel.rea
   CHECK(detail(closes[0])["reason"].as_string() == "re-challenge failed: wrong response");
   CHECK(f.kinds("tunnel.reauth", "ok").empty());
 }
+
+TEST_CASE("a re-challenge left unanswered ends the tunnel after the handshake bound") {
+  gateway_fixture f(1, "rekey_interval = 1");
+  auto profile = f.enroll("7801363");
+  wire_peer::client_options o;
+  o.timeout = 10s;
+  auto a = authenticate_agent(wire_peer::connect(f.tunnel, o), profile);
+  REQUIRE(a.peer->recv_until(ft::rekey, 10s));
+  auto c = a.peer->recv(10s);
+  REQUIRE(c);
+  REQUIRE(c->header.type == ft::challenge);
+  std::string why;
+  auto ch = tunnel::parse_challenge(c->payload, why);
+  REQUIRE(ch);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto fl = a.peer->recv_until(ft::failure, 30s);  // no answer: FAILURE after 20 s
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  REQUIRE(fl);
+  CHECK(waited >= 19s);
+  CHECK(waited <= 25s);
+  auto failure = tunnel::parse_failure(fl->payload, why);
+  REQUIRE(failure);
+  CHECK(failure->id == ch->id);
+  CHECK(failure->reason == "the re-challenge was not answered within 20 s");
+  while (a.peer->recv(10s)) {
+  }
+  CHECK(a.peer->closed());
+  std::vector<std::string> closes;
+  REQUIRE(eventually([&] { return !(closes = f.kinds("tunnel.close", "denied")).empty(); }));
+  CHECK(detail(closes[0])["reason"].as_string() == "re-challenge not answered");
+  auto denied = f.kinds("tunnel.reauth", "denied");
+  REQUIRE(denied.size() == 1);
+  CHECK(detail(denied[0])["reason"].as_string() == "abandoned challenge");
+}
