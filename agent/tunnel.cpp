@@ -82,7 +82,8 @@ asio::awaitable<std::pair<std::optional<tunnel::frame>, error_code>> read_frame(
 
 asio::awaitable<void> keepalive(agent_state& st) {
   while (!st.done && st.stream) {
-    st.keepalive_timer.expires_after(std::chrono::seconds(tunnel::kKeepaliveSeconds));
+    // A PING every third of the bound, so two may be lost before either side gives up.
+    st.keepalive_timer.expires_after(std::chrono::seconds(st.dead_peer_seconds / 3));
     auto [ec] = co_await st.keepalive_timer.async_wait(use_tuple);
     if (ec || st.done || !st.stream) break;  // cancelled: the tunnel ended
     send(st, tunnel::frame_type::ping, {});
@@ -166,7 +167,7 @@ void on_read_end(agent_state& st, error_code ec) {
     fail(st, fmt::format("the gateway did not complete the authentication within {} s",
                          tunnel::kHandshakeTimeoutSeconds));
   } else if (ec == asio::error::timed_out) {
-    fail(st, fmt::format("no frame from the gateway for {} s: the tunnel is dead", tunnel::kDeadPeerSeconds));
+    fail(st, fmt::format("no frame from the gateway for {} s: the tunnel is dead", st.dead_peer_seconds));
   } else {
     fail(st, "the connection to the gateway was lost");
   }
@@ -193,7 +194,8 @@ void on_success(agent_state& st, agent_handshake& hs, const tunnel::frame& f) {
   }
   st.gate.on_verified_success();
   // From now on the dead-peer bound replaces the handshake bound, renewed by every frame.
-  st.stream->expires_after(std::chrono::seconds(tunnel::kDeadPeerSeconds));
+  st.dead_peer_seconds = s->keepalive_seconds;
+  st.stream->expires_after(std::chrono::seconds(st.dead_peer_seconds));
   if (!st.view.session.empty()) return;  // a re-challenge (§6)
   st.view.session = s->session;
   st.view.state = "authenticated";
@@ -310,7 +312,7 @@ void on_control_frame(agent_state& st, agent_handshake& hs, const tunnel::frame&
 
 // One frame from the gateway, read while the agent runs.
 void on_frame(agent_state& st, agent_handshake& hs, tunnel::frame& f) {
-  if (st.gate.authenticated()) st.stream->expires_after(std::chrono::seconds(tunnel::kDeadPeerSeconds));
+  if (st.gate.authenticated()) st.stream->expires_after(std::chrono::seconds(st.dead_peer_seconds));
   if (tunnel::is_control(f.header.type)) return on_control_frame(st, hs, f);
   switch (f.header.type) {
     case tunnel::frame_type::channel_open:

@@ -210,6 +210,7 @@ runtime_options runtime_for(const config& c, service& sessions) {
   ro.tunnel_host = c.tunnel.host;
   ro.tunnel_port = c.tunnel.port;
   ro.rekey_interval_s = c.rekey_interval_s;
+  ro.keepalive_s = c.keepalive_s;
   return ro;
 }
 

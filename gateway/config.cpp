@@ -11,6 +11,7 @@
 #include <toml++/toml.h>
 
 #include "protocol/profile.hpp"
+#include "protocol/wire.hpp"
 #include "journal/entry.hpp"
 
 namespace rsgate::gateway {
@@ -160,10 +161,11 @@ void read_http(const reader& r, config& c) {
 }
 
 void read_tunnel(const reader& r, config& c) {
-  auto t = r.section("tunnel", {"listen", "public_address", "rekey_interval"});
+  auto t = r.section("tunnel", {"listen", "public_address", "rekey_interval", "keepalive"});
   if (!t) return;
   r.listen(t, "tunnel", c.tunnel);
   r.number(t, "tunnel", "rekey_interval", 1, 86'400, c.rekey_interval_s);
+  r.number(t, "tunnel", "keepalive", rsgate::tunnel::kMinDeadPeerSeconds, rsgate::tunnel::kMaxDeadPeerSeconds, c.keepalive_s);
   r.str(t, "tunnel", "public_address", c.tunnel_public);
   if (!c.tunnel_public.empty() && !is_valid_agent_address(c.tunnel_public))
     r.fail("tunnel.public_address", "expected HOST:PORT, e.g. gw1.example.com:4433");
@@ -227,6 +229,7 @@ max_body_bytes = 65536
 listen = "127.0.0.1:4433"
 # public_address = "gw1.example.com:4433"   # what agents connect to, if not listen itself
 rekey_interval = 900        # seconds between TLS key updates + CHAP re-challenges of a tunnel
+keepalive = 90              # seconds without a frame after which a tunnel is dead (both sides)
 
 [journal]
 checkpoint_entries = 1000   # a signed checkpoint at least every N entries

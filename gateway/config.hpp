@@ -26,6 +26,8 @@ struct config {
   // Every tunnel's TLS keys are renewed (KeyUpdate) and its agent re-challenged this often
   // (docs/protocol.md §6).
   int rekey_interval_s = 900;
+  // No frame from an agent for this long: its tunnel is dead (the agent keeps the same bound).
+  int keepalive_s = 90;
   std::filesystem::path tls_cert;  // default: DATA/server.pem
   std::filesystem::path tls_key;   // default: DATA/keys/server.key
   std::string log_level = "info";

@@ -37,6 +37,7 @@ struct runtime_options {
   std::string tunnel_host = "127.0.0.1";
   std::uint16_t tunnel_port = 4433;
   int rekey_interval_s = 900;  // tunnel.rekey_interval
+  int keepalive_s = 90;        // tunnel.keepalive
   std::function<void(const std::string& bound)> on_tunnel_listening;
 };
 

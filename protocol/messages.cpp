@@ -259,6 +259,8 @@ std::optional<success> parse_success(std::span<const std::uint8_t> p, std::strin
     m.rekey_seconds = static_cast<int>(f.integer("rekey_seconds", 1, 86400, false, kRekeySeconds));
     m.max_tunnel_seconds =
         static_cast<int>(f.integer("max_tunnel_seconds", 60, 7 * 86400, false, kMaxTunnelSeconds));
+    m.keepalive_seconds = static_cast<int>(
+        f.integer("keepalive_seconds", kMinDeadPeerSeconds, kMaxDeadPeerSeconds, false, kDeadPeerSeconds));
     return m;
   });
 }
@@ -270,6 +272,7 @@ bytes to_payload(const success& m) {
   o["session"] = m.session;
   o["rekey_seconds"] = m.rekey_seconds;
   o["max_tunnel_seconds"] = m.max_tunnel_seconds;
+  o["keepalive_seconds"] = m.keepalive_seconds;
   return dump(o);
 }
 

@@ -59,6 +59,7 @@ struct success {
   std::string session;     // the session id this tunnel serves
   int rekey_seconds = kRekeySeconds;
   int max_tunnel_seconds = kMaxTunnelSeconds;
+  int keepalive_seconds = kDeadPeerSeconds;  // the dead-peer bound both sides keep (§2.1)
 };
 
 struct failure {

@@ -56,8 +56,9 @@ inline constexpr std::size_t kMaxNameBytes = 64;             // scope names, mac
 
 // Timers (defaults; the gateway's configuration may shorten or lengthen them).
 inline constexpr int kHandshakeTimeoutSeconds = 20;   // TLS + HELLO + CHAP must finish
-inline constexpr int kKeepaliveSeconds = 30;          // PING after this much silence
-inline constexpr int kDeadPeerSeconds = 90;           // no frame at all: the tunnel is dead
+inline constexpr int kDeadPeerSeconds = 90;           // no frame at all: the tunnel is dead (default)
+inline constexpr int kMinDeadPeerSeconds = 6;         // tunnel.keepalive's range: PINGs every 2 s at most
+inline constexpr int kMaxDeadPeerSeconds = 3600;
 inline constexpr int kRekeySeconds = 900;             // TLS KeyUpdate + CHAP re-challenge
 inline constexpr int kMaxTunnelSeconds = 24 * 3600;   // then re-authenticate from scratch
 inline constexpr int kReconnectGraceSeconds = 120;    // session survives a drop this long
@@ -89,7 +90,7 @@ inline constexpr std::size_t kMaxSummaryMachines = 4;        // claimed names in
 // most one is pending). An agent that keeps sending PINGs while the answer to earlier ones
 // cannot be written (it does not read) is closed after this many such reads; so is one that
 // sends more PINGs than kMaxPingsPerWindow within kPingWindowSeconds (ERROR `ping_flood`):
-// a keepalive is one PING per kKeepaliveSeconds.
+// a keepalive is one PING per third of the dead-peer bound (kMinDeadPeerSeconds: every 2 s).
 inline constexpr std::size_t kMaxQueuedControlBytes = 64 * 1024;
 inline constexpr int kMaxStalledPingReads = 16;
 inline constexpr int kMaxPingsPerWindow = 60;

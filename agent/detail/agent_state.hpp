@@ -93,6 +93,7 @@ struct agent_state {
   asio::steady_timer write_idle;          // cancelled when a flush() ends (drain waits here)
   asio::steady_timer stop_signal;         // cancelled by request_stop (wait_for_stop waits here)
   asio::steady_timer keepalive_timer;     // the keepalive's period; cancelled when the tunnel ends
+  int dead_peer_seconds = tunnel::kDeadPeerSeconds;  // the gateway's keepalive (SUCCESS)
   bool done = false;
   int exit_code = 0;
   session_view view;  // what `status` shows

@@ -305,6 +305,7 @@ asio::awaitable<bool> tunnel_connection::on_chap_ok(tunnel::gateway_handshake::s
   claim.install(weak_from_this());
   step.send_success->session = session_;
   step.send_success->rekey_seconds = static_cast<int>(cfg_.rekey_interval_ms / 1000);
+  step.send_success->keepalive_seconds = cfg_.dead_peer_ms / 1000;
   authenticated_ = true;
   queue(tunnel::frame_type::success, tunnel::to_payload(*step.send_success));
   stream_.expires_after(std::chrono::milliseconds(cfg_.dead_peer_ms));

@@ -265,7 +265,9 @@ asio::awaitable<void> tunnel_connection::read_frames() {
     auto [ec, n] = co_await stream_.read_some(asio::buffer(buf));
     if (ec) {
       if (ec == asio::error::timed_out)
-        set_close(authenticated_ ? "no frame from the agent for too long" : "handshake timed out", journal::outcome::error);
+        set_close(authenticated_ ? fmt::format("no frame from the agent for {} s: the tunnel is dead", cfg_.dead_peer_ms / 1000)
+                                 : std::string("handshake timed out"),
+                  journal::outcome::error);
       else
         set_close("connection lost", journal::outcome::ok);
       co_return;

@@ -102,6 +102,7 @@ asio::awaitable<bool> tunnel_connection::on_rechallenge_response(const tunnel::f
   }
   step.send_success->session = session_;
   step.send_success->rekey_seconds = static_cast<int>(cfg_.rekey_interval_ms / 1000);
+  step.send_success->keepalive_seconds = cfg_.dead_peer_ms / 1000;
   queue(tunnel::frame_type::success, tunnel::to_payload(*step.send_success));
   co_return true;
 }

@@ -18,7 +18,7 @@ struct tunnel_config {
   std::string cert_file;
   std::string key_file;
   int handshake_timeout_ms = 20'000;   // TLS + HELLO + CHAP
-  int dead_peer_ms = 90'000;           // no frame at all for this long: the tunnel is dead
+  int dead_peer_ms = 90'000;           // no frame at all for this long: the tunnel is dead (tunnel.keepalive)
   std::int64_t rekey_interval_ms = 900'000;  // KeyUpdate + CHAP re-challenge (tunnel.rekey_interval)
   std::size_t max_tunnels = 1024;      // authenticated at once (tunnel::kMaxTunnels); the limits
                                        // before authentication are tunnel::admission's

@@ -149,6 +149,10 @@ TEST_CASE("parsers refuse what is not exactly a message") {
   CHECK(parse_success(b(R"({"id":1,"session":"s1","rekey_seconds":1})"), why));
   CHECK_FALSE(parse_success(b(R"({"id":1,"session":"s1","rekey_seconds":0})"), why));
   CHECK_FALSE(parse_success(b(R"({"id":1,"session":"s1","rekey_seconds":86401})"), why));
+  CHECK(parse_success(b(R"({"id":1,"session":"s1","keepalive_seconds":6})"), why)->keepalive_seconds == 6);
+  CHECK(parse_success(b(R"({"id":1,"session":"s1"})"), why)->keepalive_seconds == 90);
+  CHECK_FALSE(parse_success(b(R"({"id":1,"session":"s1","keepalive_seconds":5})"), why));
+  CHECK_FALSE(parse_success(b(R"({"id":1,"session":"s1","keepalive_seconds":3601})"), why));
 }
 
 // KEY_OFFER carries a session key exactly as the agent shows it: a wrong check symbol, a

@@ -1,0 +1,82 @@
+// The dead-peer bound (tunnel.keepalive, docs/protocol.md §2.1) on both sides, through real
+// processes: the gateway tells the agent its bound in SUCCESS, the agent PINGs every third of
+// it, and whichever side hears nothing for that long closes. A live idle agent is never
+// closed; an agent frozen with SIGSTOP loses its tunnel at the gateway within the bound
+// (journaled); an agent whose gateway is frozen gives up within the bound.
+#include <csignal>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+#include "tests/integration/gateway_fixture.hpp"
+
+using namespace rsgate;
+using namespace rsgate::test;
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+namespace {
+
+constexpr int kBound = 6;  // tunnel.keepalive for these tests: the smallest allowed
+
+std::unique_ptr<child> start_agent(gateway_fixture& f, const std::filesystem::path& profile) {
+  auto a = std::make_unique<child>(std::vector<std::string>{agent_binary(), "start", "--profile", profile.string(),
+                                                            "--control", (f.t / "a.sock").string()},
+                                   f.t / "agent.err");
+  (void)wait_line(*a, "Session key: ");
+  return a;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+TEST_CASE("an agent frozen by SIGSTOP loses its tunnel at the gateway within tunnel.keepalive, journaled") {
+  gateway_fixture f(1, "keepalive = " + std::to_string(kBound));
+  auto profile = f.enroll("7801370");
+  auto agent = start_agent(f, profile);
+  // Alive and idle for longer than the bound: its PINGs keep the tunnel up.
+  std::this_thread::sleep_for(std::chrono::seconds(kBound + 2));
+  CHECK(f.kinds("tunnel.close", "error").empty());
+  CHECK(f.kinds("tunnel.close", "ok").empty());
+
+  agent->signal(SIGSTOP);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::string> closes;
+  REQUIRE(eventually([&] { return !(closes = f.kinds("tunnel.close", "error")).empty(); }, 30s));
+  const double took = seconds_since(t0);
+  INFO("closed " << took << " s after SIGSTOP");
+  // The deadline runs from the last frame (a PING at most a third of the bound before the
+  // stop), so the close comes between two thirds of the bound and the bound, plus the time
+  // this test takes to see it in the journal.
+  CHECK(took >= kBound * 2.0 / 3 - 0.5);
+  CHECK(took <= kBound + 2.0);
+  CHECK(detail(closes[0])["reason"].as_string() ==
+        "no frame from the agent for " + std::to_string(kBound) + " s: the tunnel is dead");
+
+  agent->signal(SIGCONT);
+  CHECK(agent->wait(20s) == 1);  // it finds its connection gone
+}
+
+TEST_CASE("an agent whose gateway is frozen by SIGSTOP gives up within tunnel.keepalive") {
+  gateway_fixture f(1, "keepalive = " + std::to_string(kBound));
+  auto profile = f.enroll("7801371");
+  auto agent = start_agent(f, profile);
+  f.gw->signal(SIGSTOP);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto code = agent->wait(std::chrono::seconds(kBound * 3));
+  const double took = seconds_since(t0);
+  f.gw->signal(SIGCONT);
+  INFO("the agent ended " << took << " s after the gateway stopped");
+  CHECK(code == 1);
+  CHECK(took <= kBound + 1.5);
+  std::ifstream in(f.t / "agent.err");
+  std::stringstream err;
+  err << in.rdbuf();
+  CHECK_THAT(err.str(), Catch::Contains("no frame from the gateway for " + std::to_string(kBound) +
+                                        " s: the tunnel is dead"));
+}
