@@ -1,7 +1,7 @@
 // See runtime.hpp. `rsgate-agent start` runs one io_context on one thread: the tunnel
 // (agent/tunnel.cpp), its channels (agent/channels.cpp), the control socket and the signal
 // handler here are coroutines and handlers on it, so the agent's state needs no locks. A
-// stop, from SIGINT/SIGTERM or the control socket, is request_stop(): STOP to the gateway
+// stop, from SIGINT/SIGTERM/SIGHUP or the control socket, is request_stop(): STOP to the gateway
 // and the cancellation of the tunnel's reads; the tunnel then drains and closes, and its end
 // ends the agent. Also the client side of the control socket (`stop`, `status`, `key`).
 #include <malloc.h>
@@ -140,10 +140,14 @@ int run_agent(const start_options& o, std::ostream& out, std::ostream& err) {
   asio::local::stream_protocol::acceptor acc(ioc);
   if (int rc = open_control_socket(ioc, o.control_path, acc, err); rc != 0) return rc;
   asio::co_spawn(ioc, control_server(st, acc), report_exception{&st, "the control socket"});
-  asio::signal_set signals(ioc, SIGINT, SIGTERM);
-  signals.async_wait([&st](error_code sec, int) {
+  // SIGHUP: the customer closed the agent's terminal. The window is the control (SPEC §2.8),
+  // so that ends the remote support at once, as Ctrl-C does, never a dropped tunnel that
+  // the gateway would keep for its reconnect grace.
+  asio::signal_set signals(ioc, SIGINT, SIGTERM, SIGHUP);
+  signals.async_wait([&st](error_code sec, int signo) {
     if (sec) return;
-    line(st, "Stopping remote support (customer request)");
+    line(st, signo == SIGHUP ? "Stopping remote support (the customer's terminal closed)"
+                             : "Stopping remote support (customer request)");
     request_stop(st);
   });
   // The tunnel's end ends everything else: the signal wait, the control socket, the loop.

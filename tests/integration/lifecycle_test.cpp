@@ -1,8 +1,10 @@
-// The dead-peer bound (tunnel.keepalive, docs/protocol.md §2.1) on both sides, through real
-// processes: the gateway tells the agent its bound in SUCCESS, the agent PINGs every third of
-// it, and whichever side hears nothing for that long closes. A live idle agent is never
-// closed; an agent frozen with SIGSTOP loses its tunnel at the gateway within the bound
-// (journaled); an agent whose gateway is frozen gives up within the bound.
+// The tunnel's lifecycle through real processes. The dead-peer bound (tunnel.keepalive,
+// docs/protocol.md §2.1) on both sides: the gateway tells the agent its bound in SUCCESS, the
+// agent PINGs every third of it, and whichever side hears nothing for that long closes. A
+// live idle agent is never closed; an agent frozen with SIGSTOP loses its tunnel at the
+// gateway within the bound (journaled); an agent whose gateway is frozen gives up within the
+// bound. And the window is the control: closing the agent's terminal (SIGHUP) ends the
+// session at once, as ended by the customer, with no reconnect grace.
 #include <csignal>
 #include <fstream>
 #include <sstream>
@@ -79,4 +81,22 @@ TEST_CASE("an agent whose gateway is frozen by SIGSTOP gives up within tunnel.ke
   err << in.rdbuf();
   CHECK_THAT(err.str(), Catch::Contains("no frame from the gateway for " + std::to_string(kBound) +
                                         " s: the tunnel is dead"));
+}
+
+TEST_CASE("closing the agent's terminal (SIGHUP) ends the remote support at once, as the customer's stop") {
+  gateway_fixture f;
+  auto profile = f.enroll("7801372");
+  auto sess = start_and_attach(f, profile, "alice", "TS000000372");
+  sess.agent->signal(SIGHUP);
+  CHECK(sess.agent->wait(20s) == 0);  // the customer stopped it: exit 0
+  std::vector<std::string> ends;
+  REQUIRE(eventually([&] { return !(ends = f.kinds("session.end", "ok")).empty(); }, 10s));
+  auto end = json::parse(ends[0]).as_object();
+  CHECK(end["actor"].as_string() == "customer");
+  CHECK(end["session_id"].as_string() == sess.sid);
+  CHECK(detail(ends[0])["reason"].as_string() == "customer");
+  // Ended, not waiting for a reconnect: the representative is told so at once.
+  auto s = f.api("GET", "/api/v1/sessions/" + sess.sid, "alice");
+  REQUIRE(s.status == 200);
+  CHECK(s.body["state"].as_string() == "ended");
 }
