@@ -226,6 +226,7 @@ int run_gateway(const config& c, const data_layout& layout, journal::writer& jw,
   metrics m;
   m.start_time_us = system_clock::instance().now();
   service sessions(jw, layout, system_clock::instance());
+  sessions.set_reconnect_grace(static_cast<micros>(c.grace_s) * 1'000'000);
   // Sessions do not survive a restart yet: close in the journal whatever the last run left
   // open (a crash, a kill), so no session vanishes without its session.end.
   if (auto n = sessions.end_orphaned_sessions())

@@ -161,10 +161,11 @@ void read_http(const reader& r, config& c) {
 }
 
 void read_tunnel(const reader& r, config& c) {
-  auto t = r.section("tunnel", {"listen", "public_address", "rekey_interval", "keepalive"});
+  auto t = r.section("tunnel", {"listen", "public_address", "rekey_interval", "keepalive", "grace"});
   if (!t) return;
   r.listen(t, "tunnel", c.tunnel);
   r.number(t, "tunnel", "rekey_interval", 1, 86'400, c.rekey_interval_s);
+  r.number(t, "tunnel", "grace", 1, 86'400, c.grace_s);
   r.number(t, "tunnel", "keepalive", rsgate::tunnel::kMinDeadPeerSeconds, rsgate::tunnel::kMaxDeadPeerSeconds, c.keepalive_s);
   r.str(t, "tunnel", "public_address", c.tunnel_public);
   if (!c.tunnel_public.empty() && !is_valid_agent_address(c.tunnel_public))
@@ -230,6 +231,7 @@ listen = "127.0.0.1:4433"
 # public_address = "gw1.example.com:4433"   # what agents connect to, if not listen itself
 rekey_interval = 900        # seconds between TLS key updates + CHAP re-challenges of a tunnel
 keepalive = 90              # seconds without a frame after which a tunnel is dead (both sides)
+grace = 120                 # seconds a session waits for its agent after the tunnel dropped
 
 [journal]
 checkpoint_entries = 1000   # a signed checkpoint at least every N entries

@@ -28,6 +28,8 @@ struct config {
   int rekey_interval_s = 900;
   // No frame from an agent for this long: its tunnel is dead (the agent keeps the same bound).
   int keepalive_s = 90;
+  // A session whose tunnel dropped waits this long for its agent, then ends (`tunnel lost`).
+  int grace_s = 120;
   std::filesystem::path tls_cert;  // default: DATA/server.pem
   std::filesystem::path tls_key;   // default: DATA/keys/server.key
   std::string log_level = "info";

@@ -79,6 +79,10 @@ class service {
   service(journal::writer& journal, const data_layout& layout, const clock& clk);
   ~service();
 
+  // How long a session waits for its machine's agent after the tunnel dropped
+  // (tunnel.grace); then it ends as `tunnel lost`. Set before serving.
+  void set_reconnect_grace(micros grace) { reconnect_grace_ = grace; }
+
   // Where policy steps continue when the one before them finished on another thread (the
   // journal writer's): the API's worker pool. Without one they continue inline (tests).
   void set_executor(policy_queue::executor ex);
@@ -250,6 +254,7 @@ class service {
   journal::writer& journal_;
   data_layout layout_;
   const clock& clock_;
+  micros reconnect_grace_ = tunnel::kReconnectGraceSeconds * 1'000'000LL;
   journal::hmac_key hmac_;
   std::optional<master_key> master_;  // loaded once, when a machine first needs MD5
   policy_queue policy_;

@@ -23,7 +23,6 @@ using namespace detail;
 
 namespace {
 
-constexpr micros kReconnectGrace = tunnel::kReconnectGraceSeconds * kSecond;
 // Ended sessions stay visible through the API this long (and at most this many); after that
 // the journal (PMR lookup, GET /journal) keeps their story.
 constexpr micros kEndedRetention = 3600 * kSecond;
@@ -114,7 +113,7 @@ void service::housekeeping_time(micros now) {
   {
     std::lock_guard lock(mu_);
     for (auto* s : registry_.live_sessions())
-      if (!s->tunnel_up && now - s->tunnel_lost_at >= kReconnectGrace) lost.push_back(s->id);
+      if (!s->tunnel_up && now - s->tunnel_lost_at >= reconnect_grace_) lost.push_back(s->id);
     lapsed = registry_.lapsed_grants(now);
     for (auto& [sid, q] : unrecorded_) backlog.push_back(sid);
     summaries = credential_refusals_.take_summaries(now);
@@ -130,7 +129,7 @@ void service::housekeeping_time(micros now) {
     in_session(sid, ignore, [this, sid](ticket t) { flush_unrecorded(sid, std::move(t)); }, true);
   for (auto& sid : lost) {
     remove_by_gateway(sid, [this](session& s) -> std::optional<journal::entry> {
-      if (s.tunnel_up || clock_.now() - s.tunnel_lost_at < kReconnectGrace) return std::nullopt;
+      if (s.tunnel_up || clock_.now() - s.tunnel_lost_at < reconnect_grace_) return std::nullopt;
       return end_now(s, "gateway", "tunnel lost", "");
     });
   }

@@ -54,6 +54,7 @@ max_body_bytes = 4096
 listen = "0.0.0.0:4433"
 rekey_interval = 60
 keepalive = 30
+grace = 300
 [journal]
 checkpoint_entries = 50
 probe_ms = 0
@@ -71,6 +72,7 @@ probe_ms = 0
   CHECK(c.tunnel.port == 4433);
   CHECK(c.rekey_interval_s == 60);
   CHECK(c.keepalive_s == 30);
+  CHECK(c.grace_s == 300);
   CHECK(c.checkpoint_entries == 50);
   CHECK(c.checkpoint_seconds == 60);  // default kept
   CHECK(c.probe_ms == 0);
@@ -111,6 +113,7 @@ TEST_CASE("configuration errors name the key and the reason") {
       {"[tunnel]\nrekey_interval = 86401\n", "tunnel.rekey_interval"},
       {"[tunnel]\nrekey_interval = 1.5\n", "tunnel.rekey_interval"},
       {"[tunnel]\nkeepalive = 5\n", "tunnel.keepalive"},
+      {"[tunnel]\ngrace = 0\n", "tunnel.grace"},
       {"[tunnel]\nkeepalive = 3601\n", "tunnel.keepalive"},
       {"[gateway]\nworkers = 65\n", "gateway.workers"},
       {"[gateway]\nlog_level = \"loud\"\n", "gateway.log_level"},

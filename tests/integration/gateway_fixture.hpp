@@ -47,7 +47,7 @@ struct gateway_fixture {
       REQUIRE(sec != std::string::npos);
       cfg.insert(sec + 9, tunnel_settings + "\n");
       // The sample's own line for a setting given here goes (a key twice is an error).
-      for (auto& key : {std::string("rekey_interval = "), std::string("keepalive = ")})
+      for (auto& key : {std::string("rekey_interval = "), std::string("keepalive = "), std::string("grace = ")})
         if (tunnel_settings.find(key) != std::string::npos) {
           auto at = cfg.find(key, sec + 9 + tunnel_settings.size());
           REQUIRE(at != std::string::npos);

@@ -100,3 +100,43 @@ TEST_CASE("closing the agent's terminal (SIGHUP) ends the remote support at once
   REQUIRE(s.status == 200);
   CHECK(s.body["state"].as_string() == "ended");
 }
+
+TEST_CASE("tunnel.grace: within it a restarted agent gets its session back; past it the session ends as tunnel lost") {
+  gateway_fixture f(1, "grace = 4");
+  auto profile = f.enroll("7801373");
+  auto sess = start_and_attach(f, profile, "alice", "TS000000373");
+  REQUIRE(f.api("POST", "/api/v1/sessions/" + sess.sid + "/grants", "alice",
+                R"({"user":"dave","scopes":["hmc"],"access_types":["ssh"]})")
+              .status == 201);
+
+  // The agent dies without STOP; another one of the machine comes back within the grace.
+  sess.agent->signal(SIGKILL);
+  (void)sess.agent->wait(20s);
+  REQUIRE(eventually([&] { return !f.kinds("tunnel.close", "ok").empty(); }, 10s));
+  auto again = std::make_unique<child>(std::vector<std::string>{agent_binary(), "start", "--profile", profile.string(),
+                                                                "--control", (f.t / "b.sock").string()},
+                                       f.t / "agent2.err");
+  auto connected = wait_line(*again, "Connected to ");
+  CHECK(connected.find("session " + sess.sid) != std::string::npos);
+  (void)wait_line(*again, "alice attached");  // told who owns it
+  auto s = f.api("GET", "/api/v1/sessions/" + sess.sid, "alice");
+  REQUIRE(s.status == 200);
+  CHECK(s.body["owner"].as_string() == "alice");
+  CHECK(json::serialize(s.body["grants"]).find("\"dave\"") != std::string::npos);
+  CHECK(f.kinds("session.end", "ok").empty());
+
+  // Now it dies for good: the session ends once the grace has passed, journaled with why.
+  again->signal(SIGKILL);
+  (void)again->wait(20s);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::string> ends;
+  REQUIRE(eventually([&] { return !(ends = f.kinds("session.end", "ok")).empty(); }, 20s));
+  const double took = seconds_since(t0);
+  INFO("ended " << took << " s after the agent died");
+  CHECK(took >= 3.0);  // not before the grace (less the time to notice the drop)
+  CHECK(took <= 4 + 3.0);
+  auto end = json::parse(ends[0]).as_object();
+  CHECK(end["actor"].as_string() == "gateway");
+  CHECK(end["session_id"].as_string() == sess.sid);
+  CHECK(detail(ends[0])["reason"].as_string() == "tunnel lost");
+}
