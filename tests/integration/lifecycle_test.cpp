@@ -56,7 +56,7 @@ TEST_CASE("an agent frozen by SIGSTOP loses its tunnel at the gateway within tun
   // stop), so the close comes between two thirds of the bound and the bound, plus the time
   // this test takes to see it in the journal.
   CHECK(took >= kBound * 2.0 / 3 - 0.5);
-  CHECK(took <= kBound + 2.0);
+  CHECK(took <= kBound + 4.0);  // slack for the sanitizer builds' slower journal queries
   CHECK(detail(closes[0])["reason"].as_string() ==
         "no frame from the agent for " + std::to_string(kBound) + " s: the tunnel is dead");
 
@@ -75,7 +75,7 @@ TEST_CASE("an agent whose gateway is frozen by SIGSTOP gives up within tunnel.ke
   f.gw->signal(SIGCONT);
   INFO("the agent ended " << took << " s after the gateway stopped");
   CHECK(code == 1);
-  CHECK(took <= kBound + 1.5);
+  CHECK(took <= kBound + 3.0);
   std::ifstream in(f.t / "agent.err");
   std::stringstream err;
   err << in.rdbuf();
@@ -134,7 +134,7 @@ TEST_CASE("tunnel.grace: within it a restarted agent gets its session back; past
   const double took = seconds_since(t0);
   INFO("ended " << took << " s after the agent died");
   CHECK(took >= 3.0);  // not before the grace (less the time to notice the drop)
-  CHECK(took <= 4 + 3.0);
+  CHECK(took <= 4 + 5.0);  // the grace, the once-a-second housekeeping, the journal query
   auto end = json::parse(ends[0]).as_object();
   CHECK(end["actor"].as_string() == "gateway");
   CHECK(end["session_id"].as_string() == sess.sid);
