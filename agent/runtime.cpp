@@ -142,8 +142,11 @@ int run_agent(const start_options& o, std::ostream& out, std::ostream& err) {
   asio::co_spawn(ioc, control_server(st, acc), report_exception{&st, "the control socket"});
   // SIGHUP: the customer closed the agent's terminal. The window is the control (SPEC §2.8),
   // so that ends the remote support at once, as Ctrl-C does, never a dropped tunnel that
-  // the gateway would keep for its reconnect grace.
-  asio::signal_set signals(ioc, SIGINT, SIGTERM, SIGHUP);
+  // the gateway would keep for its reconnect grace. An agent started with SIGHUP ignored
+  // (`nohup`) was meant to outlive its terminal: it keeps ignoring it.
+  asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  struct sigaction hup {};
+  if (::sigaction(SIGHUP, nullptr, &hup) == 0 && hup.sa_handler != SIG_IGN) signals.add(SIGHUP);
   signals.async_wait([&st](error_code sec, int signo) {
     if (sec) return;
     line(st, signo == SIGHUP ? "Stopping remote support (the customer's terminal closed)"

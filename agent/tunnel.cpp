@@ -299,8 +299,9 @@ void on_control_frame(agent_state& st, agent_handshake& hs, const tunnel::frame&
     case tunnel::frame_type::ping:
       return send(st, tunnel::frame_type::pong, {});
     case tunnel::frame_type::rekey:
-      // docs/protocol.md §6: the gateway's KeyUpdate came before it (OpenSSL renewed the keys
-      // each way inside the read); its CHALLENGE follows.
+      // docs/protocol.md §6: the gateway's KeyUpdate came before it (OpenSSL renewed the
+      // gateway's keys inside the read, and renews ours with our next write, the RESPONSE to
+      // the CHALLENGE that follows at the latest).
       if (!tunnel::parse_rekey(f.payload, why)) protocol_error(st, "bad_rekey", "malformed REKEY from the gateway: " + why);
       return;
     case tunnel::frame_type::error:

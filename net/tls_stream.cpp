@@ -169,8 +169,9 @@ tls_stream::step tls_stream::try_read(asio::mutable_buffer b) {
   std::size_t got = 0;
   int r = SSL_read_ex(ssl_, b.data(), b.size(), &got);
   if (r == 1) {
-    // A post-handshake message may have queued an answer (a KeyUpdate): send it now if the
-    // socket takes it, else with the next write.
+    // A post-handshake message may have queued an answer in the write buffer: send it now if
+    // the socket takes it, else with the next write. (OpenSSL 3.0 queues the answer to a
+    // KeyUpdate only with the next SSL_write, docs/protocol.md §6.)
     if (BIO_wpending(wbio_) > 0) (void)BIO_flush(wbio_);
     return {{}, got};
   }

@@ -86,7 +86,7 @@ class tls_stream {
   // asks the peer to renew its own (update_requested); the message leaves with the next
   // write, so call it just before one, on the stream's strand. False if OpenSSL refused
   // (not TLS 1.3, handshake not finished, a write half done). The peer's KeyUpdate is handled
-  // by OpenSSL inside reads; its answer leaves with the read that found it, or the next write.
+  // by OpenSSL inside reads; OpenSSL 3.0 sends its answering KeyUpdate with our next write.
   bool request_key_update();
   // KeyUpdate messages seen on this connection, counted once count_key_updates() was called.
   struct key_update_count {

@@ -30,7 +30,19 @@ class wake_signal {
 
   // Until notify() (or one kept from before), or close(); on the waiter's executor.
   boost::asio::awaitable<void> wait() {
+    // When the io_context shuts down, Asio destroys a pending wait without completing it but
+    // leaves the channel believing someone waits: a later notify() (from a destructor that
+    // runs in the same shutdown) would then dereference the abandoned operation. The guard
+    // closes the channel when the wait's frame goes without its completion.
+    struct abandon_guard {
+      wake_signal* self;
+      bool completed = false;
+      ~abandon_guard() {
+        if (!completed) self->ch_.close();
+      }
+    } guard{this};
     co_await ch_.async_receive(boost::asio::as_tuple(boost::asio::use_awaitable));
+    guard.completed = true;
   }
 
   // Ends a pending wait() and every later one at once (the waiter is going away).

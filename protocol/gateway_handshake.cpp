@@ -104,13 +104,17 @@ gateway_handshake::step gateway_handshake::rechallenge(micros now) {
   step s;
   s.send_challenge = make_challenge();
   state_ = state::challenged;
+  rechallenge_ = true;
   return s;
 }
 
 gateway_handshake::step gateway_handshake::on_response(const response& r, micros now) {
   if (state_ != state::challenged) return fail("RESPONSE out of order", now, false);
   if (r.id != pending_.id) return fail("RESPONSE names another challenge", now, true);
-  if (!limiter_.allowed(machine_, now)) return fail("machine is locked out", now, false);
+  // A re-challenge is answered on the live tunnel, which proved the secret already: a
+  // lock-out that others caused by guessing (a name is enough) must not end it, nor does its
+  // success clear their failures. Its own wrong answers still count.
+  if (!rechallenge_ && !limiter_.allowed(machine_, now)) return fail("machine is locked out", now, false);
   bool ok = false;
   step s;
   if (mechanism_ == kMechanismScram) {
@@ -137,7 +141,7 @@ gateway_handshake::step gateway_handshake::on_response(const response& r, micros
                                                                                   : "wrong response";
     return fail(why, now, true);
   }
-  limiter_.record_success(machine_);
+  if (!rechallenge_) limiter_.record_success(machine_);
   s.send_success->id = pending_.id;
   s.send_success->session = session_;
   s.auth_ok = true;

@@ -57,7 +57,9 @@ class gateway_handshake {
   // The connection ended (closed, timed out, protocol error) without the answer to a
   // CHALLENGE: a failure for the lock-out, like a wrong answer. Outside `challenged`, nothing.
   [[nodiscard]] step on_abandon(micros now);
-  // A re-challenge on an authenticated tunnel (rekey, docs/protocol.md §6).
+  // A re-challenge on an authenticated tunnel (rekey, docs/protocol.md §6). Its answer is
+  // checked without the lock-out's permission (a lock-out others caused by guessing does not
+  // end a live tunnel) and its success does not clear the failures; a wrong answer counts.
   [[nodiscard]] step rechallenge(micros now);
 
   [[nodiscard]] state current() const { return state_; }
@@ -87,6 +89,7 @@ class gateway_handshake {
   bool known_ = false;
   challenge pending_;
   int next_id_ = 0;
+  bool rechallenge_ = false;  // the pending challenge is a re-challenge of a live tunnel
   std::string session_;
 };
 

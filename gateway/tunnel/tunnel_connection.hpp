@@ -350,7 +350,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   // Rekey and re-challenge (tunnel_rekey.cpp, docs/protocol.md §6): a loop on the strand from
   // SUCCESS to the tunnel's end; the agent's answer arrives through on_frame.
   asio::awaitable<void> rekey_loop();
-  void start_rekey();
+  bool start_rekey();
   asio::awaitable<bool> on_rechallenge_response(const tunnel::frame& f);
   [[nodiscard]] std::string reauth_detail(json::object d) const;
   // Journals `e`: always once the machine's secret was proven; before that only while this

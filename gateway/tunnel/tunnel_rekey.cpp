@@ -23,14 +23,15 @@ std::string tunnel_connection::reauth_detail(json::object d) const {
 }
 
 // On the strand: KeyUpdate (with the writer's next write), REKEY, then the new CHALLENGE.
-void tunnel_connection::start_rekey() {
-  if (reauth_journaling_) return;  // the last answer's SUCCESS is not queued yet: next time
+// False when nothing was sent.
+bool tunnel_connection::start_rekey() {
+  if (reauth_journaling_) return false;  // the last answer's SUCCESS is not queued yet: next time
   tunnel::gateway_handshake::step step;
   {
     std::lock_guard lock(ctx_->limiter_mu);
     step = hs_->rechallenge(system_clock::instance().now());
   }
-  if (!step.send_challenge) return;  // not authenticated: nothing to renew
+  if (!step.send_challenge) return false;  // not authenticated: nothing to renew
   ++rekeys_;
   rechallenge_id_ = step.send_challenge->id;
   {
@@ -39,6 +40,7 @@ void tunnel_connection::start_rekey() {
   }
   queue(tunnel::frame_type::rekey, tunnel::to_payload(tunnel::rekey{}));
   queue(tunnel::frame_type::challenge, tunnel::to_payload(*step.send_challenge));
+  return true;
 }
 
 asio::awaitable<void> tunnel_connection::rekey_loop() {
@@ -49,16 +51,17 @@ asio::awaitable<void> tunnel_connection::rekey_loop() {
     rekey_timer_.expires_after(interval);
     (void)co_await rekey_timer_.async_wait(use_tuple);
     if (closing_) co_return;
-    start_rekey();
+    if (!start_rekey()) continue;
     // The answer cancels the timer (on_rechallenge_response); so does the tunnel's end.
     rekey_timer_.expires_after(answer_within);
     (void)co_await rekey_timer_.async_wait(use_tuple);
     if (closing_) co_return;
     if (hs_->current() != tunnel::gateway_handshake::state::challenged) continue;  // answered
-    // No answer in time: a failure for the lock-out, journaled as tunnel.reauth; then close.
-    co_await abandon_challenge();
+    // No answer in time: FAILURE and the close first (an answer read meanwhile finds the
+    // tunnel closing), then the journal: a failure for the lock-out, as tunnel.reauth.
     const auto why = fmt::format("the re-challenge was not answered within {} s", answer_within.count() / 1000);
     send_failure(rechallenge_id_, why, "re-challenge not answered");
+    co_await abandon_challenge();
     stream_.expires_after(std::chrono::seconds(2));  // ends the reader's wait; FAILURE may leave first
     co_return;
   }
@@ -66,6 +69,8 @@ asio::awaitable<void> tunnel_connection::rekey_loop() {
 
 // The agent's RESPONSE to a re-challenge. False ends the tunnel.
 asio::awaitable<bool> tunnel_connection::on_rechallenge_response(const tunnel::frame& f) {
+  // Too late: the deadline has already closed the tunnel (FAILURE is on its way).
+  if (closing_) co_return false;
   if (hs_->current() != tunnel::gateway_handshake::state::challenged) {
     protocol_error("unexpected", "RESPONSE without a re-challenge");
     co_return false;

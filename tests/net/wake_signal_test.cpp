@@ -12,9 +12,11 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -150,4 +152,39 @@ TEST_CASE("wake_signal: a producer on another thread never leaves the consumer a
   producer.join();
   REQUIRE(done);
   REQUIRE(f.get() == kItems);
+}
+
+TEST_CASE("wake_signal: a wait abandoned by the io_context's shutdown; a notify() after it is harmless") {
+  // As in the gateway at shutdown: a writer waits on the signal, and the destructor of
+  // another coroutine's frame (destroyed later in the same shutdown) notifies it. Without
+  // the wait's guard this dereferences the abandoned operation (a crash, not a failure).
+  struct conn {
+    explicit conn(const asio::any_io_executor& ex) : timer(ex), wake(ex) {}
+    asio::steady_timer timer;
+    wake_signal wake;
+  };
+  bool notified = false;
+  {
+    asio::io_context ioc{1};
+    auto c = std::make_shared<conn>(ioc.get_executor());
+    asio::co_spawn(ioc, [c]() -> asio::awaitable<void> { co_await c->wake.wait(); }, asio::detached);
+    asio::co_spawn(
+        ioc,
+        [c, &notified]() -> asio::awaitable<void> {
+          struct on_destroy {
+            std::shared_ptr<conn> c;
+            bool* notified;
+            ~on_destroy() {
+              c->wake.notify();
+              *notified = true;
+            }
+          } g{c, &notified};
+          c->timer.expires_after(std::chrono::hours(1));
+          co_await c->timer.async_wait(asio::use_awaitable);
+        },
+        asio::detached);
+    c.reset();
+    ioc.run_for(50ms);
+  }  // shutdown: the wait's frame first, then the timer's, whose destructor notifies
+  REQUIRE(notified);
 }

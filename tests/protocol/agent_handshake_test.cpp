@@ -237,6 +237,33 @@ TEST_CASE("re-challenge on an authenticated tunnel") {
   CHECK_FALSE(g3.on_response(*r2, w.now).auth_ok.value_or(true));
 }
 
+TEST_CASE("a re-challenge is not ended by a lock-out others caused, nor does it clear their failures") {
+  world w;
+  bytes exporter(32, 1);
+  std::string why;
+  agent_handshake a(agent_id(), exporter, agent::make_client_nonce());
+  auto g = w.gateway(exporter);
+  REQUIRE(run(w, a, g).gateway_ok);
+  // Someone who knows only the machine's name locks it out by guessing.
+  while (w.limiter.allowed(kMachine, w.now)) w.limiter.record_failure(kMachine, w.now);
+  auto c = g.rechallenge(w.now).send_challenge;
+  REQUIRE(c);
+  auto r = a.on_challenge(*c, why);
+  REQUIRE(r);
+  auto s = g.on_response(*r, w.now);
+  CHECK(s.auth_ok.value_or(false));  // the live tunnel goes on
+  CHECK_FALSE(w.limiter.allowed(kMachine, w.now));  // and the lock-out stands for newcomers
+  // A wrong answer to a re-challenge fails and counts.
+  auto c2 = g.rechallenge(w.now).send_challenge;
+  REQUIRE(c2);
+  auto r2 = a.on_challenge(*c2, why);
+  REQUIRE(r2);
+  r2->proof[0] ^= 1;
+  auto f = g.on_response(*r2, w.now);
+  CHECK_FALSE(f.auth_ok.value_or(false));
+  CHECK(f.reason == "wrong response");
+}
+
 TEST_CASE("an unknown machine's decoy salt is stable, like a real machine's") {
   world w;
   w.machines.clear();
