@@ -46,13 +46,13 @@ struct gateway_fixture {
       auto sec = cfg.find("[tunnel]\n");
       REQUIRE(sec != std::string::npos);
       cfg.insert(sec + 9, tunnel_settings + "\n");
-      // The sample's own line for a setting given here goes (a key twice is an error).
-      for (auto& key : {std::string("rekey_interval = "), std::string("keepalive = "), std::string("grace = ")})
-        if (tunnel_settings.find(key) != std::string::npos) {
-          auto at = cfg.find(key, sec + 9 + tunnel_settings.size());
-          REQUIRE(at != std::string::npos);
-          cfg.erase(at, cfg.find('\n', at) - at + 1);
-        }
+      // The sample's own line for each setting given here goes (a key twice is an error).
+      std::istringstream given(tunnel_settings);
+      for (std::string l; std::getline(given, l);) {
+        auto key = "\n" + l.substr(0, l.find('=') + 1);
+        auto at = cfg.find(key, sec + 9 + tunnel_settings.size());
+        if (at != std::string::npos) cfg.erase(at + 1, cfg.find('\n', at + 1) - at);
+      }
     }
     std::ofstream(dir / "rsgate.toml") << cfg;
     start();

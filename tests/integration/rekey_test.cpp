@@ -50,9 +50,27 @@ class sha256 {
   EVP_MD_CTX* ctx_;
 };
 
-std::int64_t ts_micros(const std::string& line) {
-  // Journal lines carry `ts` in RFC 3339; ordering by seq is enough here, so count instead.
-  return json::parse(line).as_object()["seq"].as_int64();
+std::int64_t seq_of(const std::string& line) { return json::parse(line).as_object()["seq"].as_int64(); }
+
+// A scripted agent of a new machine, authenticated through a gateway that rekeys every second,
+// that has just read the first REKEY and the re-challenge after it.
+struct rechallenged {
+  scripted_agent agent;
+  tunnel::challenge challenge;
+};
+rechallenged first_rechallenge(gateway_fixture& f, const std::string& serial) {
+  wire_peer::client_options o;
+  o.timeout = 10s;
+  rechallenged r{authenticate_agent(wire_peer::connect(f.tunnel, o), f.enroll(serial)), {}};
+  REQUIRE(r.agent.peer->recv_until(ft::rekey, 10s));
+  auto c = r.agent.peer->recv(10s);
+  REQUIRE(c);
+  REQUIRE(c->header.type == ft::challenge);
+  std::string why;
+  auto ch = tunnel::parse_challenge(c->payload, why);
+  REQUIRE(ch);
+  r.challenge = *ch;
+  return r;
 }
 
 }  // namespace
@@ -136,7 +154,7 @@ TEST_CASE("rekey every second during a 300 MiB transfer: bytes intact, a KeyUpda
   CHECK(last["key_updates_received"].as_int64() == rekeys);
   // The entries come in order, one per rekey.
   for (std::size_t i = 1; i < reauths.size(); ++i) {
-    CHECK(ts_micros(reauths[i]) > ts_micros(reauths[i - 1]));
+    CHECK(seq_of(reauths[i]) > seq_of(reauths[i - 1]));
     CHECK(detail(reauths[i])["rekeys"].as_int64() == detail(reauths[i - 1])["rekeys"].as_int64() + 1);
   }
 
@@ -148,26 +166,17 @@ TEST_CASE("rekey every second during a 300 MiB transfer: bytes intact, a KeyUpda
 
 TEST_CASE("a wrong answer to a re-challenge ends the tunnel: FAILURE, tunnel.reauth denied, tunnel.close") {
   gateway_fixture f(1, "rekey_interval = 1");
-  auto profile = f.enroll("7801362");
-  wire_peer::client_options o;
-  o.timeout = 10s;
-  auto a = authenticate_agent(wire_peer::connect(f.tunnel, o), profile);
-  REQUIRE(a.peer->recv_until(ft::rekey, 10s));
-  auto c = a.peer->recv(10s);
-  REQUIRE(c);
-  REQUIRE(c->header.type == ft::challenge);
+  auto [a, ch] = first_rechallenge(f, "7801362");
   std::string why;
-  auto ch = tunnel::parse_challenge(c->payload, why);
-  REQUIRE(ch);
   tunnel::response wrong;
-  wrong.id = ch->id;
+  wrong.id = ch.id;
   wrong.proof = bytes(32, 0x5a);
   REQUIRE(a.peer->send(ft::response, tunnel::to_payload(wrong)));
   auto fl = a.peer->recv_until(ft::failure, 10s);
   REQUIRE(fl);
   auto failure = tunnel::parse_failure(fl->payload, why);
   REQUIRE(failure);
-  CHECK(failure->id == ch->id);
+  CHECK(failure->id == ch.id);
   // Then the gateway closes the connection.
   while (a.peer->recv(10s)) {
   }
@@ -184,17 +193,8 @@ TEST_CASE("a wrong answer to a re-challenge ends the tunnel: FAILURE, tunnel.rea
 
 TEST_CASE("a re-challenge left unanswered ends the tunnel after the handshake bound") {
   gateway_fixture f(1, "rekey_interval = 1");
-  auto profile = f.enroll("7801363");
-  wire_peer::client_options o;
-  o.timeout = 10s;
-  auto a = authenticate_agent(wire_peer::connect(f.tunnel, o), profile);
-  REQUIRE(a.peer->recv_until(ft::rekey, 10s));
-  auto c = a.peer->recv(10s);
-  REQUIRE(c);
-  REQUIRE(c->header.type == ft::challenge);
+  auto [a, ch] = first_rechallenge(f, "7801363");
   std::string why;
-  auto ch = tunnel::parse_challenge(c->payload, why);
-  REQUIRE(ch);
   const auto t0 = std::chrono::steady_clock::now();
   auto fl = a.peer->recv_until(ft::failure, 30s);  // no answer: FAILURE after 20 s
   const auto waited = std::chrono::steady_clock::now() - t0;
@@ -203,7 +203,7 @@ TEST_CASE("a re-challenge left unanswered ends the tunnel after the handshake bo
   CHECK(waited <= 25s);
   auto failure = tunnel::parse_failure(fl->payload, why);
   REQUIRE(failure);
-  CHECK(failure->id == ch->id);
+  CHECK(failure->id == ch.id);
   CHECK(failure->reason == "the re-challenge was not answered within 20 s");
   while (a.peer->recv(10s)) {
   }

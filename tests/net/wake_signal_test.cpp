@@ -4,6 +4,7 @@
 // nothing never leaves it asleep with work queued (a missed wake-up would hang the test, which
 // fails on its deadline instead).
 #include "net/wake_signal.hpp"
+#include "tests/support/io_threads.hpp"
 
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
@@ -22,24 +23,8 @@
 
 namespace asio = boost::asio;
 using rsgate::net::wake_signal;
+using rsgate::test::two_threads;
 using namespace std::chrono_literals;
-
-namespace {
-
-// An io_context with two threads for the duration of a test.
-struct two_threads {
-  asio::io_context ioc{2};
-  asio::executor_work_guard<asio::io_context::executor_type> work{ioc.get_executor()};
-  std::thread a{[this] { ioc.run(); }}, b{[this] { ioc.run(); }};
-  ~two_threads() {
-    work.reset();
-    ioc.stop();
-    a.join();
-    b.join();
-  }
-};
-
-}  // namespace
 
 TEST_CASE("wake_signal: a notify() from another thread ends a pending wait") {
   two_threads t;

@@ -218,48 +218,47 @@ TEST_CASE("the agent refuses a gateway that cannot prove the verifier or alters 
   CHECK_THAT(why, Catch::Contains("server signature"));
 }
 
-TEST_CASE("re-challenge on an authenticated tunnel") {
+// Both sides of a tunnel that authenticated; answer_rechallenge() is the agent's RESPONSE to
+// the gateway's next re-challenge.
+struct live_tunnel {
   world w;
-  bytes exporter(32, 1);
+  bytes exporter = bytes(32, 1);
+  agent_handshake a{agent_id(), exporter, agent::make_client_nonce()};
+  gateway_handshake g = w.gateway(exporter);
+  live_tunnel() { REQUIRE(run(w, a, g).gateway_ok); }
+  response answer_rechallenge() {
+    auto c = g.rechallenge(w.now).send_challenge;
+    REQUIRE(c);
+    std::string why;
+    auto r = a.on_challenge(*c, why);
+    REQUIRE(r);
+    return *r;
+  }
+};
+
+TEST_CASE("re-challenge on an authenticated tunnel") {
+  live_tunnel t;
   std::string why;
-  agent_handshake a(agent_id(), exporter, agent::make_client_nonce());
-  auto g = w.gateway(exporter);
-  REQUIRE(run(w, a, g).gateway_ok);
-  auto c2 = g.rechallenge(w.now).send_challenge;
-  REQUIRE(c2);
-  auto r2 = a.on_challenge(*c2, why);
-  REQUIRE(r2);
-  auto s2 = g.on_response(*r2, w.now);
+  auto r2 = t.answer_rechallenge();
+  auto s2 = t.g.on_response(r2, t.w.now);
   CHECK(s2.auth_ok.value_or(false));
-  CHECK(a.on_success(*s2.send_success, why));
+  CHECK(t.a.on_success(*s2.send_success, why));
   // Out-of-order messages fail the handshake.
-  auto g3 = w.gateway(exporter);
-  CHECK_FALSE(g3.on_response(*r2, w.now).auth_ok.value_or(true));
+  auto g3 = t.w.gateway(t.exporter);
+  CHECK_FALSE(g3.on_response(r2, t.w.now).auth_ok.value_or(true));
 }
 
 TEST_CASE("a re-challenge is not ended by a lock-out others caused, nor does it clear their failures") {
-  world w;
-  bytes exporter(32, 1);
-  std::string why;
-  agent_handshake a(agent_id(), exporter, agent::make_client_nonce());
-  auto g = w.gateway(exporter);
-  REQUIRE(run(w, a, g).gateway_ok);
+  live_tunnel t;
   // Someone who knows only the machine's name locks it out by guessing.
-  while (w.limiter.allowed(kMachine, w.now)) w.limiter.record_failure(kMachine, w.now);
-  auto c = g.rechallenge(w.now).send_challenge;
-  REQUIRE(c);
-  auto r = a.on_challenge(*c, why);
-  REQUIRE(r);
-  auto s = g.on_response(*r, w.now);
+  while (t.w.limiter.allowed(kMachine, t.w.now)) t.w.limiter.record_failure(kMachine, t.w.now);
+  auto s = t.g.on_response(t.answer_rechallenge(), t.w.now);
   CHECK(s.auth_ok.value_or(false));  // the live tunnel goes on
-  CHECK_FALSE(w.limiter.allowed(kMachine, w.now));  // and the lock-out stands for newcomers
+  CHECK_FALSE(t.w.limiter.allowed(kMachine, t.w.now));  // and the lock-out stands for newcomers
   // A wrong answer to a re-challenge fails and counts.
-  auto c2 = g.rechallenge(w.now).send_challenge;
-  REQUIRE(c2);
-  auto r2 = a.on_challenge(*c2, why);
-  REQUIRE(r2);
-  r2->proof[0] ^= 1;
-  auto f = g.on_response(*r2, w.now);
+  auto r2 = t.answer_rechallenge();
+  r2.proof[0] ^= 1;
+  auto f = t.g.on_response(r2, t.w.now);
   CHECK_FALSE(f.auth_ok.value_or(false));
   CHECK(f.reason == "wrong response");
 }

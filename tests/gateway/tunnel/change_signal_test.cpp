@@ -3,6 +3,7 @@
 // false at its deadline when nothing changes, and misses no wake-up when changes race with
 // its waits (a missed one would cost the round its whole deadline).
 #include "gateway/tunnel/change_signal.hpp"
+#include "tests/support/io_threads.hpp"
 
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
@@ -17,6 +18,7 @@
 namespace asio = boost::asio;
 using rsgate::gateway::detail::change_signal;
 using rsgate::gateway::detail::wait_for_change;
+using rsgate::test::two_threads;
 using namespace std::chrono_literals;
 
 namespace {
@@ -33,19 +35,6 @@ asio::awaitable<void> wait_for_value(change_signal* sig, std::atomic<int>* value
   const bool ok = co_await wait_for_change({sig, nullptr}, [value, want] { return value->load() >= want; }, t0 + limit);
   done->set_value({ok, std::chrono::steady_clock::now() - t0});
 }
-
-// An io_context with two threads for the duration of a test.
-struct two_threads {
-  asio::io_context ioc{2};
-  asio::executor_work_guard<asio::io_context::executor_type> work{ioc.get_executor()};
-  std::thread a{[this] { ioc.run(); }}, b{[this] { ioc.run(); }};
-  ~two_threads() {
-    work.reset();
-    ioc.stop();
-    a.join();
-    b.join();
-  }
-};
 
 outcome wait_in_strand(two_threads& t, change_signal& sig, std::atomic<int>& value, int want,
                        std::chrono::milliseconds limit, const std::function<void()>& meanwhile) {
