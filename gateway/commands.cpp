@@ -211,6 +211,8 @@ runtime_options runtime_for(const config& c, service& sessions) {
   ro.tunnel_port = c.tunnel.port;
   ro.rekey_interval_s = c.rekey_interval_s;
   ro.keepalive_s = c.keepalive_s;
+  ro.grace_s = c.grace_s;
+  ro.reauth_s = c.reauth_s;
   return ro;
 }
 

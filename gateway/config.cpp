@@ -161,11 +161,12 @@ void read_http(const reader& r, config& c) {
 }
 
 void read_tunnel(const reader& r, config& c) {
-  auto t = r.section("tunnel", {"listen", "public_address", "rekey_interval", "keepalive", "grace"});
+  auto t = r.section("tunnel", {"listen", "public_address", "rekey_interval", "keepalive", "grace", "reauth"});
   if (!t) return;
   r.listen(t, "tunnel", c.tunnel);
   r.number(t, "tunnel", "rekey_interval", 1, 86'400, c.rekey_interval_s);
   r.number(t, "tunnel", "grace", 1, 86'400, c.grace_s);
+  r.number(t, "tunnel", "reauth", rsgate::tunnel::kMinTunnelSeconds, rsgate::tunnel::kMaxTunnelLifeSeconds, c.reauth_s);
   r.number(t, "tunnel", "keepalive", rsgate::tunnel::kMinDeadPeerSeconds, rsgate::tunnel::kMaxDeadPeerSeconds, c.keepalive_s);
   r.str(t, "tunnel", "public_address", c.tunnel_public);
   if (!c.tunnel_public.empty() && !is_valid_agent_address(c.tunnel_public))
@@ -232,6 +233,7 @@ listen = "127.0.0.1:4433"
 rekey_interval = 900        # seconds between TLS key updates + CHAP re-challenges of a tunnel
 keepalive = 90              # seconds without a frame after which a tunnel is dead (both sides)
 grace = 120                 # seconds a session waits for its agent after the tunnel dropped
+reauth = 86400              # seconds a tunnel lives; then its agent authenticates again from scratch
 
 [journal]
 checkpoint_entries = 1000   # a signed checkpoint at least every N entries

@@ -30,6 +30,9 @@ struct config {
   int keepalive_s = 90;
   // A session whose tunnel dropped waits this long for its agent, then ends (`tunnel lost`).
   int grace_s = 120;
+  // A tunnel lives at most this long; then the gateway sends END `reauthenticate` and the agent
+  // authenticates from scratch on a new connection, keeping its session (docs/protocol.md §6).
+  int reauth_s = 86'400;
   std::filesystem::path tls_cert;  // default: DATA/server.pem
   std::filesystem::path tls_key;   // default: DATA/keys/server.key
   std::string log_level = "info";

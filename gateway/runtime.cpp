@@ -49,6 +49,8 @@ std::unique_ptr<tunnel_server> start_tunnels(asio::io_context& ioc, const runtim
   tc.port = opts.tunnel_port;
   tc.rekey_interval_ms = static_cast<std::int64_t>(opts.rekey_interval_s) * 1000;
   tc.dead_peer_ms = opts.keepalive_s * 1000;
+  tc.grace_s = opts.grace_s;
+  tc.tunnel_life_ms = static_cast<std::int64_t>(opts.reauth_s) * 1000;
   tc.cert_file = opts.cert_file;
   tc.key_file = opts.key_file;
   tc.strands = strands;

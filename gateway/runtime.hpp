@@ -38,6 +38,8 @@ struct runtime_options {
   std::uint16_t tunnel_port = 4433;
   int rekey_interval_s = 900;  // tunnel.rekey_interval
   int keepalive_s = 90;        // tunnel.keepalive
+  int grace_s = 120;           // tunnel.grace (told to agents in SUCCESS)
+  int reauth_s = 86'400;       // tunnel.reauth
   std::function<void(const std::string& bound)> on_tunnel_listening;
 };
 

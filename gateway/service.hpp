@@ -97,9 +97,17 @@ class service {
   // --- the tunnel side ---
   // The enrolled machine as CHAP needs it (MD5 secret unsealed only when enabled).
   [[nodiscard]] std::optional<tunnel::machine_record> machine_record_for(const std::string& machine);
-  // A machine authenticated: its (new or resumed) session id; `link` receives notices.
-  std::string tunnel_authenticated(const std::string& machine, std::vector<std::string> scopes,
-                                   std::shared_ptr<tunnel_link> link);
+  // A machine authenticated: the session its tunnel serves from now on, decided under the
+  // service's lock (docs/protocol.md §9): the machine's session when one is live or waiting
+  // for its agent (`held`), else a new one. `resume` is the session HELLO asked for ("" for
+  // none); `resume_refused` says why that one was not given back. `link` receives notices.
+  struct tunnel_join {
+    std::string session_id;
+    bool held = false;
+    std::string resume_refused;
+  };
+  tunnel_join tunnel_authenticated(const std::string& machine, std::vector<std::string> scopes,
+                                   std::shared_ptr<tunnel_link> link, const std::string& resume = "");
   // The agent offered a session key: journaled (as its keyed hash) before it is usable;
   // `done` gets the expiry, or nullopt when the journal could not record it.
   void key_offered(const std::string& session_id, std::string_view display_key, micros lifetime,

@@ -41,14 +41,26 @@ std::optional<tunnel::machine_record> service::machine_record_for(const std::str
   return r;
 }
 
-std::string service::tunnel_authenticated(const std::string& machine, std::vector<std::string> scopes,
-                                          std::shared_ptr<tunnel_link> link) {
+service::tunnel_join service::tunnel_authenticated(const std::string& machine, std::vector<std::string> scopes,
+                                                   std::shared_ptr<tunnel_link> link, const std::string& resume) {
   std::lock_guard lock(mu_);
   auto now = clock_.now();
-  std::string id;
-  if (auto* live_s = registry_.find_live_for_machine(machine)) id = live_s->id;
-  else id = new_session_id();
-  auto& s = registry_.open_for_machine(id, machine, std::move(scopes), now);
+  tunnel_join j;
+  if (auto* live_s = registry_.find_live_for_machine(machine)) {
+    j.session_id = live_s->id;
+    j.held = true;
+  } else {
+    j.session_id = new_session_id();
+  }
+  if (!resume.empty() && resume != j.session_id) {
+    // Only this machine's own sessions are named in the answer: another machine's id is as
+    // unknown as one that never existed.
+    auto* asked = registry_.find(resume);
+    j.resume_refused = asked && asked->machine == machine && asked->state == session_state::ended
+                           ? "the session has ended"
+                           : "no such session of this machine";
+  }
+  auto& s = registry_.open_for_machine(j.session_id, machine, std::move(scopes), now);
   links_[s.id] = link;
   if (s.state == session_state::active) {
     // A reconnect within the grace period: tell the agent who owns its session.
@@ -58,7 +70,7 @@ std::string service::tunnel_authenticated(const std::string& machine, std::vecto
     n.pmr = s.pmr;
     notify(s.id, n);
   }
-  return s.id;
+  return j;
 }
 
 void service::key_offered(const std::string& session_id, std::string_view display_key, micros lifetime,

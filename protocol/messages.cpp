@@ -258,9 +258,10 @@ std::optional<success> parse_success(std::span<const std::uint8_t> p, std::strin
     m.session = f.str("session", 1, 64);
     m.rekey_seconds = static_cast<int>(f.integer("rekey_seconds", 1, 86400, false, kRekeySeconds));
     m.max_tunnel_seconds =
-        static_cast<int>(f.integer("max_tunnel_seconds", 60, 7 * 86400, false, kMaxTunnelSeconds));
+        static_cast<int>(f.integer("max_tunnel_seconds", kMinTunnelSeconds, kMaxTunnelLifeSeconds, false, kMaxTunnelSeconds));
     m.keepalive_seconds = static_cast<int>(
         f.integer("keepalive_seconds", kMinDeadPeerSeconds, kMaxDeadPeerSeconds, false, kDeadPeerSeconds));
+    m.grace_seconds = static_cast<int>(f.integer("grace_seconds", 1, 86400, false, kReconnectGraceSeconds));
     return m;
   });
 }
@@ -273,6 +274,7 @@ bytes to_payload(const success& m) {
   o["rekey_seconds"] = m.rekey_seconds;
   o["max_tunnel_seconds"] = m.max_tunnel_seconds;
   o["keepalive_seconds"] = m.keepalive_seconds;
+  o["grace_seconds"] = m.grace_seconds;
   return dump(o);
 }
 

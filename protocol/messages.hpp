@@ -60,6 +60,7 @@ struct success {
   int rekey_seconds = kRekeySeconds;
   int max_tunnel_seconds = kMaxTunnelSeconds;
   int keepalive_seconds = kDeadPeerSeconds;  // the dead-peer bound both sides keep (§2.1)
+  int grace_seconds = kReconnectGraceSeconds;  // how long the session waits for a reconnect (§9)
 };
 
 struct failure {

@@ -61,6 +61,9 @@ inline constexpr int kMinDeadPeerSeconds = 6;         // tunnel.keepalive's rang
 inline constexpr int kMaxDeadPeerSeconds = 3600;
 inline constexpr int kRekeySeconds = 900;             // TLS KeyUpdate + CHAP re-challenge
 inline constexpr int kMaxTunnelSeconds = 24 * 3600;   // then re-authenticate from scratch
+inline constexpr std::string_view kReauthenticate = "reauthenticate";  // END's reason at tunnel life's end
+inline constexpr int kMinTunnelSeconds = 5;           // the range of tunnel.reauth and of
+inline constexpr int kMaxTunnelLifeSeconds = 7 * 86400;  // SUCCESS's max_tunnel_seconds
 inline constexpr int kReconnectGraceSeconds = 120;    // session survives a drop this long
 
 // One live tunnel per machine (docs/protocol.md §9.1). When a second tunnel of a machine

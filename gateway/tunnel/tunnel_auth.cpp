@@ -250,6 +250,11 @@ asio::awaitable<bool> tunnel_connection::journal_auth_ok(int id, std::string rep
   auto rec = co_await async_append(svc_.journal(), entry(std::string("tunnel.auth"), journal::outcome::ok, json::serialize(d)),
                                    asio::use_awaitable);
   if (rec.ok()) co_return true;
+  refuse_unrecorded(id);
+  co_return false;
+}
+
+void tunnel_connection::refuse_unrecorded(int id) {
   tunnel::failure f;
   f.id = id;
   f.reason = "the gateway cannot record this session now";
@@ -257,6 +262,28 @@ asio::awaitable<bool> tunnel_connection::journal_auth_ok(int id, std::string rep
   queue(tunnel::frame_type::failure, tunnel::to_payload(f));
   set_close("journal unavailable", journal::outcome::error);
   mark_closing();
+}
+
+// The tunnel joined a session the machine already had (docs/protocol.md §9): `tunnel.reauth`
+// with trigger `resume` (HELLO named it) or `reconnect` (it did not), durable before SUCCESS;
+// and a `resume` that could not be honoured is recorded as refused, with why.
+asio::awaitable<bool> tunnel_connection::journal_join(int id, const service::tunnel_join& j) {
+  const auto& asked = hs_->hello_message().resume;
+  if (asked.empty() && !j.held) co_return true;  // a new session: tunnel.auth tells it
+  json::object d{{"mechanism", hs_->mechanism()}};
+  auto outcome = journal::outcome::ok;
+  if (!j.resume_refused.empty()) {
+    d["trigger"] = "resume";
+    d["resume"] = asked;
+    d["reason"] = j.resume_refused;
+    outcome = journal::outcome::denied;
+  } else {
+    d["trigger"] = asked.empty() ? "reconnect" : "resume";
+  }
+  auto rec = co_await async_append(svc_.journal(), entry(std::string("tunnel.reauth"), outcome, json::serialize(d)),
+                                   asio::use_awaitable);
+  if (rec.ok()) co_return true;
+  refuse_unrecorded(id);  // the close gives the session back to its grace (teardown)
   co_return false;
 }
 
@@ -301,13 +328,18 @@ asio::awaitable<bool> tunnel_connection::on_chap_ok(tunnel::gateway_handshake::s
   if (!co_await journal_auth_ok(id, replaced)) co_return false;
   std::vector<std::string> scopes;
   for (auto& s : hs_->hello_message().scopes) scopes.push_back(s.name);
-  session_ = svc_.tunnel_authenticated(machine_, scopes, shared_from_this());
+  auto joined = svc_.tunnel_authenticated(machine_, scopes, shared_from_this(), hs_->hello_message().resume);
+  session_ = joined.session_id;
   claim.install(weak_from_this());
+  if (!co_await journal_join(id, joined)) co_return false;
   step.send_success->session = session_;
   step.send_success->rekey_seconds = static_cast<int>(cfg_.rekey_interval_ms / 1000);
   step.send_success->keepalive_seconds = cfg_.dead_peer_ms / 1000;
+  step.send_success->grace_seconds = cfg_.grace_s;
+  step.send_success->max_tunnel_seconds = static_cast<int>(cfg_.tunnel_life_ms / 1000);
   authenticated_ = true;
   queue(tunnel::frame_type::success, tunnel::to_payload(*step.send_success));
+  release_held();
   stream_.expires_after(std::chrono::milliseconds(cfg_.dead_peer_ms));
   asio::co_spawn(stream_.get_executor(), rekey_loop(), [self = shared_from_this()](std::exception_ptr e) {
     if (!e) return;

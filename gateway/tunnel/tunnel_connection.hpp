@@ -138,7 +138,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     }
     tunnel::channel_open m{scope, access_type, actor, tunnel::kInitialWindow};
     asio::post(stream_.get_executor(), [self = shared_from_this(), id = c->id, p = tunnel::to_payload(m)] {
-      self->queue(tunnel::frame_type::channel_open, p, id);
+      self->queue_after_success(tunnel::encode(tunnel::frame_type::channel_open, id, p));
     });
     return c;
   }
@@ -211,10 +211,23 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
 
   void post_frame(tunnel::frame_type t, bytes payload, bool close_after = false) {
     asio::post(stream_.get_executor(), [self = shared_from_this(), t, p = std::move(payload), close_after] {
-      self->queue(t, p);
+      self->queue_after_success(tunnel::encode(t, 0, p));
       if (close_after) self->mark_closing();
     });
   }
+  // On the strand: what the service sends through this tunnel (notices, END, CHANNEL_OPEN)
+  // goes out after SUCCESS, never before it, even when the service learnt of the tunnel while
+  // its SUCCESS waited for the journal (docs/protocol.md §10: the agent refuses such frames
+  // before SUCCESS). A handful at most wait; more than kMaxHeldFrames is a defect, not queued.
+  void queue_after_success(bytes frame) {
+    if (authenticated_) return push(std::move(frame));
+    if (held_.size() < kMaxHeldFrames) held_.push_back(std::move(frame));
+  }
+  void release_held() {
+    for (auto& f : held_) push(std::move(f));
+    held_.clear();
+  }
+  static constexpr std::size_t kMaxHeldFrames = 64;
   // On the strand only.
   void queue(tunnel::frame_type t, std::span<const std::uint8_t> payload, std::uint32_t channel = 0) {
     push(tunnel::encode(t, channel, payload));
@@ -339,6 +352,9 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   asio::awaitable<void> journal_denied(tunnel::gateway_handshake::step step);
   asio::awaitable<bool> refuse_after_chap(int id, std::string reason, json::object detail, std::string answer);
   asio::awaitable<bool> journal_auth_ok(int id, std::string replaced);
+  asio::awaitable<bool> journal_join(int id, const service::tunnel_join& j);
+  // FAILURE "cannot record" (retry in 60 s) and the close: fail closed.
+  void refuse_unrecorded(int id);
   asio::awaitable<liveness> probe(std::shared_ptr<tunnel_connection> live);
   asio::awaitable<void> wait_finished(std::shared_ptr<tunnel_connection> old);
   asio::awaitable<bool> pong_keeps_up();
@@ -351,6 +367,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   // SUCCESS to the tunnel's end; the agent's answer arrives through on_frame.
   asio::awaitable<void> rekey_loop();
   bool start_rekey();
+  void end_life();
   asio::awaitable<bool> on_rechallenge_response(const tunnel::frame& f);
   [[nodiscard]] std::string reauth_detail(json::object d) const;
   // Journals `e`: always once the machine's secret was proven; before that only while this
@@ -463,6 +480,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   std::shared_ptr<tunnel::window_budget> budget_;  // growth of this tunnel's receive windows
   std::uint32_t next_channel_ = 1;
   bool closing_flag_ = false;
+  std::vector<bytes> held_;  // on the strand: frames waiting for SUCCESS (queue_after_success)
 };
 
 }  // namespace rsgate::gateway::detail

@@ -43,14 +43,30 @@ bool tunnel_connection::start_rekey() {
   return true;
 }
 
+// The tunnel lived tunnel.reauth (docs/protocol.md §6): END `reauthenticate` and the close.
+// The session stays: the close gives it its grace (teardown), in which the agent comes back on
+// a new connection, authenticated from scratch, and resumes it.
+void tunnel_connection::end_life() {
+  set_close(fmt::format("tunnel life of {} s reached: the agent re-authenticates", cfg_.tunnel_life_ms / 1000),
+            journal::outcome::ok);
+  queue(tunnel::frame_type::end, tunnel::to_payload(tunnel::reason_only{std::string(tunnel::kReauthenticate)}));
+  mark_closing();
+  stream_.expires_after(std::chrono::seconds(2));  // ends the reader's wait; END leaves first
+}
+
 asio::awaitable<void> tunnel_connection::rekey_loop() {
   auto self = shared_from_this();
   const auto interval = std::chrono::milliseconds(cfg_.rekey_interval_ms);
   const auto answer_within = std::chrono::milliseconds(cfg_.handshake_timeout_ms);
+  const auto life_ends = std::chrono::steady_clock::now() + std::chrono::milliseconds(cfg_.tunnel_life_ms);
   while (!closing_) {
-    rekey_timer_.expires_after(interval);
+    rekey_timer_.expires_at(std::min(std::chrono::steady_clock::now() + interval, life_ends));
     (void)co_await rekey_timer_.async_wait(use_tuple);
     if (closing_) co_return;
+    if (std::chrono::steady_clock::now() >= life_ends) {
+      end_life();
+      co_return;
+    }
     if (!start_rekey()) continue;
     // The answer cancels the timer (on_rechallenge_response); so does the tunnel's end.
     rekey_timer_.expires_after(answer_within);
@@ -108,6 +124,8 @@ asio::awaitable<bool> tunnel_connection::on_rechallenge_response(const tunnel::f
   step.send_success->session = session_;
   step.send_success->rekey_seconds = static_cast<int>(cfg_.rekey_interval_ms / 1000);
   step.send_success->keepalive_seconds = cfg_.dead_peer_ms / 1000;
+  step.send_success->grace_seconds = cfg_.grace_s;
+  step.send_success->max_tunnel_seconds = static_cast<int>(cfg_.tunnel_life_ms / 1000);
   queue(tunnel::frame_type::success, tunnel::to_payload(*step.send_success));
   co_return true;
 }

@@ -20,6 +20,8 @@ struct tunnel_config {
   int handshake_timeout_ms = 20'000;   // TLS + HELLO + CHAP
   int dead_peer_ms = 90'000;           // no frame at all for this long: the tunnel is dead (tunnel.keepalive)
   std::int64_t rekey_interval_ms = 900'000;  // KeyUpdate + CHAP re-challenge (tunnel.rekey_interval)
+  std::int64_t tunnel_life_ms = 86'400'000;  // then END reauthenticate (tunnel.reauth)
+  int grace_s = 120;                         // the service's reconnect grace, told in SUCCESS
   std::size_t max_tunnels = 1024;      // authenticated at once (tunnel::kMaxTunnels); the limits
                                        // before authentication are tunnel::admission's
   bool strands = true;  // false with one I/O thread: no strand per connection
