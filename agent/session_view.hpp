@@ -13,7 +13,7 @@
 namespace rsgate::agent {
 
 struct session_view {
-  std::string state = "connecting";  // connecting, authenticating, authenticated, active, ended, replaced, disconnected
+  std::string state = "connecting";  // connecting, authenticating, authenticated, active, reconnecting, ended, replaced, disconnected
   std::string gateway, session, key_expires_at, owner, pmr;
   std::vector<std::string> grants;
 };

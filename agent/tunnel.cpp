@@ -9,6 +9,7 @@
 // loop, which a stop cancels (see agent/detail/agent_state.hpp for how the tunnel ends).
 #include <fmt/format.h>
 #include <openssl/ssl.h>
+#include <sodium.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -31,6 +32,8 @@ namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 using error_code = boost::system::error_code;
+constexpr std::int64_t kBackoffFirstMs = 1000;  // the reconnect backoff: 1 s, doubling to 30 s
+constexpr std::int64_t kBackoffMaxMs = 30'000;
 
 asio::awaitable<void> flush(agent_state& st) {
   if (st.writing || !st.stream) co_return;
@@ -81,11 +84,13 @@ asio::awaitable<std::pair<std::optional<tunnel::frame>, error_code>> read_frame(
 }
 
 asio::awaitable<void> keepalive(agent_state& st) {
-  while (!st.done && st.stream) {
+  const auto connection = st.connection;  // this connection's; a reconnect starts its own
+  auto mine = [&st, connection] { return !st.done && !st.conn_over && st.stream && st.connection == connection; };
+  while (mine()) {
     // A PING every third of the bound, so two may be lost before either side gives up.
     st.keepalive_timer.expires_after(std::chrono::seconds(st.dead_peer_seconds / 3));
     auto [ec] = co_await st.keepalive_timer.async_wait(use_tuple);
-    if (ec || st.done || !st.stream) break;  // cancelled: the tunnel ended
+    if (ec || !mine()) break;  // cancelled: the connection ended
     send(st, tunnel::frame_type::ping, {});
   }
 }
@@ -164,12 +169,12 @@ void on_read_end(agent_state& st, error_code ec) {
     protocol_error(st, "bad_frame",
                    "protocol error from the gateway: " + std::string(tunnel::describe(st.dec->error())));
   } else if (ec == asio::error::timed_out && !st.gate.authenticated()) {
-    fail(st, fmt::format("the gateway did not complete the authentication within {} s",
+    lost(st, fmt::format("the gateway did not complete the authentication within {} s",
                          tunnel::kHandshakeTimeoutSeconds));
   } else if (ec == asio::error::timed_out) {
-    fail(st, fmt::format("no frame from the gateway for {} s: the tunnel is dead", st.dead_peer_seconds));
+    lost(st, fmt::format("no frame from the gateway for {} s: the tunnel is dead", st.dead_peer_seconds));
   } else {
-    fail(st, "the connection to the gateway was lost");
+    lost(st, "the connection to the gateway was lost");
   }
 }
 
@@ -192,16 +197,32 @@ void on_success(agent_state& st, agent_handshake& hs, const tunnel::frame& f) {
     protocol_error(st, "bad_success", "the gateway failed to prove itself: " + why);
     return;
   }
+  const bool rechallenge = st.gate.authenticated();
   st.gate.on_verified_success();
   // From now on the dead-peer bound replaces the handshake bound, renewed by every frame.
   st.dead_peer_seconds = s->keepalive_seconds;
+  st.grace_seconds = s->grace_seconds;
   st.stream->expires_after(std::chrono::seconds(st.dead_peer_seconds));
-  if (!st.view.session.empty()) return;  // a re-challenge (§6)
+  if (rechallenge) return;  // a re-challenge (§6): same connection, same session
+  st.reconnecting = false;
+  st.attempts = 0;
+  asio::co_spawn(st.stream->get_executor(), keepalive(st), report_exception{&st, "the keepalive"});
+  if (!st.view.session.empty() && s->session == st.view.session) {
+    // Resumed (§9): owner, grants and the session key are the gateway's still; a NOTICE
+    // `attach` follows when the session has an owner.
+    st.view.state = "authenticated";
+    line(st, fmt::format("Reconnected to {}; session {} resumed", st.view.gateway, st.view.session));
+    return;
+  }
+  if (!st.view.session.empty())
+    line(st, fmt::format("The gateway no longer holds session {}: it has ended", st.view.session));
+  const auto gateway = st.view.gateway;
+  st.view = session_view{};
+  st.view.gateway = gateway;
   st.view.session = s->session;
   st.view.state = "authenticated";
   line(st, fmt::format("Connected to {} as {}; session {}", st.view.gateway, st.opt.prof.machine(), st.view.session));
   offer_key(st);
-  asio::co_spawn(st.stream->get_executor(), keepalive(st), report_exception{&st, "the keepalive"});
 }
 
 void answer_key_waiters(agent_state& st, const std::string& reply_text) {
@@ -256,7 +277,15 @@ void on_error(agent_state& st, const tunnel::frame& f) {
 
 void on_end(agent_state& st, const tunnel::frame& f) {
   std::string why;
-  if (auto r = tunnel::parse_reason(f.payload, why)) {
+  auto r = tunnel::parse_reason(f.payload, why);
+  if (r && r->reason == tunnel::kReauthenticate) {
+    // The tunnel's life is over (§6), not the session: authenticate again on a new connection.
+    line(st, "The gateway asks this agent to authenticate again (the tunnel's life is over); reconnecting");
+    st.reconnect_now = true;
+    lost(st, "");
+    return;
+  }
+  if (r) {
     line(st, fmt::format("Session ended: {}", r->reason));
     st.view.state = "ended";
     st.done = true;
@@ -343,7 +372,8 @@ std::optional<agent_handshake> start_handshake(agent_state& st) {
   for (auto& s : st.opt.prof.scopes) id.scopes.push_back({s.name, ""});
   agent_handshake hs(id, std::move(*exporter), make_client_nonce());
   st.dec.emplace();
-  send(st, tunnel::frame_type::hello, tunnel::to_payload(hs.make_hello()));
+  // A reconnect names the session to resume (§9); the first connection names none.
+  send(st, tunnel::frame_type::hello, tunnel::to_payload(hs.make_hello(st.view.session)));
   st.gate.on_hello_sent();
   return hs;
 }
@@ -359,6 +389,10 @@ asio::awaitable<void> tunnel_session(agent_state& st, asio::ssl::context& tls) {
     if ((connected = co_await connect_to(st, tls, address))) break;
   }
   if (!connected) {
+    if (!st.done && !st.view.session.empty()) {  // a reconnect: connect_to said why; try again
+      lost(st, "");
+      co_return;
+    }
     if (!st.done) st.exit_code = 1;  // a stop while connecting is the customer's choice: exit 0
     st.done = true;
     st.view.state = "disconnected";
@@ -366,7 +400,7 @@ asio::awaitable<void> tunnel_session(agent_state& st, asio::ssl::context& tls) {
   }
   st.view.state = "authenticating";
   auto hs = start_handshake(st);
-  while (hs && !st.done) {
+  while (hs && !st.done && !st.conn_over) {
     auto [f, rec] = co_await read_frame(st);
     if (!f) {
       on_read_end(st, rec);
@@ -379,6 +413,66 @@ asio::awaitable<void> tunnel_session(agent_state& st, asio::ssl::context& tls) {
       break;
     }
     on_frame(st, *hs, *f);
+  }
+}
+
+// A lost connection's end before the next one (see agent_state.hpp): its channels end, a
+// `key` request waiting on it is answered, its write is cancelled and waited for (at most
+// 2 s), and the protocol state starts again.
+asio::awaitable<void> end_connection(agent_state& st) {
+  st.keepalive_timer.cancel();
+  abandon_channels(st);
+  answer_key_waiters(st, "error: the connection to the gateway was lost; try again when it is back\n");
+  if (st.stream) {
+    st.stream->close();  // the pending write (if any) ends with an error
+    if (st.writing) {
+      st.write_idle.expires_after(std::chrono::seconds(2));
+      co_await st.write_idle.async_wait(use_tuple);
+    }
+  }
+  st.outq.clear();
+  if (st.writing) co_return;  // a write that outlived its closed socket: a defect; stop here
+  st.stream.reset();
+  st.dec.reset();
+  st.gate = tunnel_state{};
+  st.conn_over = false;
+  ++st.connection;
+  if (!st.done) st.view.state = "reconnecting";
+}
+
+// The wait before the next attempt: exponential backoff (1 s doubling to 30 s) with jitter
+// (each wait drawn between half and all of it), so that agents cut off together do not come
+// back together; never past the grace's end, where the last attempt is made. False (the
+// agent fails) when the grace is over, or when stopped meanwhile.
+asio::awaitable<bool> wait_to_reconnect(agent_state& st) {
+  if (std::exchange(st.reconnect_now, false)) co_return !st.done;
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= st.reconnect_deadline) {
+    fail(st, fmt::format("could not reconnect to the gateway within its {} s grace; session {} has ended",
+                         st.grace_seconds, st.view.session));
+    co_return false;
+  }
+  const auto full = std::chrono::milliseconds(std::min<std::int64_t>(kBackoffMaxMs, kBackoffFirstMs << std::min(st.attempts, 5)));
+  ++st.attempts;
+  const std::chrono::steady_clock::duration wait =
+      full / 2 + std::chrono::milliseconds(randombytes_uniform(static_cast<std::uint32_t>(full.count() / 2) + 1));
+  st.backoff_timer.expires_after(std::min(wait, st.reconnect_deadline - now));
+  co_await st.backoff_timer.async_wait(use_tuple);
+  co_return !st.done;
+}
+
+// Connections until the agent ends: each lost one is wound down and followed by another, with
+// HELLO naming the session, within the gateway's grace.
+asio::awaitable<void> tunnel_life(agent_state& st, asio::ssl::context& tls) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  for (;;) {
+    co_await tunnel_session(st, tls);
+    if (st.done || !st.conn_over) co_return;
+    co_await end_connection(st);
+    if (st.writing) co_return;  // see end_connection
+    // Not inside `||`: GCC 12 miscompiles a co_await in a short-circuit operand.
+    const bool again = co_await wait_to_reconnect(st);
+    if (!again) co_return;
   }
 }
 
@@ -437,6 +531,7 @@ void recycle_frame_buffer(agent_state& st, bytes&& b) {
 }
 
 void send_frame(agent_state& st, bytes frame, std::size_t size) {
+  if (!st.stream || st.conn_over) return;  // the connection is lost: nothing more goes out on it
   const auto n = std::min(size, frame.size());
   st.outq.push_back({std::move(frame), n});
   // A running flush picks the frame up; only start one when none runs.
@@ -445,6 +540,24 @@ void send_frame(agent_state& st, bytes frame, std::size_t size) {
 
 void send(agent_state& st, tunnel::frame_type t, bytes payload, std::uint32_t channel) {
   send_frame(st, tunnel::encode(t, channel, payload));
+}
+
+void lost(agent_state& st, const std::string& message) {
+  if (st.done || st.conn_over) return;
+  if (st.view.session.empty()) {  // nothing to resume: the first connection failed
+    fail(st, message);
+    return;
+  }
+  if (!st.reconnecting) {
+    st.reconnecting = true;
+    st.attempts = 0;
+    st.reconnect_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(st.grace_seconds);
+  }
+  st.conn_over = true;
+  if (message.empty()) return;
+  st.err << "rsgate-agent: " << printable(message, 1024) << "; reconnecting (the gateway keeps session "
+         << st.view.session << " for " << st.grace_seconds << " s)\n";
+  st.err.flush();
 }
 
 void fail(agent_state& st, const std::string& message) {
@@ -489,7 +602,7 @@ asio::awaitable<void> run_tunnel(agent_state& st, asio::ssl::context& tls) {
   // and so hang on an exception in the tunnel's code, which must end the agent at once).
   auto ex = co_await asio::this_coro::executor;
   auto [order, tunnel_ex, stop_ex] =
-      co_await asio::experimental::make_parallel_group(asio::co_spawn(ex, tunnel_session(st, tls), asio::deferred),
+      co_await asio::experimental::make_parallel_group(asio::co_spawn(ex, tunnel_life(st, tls), asio::deferred),
                                                        asio::co_spawn(ex, wait_for_stop(st), asio::deferred))
           .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
   if (tunnel_ex) std::rethrow_exception(tunnel_ex);

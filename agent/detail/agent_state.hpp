@@ -3,6 +3,13 @@
 // here lives on the agent's one thread (one io_context, run by one thread), so nothing needs
 // a lock; a coroutine sees another's change only at its own suspension points.
 //
+// Reconnects (docs/protocol.md §9): once the agent has a session, a connection that is lost
+// (read error, dead-peer bound, END `reauthenticate`) is not the agent's end. lost() marks
+// the connection over (`conn_over`); run_tunnel's loop winds it down (its channels end, its
+// writes stop), waits a backoff with jitter, and connects again, HELLO naming the session
+// (`resume`). It gives up, exit 1, when the gateway's grace (from SUCCESS) has passed without
+// a connection, and on everything that is not a lost connection: a refusal, a protocol error.
+//
 // How things end (structured concurrency, no polling):
 // - The tunnel (run_tunnel) is a parallel group of `tunnel_session` and `wait_for_stop`, the
 //   first to end cancelling the other: request_stop() cancels `stop_signal`, a timer used as
@@ -81,7 +88,7 @@ struct queued_frame {
 
 struct agent_state {
   agent_state(const start_options& o, std::ostream& os, std::ostream& es, asio::io_context& io)
-      : opt(o), out(os), err(es), ioc(&io), write_idle(io), stop_signal(io), keepalive_timer(io) {}
+      : opt(o), out(os), err(es), ioc(&io), write_idle(io), stop_signal(io), keepalive_timer(io), backoff_timer(io) {}
   const start_options& opt;
   std::ostream& out;
   std::ostream& err;
@@ -94,6 +101,14 @@ struct agent_state {
   asio::steady_timer stop_signal;         // cancelled by request_stop (wait_for_stop waits here)
   asio::steady_timer keepalive_timer;     // the keepalive's period; cancelled when the tunnel ends
   int dead_peer_seconds = tunnel::kDeadPeerSeconds;  // the gateway's keepalive (SUCCESS)
+  int grace_seconds = tunnel::kReconnectGraceSeconds;  // the gateway's reconnect grace (SUCCESS)
+  asio::steady_timer backoff_timer;       // the wait before the next reconnect attempt
+  std::uint64_t connection = 0;           // counts connections: a keepalive serves only its own
+  bool conn_over = false;                 // this connection ended; the agent reconnects (lost())
+  bool reconnect_now = false;             // END reauthenticate: the next attempt without a wait
+  bool reconnecting = false;              // since the loss: until a SUCCESS, or the grace's end
+  std::chrono::steady_clock::time_point reconnect_deadline{};  // the loss + the grace
+  int attempts = 0;                       // reconnect attempts since the loss (the backoff's exponent)
   bool done = false;
   int exit_code = 0;
   session_view view;  // what `status` shows
@@ -131,6 +146,9 @@ void line(agent_state& st, const std::string& text);  // one line for the custom
 void send_frame(agent_state& st, bytes frame, std::size_t size = SIZE_MAX);
 void send(agent_state& st, tunnel::frame_type t, bytes payload, std::uint32_t channel = 0);
 void fail(agent_state& st, const std::string& message);  // exit 1, one line on stderr
+// The connection is lost: with a session to resume, reconnect (one line on stderr); before
+// the first session, fail.
+void lost(agent_state& st, const std::string& message);
 // The gateway broke the protocol: ERROR `code` to it (docs/protocol.md §4.11), then fail.
 void protocol_error(agent_state& st, std::string_view code, const std::string& message);
 void offer_key(agent_state& st);

@@ -123,11 +123,14 @@ struct gateway_fixture {
     return {std::atoi(r.out.c_str() + nl + 1), r.out.substr(0, nl)};
   }
 
+  // `gateway`: the HOST:PORT the profile names (default: this gateway's tunnel listener).
   std::filesystem::path enroll(const std::string& serial, bool md5 = false,
-                               std::vector<std::string> scopes = {"hmc=127.0.0.1:9", "partition:LP01=127.0.0.1:9"}) {
+                               std::vector<std::string> scopes = {"hmc=127.0.0.1:9", "partition:LP01=127.0.0.1:9"},
+                               const std::string& gateway = "") {
     auto profile = t / (serial + ".toml");
     std::vector<std::string> a = {"machine", "enroll", "--type", "9009", "--model", "42A", "--serial", serial,
-                                  "--gateway", tunnel, "--profile-out", profile.string(), "--data", dir.string()};
+                                  "--gateway", gateway.empty() ? tunnel : gateway, "--profile-out", profile.string(),
+                                  "--data", dir.string()};
     for (auto& sc : scopes) {
       a.push_back("--scope");
       a.push_back(sc);

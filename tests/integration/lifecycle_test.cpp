@@ -13,6 +13,7 @@
 #include <catch2/catch.hpp>
 
 #include "tests/integration/gateway_fixture.hpp"
+#include "tests/support/tcp_relay.hpp"
 
 using namespace rsgate;
 using namespace rsgate::test;
@@ -60,27 +61,36 @@ TEST_CASE("an agent frozen by SIGSTOP loses its tunnel at the gateway within tun
   CHECK(detail(closes[0])["reason"].as_string() ==
         "no frame from the agent for " + std::to_string(kBound) + " s: the tunnel is dead");
 
+  // Thawed, it finds its connection gone and resumes its session on a new one (§9).
   agent->signal(SIGCONT);
-  CHECK(agent->wait(20s) == 1);  // it finds its connection gone
+  (void)wait_line(*agent, "Reconnected to ");
+  std::vector<std::string> resumes;
+  REQUIRE(eventually([&] { return !(resumes = f.kinds("tunnel.reauth", "ok")).empty(); }, 10s));
+  CHECK(detail(resumes[0])["trigger"].as_string() == "resume");
 }
 
-TEST_CASE("an agent whose gateway is frozen by SIGSTOP gives up within tunnel.keepalive") {
+std::string agent_err(gateway_fixture& f, const std::string& name = "agent.err") {
+  std::ifstream in(f.t / name);
+  std::stringstream err;
+  err << in.rdbuf();
+  return err.str();
+}
+
+TEST_CASE("an agent whose gateway is frozen by SIGSTOP drops the tunnel within tunnel.keepalive, then resumes") {
   gateway_fixture f(1, "keepalive = " + std::to_string(kBound));
   auto profile = f.enroll("7801371");
   auto agent = start_agent(f, profile);
+  const std::string dead = "no frame from the gateway for " + std::to_string(kBound) + " s: the tunnel is dead";
   f.gw->signal(SIGSTOP);
   const auto t0 = std::chrono::steady_clock::now();
-  auto code = agent->wait(std::chrono::seconds(kBound * 3));
+  REQUIRE(eventually([&] { return agent_err(f).find(dead) != std::string::npos; }, std::chrono::seconds(kBound * 3)));
   const double took = seconds_since(t0);
-  f.gw->signal(SIGCONT);
-  INFO("the agent ended " << took << " s after the gateway stopped");
-  CHECK(code == 1);
+  INFO("the agent gave the tunnel up " << took << " s after the gateway stopped");
   CHECK(took <= kBound + 3.0);
-  std::ifstream in(f.t / "agent.err");
-  std::stringstream err;
-  err << in.rdbuf();
-  CHECK_THAT(err.str(), Catch::Contains("no frame from the gateway for " + std::to_string(kBound) +
-                                        " s: the tunnel is dead"));
+  CHECK_THAT(agent_err(f), Catch::Contains("reconnecting (the gateway keeps session"));
+  CHECK_FALSE(agent->wait(0s).has_value());  // still running: it keeps trying
+  f.gw->signal(SIGCONT);
+  (void)wait_line(*agent, "Reconnected to ");
 }
 
 TEST_CASE("closing the agent's terminal (SIGHUP) ends the remote support at once, as the customer's stop") {
@@ -156,4 +166,100 @@ TEST_CASE("an agent started with SIGHUP ignored (nohup) keeps ignoring it") {
   CHECK(f.kinds("session.end", "ok").empty());
   agent->signal(SIGTERM);
   CHECK(agent->wait(20s) == 0);
+}
+
+TEST_CASE("a lost connection: the agent resumes its session within tunnel.grace; past it the session ends") {
+  constexpr int kGrace = 8;
+  gateway_fixture f(1, "grace = " + std::to_string(kGrace));
+  tcp_relay net(static_cast<std::uint16_t>(std::stoi(f.tunnel.substr(f.tunnel.rfind(':') + 1))));
+  auto profile = f.enroll("7801375", false, {"hmc=127.0.0.1:9"}, "127.0.0.1:" + std::to_string(net.port()));
+  auto sess = start_and_attach(f, profile, "alice", "TS000000375");
+  REQUIRE(f.api("POST", "/api/v1/sessions/" + sess.sid + "/grants", "alice",
+                R"({"user":"dave","scopes":["hmc"],"access_types":["ssh"]})")
+              .status == 201);
+
+  // The network drops the connection: the agent comes back by itself, HELLO naming its session.
+  net.cut();
+  auto back = wait_line(*sess.agent, "Reconnected to ");
+  CHECK(back.find("session " + sess.sid + " resumed") != std::string::npos);
+  (void)wait_line(*sess.agent, "alice attached");  // told who owns it, again
+  auto s = f.api("GET", "/api/v1/sessions/" + sess.sid, "alice");
+  REQUIRE(s.status == 200);
+  CHECK(s.body["owner"].as_string() == "alice");
+  CHECK(s.body["state"].as_string() == "active");
+  CHECK(json::serialize(s.body["grants"]).find("\"dave\"") != std::string::npos);
+  auto resumes = f.kinds("tunnel.reauth", "ok");
+  REQUIRE(resumes.size() == 1);
+  CHECK(json::parse(resumes[0]).as_object()["session_id"].as_string() == sess.sid);
+  CHECK(detail(resumes[0])["trigger"].as_string() == "resume");
+  CHECK(f.kinds("session.end", "ok").empty());
+
+  // Now the gateway cannot be reached for longer than the grace: the agent tries, spaced out
+  // by its backoff, and gives up once the grace is over; the gateway ends the session.
+  net.refuse(true);
+  const int before = net.accepted();
+  net.cut();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto code = sess.agent->wait(std::chrono::seconds(kGrace + 20));
+  const double took = seconds_since(t0);
+  const int attempts = net.accepted() - before;
+  INFO("the agent gave up " << took << " s after the drop, after " << attempts << " attempts");
+  CHECK(code == 1);
+  CHECK(took >= kGrace - 0.5);
+  CHECK(took <= kGrace + 3.0);
+  // Backoff 1, 2, 4, 8 s (each drawn from its upper half) within 8 s, and one at its end.
+  CHECK(attempts >= 3);
+  CHECK(attempts <= 7);
+  CHECK_THAT(agent_err(f), Catch::Contains("could not reconnect to the gateway within its " + std::to_string(kGrace) +
+                                           " s grace; session " + sess.sid + " has ended"));
+  std::vector<std::string> ends;
+  REQUIRE(eventually([&] { return !(ends = f.kinds("session.end", "ok")).empty(); }, 10s));
+  CHECK(json::parse(ends[0]).as_object()["session_id"].as_string() == sess.sid);
+  CHECK(detail(ends[0])["reason"].as_string() == "tunnel lost");
+}
+
+TEST_CASE("tunnel.reauth: at the end of its life the agent authenticates again on a new connection, same session") {
+  gateway_fixture f(1, "reauth = 5");
+  auto profile = f.enroll("7801376");
+  auto sess = start_and_attach(f, profile, "alice", "TS000000376");
+  const auto t0 = std::chrono::steady_clock::now();
+  (void)wait_line(*sess.agent, "authenticate again");
+  auto back = wait_line(*sess.agent, "Reconnected to ");
+  INFO("re-authenticated " << seconds_since(t0) << " s after the attach");
+  CHECK(back.find("session " + sess.sid + " resumed") != std::string::npos);
+  // The old tunnel's close says why; the new one passed CHAP from scratch and resumed.
+  std::vector<std::string> closes;
+  REQUIRE(eventually([&] { return !(closes = f.kinds("tunnel.close", "ok")).empty(); }, 10s));
+  CHECK(detail(closes[0])["reason"].as_string() == "tunnel life of 5 s reached: the agent re-authenticates");
+  CHECK(f.kinds("tunnel.auth", "ok").size() >= 2);
+  auto resumes = f.kinds("tunnel.reauth", "ok");
+  REQUIRE_FALSE(resumes.empty());
+  CHECK(detail(resumes[0])["trigger"].as_string() == "resume");
+  auto s = f.api("GET", "/api/v1/sessions/" + sess.sid, "alice");
+  REQUIRE(s.status == 200);
+  CHECK(s.body["owner"].as_string() == "alice");
+  CHECK(s.body["state"].as_string() == "active");
+  sess.agent->signal(SIGTERM);
+  CHECK(sess.agent->wait(20s) == 0);
+}
+
+TEST_CASE("a resume the gateway cannot honour is journaled as refused, and the agent goes on in a new session") {
+  gateway_fixture f;
+  tcp_relay net(static_cast<std::uint16_t>(std::stoi(f.tunnel.substr(f.tunnel.rfind(':') + 1))));
+  auto profile = f.enroll("7801377", false, {"hmc=127.0.0.1:9"}, "127.0.0.1:" + std::to_string(net.port()));
+  auto sess = start_and_attach(f, profile, "alice", "TS000000377");
+  // The gateway crashes; its restart ends the sessions it had (state.db does not keep them
+  // yet, docs/protocol.md §9). (A clean stop ends them with END, and the agent with them.)
+  REQUIRE(f.stop(SIGKILL) == -SIGKILL);
+  f.start();
+  net.set_upstream(static_cast<std::uint16_t>(std::stoi(f.tunnel.substr(f.tunnel.rfind(':') + 1))));
+  (void)wait_line(*sess.agent, "The gateway no longer holds session " + sess.sid);
+  auto connected = wait_line(*sess.agent, "Connected to ");
+  CHECK(connected.find(sess.sid) == std::string::npos);
+  (void)wait_line(*sess.agent, "Session key: ");  // a new key for the new session
+  std::vector<std::string> refused;
+  REQUIRE(eventually([&] { return !(refused = f.kinds("tunnel.reauth", "denied")).empty(); }, 10s));
+  CHECK(detail(refused[0])["trigger"].as_string() == "resume");
+  CHECK(detail(refused[0])["resume"].as_string() == sess.sid);
+  CHECK(detail(refused[0])["reason"].as_string() == "no such session of this machine");
 }

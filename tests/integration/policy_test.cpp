@@ -304,8 +304,10 @@ TEST_CASE("no session vanishes: a clean stop and a kill both leave session.end i
   CHECK(ends[0]["session_id"].as_string() == g.a.sid);
   CHECK(ends[0]["detail"].as_object()["reason"].as_string() == "gateway restart");
   CHECK(ends[0]["machine"].as_string() == "9009-42A*7801300");
-  // The agent lost its tunnel; a new one gets a new session, which a clean stop ends.
-  (void)g.a.agent->wait(std::chrono::seconds(20));
+  // The agent lost its tunnel (and tries to resume it at the old port); the customer stops it,
+  // and a new one, told the new port, gets a new session, which a clean stop ends.
+  g.a.agent->signal(SIGTERM);
+  CHECK(g.a.agent->wait(std::chrono::seconds(20)) == 0);
   auto profile = g.f.t / "7801300.toml";  // the new gateway listens on another port
   auto text = read_file(profile);
   text.replace(text.find(old_tunnel), old_tunnel.size(), g.f.tunnel);
