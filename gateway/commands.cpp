@@ -229,10 +229,13 @@ int run_gateway(const config& c, const data_layout& layout, journal::writer& jw,
   m.start_time_us = system_clock::instance().now();
   service sessions(jw, layout, system_clock::instance());
   sessions.set_reconnect_grace(static_cast<micros>(c.grace_s) * 1'000'000);
-  // Sessions do not survive a restart yet: close in the journal whatever the last run left
-  // open (a crash, a kill), so no session vanishes without its session.end.
-  if (auto n = sessions.end_orphaned_sessions())
-    log::info("journaled the end of {} session(s) left open by the previous run", n);
+  // Sessions survive a restart (docs/protocol.md §9): those the last run kept in state.db wait
+  // for their agents for the grace again; whatever else it left open in the journal (a crash
+  // before a session's first snapshot) is closed there, so no session vanishes.
+  sessions.keep_sessions_across_restarts(true);
+  auto kept = sessions.restore_sessions();
+  if (kept.kept) log::info("{} session(s) kept by the previous run wait for their agents", kept.kept);
+  if (kept.ended) log::info("journaled the end of {} session(s) left open by the previous run", kept.ended);
   routes api(jw, m, &sessions);
   auto ro = runtime_for(c, sessions);
   ro.on_tunnel_listening = [&](const std::string& bound) {
@@ -254,13 +257,13 @@ int run_gateway(const config& c, const data_layout& layout, journal::writer& jw,
   try {
     signo = run_https(ro, api, m);
   } catch (const std::exception& e) {
-    sessions.end_all_sessions("gateway error");
+    sessions.keep_all_sessions();
     (void)journal_stop(jw, journal::outcome::error, "reason", e.what());
     jw.close();
     err << "rsgate serve: " << e.what() << "\n";
     return kFailed;
   }
-  sessions.end_all_sessions("gateway shutdown");
+  sessions.keep_all_sessions();  // the next start gives them back to their agents
   auto r = journal_stop(jw, journal::outcome::ok, "signal",
                         signo == SIGTERM ? "SIGTERM" : signo == SIGINT ? "SIGINT" : "other");
   jw.close();  // final signed checkpoint

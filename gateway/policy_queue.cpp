@@ -44,7 +44,42 @@ void policy_queue::run(const std::string& key, step s) {
   }
 }
 
+void policy_queue::set_after_step(std::function<void(const std::string& key)> f) {
+  std::lock_guard lock(mu_);
+  after_step_ = std::move(f);
+}
+
 void policy_queue::finished(const std::string& key) {
+  std::function<void(const std::string&)> after;
+  {
+    std::lock_guard lock(mu_);
+    after = after_step_;
+    if (after && executor_) {
+      // The key stays busy (its finished step still at the front) until this has run.
+      executor_([this, key, after] {
+        try {
+          after(key);
+        } catch (const std::exception& e) {
+          log::error("after a policy step for {}: {}", key, e.what());
+        }
+        advance(key, true);
+      });
+      return;
+    }
+  }
+  if (after) {
+    try {
+      after(key);
+    } catch (const std::exception& e) {
+      log::error("after a policy step for {}: {}", key, e.what());
+    }
+  }
+  advance(key, false);
+}
+
+// The finished step leaves its key's queue; the next one runs here (`here`: this thread is
+// the executor's already) or is posted to the executor.
+void policy_queue::advance(const std::string& key, bool here) {
   step next;
   {
     std::lock_guard lock(mu_);
@@ -58,7 +93,7 @@ void policy_queue::finished(const std::string& key) {
     next = it->second.front();
     // Posted under the lock, so that once set_executor has replaced an executor (the worker
     // pool at shutdown) nothing is posted to the old one any more. Posting does not block.
-    if (executor_) {
+    if (executor_ && !here) {
       executor_([this, key, next] { run(key, next); });
       return;
     }

@@ -40,6 +40,10 @@ class policy_queue {
   policy_queue& operator=(const policy_queue&) = delete;
 
   void set_executor(executor ex);
+  // Runs after every step of a key and before the next one of that key starts (on the
+  // executor when one is set: it may block, and a step often ends on the journal writer's
+  // thread). The service writes the session's state there (state.db), in the session's order.
+  void set_after_step(std::function<void(const std::string& key)> f);
   // Queues `s` behind the steps of `key`; runs it at once (on this thread) when none is
   // queued. False, and `s` is dropped, when max_waiting_per_key steps wait already, unless
   // `force` (for records of what happened already, which must not be lost).
@@ -50,11 +54,13 @@ class policy_queue {
  private:
   void run(const std::string& key, step s);
   void finished(const std::string& key);
+  void advance(const std::string& key, bool here);
 
   friend struct ticket::state;
   std::size_t max_waiting_;
   mutable std::mutex mu_;
   executor executor_;                              // guarded by mu_
+  std::function<void(const std::string&)> after_step_;  // guarded by mu_
   std::map<std::string, std::deque<step>> queues_;  // guarded by mu_; front() is running
 };
 

@@ -119,7 +119,11 @@ service::service(journal::writer& journal, const data_layout& layout, const cloc
       state_(layout.state_db()),
       tunnel_state_(layout.state_db()),
       login_user_limiter_({5, 15 * 60 * kSecond, 15 * 60 * kSecond, 100'000}),
-      login_source_limiter_({20, 15 * 60 * kSecond, 15 * 60 * kSecond, 100'000}) {}
+      login_source_limiter_({20, 15 * 60 * kSecond, 15 * 60 * kSecond, 100'000}) {
+  policy_.set_after_step([this](const std::string& sid) {
+    if (keep_sessions_) persist_session(sid);
+  });
+}
 
 service::~service() {
   // Completions handed to the journal hold tickets of policy_ (service::record), and the
@@ -197,10 +201,23 @@ void service::in_session(const std::string& id, const api::reply& done, step s, 
 }
 
 void service::record(journal::entry e, ticket t, std::function<void(const journal::append_result&)> then) {
-  journal_.append(std::move(e), [t = std::move(t), then = std::move(then)](const journal::append_result& r) {
+  journal::entry about;  // what note_recorded needs, without the detail
+  about.kind = e.kind;
+  about.session_id = e.session_id;
+  about.result = e.result;
+  journal_.append(std::move(e), [this, about = std::move(about), t = std::move(t),
+                                 then = std::move(then)](const journal::append_result& r) {
     if (is_journal_rejection(r)) log::error("journal refused an entry: {}", r.message);
+    note_recorded(about, r);
     then(r);
   });
+}
+
+void service::note_recorded(const journal::entry& e, const journal::append_result& r) {
+  if (!r.ok() || e.result != journal::outcome::ok || e.session_id.empty() || !e.kind.starts_with("session."))
+    return;
+  std::lock_guard lock(mu_);
+  if (auto* s = registry_.find(e.session_id)) s->journal_seq = std::max(s->journal_seq, r.seq);
 }
 
 bool service::has_unrecorded(const std::string& sid) const { return unrecorded_.count(sid) > 0; }
@@ -237,6 +254,7 @@ void service::record_done(const std::string& sid, journal::entry e, ticket t, st
   journal::entry copy = e;
   journal_.append(std::move(e), [this, sid, copy = std::move(copy), t = std::move(t),
                                  then = std::move(then)](const journal::append_result& r) mutable {
+    note_recorded(copy, r);
     if (!r.ok()) {
       if (is_journal_rejection(r)) {
         log::error("journal refused a record of {}: {}", sid, r.message);
@@ -261,7 +279,12 @@ void service::flush_unrecorded(const std::string& sid, ticket t) {
     }
     e = it->second.front();
   }
-  journal_.append(std::move(e), [this, sid, t](const journal::append_result& r) {
+  journal::entry about;
+  about.kind = e.kind;
+  about.session_id = e.session_id;
+  about.result = e.result;
+  journal_.append(std::move(e), [this, sid, t, about = std::move(about)](const journal::append_result& r) {
+    note_recorded(about, r);
     if (!r.ok() && !is_journal_rejection(r)) return;  // still failing: next housekeeping pass
     if (!r.ok()) log::error("journal refused a kept record of {}, dropped: {}", sid, r.message);
     {

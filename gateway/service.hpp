@@ -134,13 +134,25 @@ class service {
   // grants whose time is up, ends sessions whose tunnel did not come back, writes the records
   // the journal could not take before, and forgets sessions that ended long ago.
   void housekeeping();
-  // At start-up: journals session.end (reason "gateway restart") for every session the
-  // journal shows open — sessions do not survive a restart yet. Returns how many.
-  std::size_t end_orphaned_sessions();
+  // Sessions kept across restarts (docs/protocol.md §9): after every policy step the session's
+  // state goes to state.db (live_sessions), and an ended one leaves it. Off by default
+  // (unit tests); `rsgate serve` turns it on.
+  void keep_sessions_across_restarts(bool on) { keep_sessions_ = on; }
+  // At start-up: every session state.db kept, and which the journal shows open with no newer
+  // `session.*` entry than the snapshot, waits for its agent for the grace again; every other
+  // session the journal shows open gets session.end (reason "gateway restart").
+  struct restored {
+    std::size_t kept = 0, ended = 0;
+  };
+  restored restore_sessions();
   // At shutdown, after the network stopped: ends every live session, journaled, in each
   // session's order after the steps still queued (waiting for them, at most `wait`), and
   // writes what the journal could not take before, in order.
   void end_all_sessions(const std::string& reason, std::chrono::milliseconds wait = std::chrono::seconds(5));
+  // At shutdown, when sessions are kept across restarts: waits for the steps still queued (at
+  // most `wait`), writes what the journal could not take before, and the last state of every
+  // live session to state.db. Nothing ends: the next start restores them.
+  void keep_all_sessions(std::chrono::milliseconds wait = std::chrono::seconds(5));
   // True when no policy step runs or waits (for shutdown: nothing will call back any more).
   [[nodiscard]] bool idle() const { return policy_.busy_keys() == 0; }
 
@@ -223,6 +235,13 @@ class service {
   // in order after the session's earlier unwritten records, kept and retried by
   // housekeeping while the journal cannot write. `then` runs once it is written or kept.
   void record_done(const std::string& sid, journal::entry e, ticket t, std::function<void()> then = {});
+  // A session's `session.*` entry was journaled ok: its seq is what the snapshot reflects.
+  void note_recorded(const journal::entry& e, const journal::append_result& r);
+  // After each policy step (policy_queue::set_after_step): the session's snapshot to state.db
+  // when it changed, or its row deleted once it ended.
+  void persist_session(const std::string& sid);
+  // Waits (bounded) until no step runs, then writes the kept records synchronously.
+  void drain_steps(std::chrono::milliseconds wait);
   // Keeps `e` for later (mu_ held), with effective_at added; bounded per session.
   void keep_record(const std::string& sid, journal::entry e);
   // Writes the session's kept records, oldest first, stopping at the first failure.
@@ -273,6 +292,14 @@ class service {
   state_store tunnel_state_;    // slow API write to state.db never stalls a tunnel's handshake
   std::mutex executor_mu_;
   policy_queue::executor executor_;  // guarded by executor_mu_ (the same as policy_'s)
+  std::atomic<bool> keep_sessions_{false};
+  std::mutex sessions_state_mu_;  // the snapshots' own state.db connection, opened when first used
+  std::optional<state_store> sessions_state_;
+  struct persisted {
+    std::string snapshot;
+    std::int64_t seq = 0;
+  };
+  std::map<std::string, persisted> persisted_;  // guarded by sessions_state_mu_: what state.db holds
   std::mutex housekeeping_mu_;  // one housekeeping pass at a time (it has its own connection)
   std::optional<state_store> housekeeping_state_;
 

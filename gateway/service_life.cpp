@@ -1,7 +1,8 @@
 // The service's life around the requests (service.hpp): the housekeeping pass every second
 // (what other processes changed in state.db, lapsed grants, lost tunnels, kept records,
-// refusal summaries, pruning), the start-up's closing of sessions an earlier run left open, and
-// the shutdown's end of every live session.
+// refusal summaries, pruning), the start-up's restore of the sessions an earlier run kept (and
+// the closing of those it left open otherwise), and the shutdown: every live session kept in
+// state.db for the next start, or ended.
 #include <chrono>
 #include <thread>
 
@@ -13,6 +14,7 @@
 #include "core/timefmt.hpp"
 #include "gateway/detail/service_common.hpp"
 #include "gateway/service.hpp"
+#include "gateway/session_snapshot.hpp"
 #include "journal/reader.hpp"
 
 namespace json = boost::json;
@@ -158,33 +160,136 @@ void service::housekeeping_time(micros now) {
 
 // --- start-up and shutdown ---
 
-std::size_t service::end_orphaned_sessions() {
-  struct orphan {
-    std::string id, machine, pmr;
+void service::persist_session(const std::string& sid) {
+  std::optional<live_session_row> row;
+  bool ended = false;
+  {
+    std::lock_guard lock(mu_);
+    auto* s = registry_.find(sid);
+    if (!s) return;
+    ended = s->state == session_state::ended;
+    if (!ended) row = live_session_row{sid, s->machine, to_snapshot(*s), s->journal_seq, clock_.now()};
+  }
+  std::lock_guard lock(sessions_state_mu_);
+  auto known = persisted_.find(sid);
+  if (ended && known == persisted_.end()) return;
+  if (!ended && known != persisted_.end() && known->second.snapshot == row->snapshot &&
+      known->second.seq == row->journal_seq)
+    return;  // nothing changed
+  try {
+    if (!sessions_state_) sessions_state_.emplace(layout_.state_db());
+    if (ended) {
+      sessions_state_->delete_live_session(sid);
+      persisted_.erase(sid);
+    } else {
+      sessions_state_->put_live_session(*row);
+      persisted_[sid] = {row->snapshot, row->journal_seq};
+    }
+  } catch (const std::exception& e) {
+    // Not fatal for the session now; at the next start a snapshot older than the journal is
+    // not trusted, and the session ends there (restore_sessions).
+    log::error("state.db: cannot keep the state of session {}: {}", sid, e.what());
+    persisted_.erase(sid);
+  }
+}
+
+service::restored service::restore_sessions() {
+  struct open_session {
+    std::string machine, pmr;
+    std::int64_t last_seq = 0;  // its last session.* entry journaled ok
   };
-  std::vector<orphan> open;
+  std::map<std::string, open_session> open;
   {
     journal::reader rd({layout_.journal_db()});
     auto st = rd.db(0).prepare(
         "SELECT session_id, "
         "  (SELECT machine FROM journal m WHERE m.session_id = j.session_id AND m.machine <> '' ORDER BY seq DESC LIMIT 1), "
-        "  (SELECT pmr FROM journal p WHERE p.session_id = j.session_id AND p.pmr <> '' ORDER BY seq DESC LIMIT 1) "
+        "  (SELECT pmr FROM journal p WHERE p.session_id = j.session_id AND p.pmr <> '' ORDER BY seq DESC LIMIT 1), "
+        "  MAX(CASE WHEN kind LIKE 'session.%' AND outcome = 'ok' THEN seq ELSE 0 END) "
         "FROM journal j WHERE session_id <> '' GROUP BY session_id HAVING SUM(kind = 'session.end') = 0");
     while (st.step())
-      open.push_back({std::string(st.col_text(0)), std::string(st.col_text(1)), std::string(st.col_text(2))});
+      open[std::string(st.col_text(0))] = {std::string(st.col_text(1)), std::string(st.col_text(2)), st.col_int(3)};
   }
-  std::size_t ended = 0;
-  for (auto& o : open) {
+  std::vector<live_session_row> kept;
+  {
+    std::lock_guard lock(sessions_state_mu_);
+    if (!sessions_state_) sessions_state_.emplace(layout_.state_db());
+    kept = sessions_state_->live_sessions();
+  }
+  restored out;
+  const auto now = clock_.now();
+  for (auto& row : kept) {
+    std::string why;
+    auto s = session_from_snapshot(row.snapshot, why);
+    auto it = open.find(row.id);
+    // Trusted only when the journal tells the same story: open, and nothing recorded about
+    // the session after the snapshot was taken (a grant revoked, say, whose state.db write
+    // was lost). Anything else ends: fail closed.
+    if (!s || s->id != row.id || it == open.end() || it->second.last_seq != row.journal_seq) {
+      if (!s) log::error("state.db: the kept state of session {} is unreadable ({}); it ends", row.id, why);
+      else if (it != open.end())
+        log::error("state.db: the kept state of session {} is older than the journal; it ends", row.id);
+      std::lock_guard lock(sessions_state_mu_);
+      sessions_state_->delete_live_session(row.id);
+      continue;
+    }
+    s->journal_seq = row.journal_seq;
+    s->tunnel_up = false;
+    s->tunnel_lost_at = now;  // the grace starts again: the agents reconnect to this process
+    {
+      std::lock_guard lock(sessions_state_mu_);
+      persisted_[row.id] = {row.snapshot, row.journal_seq};
+    }
+    {
+      std::lock_guard lock(mu_);
+      registry_.restore(std::move(*s));
+    }
+    open.erase(it);
+    ++out.kept;
+  }
+  // What the journal shows open and state.db did not keep (a crash before its first snapshot,
+  // sessions from a version without them): closed in the journal, so none vanishes.
+  for (auto& [id, o] : open) {
     journal::entry e;
     e.kind = "session.end";
     e.actor = "gateway";
-    e.session_id = o.id;
+    e.session_id = id;
     e.machine = o.machine;
     e.pmr = o.pmr;
     e.detail = R"({"reason":"gateway restart"})";
-    if (journal_.append_sync(std::move(e)).ok()) ++ended;
+    if (journal_.append_sync(std::move(e)).ok()) ++out.ended;
   }
-  return ended;
+  return out;
+}
+
+void service::drain_steps(std::chrono::milliseconds wait) {
+  auto until = std::chrono::steady_clock::now() + wait;
+  while (!idle() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  // What the journal could not take before: one last try, oldest first, session by session.
+  std::map<std::string, std::deque<journal::entry>> left;
+  {
+    std::lock_guard lock(mu_);
+    left.swap(unrecorded_);
+  }
+  for (auto& [sid, q] : left)
+    for (auto& e : q) {
+      auto r = journal_.append_sync(e);
+      note_recorded(e, r);
+      if (!r.ok())
+        log::error("journal: a record of session {} is lost at shutdown ({}): {} {}", sid, r.message, e.kind, e.detail);
+    }
+}
+
+void service::keep_all_sessions(std::chrono::milliseconds wait) {
+  set_executor({});  // the worker pool is gone: steps continue inline
+  drain_steps(wait);
+  std::vector<std::string> live;
+  {
+    std::lock_guard lock(mu_);
+    for (auto* s : registry_.live_sessions()) live.push_back(s->id);
+  }
+  for (auto& sid : live) persist_session(sid);
 }
 
 void service::end_all_sessions(const std::string& reason, std::chrono::milliseconds wait) {
@@ -200,19 +305,7 @@ void service::end_all_sessions(const std::string& reason, std::chrono::milliseco
     remove_by_gateway(sid, [this, reason](session& s) -> std::optional<journal::entry> {
       return end_now(s, "gateway", reason, "");
     });
-  auto until = std::chrono::steady_clock::now() + wait;
-  while (!idle() && std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  // What the journal could not take before: one last try, oldest first, session by session.
-  std::map<std::string, std::deque<journal::entry>> left;
-  {
-    std::lock_guard lock(mu_);
-    left.swap(unrecorded_);
-  }
-  for (auto& [sid, q] : left)
-    for (auto& e : q)
-      if (auto r = journal_.append_sync(e); !r.ok())
-        log::error("journal: a record of session {} is lost at shutdown ({}): {} {}", sid, r.message, e.kind, e.detail);
+  drain_steps(wait);
 }
 
 }  // namespace rsgate::gateway

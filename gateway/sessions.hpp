@@ -74,6 +74,7 @@ struct session {
   bool tunnel_up = true;        // the customer's tunnel is connected
   micros tunnel_lost_at = 0;    // when it dropped (the session survives a grace period)
   int next_grant = 1;
+  std::int64_t journal_seq = 0;  // seq of its last `session.*` entry journaled ok (state.db snapshots)
 };
 
 // Why something was refused, as the HTTP API reports it (SPEC §4).
@@ -103,6 +104,8 @@ class session_registry {
   explicit session_registry(limits_policy p = {});
 
   // A tunnel authenticated: the machine's waiting (or resumed) session.
+  // A session kept across a restart (service::restore_sessions), its tunnel not back yet.
+  session& restore(session s) { return sessions_[s.id] = std::move(s); }
   session& open_for_machine(const std::string& id, const std::string& machine,
                             std::vector<std::string> scopes, micros now);
   [[nodiscard]] session* find(const std::string& id);

@@ -118,6 +118,29 @@ bool state_store::revoke_machine(const std::string& machine, micros now) {
   return db_.scalar_int("SELECT changes()") > 0;
 }
 
+void state_store::put_live_session(const live_session_row& r) {
+  auto s = db_.prepare(
+      "INSERT OR REPLACE INTO live_sessions(id, machine, snapshot, journal_seq, updated_at) "
+      "VALUES (?1, ?2, ?3, ?4, ?5)");
+  s.bind(1, r.id).bind(2, r.machine).bind(3, r.snapshot).bind(4, r.journal_seq).bind(5, r.updated_at);
+  s.step();
+}
+
+void state_store::delete_live_session(const std::string& id) {
+  auto s = db_.prepare("DELETE FROM live_sessions WHERE id = ?1");
+  s.bind(1, id);
+  s.step();
+}
+
+std::vector<live_session_row> state_store::live_sessions() {
+  auto s = db_.prepare("SELECT id, machine, snapshot, journal_seq, updated_at FROM live_sessions ORDER BY id");
+  std::vector<live_session_row> out;
+  while (s.step())
+    out.push_back({std::string(s.col_text(0)), std::string(s.col_text(1)), std::string(s.col_text(2)), s.col_int(3),
+                   s.col_int(4)});
+  return out;
+}
+
 void state_store::add_token(const token_row& t) {
   auto s = db_.prepare(
       "INSERT INTO tokens(token_hash, user, created_at, expires_at, revoked) VALUES (?1, ?2, ?3, ?4, 0)");

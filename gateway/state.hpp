@@ -43,6 +43,15 @@ struct token_row {
   bool revoked = false;
 };
 
+// A live session's snapshot (gateway/session_snapshot.hpp), kept across a restart.
+struct live_session_row {
+  std::string id;
+  std::string machine;
+  std::string snapshot;
+  std::int64_t journal_seq = 0;  // the session's last session.* entry it reflects
+  micros updated_at = 0;
+};
+
 class state_store {
  public:
   // Opens (migrating) state.db. Throws sqlite::error / std::runtime_error.
@@ -62,6 +71,10 @@ class state_store {
   bool revoke_machine(const std::string& machine, micros now);
 
   void add_token(const token_row& t);
+
+  void put_live_session(const live_session_row& r);  // insert or replace
+  void delete_live_session(const std::string& id);
+  [[nodiscard]] std::vector<live_session_row> live_sessions();
   [[nodiscard]] std::optional<token_row> find_token(const std::string& token_hash);
 
  private:

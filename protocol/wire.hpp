@@ -62,6 +62,7 @@ inline constexpr int kMaxDeadPeerSeconds = 3600;
 inline constexpr int kRekeySeconds = 900;             // TLS KeyUpdate + CHAP re-challenge
 inline constexpr int kMaxTunnelSeconds = 24 * 3600;   // then re-authenticate from scratch
 inline constexpr std::string_view kReauthenticate = "reauthenticate";  // END's reason at tunnel life's end
+inline constexpr std::string_view kRestart = "restart";  // END's reason when the gateway stops, keeping sessions
 inline constexpr int kMinTunnelSeconds = 5;           // the range of tunnel.reauth and of
 inline constexpr int kMaxTunnelLifeSeconds = 7 * 86400;  // SUCCESS's max_tunnel_seconds
 inline constexpr int kReconnectGraceSeconds = 120;    // session survives a drop this long

@@ -161,6 +161,17 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
                [self = shared_from_this(), id, reason] { self->close_channel(id, reason, close_how::ours); });
   }
 
+  // The gateway stops (docs/protocol.md §9): END `restart` to an authenticated agent, which
+  // comes back to the next run within the grace; the session is kept (state.db), not ended.
+  void close_for_restart() {
+    asio::post(stream_.get_executor(), [self = shared_from_this()] {
+      self->set_close("the gateway stops; the session is kept for its agent", journal::outcome::ok);
+      if (self->authenticated_)
+        self->queue(tunnel::frame_type::end, tunnel::to_payload(tunnel::reason_only{std::string(tunnel::kRestart)}));
+      self->mark_closing();
+      self->wake_.notify();
+    });
+  }
   void close_now() {
     asio::post(stream_.get_executor(), [self = shared_from_this()] {
       self->mark_closing();

@@ -213,7 +213,7 @@ void tunnel_server::stop(std::function<void()> on_tunnel_end) {
   journal_summaries(*st.ctx, st.ctx->adm.take_due(system_clock::instance().now(), true));
   std::lock_guard lock(st.live_mu);
   for (auto& w : st.live)
-    if (auto c = w.lock()) c->end_session("the gateway is shutting down");
+    if (auto c = w.lock()) c->close_for_restart();
 }
 
 }  // namespace rsgate::gateway

@@ -2,6 +2,7 @@
 // key expiry and single use, rate limits on wrong keys, grants by scope/access type/time,
 // revocation and transfer closing the right channels, ending everything.
 #include "gateway/sessions.hpp"
+#include "gateway/session_snapshot.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -212,4 +213,66 @@ TEST_CASE("ended sessions are forgotten after the retention time, or beyond the 
   f.reg.prune(f.now + 61 * kMin, 60 * kMin, 100, {});
   CHECK(f.reg.size() == 1);  // only the live one
   CHECK(f.reg.find("S-9") == &live);
+}
+
+TEST_CASE("a session's snapshot for state.db reads back as written, and a damaged one is refused") {
+  session s;
+  s.id = "S-2026-12-05-5X0D3CKS";
+  s.machine = "9009-42A*7801377";
+  s.scopes = {"hmc", "partition:LP01"};
+  s.state = session_state::active;
+  s.key_hmac = "00ff";
+  s.key_expires_at = 1'764'930'000'000'000;
+  s.key_used = true;
+  s.owner = "alice";
+  s.pmr = "TS000000377";
+  s.pmrs = {"TS000000376", "TS000000377"};
+  grant g;
+  g.id = "G3";
+  g.user = "dave";
+  g.scopes = {"hmc"};
+  g.access_types = {"ssh", "scp"};
+  g.expires_at = 1'764'931'000'000'000;
+  g.granted_by = "alice";
+  g.granted_at = 1'764'920'000'000'000;
+  s.grants.push_back(g);
+  g.id = "G4";
+  g.revoked = true;
+  s.grants.push_back(g);
+  s.created_at = 1'764'910'000'000'000;
+  s.next_grant = 5;
+  s.tunnel_up = true;  // not kept: the process's own
+  const auto text = to_snapshot(s);
+  std::string why;
+  auto back = session_from_snapshot(text, why);
+  INFO(why);
+  REQUIRE(back);
+  CHECK(to_snapshot(*back) == text);
+  CHECK(back->grants.size() == 2);
+  CHECK(back->grants[1].revoked);
+  CHECK(back->grants[0].access_types == std::set<std::string>{"scp", "ssh"});
+  CHECK(back->pmrs == s.pmrs);
+  CHECK(back->next_grant == 5);
+
+  auto refused = [&](std::string t) {
+    std::string w;
+    auto r = session_from_snapshot(t, w);
+    INFO(t);
+    CHECK_FALSE(r);
+    CHECK_FALSE(w.empty());
+    return w;
+  };
+  auto edit = [&](const std::string& from, const std::string& to) {
+    auto t = text;
+    auto at = t.find(from);
+    REQUIRE(at != std::string::npos);
+    return t.replace(at, from.size(), to);
+  };
+  CHECK_THAT(refused(edit("\"next_grant\":5", "\"next_grant\":5,\"extra\":1")), Catch::Contains("unknown field extra"));
+  CHECK_THAT(refused(edit("\"state\":\"active\"", "\"state\":\"ended\"")), Catch::Contains("state"));
+  CHECK_THAT(refused(edit("\"owner\":\"alice\"", "\"owner\":\"\"")), Catch::Contains("owner"));
+  CHECK_THAT(refused(edit("\"revoked\":true", "\"revoked\":1")), Catch::Contains("revoked"));
+  CHECK_THAT(refused(edit(",\"next_grant\":5", "")), Catch::Contains("next_grant is missing"));
+  refused(text.substr(0, text.size() - 1));
+  refused("[]");
 }
