@@ -14,6 +14,8 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/streambuf.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -25,6 +27,7 @@
 #include "auth/session_key.hpp"
 #include "core/clock.hpp"
 #include "protocol/agent_handshake.hpp"
+#include "protocol/http_connect.hpp"
 #include "protocol/messages.hpp"
 
 namespace rsgate::agent::detail {
@@ -130,6 +133,52 @@ asio::awaitable<bool> secure(agent_state& st, const std::string& address) {
   co_return true;
 }
 
+// Through the customer's HTTP proxy (protocol/http_connect.hpp): CONNECT to the gateway's
+// address on the connected socket, within the handshake bound; true once the proxy answered
+// 2xx, with nothing of the tunnel read yet. False with the reason on stderr (never the
+// proxy's password).
+asio::awaitable<bool> through_proxy(agent_state& st, const std::string& address, const proxy_url& proxy) {
+  const auto via = fmt::format("{}:{}", proxy.host, proxy.port);
+  const auto req = connect_request(address, proxy);
+  auto [wec, wn] = co_await asio::async_write(st.stream->socket(), asio::buffer(req), use_tuple);
+  if (st.done) co_return false;
+  if (wec) {
+    st.err << fmt::format("rsgate-agent: cannot talk to the proxy {}: {}\n", via, wec.message());
+    co_return false;
+  }
+  asio::streambuf buf(kMaxConnectAnswer);
+  auto [rec, n] = co_await asio::async_read_until(st.stream->socket(), buf, "\r\n\r\n", use_tuple);
+  if (st.done) co_return false;
+  if (rec) {
+    st.err << fmt::format("rsgate-agent: the proxy {} did not answer the CONNECT to {}: {}\n", via, address,
+                          rec == asio::error::not_found ? "its answer is larger than 8 KiB" : rec.message());
+    co_return false;
+  }
+  std::string head(asio::buffers_begin(buf.data()), asio::buffers_begin(buf.data()) + static_cast<long>(n));
+  std::string why;
+  auto a = parse_connect_answer(head, why);
+  if (!a) {
+    st.err << fmt::format("rsgate-agent: the proxy {}: {}\n", via, why);
+    co_return false;
+  }
+  if (a->status / 100 != 2) {
+    st.err << fmt::format("rsgate-agent: the proxy {} refused to connect to {}: {} {}{}\n", via, address, a->status,
+                          printable(a->reason, 128),
+                          // 407; tinyproxy answers a CONNECT with 401
+                          a->status == 407 || a->status == 401 ? (proxy.user.empty() ? " (it wants a user and password in the profile's proxy)"
+                                                                 : " (the profile's proxy user or password is wrong)")
+                                           : "");
+    co_return false;
+  }
+  // Nothing may follow a 2xx header before the agent speaks TLS: bytes there would be taken
+  // for the gateway's. (A refusal may carry a body; it is not read.)
+  if (buf.size() != n) {
+    st.err << fmt::format("rsgate-agent: the proxy {} sent more than its answer to the CONNECT\n", via);
+    co_return false;
+  }
+  co_return true;
+}
+
 asio::awaitable<bool> connect_to(agent_state& st, asio::ssl::context& tls, const std::string& address) {
   auto ex = co_await asio::this_coro::executor;
   std::string host;
@@ -138,11 +187,25 @@ asio::awaitable<bool> connect_to(agent_state& st, asio::ssl::context& tls, const
     st.err << fmt::format("rsgate-agent: {} is not HOST:PORT\n", address);
     co_return false;
   }
+  std::optional<proxy_url> proxy;
+  if (!st.opt.prof.proxy.empty()) {
+    std::string why;
+    proxy = parse_proxy_url(st.opt.prof.proxy, why);  // load_profile checked it already
+    if (!proxy) {
+      st.err << "rsgate-agent: the profile's proxy " << why << "\n";
+      co_return false;
+    }
+  }
+  // With a proxy, the agent resolves and connects to it; the gateway's name is the proxy's to
+  // resolve (customer networks often have no DNS of their own for the outside).
+  const auto& to_host = proxy ? proxy->host : host;
+  const auto to_port = proxy ? proxy->port : port;
   tcp::resolver resolver(ex);
-  auto [rec, results] = co_await resolver.async_resolve(host, std::to_string(port), use_tuple);
+  auto [rec, results] = co_await resolver.async_resolve(to_host, std::to_string(to_port), use_tuple);
   if (st.done) co_return false;  // stopped meanwhile: the customer asked, nothing to report
   if (rec) {
-    st.err << fmt::format("rsgate-agent: cannot resolve {}: {}\n", address, rec.message());
+    st.err << fmt::format("rsgate-agent: cannot resolve {}: {}\n", proxy ? fmt::format("the proxy {}", to_host) : address,
+                          rec.message());
     co_return false;
   }
   st.stream.emplace(tcp::socket(ex), tls.native_handle(), net::tls_stream::kTunnelBuffer);
@@ -151,11 +214,16 @@ asio::awaitable<bool> connect_to(agent_state& st, asio::ssl::context& tls, const
   auto [cec, ep] = co_await asio::async_connect(st.stream->socket(), results, use_tuple);
   if (st.done) co_return false;
   if (cec) {
-    st.err << fmt::format("rsgate-agent: cannot connect to {}: {}\n", address, cec.message());
+    st.err << fmt::format("rsgate-agent: cannot connect to {}: {}\n",
+                          proxy ? fmt::format("the proxy {}:{}", proxy->host, proxy->port) : address, cec.message());
     co_return false;
   }
   error_code ignored;
   st.stream->socket().set_option(tcp::no_delay(true), ignored);
+  if (proxy) {
+    const bool through = co_await through_proxy(st, address, *proxy);  // not in `&&` (GCC 12)
+    if (!through) co_return false;
+  }
   if (!co_await secure(st, address)) co_return false;
   st.view.gateway = address;
   co_return true;
@@ -282,6 +350,13 @@ void on_end(agent_state& st, const tunnel::frame& f) {
     // The tunnel's life is over (§6), not the session: authenticate again on a new connection.
     line(st, "The gateway asks this agent to authenticate again (the tunnel's life is over); reconnecting");
     st.reconnect_now = true;
+    lost(st, "");
+    return;
+  }
+  if (r && r->reason == tunnel::kRestart) {
+    // The gateway stops and keeps the session for its next run (§9): come back to it.
+    line(st, fmt::format("The gateway is restarting; reconnecting (it keeps session {} for {} s)", st.view.session,
+                         st.grace_seconds));
     lost(st, "");
     return;
   }

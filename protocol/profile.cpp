@@ -1,5 +1,6 @@
 // See profile.hpp. toml++ parses only this operator-installed file (TOOLCHAIN.md).
 #include "protocol/profile.hpp"
+#include "protocol/http_connect.hpp"
 
 #include <fmt/format.h>
 
@@ -132,8 +133,8 @@ void profile_reader::gateway(profile& p) const {
   if (!parse_host_port(p.primary, host, port)) throw fail("gateway.primary must be HOST:PORT");
   if (!p.backup.empty() && !parse_host_port(p.backup, host, port))
     throw fail("gateway.backup must be HOST:PORT");
-  if (!p.proxy.empty() && (!p.proxy.starts_with("http://") || !parse_host_port(p.proxy.substr(7), host, port)))
-    throw fail("gateway.proxy must be http://HOST:PORT");
+  std::string why;
+  if (!p.proxy.empty() && !parse_proxy_url(p.proxy, why)) throw fail("gateway.proxy " + why);
   if (p.ca_pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
     throw fail("gateway.ca must hold a PEM certificate");
 }

@@ -21,7 +21,7 @@ struct profile {
   std::string backup;       // "" or "host:port"
   std::string server_name;  // name the gateway's certificate must carry
   std::string ca_pem;       // the pinned vendor CA
-  std::string proxy;        // "" or "http://host:port" (HTTP CONNECT)
+  std::string proxy;        // "" or "http://[user:password@]host:port" (HTTP CONNECT, protocol/http_connect.hpp)
   std::string type, model, serial;
   std::string secret;
   std::vector<std::string> mechanisms = {"scram-sha-256"};

@@ -13,6 +13,8 @@
 #include <catch2/catch.hpp>
 
 #include "tests/integration/gateway_fixture.hpp"
+#include "core/files.hpp"
+#include "tests/support/loopback.hpp"
 #include "tests/support/tcp_relay.hpp"
 
 using namespace rsgate;
@@ -243,16 +245,62 @@ TEST_CASE("tunnel.reauth: at the end of its life the agent authenticates again o
   CHECK(sess.agent->wait(20s) == 0);
 }
 
-TEST_CASE("a resume the gateway cannot honour is journaled as refused, and the agent goes on in a new session") {
+std::uint16_t port_of(const std::string& host_port) {
+  return static_cast<std::uint16_t>(std::stoi(host_port.substr(host_port.rfind(':') + 1)));
+}
+
+TEST_CASE("a gateway restart, killed or stopped, keeps the session: the agent resumes it with owner and grants") {
   gateway_fixture f;
-  tcp_relay net(static_cast<std::uint16_t>(std::stoi(f.tunnel.substr(f.tunnel.rfind(':') + 1))));
+  tcp_relay net(port_of(f.tunnel));
   auto profile = f.enroll("7801377", false, {"hmc=127.0.0.1:9"}, "127.0.0.1:" + std::to_string(net.port()));
   auto sess = start_and_attach(f, profile, "alice", "TS000000377");
-  // The gateway crashes; its restart ends the sessions it had (state.db does not keep them
-  // yet, docs/protocol.md §9). (A clean stop ends them with END, and the agent with them.)
+  REQUIRE(f.api("POST", "/api/v1/sessions/" + sess.sid + "/grants", "alice", R"({"user":"dave","scopes":["hmc"]})")
+              .status == 201);
+  auto check_kept = [&] {
+    auto s = f.api("GET", "/api/v1/sessions/" + sess.sid, "alice");
+    REQUIRE(s.status == 200);
+    CHECK(s.body["state"].as_string() == "active");
+    CHECK(s.body["owner"].as_string() == "alice");
+    CHECK(json::serialize(s.body["grants"]).find("\"dave\"") != std::string::npos);
+  };
+  // A crash: the agent finds its connection gone and comes back to the next run.
   REQUIRE(f.stop(SIGKILL) == -SIGKILL);
   f.start();
-  net.set_upstream(static_cast<std::uint16_t>(std::stoi(f.tunnel.substr(f.tunnel.rfind(':') + 1))));
+  net.set_upstream(port_of(f.tunnel));
+  auto back = wait_line(*sess.agent, "Reconnected to ");
+  CHECK(back.find("session " + sess.sid + " resumed") != std::string::npos);
+  (void)wait_line(*sess.agent, "alice attached");
+  check_kept();
+  // A clean stop: END restart, and the same.
+  REQUIRE(f.stop(SIGTERM) == 0);
+  (void)wait_line(*sess.agent, "The gateway is restarting; reconnecting");
+  f.start();
+  net.set_upstream(port_of(f.tunnel));
+  back = wait_line(*sess.agent, "Reconnected to ");
+  CHECK(back.find("session " + sess.sid + " resumed") != std::string::npos);
+  check_kept();
+  CHECK(f.kinds("session.end", "ok").empty());
+  auto resumes = f.kinds("tunnel.reauth", "ok");
+  REQUIRE(resumes.size() == 2);
+  for (auto& r : resumes) CHECK(detail(r)["trigger"].as_string() == "resume");
+  auto closes = f.kinds("tunnel.close", "ok");
+  REQUIRE_FALSE(closes.empty());
+  CHECK(detail(closes.back())["reason"].as_string() == "the gateway stops; the session is kept for its agent");
+  sess.agent->signal(SIGTERM);
+  CHECK(sess.agent->wait(20s) == 0);
+}
+
+TEST_CASE("a resume the gateway cannot honour is journaled as refused, and the agent goes on in a new session") {
+  gateway_fixture f;
+  tcp_relay net(port_of(f.tunnel));
+  auto profile = f.enroll("7801378", false, {"hmc=127.0.0.1:9"}, "127.0.0.1:" + std::to_string(net.port()));
+  auto sess = start_and_attach(f, profile, "alice", "TS000000378");
+  // While the agent cannot reach the gateway, its owner ends the session.
+  net.refuse(true);
+  net.cut();
+  REQUIRE(eventually([&] { return !f.kinds("tunnel.close", "ok").empty(); }, 10s));
+  REQUIRE(f.api("DELETE", "/api/v1/sessions/" + sess.sid, "alice").status == 200);
+  net.refuse(false);
   (void)wait_line(*sess.agent, "The gateway no longer holds session " + sess.sid);
   auto connected = wait_line(*sess.agent, "Connected to ");
   CHECK(connected.find(sess.sid) == std::string::npos);
@@ -261,5 +309,71 @@ TEST_CASE("a resume the gateway cannot honour is journaled as refused, and the a
   REQUIRE(eventually([&] { return !(refused = f.kinds("tunnel.reauth", "denied")).empty(); }, 10s));
   CHECK(detail(refused[0])["trigger"].as_string() == "resume");
   CHECK(detail(refused[0])["resume"].as_string() == sess.sid);
-  CHECK(detail(refused[0])["reason"].as_string() == "no such session of this machine");
+  CHECK(detail(refused[0])["reason"].as_string() == "the session has ended");
+}
+
+namespace {
+
+// The customer's HTTP proxy: Debian's tinyproxy on loopback, with Basic authentication, its
+// connections logged.
+struct http_proxy {
+  std::filesystem::path log;
+  std::uint16_t port = 0;
+  std::unique_ptr<child> proc;
+  http_proxy(const std::filesystem::path& dir, const std::string& user, const std::string& password) {
+    int fd = listen_loopback(port, "http_proxy");  // a free port for tinyproxy's own listener
+    ::close(fd);
+    log = dir / "tinyproxy.log";
+    std::ofstream(dir / "tinyproxy.conf") << "Port " << port << "\nListen 127.0.0.1\nTimeout 60\nAllow 127.0.0.1\n"
+                                          << "MaxClients 20\nLogFile \"" << log.string() << "\"\nLogLevel Connect\n"
+                                          << "BasicAuth " << user << " " << password << "\n";
+    proc = std::make_unique<child>(std::vector<std::string>{"tinyproxy", "-d", "-c", (dir / "tinyproxy.conf").string()},
+                                   dir / "tinyproxy.err");
+    REQUIRE(eventually([&] {
+      int c = connect_local(port);
+      if (c >= 0) ::close(c);
+      return c >= 0;
+    }, 10s));
+  }
+  ~http_proxy() {
+    proc->signal(SIGTERM);
+    (void)proc->wait(10s);
+  }
+};
+
+// The profile of `serial` with its gateway reached through `proxy_url`.
+std::filesystem::path with_proxy(const std::filesystem::path& profile, const std::string& proxy_url) {
+  auto text = read_file(profile);
+  auto at = text.find("\nproxy = ");
+  REQUIRE(at != std::string::npos);
+  text.replace(at + 1, text.find('\n', at + 1) - at - 1, "proxy = \"" + proxy_url + "\"");
+  std::filesystem::remove(profile);
+  write_file_exclusive(profile, text, 0600);
+  return profile;
+}
+
+}  // namespace
+
+TEST_CASE("the agent reaches its gateway through the customer's HTTP proxy (tinyproxy, Basic authentication)") {
+  gateway_fixture f;
+  http_proxy proxy(f.t.path(), "cust", "s3cr3t");
+  const auto via = "127.0.0.1:" + std::to_string(proxy.port);
+  auto profile = with_proxy(f.enroll("7801379"), "http://cust:s3cr3t@" + via);
+  auto sess = start_and_attach(f, profile, "alice", "TS000000379");
+  CHECK_THAT(read_file(proxy.log), Catch::Contains("CONNECT " + f.tunnel + " HTTP/1.1"));
+  auto s = f.api("GET", "/api/v1/sessions/" + sess.sid, "alice");
+  REQUIRE(s.status == 200);
+  CHECK(s.body["state"].as_string() == "active");
+
+  // A wrong password: the proxy refuses, the agent says so and ends, the password unsaid.
+  auto wrong = with_proxy(f.enroll("7801380"), "http://cust:b4d%70ass@" + via);  // "b4dpass"
+  child agent({agent_binary(), "start", "--profile", wrong.string(), "--control", (f.t / "w.sock").string()},
+              f.t / "wrong.err");
+  CHECK(agent.wait(30s) == 1);
+  auto err = read_file(f.t / "wrong.err");
+  // 407 by the standard; tinyproxy 1.11 answers 401.
+  CHECK_THAT(err, Catch::Contains("the proxy " + via + " refused to connect to " + f.tunnel + ": 40"));
+  CHECK_THAT(err, Catch::Contains("the profile's proxy user or password is wrong"));
+  CHECK(err.find("b4dpass") == std::string::npos);
+  CHECK(err.find("b4d%70ass") == std::string::npos);
 }

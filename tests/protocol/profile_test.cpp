@@ -1,6 +1,7 @@
 // Agent profiles: written by enrollment, read back identically; refused when readable by
 // others, and every malformed field named.
 #include "protocol/profile.hpp"
+#include "protocol/http_connect.hpp"
 
 #include <sys/stat.h>
 
@@ -95,5 +96,51 @@ TEST_CASE("scope mappings on the command line") {
   for (const char* bad : {"hmc", "hmc=", "hmc=host", "hmc=host:99999", "=h:1", "Bad Name=h:1", "hmc=h:0"}) {
     INFO(bad);
     CHECK_THROWS_AS(parse_scope_mapping(bad), std::invalid_argument);
+  }
+}
+
+TEST_CASE("the proxy URL: credentials percent-decoded and sent as Basic, everything else refused") {
+  std::string why;
+  auto p = parse_proxy_url("http://cust%40corp:p%3Ass@proxy.example.com:3128/", why);
+  INFO(why);
+  REQUIRE(p);
+  CHECK(p->host == "proxy.example.com");
+  CHECK(p->port == 3128);
+  CHECK(p->user == "cust@corp");
+  CHECK(p->password == "p:ss");
+  // "cust@corp:p:ss" in base64
+  CHECK(connect_request("gw.example.com:4433", *p) ==
+        "CONNECT gw.example.com:4433 HTTP/1.1\r\nHost: gw.example.com:4433\r\n"
+        "Proxy-Authorization: Basic Y3VzdEBjb3JwOnA6c3M=\r\n\r\n");
+  auto plain = parse_proxy_url("http://[::1]:8080", why);
+  REQUIRE(plain);
+  CHECK(plain->host == "::1");
+  CHECK(connect_request("10.0.0.1:4433", *plain) == "CONNECT 10.0.0.1:4433 HTTP/1.1\r\nHost: 10.0.0.1:4433\r\n\r\n");
+  for (auto bad : {"https://proxy:3128", "http://proxy", "http://proxy:0", "http://:pw@proxy:1", "http://a:b%0d%0aX@h:1",
+                   "http://a:b%4@h:1", "proxy:3128"}) {
+    INFO(bad);
+    CHECK_FALSE(parse_proxy_url(bad, why));
+  }
+}
+
+TEST_CASE("the proxy's answer to CONNECT: a status line and header lines, nothing looser") {
+  std::string why;
+  auto a = parse_connect_answer("HTTP/1.1 200 Connection established\r\nProxy-agent: tinyproxy/1.11.1\r\n\r\n", why);
+  REQUIRE(a);
+  CHECK(a->status == 200);
+  CHECK(a->reason == "Connection established");
+  a = parse_connect_answer("HTTP/1.0 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"x\"\r\n\r\n", why);
+  REQUIRE(a);
+  CHECK(a->status == 407);
+  a = parse_connect_answer("HTTP/1.1 200\r\n\r\n", why);
+  REQUIRE(a);
+  CHECK(a->reason.empty());
+  for (const std::string& bad : std::vector<std::string>{"HTTP/2 200 OK\r\n\r\n", "HTTP/1.1 20x OK\r\n\r\n", "HTTP/1.1 200 OK\r\n", "SSH-2.0-x\r\n\r\n",
+                          "HTTP/1.1 200 OK\r\n folded\r\n\r\n", "HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
+                          "HTTP/1.1 200 O\x01K\r\n\r\n", "HTTP/1.1 099 x\r\n\r\n",
+                          "HTTP/1.1 200 OK\r\nX: " + std::string(9000, 'a') + "\r\n\r\n"}) {
+    INFO(bad.substr(0, 40));
+    CHECK_FALSE(parse_connect_answer(bad, why));
+    CHECK_FALSE(why.empty());
   }
 }
