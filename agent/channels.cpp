@@ -109,7 +109,8 @@ asio::awaitable<void> local_reader(agent_state& st, std::shared_ptr<local_channe
     if (want == 0) {
       // The gateway's window is full: stop reading the target until its WINDOW comes. A
       // target that resets meanwhile is seen without reading it, by the socket's condition.
-      if (!co_await wait_credit_or_condition(ch) || ch->finished) continue;
+      const bool condition = co_await wait_credit_or_condition(ch);  // not inside `||` (GCC 12)
+      if (!condition || ch->finished) continue;
       if (target_lost(*ch)) {
         close_channel(st, ch, true);
         continue;

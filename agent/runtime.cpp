@@ -43,7 +43,7 @@ asio::awaitable<void> control_client(agent_state& st, std::shared_ptr<local_sock
   } else if (cmd == "status") {
     reply = status_json(st.view, st.opt.prof.machine(), channel_views(st)) + "\n";
   } else if (cmd == "key") {
-    if (!st.gate.authenticated() || st.done) {
+    if (!st.gate.authenticated() || st.done || st.conn_over) {
       reply = "error: not connected\n";
     } else {
       offer_key(st);  // or wait for the offer already on its way

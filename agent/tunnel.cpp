@@ -279,13 +279,22 @@ void on_success(agent_state& st, agent_handshake& hs, const tunnel::frame& f) {
     // Resumed (§9): owner, grants and the session key are the gateway's still; a NOTICE
     // `attach` follows when the session has an owner.
     st.view.state = "authenticated";
+    // What NOTICEs told of owner and grants may be stale: the gateway tells them again now.
+    st.view.owner.clear();
+    st.view.pmr.clear();
+    st.view.grants.clear();
     line(st, fmt::format("Reconnected to {}; session {} resumed", st.view.gateway, st.view.session));
+    // A key offer that the lost connection left unanswered (or none answered yet) is made
+    // again: the customer must have a key to give.
+    if (std::exchange(st.key_unconfirmed, false) || st.key.empty()) offer_key(st);
     return;
   }
   if (!st.view.session.empty())
     line(st, fmt::format("The gateway no longer holds session {}: it has ended", st.view.session));
   const auto gateway = st.view.gateway;
   st.view = session_view{};
+  st.key.clear();  // the old session's key went with it
+  st.key_unconfirmed = false;
   st.view.gateway = gateway;
   st.view.session = s->session;
   st.view.state = "authenticated";
@@ -497,7 +506,7 @@ asio::awaitable<void> tunnel_session(agent_state& st, asio::ssl::context& tls) {
 asio::awaitable<void> end_connection(agent_state& st) {
   st.keepalive_timer.cancel();
   abandon_channels(st);
-  answer_key_waiters(st, "error: the connection to the gateway was lost; try again when it is back\n");
+  st.key_unconfirmed = st.key_unconfirmed || st.gate.key_offer_outstanding();
   if (st.stream) {
     st.stream->close();  // the pending write (if any) ends with an error
     if (st.writing) {
@@ -506,10 +515,15 @@ asio::awaitable<void> end_connection(agent_state& st) {
     }
   }
   st.outq.clear();
-  if (st.writing) co_return;  // a write that outlived its closed socket: a defect; stop here
+  if (st.writing) {  // a write that outlived its closed socket: a defect; stop here
+    fail(st, "internal error: a write to the lost connection did not end");
+    co_return;
+  }
   st.stream.reset();
   st.dec.reset();
   st.gate = tunnel_state{};
+  // After the reset: a `key` request from now on is refused (not connected), none waits.
+  answer_key_waiters(st, "error: the connection to the gateway was lost; try again when it is back\n");
   st.conn_over = false;
   ++st.connection;
   if (!st.done) st.view.state = "reconnecting";
@@ -520,7 +534,8 @@ asio::awaitable<void> end_connection(agent_state& st) {
 // back together; never past the grace's end, where the last attempt is made. False (the
 // agent fails) when the grace is over, or when stopped meanwhile.
 asio::awaitable<bool> wait_to_reconnect(agent_state& st) {
-  if (std::exchange(st.reconnect_now, false)) co_return !st.done;
+  if (st.done) co_return false;  // stopped while the connection wound down
+  if (std::exchange(st.reconnect_now, false)) co_return true;
   const auto now = std::chrono::steady_clock::now();
   if (now >= st.reconnect_deadline) {
     fail(st, fmt::format("could not reconnect to the gateway within its {} s grace; session {} has ended",
@@ -544,7 +559,7 @@ asio::awaitable<void> tunnel_life(agent_state& st, asio::ssl::context& tls) {
     co_await tunnel_session(st, tls);
     if (st.done || !st.conn_over) co_return;
     co_await end_connection(st);
-    if (st.writing) co_return;  // see end_connection
+    if (st.done) co_return;
     // Not inside `||`: GCC 12 miscompiles a co_await in a short-circuit operand.
     const bool again = co_await wait_to_reconnect(st);
     if (!again) co_return;
@@ -630,8 +645,9 @@ void lost(agent_state& st, const std::string& message) {
   }
   st.conn_over = true;
   if (message.empty()) return;
-  st.err << "rsgate-agent: " << printable(message, 1024) << "; reconnecting (the gateway keeps session "
-         << st.view.session << " for " << st.grace_seconds << " s)\n";
+  // One write: a reader of the stream never sees half of the line.
+  st.err << fmt::format("rsgate-agent: {}; reconnecting (the gateway keeps session {} for {} s)\n",
+                        printable(message, 1024), st.view.session, st.grace_seconds);
   st.err.flush();
 }
 
@@ -670,6 +686,7 @@ void request_stop(agent_state& st) {
   else if (st.stream) st.stream->close();
   st.done = true;
   st.stop_signal.cancel();
+  st.backoff_timer.cancel();  // a reconnect's wait, even one the group's cancellation missed
 }
 
 asio::awaitable<void> run_tunnel(agent_state& st, asio::ssl::context& tls) {

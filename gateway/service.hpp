@@ -97,16 +97,26 @@ class service {
   // --- the tunnel side ---
   // The enrolled machine as CHAP needs it (MD5 secret unsealed only when enabled).
   [[nodiscard]] std::optional<tunnel::machine_record> machine_record_for(const std::string& machine);
-  // A machine authenticated: the session its tunnel serves from now on, decided under the
-  // service's lock (docs/protocol.md §9): the machine's session when one is live or waiting
-  // for its agent (`held`), else a new one. `resume` is the session HELLO asked for ("" for
-  // none); `resume_refused` says why that one was not given back. `link` receives notices.
+  // A machine authenticated: which session its tunnel will serve (docs/protocol.md §9),
+  // decided under the service's lock: the machine's session when one is live or waiting for
+  // its agent (`held`), else a new one. `resume` is the session HELLO asked for ("" for
+  // none); `resume_refused` says why that one was not given back. Journal before access: a
+  // held session is only marked `joining` (its grace paused, still not connected) until the
+  // tunnel has journaled tunnel.reauth and commits; on failure it abandons the join.
   struct tunnel_join {
     std::string session_id;
     bool held = false;
     std::string resume_refused;
   };
-  tunnel_join tunnel_authenticated(const std::string& machine, std::vector<std::string> scopes,
+  tunnel_join tunnel_claim(const std::string& machine, const std::string& resume = "");
+  // The tunnel serves the session from now on (`link` receives notices); returns its id: the
+  // claimed one, or a new one when the claimed session ended meanwhile (its owner ended it).
+  // A held session with an owner is told again who owns it and who holds grants (NOTICEs).
+  std::string tunnel_commit(const tunnel_join& j, const std::string& machine, std::vector<std::string> scopes,
+                            std::shared_ptr<tunnel_link> link);
+  void tunnel_abandon(const tunnel_join& j);
+  // claim + commit at once, for tests.
+  std::string tunnel_authenticated(const std::string& machine, std::vector<std::string> scopes,
                                    std::shared_ptr<tunnel_link> link, const std::string& resume = "");
   // The agent offered a session key: journaled (as its keyed hash) before it is usable;
   // `done` gets the expiry, or nullopt when the journal could not record it.

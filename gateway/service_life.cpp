@@ -115,7 +115,7 @@ void service::housekeeping_time(micros now) {
   {
     std::lock_guard lock(mu_);
     for (auto* s : registry_.live_sessions())
-      if (!s->tunnel_up && now - s->tunnel_lost_at >= reconnect_grace_) lost.push_back(s->id);
+      if (!s->tunnel_up && !s->joining && now - s->tunnel_lost_at >= reconnect_grace_) lost.push_back(s->id);
     lapsed = registry_.lapsed_grants(now);
     for (auto& [sid, q] : unrecorded_) backlog.push_back(sid);
     summaries = credential_refusals_.take_summaries(now);
@@ -131,7 +131,7 @@ void service::housekeeping_time(micros now) {
     in_session(sid, ignore, [this, sid](ticket t) { flush_unrecorded(sid, std::move(t)); }, true);
   for (auto& sid : lost) {
     remove_by_gateway(sid, [this](session& s) -> std::optional<journal::entry> {
-      if (s.tunnel_up || clock_.now() - s.tunnel_lost_at < reconnect_grace_) return std::nullopt;
+      if (s.tunnel_up || s.joining || clock_.now() - s.tunnel_lost_at < reconnect_grace_) return std::nullopt;
       return end_now(s, "gateway", "tunnel lost", "");
     });
   }

@@ -41,14 +41,13 @@ std::optional<tunnel::machine_record> service::machine_record_for(const std::str
   return r;
 }
 
-service::tunnel_join service::tunnel_authenticated(const std::string& machine, std::vector<std::string> scopes,
-                                                   std::shared_ptr<tunnel_link> link, const std::string& resume) {
+service::tunnel_join service::tunnel_claim(const std::string& machine, const std::string& resume) {
   std::lock_guard lock(mu_);
-  auto now = clock_.now();
   tunnel_join j;
   if (auto* live_s = registry_.find_live_for_machine(machine)) {
     j.session_id = live_s->id;
     j.held = true;
+    live_s->joining = true;
   } else {
     j.session_id = new_session_id();
   }
@@ -60,17 +59,54 @@ service::tunnel_join service::tunnel_authenticated(const std::string& machine, s
                            ? "the session has ended"
                            : "no such session of this machine";
   }
-  auto& s = registry_.open_for_machine(j.session_id, machine, std::move(scopes), now);
+  return j;
+}
+
+void service::tunnel_abandon(const tunnel_join& j) {
+  if (!j.held) return;
+  std::lock_guard lock(mu_);
+  if (auto* s = registry_.find(j.session_id)) s->joining = false;  // its grace goes on
+}
+
+std::string service::tunnel_commit(const tunnel_join& j, const std::string& machine, std::vector<std::string> scopes,
+                                   std::shared_ptr<tunnel_link> link) {
+  std::lock_guard lock(mu_);
+  auto now = clock_.now();
+  std::string id = j.session_id;
+  if (j.held) {
+    auto* s = registry_.find(id);
+    if (s) s->joining = false;
+    if (!s || s->state == session_state::ended) id = new_session_id();  // ended while we journaled
+  }
+  auto& s = registry_.open_for_machine(id, machine, std::move(scopes), now);
   links_[s.id] = link;
   if (s.state == session_state::active) {
-    // A reconnect within the grace period: tell the agent who owns its session.
+    // A returning tunnel: the agent's picture of owner and grants may be stale (NOTICEs are
+    // not kept while no tunnel serves the session), so it is told again.
     tunnel::notice n;
     n.event = "attach";
     n.actor = s.owner;
     n.pmr = s.pmr;
     notify(s.id, n);
+    for (auto& g : s.grants) {
+      if (g.revoked || (g.expires_at != 0 && g.expires_at <= now)) continue;
+      tunnel::notice gn;
+      gn.event = "grant";
+      gn.actor = g.granted_by;
+      gn.user = g.user;
+      std::string granted;
+      for (auto& x : g.scopes) granted += (granted.empty() ? "" : ",") + x;
+      gn.scope = granted.substr(0, tunnel::kMaxNameBytes);
+      notify(s.id, gn);
+    }
   }
-  return j;
+  return s.id;
+}
+
+std::string service::tunnel_authenticated(const std::string& machine, std::vector<std::string> scopes,
+                                          std::shared_ptr<tunnel_link> link, const std::string& resume) {
+  auto j = tunnel_claim(machine, resume);
+  return tunnel_commit(j, machine, std::move(scopes), std::move(link));
 }
 
 void service::key_offered(const std::string& session_id, std::string_view display_key, micros lifetime,

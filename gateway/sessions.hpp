@@ -73,6 +73,7 @@ struct session {
   std::string end_reason;
   bool tunnel_up = true;        // the customer's tunnel is connected
   micros tunnel_lost_at = 0;    // when it dropped (the session survives a grace period)
+  bool joining = false;         // a returning tunnel's tunnel.reauth is being journaled: grace paused
   int next_grant = 1;
   std::int64_t journal_seq = 0;  // seq of its last `session.*` entry journaled ok (state.db snapshots)
 };

@@ -109,6 +109,7 @@ struct agent_state {
   bool reconnecting = false;              // since the loss: until a SUCCESS, or the grace's end
   std::chrono::steady_clock::time_point reconnect_deadline{};  // the loss + the grace
   int attempts = 0;                       // reconnect attempts since the loss (the backoff's exponent)
+  bool key_unconfirmed = false;           // a key offer was lost with its connection: offer again
   bool done = false;
   int exit_code = 0;
   session_view view;  // what `status` shows

@@ -328,10 +328,17 @@ asio::awaitable<bool> tunnel_connection::on_chap_ok(tunnel::gateway_handshake::s
   if (!co_await journal_auth_ok(id, replaced)) co_return false;
   std::vector<std::string> scopes;
   for (auto& s : hs_->hello_message().scopes) scopes.push_back(s.name);
-  auto joined = svc_.tunnel_authenticated(machine_, scopes, shared_from_this(), hs_->hello_message().resume);
-  session_ = joined.session_id;
+  // Journal before access (docs/protocol.md §9): the session is decided, then tunnel.reauth is
+  // made durable, and only then does this tunnel serve it.
+  auto joined = svc_.tunnel_claim(machine_, hs_->hello_message().resume);
+  session_ = joined.session_id;  // for the entry
+  if (!co_await journal_join(id, joined)) {
+    svc_.tunnel_abandon(joined);
+    session_.clear();  // never served: its close leaves the session's grace as it was
+    co_return false;
+  }
+  session_ = svc_.tunnel_commit(joined, machine_, scopes, shared_from_this());
   claim.install(weak_from_this());
-  if (!co_await journal_join(id, joined)) co_return false;
   step.send_success->session = session_;
   step.send_success->rekey_seconds = static_cast<int>(cfg_.rekey_interval_ms / 1000);
   step.send_success->keepalive_seconds = cfg_.dead_peer_ms / 1000;

@@ -287,9 +287,12 @@ asio::awaitable<void> tunnel_connection::read_frames() {
         if (!(co_await on_frame(*f))) co_return;
       }
     }
-    if (pinged && authenticated_ && !(co_await pong_keeps_up())) {
-      set_close("not reading: it sends PINGs but does not take the answers", journal::outcome::error);
-      co_return;
+    if (pinged && authenticated_) {
+      const bool keeps_up = co_await pong_keeps_up();  // not inside `&&`: GCC 12 miscompiles that
+      if (!keeps_up) {
+        set_close("not reading: it sends PINGs but does not take the answers", journal::outcome::error);
+        co_return;
+      }
     }
   }
 }

@@ -232,7 +232,10 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   // before SUCCESS). A handful at most wait; more than kMaxHeldFrames is a defect, not queued.
   void queue_after_success(bytes frame) {
     if (authenticated_) return push(std::move(frame));
-    if (held_.size() < kMaxHeldFrames) held_.push_back(std::move(frame));
+    if (held_.size() < kMaxHeldFrames) return held_.push_back(std::move(frame));
+    // Never silently lost: a tunnel that cannot deliver what the service sends ends.
+    set_close("too many frames for the agent before its SUCCESS", journal::outcome::error);
+    mark_closing();
   }
   void release_held() {
     for (auto& f : held_) push(std::move(f));
@@ -338,7 +341,8 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
       }
     }
     c->wake();
-    if (send_close) queue(tunnel::frame_type::close, {}, id);
+    // Behind its CHANNEL_OPEN, which may still wait for SUCCESS.
+    if (send_close) queue_after_success(tunnel::encode(tunnel::frame_type::close, id, {}));
   }
   void close_all_channels(const std::string& reason) {
     std::vector<std::uint32_t> ids;

@@ -84,6 +84,10 @@ TEST_CASE("an agent whose gateway is frozen by SIGSTOP drops the tunnel within t
   auto agent = start_agent(f, profile);
   const std::string dead = "no frame from the gateway for " + std::to_string(kBound) + " s: the tunnel is dead";
   f.gw->signal(SIGSTOP);
+  struct thaw {  // whatever fails below, the gateway is not left stopped
+    child& gw;
+    ~thaw() { gw.signal(SIGCONT); }
+  } thaw_on_exit{*f.gw};
   const auto t0 = std::chrono::steady_clock::now();
   REQUIRE(eventually([&] { return agent_err(f).find(dead) != std::string::npos; }, std::chrono::seconds(kBound * 3)));
   const double took = seconds_since(t0);
@@ -171,7 +175,7 @@ TEST_CASE("an agent started with SIGHUP ignored (nohup) keeps ignoring it") {
 }
 
 TEST_CASE("a lost connection: the agent resumes its session within tunnel.grace; past it the session ends") {
-  constexpr int kGrace = 8;
+  constexpr int kGrace = 12;  // room for the outage below, and for the backoff to show
   gateway_fixture f(1, "grace = " + std::to_string(kGrace));
   tcp_relay net(static_cast<std::uint16_t>(std::stoi(f.tunnel.substr(f.tunnel.rfind(':') + 1))));
   auto profile = f.enroll("7801375", false, {"hmc=127.0.0.1:9"}, "127.0.0.1:" + std::to_string(net.port()));
@@ -196,6 +200,23 @@ TEST_CASE("a lost connection: the agent resumes its session within tunnel.grace;
   CHECK(detail(resumes[0])["trigger"].as_string() == "resume");
   CHECK(f.kinds("session.end", "ok").empty());
 
+  // Access changes while the agent is away: told again on its return, the customer sees the
+  // grants as they are now, not as they were.
+  net.refuse(true);
+  net.cut();
+  REQUIRE(eventually([&] { return f.kinds("tunnel.close", "ok").size() == 2; }, 10s));
+  REQUIRE(f.api("DELETE", "/api/v1/sessions/" + sess.sid + "/grants/G1", "alice").status == 200);
+  REQUIRE(f.api("POST", "/api/v1/sessions/" + sess.sid + "/grants", "alice", R"({"user":"bob","scopes":["hmc"]})")
+              .status == 201);
+  net.refuse(false);
+  (void)wait_line(*sess.agent, "Reconnected to ");
+  (void)wait_line(*sess.agent, "granted bob");
+  auto st = run({agent_binary(), "status", "--json", "--control", sess.control});
+  REQUIRE(st.exit_code == 0);
+  auto view = json::parse(st.out).as_object();
+  CHECK(json::serialize(view["grants"]) == R"(["bob"])");
+  CHECK(view["owner"].as_string() == "alice");
+
   // Now the gateway cannot be reached for longer than the grace: the agent tries, spaced out
   // by its backoff, and gives up once the grace is over; the gateway ends the session.
   net.refuse(true);
@@ -209,7 +230,7 @@ TEST_CASE("a lost connection: the agent resumes its session within tunnel.grace;
   CHECK(code == 1);
   CHECK(took >= kGrace - 0.5);
   CHECK(took <= kGrace + 3.0);
-  // Backoff 1, 2, 4, 8 s (each drawn from its upper half) within 8 s, and one at its end.
+  // Waits of 1, 2, 4, 8 s (each drawn from its upper half) within 12 s, and one at its end.
   CHECK(attempts >= 3);
   CHECK(attempts <= 7);
   CHECK_THAT(agent_err(f), Catch::Contains("could not reconnect to the gateway within its " + std::to_string(kGrace) +
