@@ -66,7 +66,25 @@ session& session_registry::open_for_machine(const std::string& id, const std::st
   s.machine = machine;
   s.scopes = std::move(scopes);
   s.created_at = now;
+  live_by_machine_[machine] = id;
   return sessions_[id] = std::move(s);
+}
+
+session& session_registry::restore(session s) {
+  live_by_machine_[s.machine] = s.id;
+  auto& r = sessions_[s.id] = std::move(s);
+  index_key(r);
+  return r;
+}
+
+void session_registry::index_key(const session& s) {
+  if (!s.key_hmac.empty()) live_by_key_[s.key_hmac] = s.id;
+}
+
+void session_registry::unindex(const session& s) {
+  if (auto it = live_by_machine_.find(s.machine); it != live_by_machine_.end() && it->second == s.id)
+    live_by_machine_.erase(it);
+  if (auto it = live_by_key_.find(s.key_hmac); it != live_by_key_.end() && it->second == s.id) live_by_key_.erase(it);
 }
 
 session* session_registry::find(const std::string& id) {
@@ -75,16 +93,18 @@ session* session_registry::find(const std::string& id) {
 }
 
 session* session_registry::find_live_for_machine(const std::string& machine) {
-  for (auto& [id, s] : sessions_)
-    if (s.machine == machine && s.state != session_state::ended) return &s;
-  return nullptr;
+  auto it = live_by_machine_.find(machine);
+  if (it == live_by_machine_.end()) return nullptr;
+  auto* s = find(it->second);
+  return s && s->state != session_state::ended && s->machine == machine ? s : nullptr;
 }
 
 session* session_registry::find_live_by_key(const std::string& key_hmac) {
   if (key_hmac.empty()) return nullptr;
-  for (auto& [id, s] : sessions_)
-    if (s.state != session_state::ended && s.key_hmac == key_hmac) return &s;
-  return nullptr;
+  auto it = live_by_key_.find(key_hmac);
+  if (it == live_by_key_.end()) return nullptr;
+  auto* s = find(it->second);
+  return s && s->state != session_state::ended && s->key_hmac == key_hmac ? s : nullptr;
 }
 
 std::vector<session*> session_registry::live_sessions() {
@@ -105,7 +125,9 @@ std::vector<const session*> session_registry::visible_to(const std::string& user
 }
 
 void session_registry::set_key(session& s, std::string key_hmac, micros expires_at) {
+  if (auto it = live_by_key_.find(s.key_hmac); it != live_by_key_.end() && it->second == s.id) live_by_key_.erase(it);
   s.key_hmac = std::move(key_hmac);
+  if (s.state != session_state::ended) index_key(s);
   s.key_expires_at = expires_at;
   s.key_used = false;
 }
@@ -228,6 +250,7 @@ std::vector<channel_serial> session_registry::commit_transfer(session& s, const 
 std::vector<channel_serial> session_registry::end(session& s, std::string reason, micros now) {
   std::vector<channel_serial> out;
   for (auto& [id, c] : s.channels) out.push_back(id);
+  unindex(s);
   s.state = session_state::ended;
   s.ended_at = now;
   s.end_reason = std::move(reason);

@@ -106,7 +106,7 @@ class session_registry {
 
   // A tunnel authenticated: the machine's waiting (or resumed) session.
   // A session kept across a restart (service::restore_sessions), its tunnel not back yet.
-  session& restore(session s) { return sessions_[s.id] = std::move(s); }
+  session& restore(session s);
   session& open_for_machine(const std::string& id, const std::string& machine,
                             std::vector<std::string> scopes, micros now);
   [[nodiscard]] session* find(const std::string& id);
@@ -162,6 +162,12 @@ class session_registry {
   auth::failure_limiter per_source_;
   auth::failure_limiter global_;
   std::map<std::string, session> sessions_;
+  // The live sessions by machine and by session key's keyed hash: an establishment or an
+  // attach by key costs the same however many sessions the registry holds (issue 9, scale).
+  std::map<std::string, std::string> live_by_machine_;
+  std::map<std::string, std::string> live_by_key_;
+  void index_key(const session& s);
+  void unindex(const session& s);
 };
 
 }  // namespace rsgate::gateway

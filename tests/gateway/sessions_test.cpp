@@ -276,3 +276,34 @@ TEST_CASE("a session's snapshot for state.db reads back as written, and a damage
   refused(text.substr(0, text.size() - 1));
   refused("[]");
 }
+
+TEST_CASE("the live session of a machine and of a key are found by index, ended ones never") {
+  session_registry reg;
+  const micros now = 1'000'000'000'000;
+  // Many sessions that ended, of the same machine and with keys, before the live one.
+  for (int i = 0; i < 2000; ++i) {
+    auto& old = reg.open_for_machine("S-old-" + std::to_string(i), "9009-42A*7801234", {"hmc"}, now);
+    reg.set_key(old, "K" + std::to_string(i), now + kMin);
+    (void)reg.end(old, "customer", now);
+  }
+  CHECK(reg.find_live_for_machine("9009-42A*7801234") == nullptr);
+  CHECK(reg.find_live_by_key("K7") == nullptr);
+  auto& s = reg.open_for_machine("S-live", "9009-42A*7801234", {"hmc"}, now);
+  reg.set_key(s, "KLIVE", now + kMin);
+  CHECK(reg.find_live_for_machine("9009-42A*7801234") == &s);
+  CHECK(reg.find_live_by_key("KLIVE") == &s);
+  reg.set_key(s, "KNEW", now + kMin);  // a new key voids the old one
+  CHECK(reg.find_live_by_key("KLIVE") == nullptr);
+  CHECK(reg.find_live_by_key("KNEW") == &s);
+  (void)reg.end(s, "customer", now);
+  CHECK(reg.find_live_for_machine("9009-42A*7801234") == nullptr);
+  CHECK(reg.find_live_by_key("KNEW") == nullptr);
+  // A session restored after a restart is found like any other.
+  session kept;
+  kept.id = "S-kept";
+  kept.machine = "9009-42A*7801235";
+  kept.key_hmac = "KKEPT";
+  reg.restore(kept);
+  CHECK(reg.find_live_for_machine("9009-42A*7801235") == reg.find("S-kept"));
+  CHECK(reg.find_live_by_key("KKEPT") == reg.find("S-kept"));
+}
