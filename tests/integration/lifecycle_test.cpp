@@ -142,6 +142,11 @@ TEST_CASE("tunnel.grace: within it a restarted agent gets its session back; past
   CHECK(s.body["owner"].as_string() == "alice");
   CHECK(json::serialize(s.body["grants"]).find("\"dave\"") != std::string::npos);
   CHECK(f.kinds("session.end", "ok").empty());
+  // Journaled as a join without HELLO's resume (a new agent process knows no session).
+  auto joins = f.kinds("tunnel.reauth", "ok");
+  REQUIRE(joins.size() == 1);
+  CHECK(detail(joins[0])["trigger"].as_string() == "reconnect");
+  CHECK(json::parse(joins[0]).as_object()["session_id"].as_string() == sess.sid);
 
   // Now it dies for good: the session ends once the grace has passed, journaled with why.
   again->signal(SIGKILL);
@@ -331,6 +336,22 @@ TEST_CASE("a resume the gateway cannot honour is journaled as refused, and the a
   CHECK(detail(refused[0])["trigger"].as_string() == "resume");
   CHECK(detail(refused[0])["resume"].as_string() == sess.sid);
   CHECK(detail(refused[0])["reason"].as_string() == "the session has ended");
+
+  // The customer stops the agent while it waits to reconnect: at once, exit 0.
+  auto losses = [&] {
+    auto text = read_file(f.t / "agent.err");
+    std::size_t n = 0;
+    for (auto at = text.find("; reconnecting"); at != std::string::npos; at = text.find("; reconnecting", at + 1)) ++n;
+    return n;
+  };
+  const auto before = losses();
+  net.refuse(true);
+  net.cut();
+  REQUIRE(eventually([&] { return losses() > before; }, 10s));
+  const auto t0 = std::chrono::steady_clock::now();
+  sess.agent->signal(SIGTERM);
+  CHECK(sess.agent->wait(10s) == 0);
+  CHECK(seconds_since(t0) < 2.0);
 }
 
 namespace {
