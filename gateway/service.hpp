@@ -308,6 +308,7 @@ class service {
   struct persisted {
     std::string snapshot;
     std::int64_t seq = 0;
+    bool deleted = false;  // the session ended and its row is gone
   };
   std::map<std::string, persisted> persisted_;  // guarded by sessions_state_mu_: what state.db holds
   std::mutex housekeeping_mu_;  // one housekeeping pass at a time (it has its own connection)

@@ -3,6 +3,7 @@
 // refusal summaries, pruning), the start-up's restore of the sessions an earlier run kept (and
 // the closing of those it left open otherwise), and the shutdown: every live session kept in
 // state.db for the next start, or ended.
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -166,21 +167,31 @@ void service::persist_session(const std::string& sid) {
   {
     std::lock_guard lock(mu_);
     auto* s = registry_.find(sid);
-    if (!s) return;
+    if (!s) {
+      std::lock_guard state_lock(sessions_state_mu_);
+      persisted_.erase(sid);  // forgotten (pruned) long after it ended
+      return;
+    }
     ended = s->state == session_state::ended;
-    if (!ended) row = live_session_row{sid, s->machine, to_snapshot(*s), s->journal_seq, clock_.now()};
+    // A change the journal has not recorded yet (its record is kept for later) must not be
+    // restored from a snapshot the journal would seem to confirm: such a snapshot is marked
+    // untrusted (journal_seq -1), and the session ends at the next start instead.
+    if (!ended)
+      row = live_session_row{sid, s->machine, to_snapshot(*s), has_unrecorded(sid) ? -1 : s->journal_seq, clock_.now()};
   }
   std::lock_guard lock(sessions_state_mu_);
   auto known = persisted_.find(sid);
-  if (ended && known == persisted_.end()) return;
-  if (!ended && known != persisted_.end() && known->second.snapshot == row->snapshot &&
+  if (ended && known != persisted_.end() && known->second.deleted) return;
+  if (!ended && known != persisted_.end() && !known->second.deleted && known->second.snapshot == row->snapshot &&
       known->second.seq == row->journal_seq)
     return;  // nothing changed
   try {
     if (!sessions_state_) sessions_state_.emplace(layout_.state_db());
     if (ended) {
+      // Whether or not a row was ever written (an earlier write may have failed): an ended
+      // session must never be restored.
       sessions_state_->delete_live_session(sid);
-      persisted_.erase(sid);
+      persisted_[sid] = {"", 0, true};
     } else {
       sessions_state_->put_live_session(*row);
       persisted_[sid] = {row->snapshot, row->journal_seq};
@@ -206,7 +217,8 @@ service::restored service::restore_sessions() {
         "  (SELECT machine FROM journal m WHERE m.session_id = j.session_id AND m.machine <> '' ORDER BY seq DESC LIMIT 1), "
         "  (SELECT pmr FROM journal p WHERE p.session_id = j.session_id AND p.pmr <> '' ORDER BY seq DESC LIMIT 1), "
         "  MAX(CASE WHEN kind LIKE 'session.%' AND outcome = 'ok' THEN seq ELSE 0 END) "
-        "FROM journal j WHERE session_id <> '' GROUP BY session_id HAVING SUM(kind = 'session.end') = 0");
+        "FROM journal j WHERE session_id <> '' GROUP BY session_id "
+        "HAVING SUM(kind = 'session.end' AND outcome = 'ok') = 0");  // a refused end ends nothing
     while (st.step())
       open[std::string(st.col_text(0))] = {std::string(st.col_text(1)), std::string(st.col_text(2)), st.col_int(3)};
   }
@@ -225,10 +237,14 @@ service::restored service::restore_sessions() {
     // Trusted only when the journal tells the same story: open, and nothing recorded about
     // the session after the snapshot was taken (a grant revoked, say, whose state.db write
     // was lost). Anything else ends: fail closed.
-    if (!s || s->id != row.id || it == open.end() || it->second.last_seq != row.journal_seq) {
+    const bool second = s && std::any_of(kept.begin(), kept.end(), [&](const live_session_row& o) {
+      return o.id != row.id && o.machine == row.machine;
+    });
+    if (!s || s->id != row.id || it == open.end() || it->second.last_seq != row.journal_seq || second) {
       if (!s) log::error("state.db: the kept state of session {} is unreadable ({}); it ends", row.id, why);
-      else if (it != open.end())
-        log::error("state.db: the kept state of session {} is older than the journal; it ends", row.id);
+      else if (it == open.end()) log::info("state.db: session {} has ended in the journal; its kept state goes", row.id);
+      else if (second) log::error("state.db: machine {} has more than one kept session; {} ends", row.machine, row.id);
+      else log::error("state.db: the kept state of session {} is not confirmed by the journal; it ends", row.id);
       std::lock_guard lock(sessions_state_mu_);
       sessions_state_->delete_live_session(row.id);
       continue;

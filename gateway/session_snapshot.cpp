@@ -13,9 +13,11 @@ namespace rsgate::gateway {
 namespace {
 
 constexpr int kVersion = 1;
-constexpr std::size_t kMaxText = 256;       // any one string
-constexpr std::size_t kMaxList = 1024;      // scopes, PMRs, grants, a grant's sets
-constexpr std::size_t kMaxSnapshot = 1 << 20;
+// Bounds against a damaged file, not limits of a session: a session's grants and PMRs are not
+// capped (revoked grants stay listed), so these are far above what one accumulates.
+constexpr std::size_t kMaxText = 256;          // any one string
+constexpr std::size_t kMaxList = 100'000;      // scopes, PMRs, grants, a grant's sets
+constexpr std::size_t kMaxSnapshot = 64 << 20;
 
 json::array strings(const auto& v) {
   json::array a;
@@ -57,7 +59,7 @@ class fields {
   void list(const char* k, Out& out) {
     auto& v = at(k);
     if (!v.is_array() || v.as_array().size() > kMaxList)
-      throw std::invalid_argument(std::string(what_) + "." + k + " is not a list of at most 1024");
+      throw std::invalid_argument(std::string(what_) + "." + k + " is not a list of at most 100000");
     for (auto& x : v.as_array()) {
       if (!x.is_string() || x.as_string().size() > kMaxText)
         throw std::invalid_argument(std::string(what_) + "." + k + " holds something else than short strings");
@@ -67,7 +69,7 @@ class fields {
   const json::array& array(const char* k) {
     auto& v = at(k);
     if (!v.is_array() || v.as_array().size() > kMaxList)
-      throw std::invalid_argument(std::string(what_) + "." + k + " is not a list of at most 1024");
+      throw std::invalid_argument(std::string(what_) + "." + k + " is not a list of at most 100000");
     return v.as_array();
   }
   void done() const {
@@ -115,7 +117,7 @@ std::string to_snapshot(const session& s) {
 
 std::optional<session> session_from_snapshot(std::string_view text, std::string& why) {
   if (text.size() > kMaxSnapshot) {
-    why = "larger than 1 MiB";
+    why = "larger than 64 MiB";
     return std::nullopt;
   }
   boost::system::error_code ec;

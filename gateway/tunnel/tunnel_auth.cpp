@@ -325,19 +325,30 @@ asio::awaitable<bool> tunnel_connection::on_chap_ok(tunnel::gateway_handshake::s
     co_return co_await refuse_after_chap(id, std::string("tunnel limit"), {},
                                                    std::string("the gateway has reached its tunnel limit; retry later"));
   counted_authenticated_ = true;
-  if (!co_await journal_auth_ok(id, replaced)) co_return false;
   std::vector<std::string> scopes;
   for (auto& s : hs_->hello_message().scopes) scopes.push_back(s.name);
-  // Journal before access (docs/protocol.md §9): the session is decided, then tunnel.reauth is
-  // made durable, and only then does this tunnel serve it.
-  auto joined = svc_.tunnel_claim(machine_, hs_->hello_message().resume);
-  session_ = joined.session_id;  // for the entry
-  if (!co_await journal_join(id, joined)) {
-    svc_.tunnel_abandon(joined);
+  // Journal before access (docs/protocol.md §9): the session is decided (a kept one only
+  // reserved), tunnel.auth and tunnel.reauth, which name it, are made durable, and only then
+  // does this tunnel serve it. Whatever way this ends before the commit, the reservation goes.
+  struct reservation {
+    service& svc;
+    service::tunnel_join join;
+    bool committed = false;
+    ~reservation() {
+      if (!committed) svc.tunnel_abandon(join);
+    }
+  } r{svc_, svc_.tunnel_claim(machine_, hs_->hello_message().resume)};
+  session_ = r.join.session_id;  // for the entries
+  bool recorded = co_await journal_auth_ok(id, replaced);
+  if (recorded) recorded = co_await journal_join(id, r.join);
+  // A gateway that stops meanwhile (close_for_restart) sends END restart to authenticated
+  // tunnels only: this one is not served, so its agent sees its connection go and comes back.
+  if (!recorded || closing_) {
     session_.clear();  // never served: its close leaves the session's grace as it was
     co_return false;
   }
-  session_ = svc_.tunnel_commit(joined, machine_, scopes, shared_from_this());
+  session_ = svc_.tunnel_commit(r.join, machine_, scopes, shared_from_this());
+  r.committed = true;
   claim.install(weak_from_this());
   step.send_success->session = session_;
   step.send_success->rekey_seconds = static_cast<int>(cfg_.rekey_interval_ms / 1000);

@@ -304,6 +304,9 @@ TEST_CASE("no session vanishes: a restart keeps what state.db holds, and closes 
   auto a2 = start_and_attach(g.f, g.f.enroll("7801301"), "alice", "TS012345680");
   REQUIRE(g.f.api("POST", "/api/v1/sessions/" + a2.sid + "/grants", "alice", R"({"user":"dev1","scopes":["hmc"]})")
               .status == 201);
+  // A refused end is journaled as session.end denied: it ends nothing, here or at a restart.
+  REQUIRE(g.f.api("DELETE", "/api/v1/sessions/" + a2.sid, "bob").status == 403);
+  REQUIRE(g.f.kinds("session.end", "denied").size() == 1);
   a2.agent->signal(SIGKILL);
   (void)a2.agent->wait(std::chrono::seconds(20));
 
