@@ -61,6 +61,17 @@ void about(journal::entry& e, const session& s) {
   e.machine = s.machine;
 }
 
+tunnel::notice grant_notice(const grant& g) {
+  tunnel::notice n;
+  n.event = "grant";
+  n.actor = g.granted_by;
+  n.user = g.user;
+  std::string granted;
+  for (auto& x : g.scopes) granted += (granted.empty() ? "" : ",") + x;
+  n.scope = granted.substr(0, tunnel::kMaxNameBytes);
+  return n;
+}
+
 json::object session_json(const session& s) {
   json::object o;
   o["id"] = s.id;
@@ -201,16 +212,20 @@ void service::in_session(const std::string& id, const api::reply& done, step s, 
 }
 
 void service::record(journal::entry e, ticket t, std::function<void(const journal::append_result&)> then) {
-  journal::entry about;  // what note_recorded needs, without the detail
-  about.kind = e.kind;
-  about.session_id = e.session_id;
-  about.result = e.result;
-  journal_.append(std::move(e), [this, about = std::move(about), t = std::move(t),
+  journal_.append(std::move(e), [this, about = recorded_key(e), t = std::move(t),
                                  then = std::move(then)](const journal::append_result& r) {
     if (is_journal_rejection(r)) log::error("journal refused an entry: {}", r.message);
     note_recorded(about, r);
     then(r);
   });
+}
+
+journal::entry service::recorded_key(const journal::entry& e) {
+  journal::entry k;
+  k.kind = e.kind;
+  k.session_id = e.session_id;
+  k.result = e.result;
+  return k;
 }
 
 void service::note_recorded(const journal::entry& e, const journal::append_result& r) {
@@ -279,11 +294,7 @@ void service::flush_unrecorded(const std::string& sid, ticket t) {
     }
     e = it->second.front();
   }
-  journal::entry about;
-  about.kind = e.kind;
-  about.session_id = e.session_id;
-  about.result = e.result;
-  journal_.append(std::move(e), [this, sid, t, about = std::move(about)](const journal::append_result& r) {
+  journal_.append(std::move(e), [this, sid, t, about = recorded_key(e)](const journal::append_result& r) {
     note_recorded(about, r);
     if (!r.ok() && !is_journal_rejection(r)) return;  // still failing: next housekeeping pass
     if (!r.ok()) log::error("journal refused a kept record of {}, dropped: {}", sid, r.message);

@@ -115,9 +115,6 @@ class service {
   std::string tunnel_commit(const tunnel_join& j, const std::string& machine, std::vector<std::string> scopes,
                             std::shared_ptr<tunnel_link> link);
   void tunnel_abandon(const tunnel_join& j);
-  // claim + commit at once, for tests.
-  std::string tunnel_authenticated(const std::string& machine, std::vector<std::string> scopes,
-                                   std::shared_ptr<tunnel_link> link, const std::string& resume = "");
   // The agent offered a session key: journaled (as its keyed hash) before it is usable;
   // `done` gets the expiry, or nullopt when the journal could not record it.
   void key_offered(const std::string& session_id, std::string_view display_key, micros lifetime,
@@ -247,6 +244,8 @@ class service {
   void record_done(const std::string& sid, journal::entry e, ticket t, std::function<void()> then = {});
   // A session's `session.*` entry was journaled ok: its seq is what the snapshot reflects.
   void note_recorded(const journal::entry& e, const journal::append_result& r);
+  // What note_recorded reads of an entry (kind, session, outcome), without its detail.
+  [[nodiscard]] static journal::entry recorded_key(const journal::entry& e);
   // After each policy step (policy_queue::set_after_step): the session's snapshot to state.db
   // when it changed, or its row deleted once it ended.
   void persist_session(const std::string& sid);

@@ -3,7 +3,6 @@
 // refusal summaries, pruning), the start-up's restore of the sessions an earlier run kept (and
 // the closing of those it left open otherwise), and the shutdown: every live session kept in
 // state.db for the next start, or ended.
-#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -228,6 +227,8 @@ service::restored service::restore_sessions() {
     if (!sessions_state_) sessions_state_.emplace(layout_.state_db());
     kept = sessions_state_->live_sessions();
   }
+  std::map<std::string, int> rows_of_machine;
+  for (auto& row : kept) ++rows_of_machine[row.machine];
   restored out;
   const auto now = clock_.now();
   for (auto& row : kept) {
@@ -237,9 +238,7 @@ service::restored service::restore_sessions() {
     // Trusted only when the journal tells the same story: open, and nothing recorded about
     // the session after the snapshot was taken (a grant revoked, say, whose state.db write
     // was lost). Anything else ends: fail closed.
-    const bool second = s && std::any_of(kept.begin(), kept.end(), [&](const live_session_row& o) {
-      return o.id != row.id && o.machine == row.machine;
-    });
+    const bool second = rows_of_machine[row.machine] > 1;
     if (!s || s->id != row.id || it == open.end() || it->second.last_seq != row.journal_seq || second) {
       if (!s) log::error("state.db: the kept state of session {} is unreadable ({}); it ends", row.id, why);
       else if (it == open.end()) log::info("state.db: session {} has ended in the journal; its kept state goes", row.id);

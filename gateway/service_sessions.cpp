@@ -232,14 +232,7 @@ void service::add_grant(const principal& p, const std::string& id, const http_re
       auto* s = registry_.find(id);
       if (!s) return done(session_gone());
       registry_.commit_grant(*s, g);
-      tunnel::notice n;
-      n.event = "grant";
-      n.actor = g.granted_by;
-      n.user = g.user;
-      std::string granted;
-      for (auto& x : g.scopes) granted += (granted.empty() ? "" : ",") + x;
-      n.scope = granted.substr(0, tunnel::kMaxNameBytes);
-      notify(s->id, n);
+      notify(s->id, grant_notice(g));
       done(ok_json(201, session_json(*s)));
     });
   });

@@ -88,25 +88,10 @@ std::string service::tunnel_commit(const tunnel_join& j, const std::string& mach
     n.actor = s.owner;
     n.pmr = s.pmr;
     notify(s.id, n);
-    for (auto& g : s.grants) {
-      if (g.revoked || (g.expires_at != 0 && g.expires_at <= now)) continue;
-      tunnel::notice gn;
-      gn.event = "grant";
-      gn.actor = g.granted_by;
-      gn.user = g.user;
-      std::string granted;
-      for (auto& x : g.scopes) granted += (granted.empty() ? "" : ",") + x;
-      gn.scope = granted.substr(0, tunnel::kMaxNameBytes);
-      notify(s.id, gn);
-    }
+    for (auto& g : s.grants)
+      if (!g.revoked && (g.expires_at == 0 || g.expires_at > now)) notify(s.id, grant_notice(g));
   }
   return s.id;
-}
-
-std::string service::tunnel_authenticated(const std::string& machine, std::vector<std::string> scopes,
-                                          std::shared_ptr<tunnel_link> link, const std::string& resume) {
-  auto j = tunnel_claim(machine, resume);
-  return tunnel_commit(j, machine, std::move(scopes), std::move(link));
 }
 
 void service::key_offered(const std::string& session_id, std::string_view display_key, micros lifetime,

@@ -7,6 +7,7 @@
 #include "gateway/http/api.hpp"
 #include "gateway/sessions.hpp"
 #include "journal/entry.hpp"
+#include "protocol/messages.hpp"
 
 namespace rsgate::gateway::detail {
 
@@ -18,6 +19,8 @@ inline constexpr micros kSecond = 1'000'000;
 // The session an entry is about: its id, PMR and machine.
 void about(journal::entry& e, const session& s);
 [[nodiscard]] boost::json::object session_json(const session& s);
+// NOTICE `grant` for `g` (docs/protocol.md §4.8), as a grant and a returning tunnel tell it.
+[[nodiscard]] tunnel::notice grant_notice(const grant& g);
 // "203.0.113.7:51234" -> "203.0.113.7" (limits count per address, not per connection).
 [[nodiscard]] std::string address_of(const std::string& remote);
 

@@ -7,7 +7,6 @@
 // session at once, as ended by the customer, with no reconnect grace.
 #include <csignal>
 #include <fstream>
-#include <sstream>
 #include <thread>
 
 #include <catch2/catch.hpp>
@@ -71,12 +70,6 @@ TEST_CASE("an agent frozen by SIGSTOP loses its tunnel at the gateway within tun
   CHECK(detail(resumes[0])["trigger"].as_string() == "resume");
 }
 
-std::string agent_err(gateway_fixture& f, const std::string& name = "agent.err") {
-  std::ifstream in(f.t / name);
-  std::stringstream err;
-  err << in.rdbuf();
-  return err.str();
-}
 
 TEST_CASE("an agent whose gateway is frozen by SIGSTOP drops the tunnel within tunnel.keepalive, then resumes") {
   gateway_fixture f(1, "keepalive = " + std::to_string(kBound));
@@ -89,11 +82,11 @@ TEST_CASE("an agent whose gateway is frozen by SIGSTOP drops the tunnel within t
     ~thaw() { gw.signal(SIGCONT); }
   } thaw_on_exit{*f.gw};
   const auto t0 = std::chrono::steady_clock::now();
-  REQUIRE(eventually([&] { return agent_err(f).find(dead) != std::string::npos; }, std::chrono::seconds(kBound * 3)));
+  REQUIRE(eventually([&] { return read_file(f.t / "agent.err").find(dead) != std::string::npos; }, std::chrono::seconds(kBound * 3)));
   const double took = seconds_since(t0);
   INFO("the agent gave the tunnel up " << took << " s after the gateway stopped");
   CHECK(took <= kBound + 3.0);
-  CHECK_THAT(agent_err(f), Catch::Contains("reconnecting (the gateway keeps session"));
+  CHECK_THAT(read_file(f.t / "agent.err"), Catch::Contains("reconnecting (the gateway keeps session"));
   CHECK_FALSE(agent->wait(0s).has_value());  // still running: it keeps trying
   f.gw->signal(SIGCONT);
   (void)wait_line(*agent, "Reconnected to ");
@@ -238,7 +231,7 @@ TEST_CASE("a lost connection: the agent resumes its session within tunnel.grace;
   // Waits of 1, 2, 4, 8 s (each drawn from its upper half) within 12 s, and one at its end.
   CHECK(attempts >= 3);
   CHECK(attempts <= 7);
-  CHECK_THAT(agent_err(f), Catch::Contains("could not reconnect to the gateway within its " + std::to_string(kGrace) +
+  CHECK_THAT(read_file(f.t / "agent.err"), Catch::Contains("could not reconnect to the gateway within its " + std::to_string(kGrace) +
                                            " s grace; session " + sess.sid + " has ended"));
   std::vector<std::string> ends;
   REQUIRE(eventually([&] { return !(ends = f.kinds("session.end", "ok")).empty(); }, 10s));
