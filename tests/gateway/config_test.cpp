@@ -55,6 +55,7 @@ listen = "0.0.0.0:4433"
 rekey_interval = 60
 keepalive = 30
 grace = 300
+reauth = 600
 [journal]
 checkpoint_entries = 50
 probe_ms = 0
@@ -73,6 +74,7 @@ probe_ms = 0
   CHECK(c.rekey_interval_s == 60);
   CHECK(c.keepalive_s == 30);
   CHECK(c.grace_s == 300);
+  CHECK(c.reauth_s == 600);
   CHECK(c.checkpoint_entries == 50);
   CHECK(c.checkpoint_seconds == 60);  // default kept
   CHECK(c.probe_ms == 0);
@@ -114,6 +116,9 @@ TEST_CASE("configuration errors name the key and the reason") {
       {"[tunnel]\nrekey_interval = 1.5\n", "tunnel.rekey_interval"},
       {"[tunnel]\nkeepalive = 5\n", "tunnel.keepalive"},
       {"[tunnel]\ngrace = 0\n", "tunnel.grace"},
+      {"[tunnel]\nreauth = 4\n", "tunnel.reauth"},
+      {"[tunnel]\nreauth = 604801\n", "tunnel.reauth"},
+      {"[tunnel]\nreauth = 5.5\n", "tunnel.reauth"},
       {"[tunnel]\nkeepalive = 3601\n", "tunnel.keepalive"},
       {"[gateway]\nworkers = 65\n", "gateway.workers"},
       {"[gateway]\nlog_level = \"loud\"\n", "gateway.log_level"},
