@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <boost/program_options.hpp>
@@ -210,7 +211,7 @@ int machine_enroll(admin_context& ctx, const po::variables_map& vm,
   const bool existed = ctx.state.find_machine(machine).has_value();
   if (!replace && existed)
     deny(fmt::format("machine {} is enrolled already (--replace enrolls it again with a new secret)", machine));
-  enroll_options how{vm.count("md5") > 0, replace, ctx.actor, ctx.source};
+  enroll_options how{.md5 = vm.count("md5") > 0, .replace = replace, .actor = ctx.actor, .source = ctx.source};
   try {
     p = enroll_machine(ctx.layout, ctx.journal, ctx.state, std::move(p), how);
   } catch (const enrollment_refused& e) {
@@ -219,6 +220,35 @@ int machine_enroll(admin_context& ctx, const po::variables_map& vm,
   write_file_exclusive(profile_out, agent::to_toml(p), 0600);
   out << fmt::format("{} {}; agent profile written to {} (mode 0600: it holds the machine's secret)\n",
                      existed ? "enrolled again" : "enrolled", machine, profile_out.string());
+  return kOk;
+}
+
+// The other gateway of a pair learns a machine from the agent profile its first gateway wrote:
+// the same secret and mechanisms, so the agent authenticates on either (docs/operations.md §10).
+int machine_import(admin_context& ctx, attempt& a, const po::variables_map& vm, std::ostream& out) {
+  std::filesystem::path file = vm["profile"].as<std::string>();
+  agent::profile p;
+  try {
+    p = agent::load_profile(file);
+  } catch (const std::exception& e) {
+    refuse_value(shown(e.what()));
+  }
+  const auto machine = p.machine();
+  a.machine = machine;  // load_profile checked its form
+  const bool replace = vm.count("replace") > 0;
+  const bool existed = ctx.state.find_machine(machine).has_value();
+  if (!replace && existed)
+    deny(fmt::format("machine {} is enrolled already (--replace imports it again)", machine));
+  const bool md5 = std::find(p.mechanisms.begin(), p.mechanisms.end(), "md5") != p.mechanisms.end();
+  enroll_options how{.md5 = md5, .replace = replace, .import = true, .actor = ctx.actor, .source = ctx.source};
+  try {
+    (void)enroll_machine(ctx.layout, ctx.journal, ctx.state, std::move(p), how);
+  } catch (const enrollment_refused& e) {
+    throw journal_unavailable(e.what());
+  } catch (const std::invalid_argument& e) {
+    refuse_value(fmt::format("{}: {}", shown(file.string()), e.what()));
+  }
+  out << fmt::format("imported {} from {}{}\n", machine, file.string(), md5 ? " (md5 allowed)" : "");
   return kOk;
 }
 
@@ -265,14 +295,16 @@ po::options_description machine_options(const std::string& sub, std::vector<std:
       ("server-name", po::value<std::string>(), "name on the gateway's certificate (default localhost)")
       ("ca", po::value<std::string>(), "CA certificate the agent pins (default DATA/ca.pem)")
       ("md5", "also allow legacy MD5-CHAP for this machine (keeps its secret, encrypted)")
-      ("replace", "enroll: enroll an enrolled (or revoked) machine again, with a new secret and profile")
+      ("profile", po::value<std::string>(), "import: the agent profile another gateway wrote for the machine")
+      ("replace", "enroll: enroll an enrolled (or revoked) machine again, with a new secret and profile; "
+                  "import: replace the machine's secret with the profile's")
       ("format", po::value<std::string>()->default_value("table"), "list: table or json");
   add_target_options(d);
   return d;
 }
 
 int machine_cmd(const std::vector<std::string>& args, std::ostream& out) {
-  if (args.size() < 2) throw usage_error("expected enroll, list or revoke");
+  if (args.size() < 2) throw usage_error("expected enroll, import, list or revoke");
   const std::string sub = args[1];
   std::vector<std::string> scopes;
   auto d = machine_options(sub, scopes);
@@ -301,6 +333,12 @@ int machine_cmd(const std::vector<std::string>& args, std::ostream& out) {
     if (auth::is_valid_machine(m)) a.machine = m; else a.detail["machine"] = shown(m);
     return journaled(ctx, a, [&] { return machine_enroll(ctx, vm, scopes, out); });
   }
+  if (sub == "import") {
+    if (!vm.count("profile")) throw usage_error("--profile is required");
+    admin_context ctx(resolve_target(vm));
+    a.action = "import";
+    return journaled(ctx, a, [&] { return machine_import(ctx, a, vm, out); });
+  }
   if (sub == "revoke") {
     if (!vm.count("machine")) throw usage_error("the MACHINE (TTTT-MMM*SSSSSSS) is missing");
     admin_context ctx(resolve_target(vm));
@@ -309,7 +347,7 @@ int machine_cmd(const std::vector<std::string>& args, std::ostream& out) {
     if (auth::is_valid_machine(machine)) a.machine = machine; else a.detail["machine"] = shown(machine);
     return journaled(ctx, a, [&] { return machine_revoke(ctx, machine); });
   }
-  throw usage_error(fmt::format("unknown subcommand '{}' (enroll, list, revoke)", shown(sub)));
+  throw usage_error(fmt::format("unknown subcommand '{}' (enroll, import, list, revoke)", shown(sub)));
 }
 
 int token_create(admin_context& ctx, attempt& a, const std::string& user, const std::string& expires_in,

@@ -19,8 +19,12 @@ agent::profile enroll_machine(const data_layout& layout, journal::writer& journa
   if (existing && !how.replace)
     throw enrollment_refused(fmt::format("machine {} is enrolled already (--replace enrolls it again)", machine));
   if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
-  p.secret = auth::random_secret(160);  // 32 symbols, 160 bits
-  p.mechanisms = how.md5 ? std::vector<std::string>{"scram-sha-256", "md5"} : std::vector<std::string>{"scram-sha-256"};
+  if (!how.import) {
+    p.secret = auth::random_secret(160);  // 32 symbols, 160 bits
+    p.mechanisms = how.md5 ? std::vector<std::string>{"scram-sha-256", "md5"} : std::vector<std::string>{"scram-sha-256"};
+  } else if (p.secret.size() < 16 || p.secret.size() > 256) {
+    throw std::invalid_argument("the profile's secret is not one rsgate enrolls (16 to 256 characters)");
+  }
   bytes salt(16);
   randombytes_buf(salt.data(), salt.size());
   machine_row row;
@@ -31,7 +35,8 @@ agent::profile enroll_machine(const data_layout& layout, journal::writer& journa
   row.enrolled_at = system_clock::instance().now();
   boost::json::array names;
   for (auto& s : p.scopes) names.emplace_back(s.name);
-  boost::json::object det{{"action", existing ? "replace" : "enroll"}, {"md5", how.md5}, {"scopes", names}};
+  boost::json::object det{{"action", how.import ? "import" : existing ? "replace" : "enroll"},
+                          {"md5", how.md5}, {"scopes", names}};
   if (existing) det["was_revoked"] = existing->revoked;
   journal::entry e;
   e.kind = "admin.machine";

@@ -21,13 +21,17 @@ struct enrollment_refused : std::runtime_error {
 struct enroll_options {
   bool md5 = false;
   bool replace = false;
+  // `machine import`: keep the profile's secret and mechanisms (the same machine enrolled on
+  // the other gateway of a pair, docs/operations.md §10) instead of creating a new secret.
+  bool import = false;
   std::string actor;
   std::string source;
 };
 
 // `p` carries machine type/model/serial, scopes, gateway addresses, server name and CA;
-// the secret and mechanisms are filled in. Journals `admin.machine` {"action":"enroll"} (or
-// "replace" for a machine enrolled before) first. Throws enrollment_refused when the machine
+// the secret and mechanisms are filled in (kept as given when `how.import`). Journals
+// `admin.machine` {"action":"enroll"} (or "replace" for a machine enrolled before, "import")
+// first. Throws enrollment_refused when the machine
 // is enrolled already without `replace`, or the journal cannot record the enrollment (then
 // nothing is stored).
 [[nodiscard]] agent::profile enroll_machine(const data_layout& layout, journal::writer& journal,

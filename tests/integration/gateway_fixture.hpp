@@ -30,8 +30,14 @@ struct gateway_fixture {
 
   // `threads`: the gateway's I/O threads; more than one puts each connection on a strand and
   // a channel's two ends on different threads. `tunnel_settings`: lines added to [tunnel].
-  explicit gateway_fixture(int threads = 1, const std::string& tunnel_settings = "") {
-    init_data_dir(dir, "gw-flow", true);
+  // `pair_of`: this gateway is the other of a pair with that one (named gw-backup, serving
+  // the same CA's certificate, so one agent profile trusts both).
+  explicit gateway_fixture(int threads = 1, const std::string& tunnel_settings = "",
+                           const gateway_fixture* pair_of = nullptr) {
+    init_data_dir(dir, pair_of ? "gw-backup" : "gw-flow", true);
+    if (pair_of)
+      for (auto file : {"ca.pem", "server.pem", "keys/server.key", "keys/ca.key"})
+        std::filesystem::copy_file(pair_of->dir / file, dir / file, std::filesystem::copy_options::overwrite_existing);
     auto cfg = read_file(dir / "rsgate.toml");
     auto t1 = cfg.find("threads = 1 ");
     REQUIRE(t1 != std::string::npos);
@@ -126,11 +132,15 @@ struct gateway_fixture {
   // `gateway`: the HOST:PORT the profile names (default: this gateway's tunnel listener).
   std::filesystem::path enroll(const std::string& serial, bool md5 = false,
                                std::vector<std::string> scopes = {"hmc=127.0.0.1:9", "partition:LP01=127.0.0.1:9"},
-                               const std::string& gateway = "") {
+                               const std::string& gateway = "", const std::string& backup = "") {
     auto profile = t / (serial + ".toml");
     std::vector<std::string> a = {"machine", "enroll", "--type", "9009", "--model", "42A", "--serial", serial,
                                   "--gateway", gateway.empty() ? tunnel : gateway, "--profile-out", profile.string(),
                                   "--data", dir.string()};
+    if (!backup.empty()) {
+      a.push_back("--backup");
+      a.push_back(backup);
+    }
     for (auto& sc : scopes) {
       a.push_back("--scope");
       a.push_back(sc);
