@@ -46,6 +46,7 @@ std::string who(const local_channel& ch) { return ch.actor.empty() ? "the repres
 void finish_channel(agent_state& st, const std::shared_ptr<local_channel>& ch, bool send_close, bool failed = false) {
   if (ch->finished) return;
   ch->finished = true;
+  ch->approval_timer.cancel();  // a request still waiting for the customer ends with it
   ch->flow.release(&st.windows);
   if (failed || !ch->flow.received_all()) net::reset_on_close(ch->sock);
   boost::system::error_code ignored;
@@ -235,15 +236,56 @@ asio::awaitable<boost::system::error_code> connect_local(std::shared_ptr<local_c
   co_return cec;
 }
 
-// A channel's whole life: the local connect, the answer to the gateway, then both pumps,
-// joined: the coroutine ends when both have (finish_channel ends both).
+// The decision the answer to the gateway carries: on an `ask` scope only.
+std::optional<tunnel::approval> decision_of(const local_channel& ch) {
+  if (!ch.asks) return std::nullopt;
+  return tunnel::approval{ch.decision, ch.decided_by};
+}
+
+// The channel never opens: CHANNEL_REJECT with `reason` (and the customer's decision).
+void reject(agent_state& st, const std::shared_ptr<local_channel>& ch, const std::string& reason) {
+  st.channels.erase(ch->id);
+  send(st, tunnel::frame_type::channel_reject, tunnel::to_payload(tunnel::channel_reject{reason, decision_of(*ch)}),
+       ch->id);
+}
+
+// An `ask` scope: the customer is shown who asks for what, and has approval_seconds to answer
+// with `rsgate-agent approve N` or `refuse N`. True when approved; otherwise the gateway has
+// been answered (or the channel ended meanwhile).
+asio::awaitable<bool> ask_customer(agent_state& st, std::shared_ptr<local_channel> ch) {
+  const int secs = st.opt.prof.approval_seconds;
+  line(st, fmt::format("[{}] Request {}: {} (PMR {}) asks to open {} to {}. Approve: rsgate-agent approve {}  "
+                       "Refuse: rsgate-agent refuse {}  (refused in {} s)",
+                       now_text(), ch->id, who(*ch), st.view.pmr.empty() ? "none" : st.view.pmr, ch->access_type,
+                       ch->scope, ch->id, ch->id, secs));
+  ch->approval_timer.expires_after(std::chrono::seconds(secs));
+  co_await ch->approval_timer.async_wait(use_tuple);
+  if (ch->finished) co_return false;  // the gateway closed it, or the tunnel ended
+  if (ch->decision.empty()) ch->decision = "timeout";
+  if (ch->decision == "approved") {
+    line(st, fmt::format("[{}] Request {} approved by {}", now_text(), ch->id, ch->decided_by));
+    co_return true;
+  }
+  const bool timed_out = ch->decision == "timeout";
+  reject(st, ch, timed_out ? fmt::format("not approved by the customer within {} s", secs)
+                           : std::string("refused by the customer"));
+  line(st, timed_out ? fmt::format("[{}] Request {} refused: not approved within {} s", now_text(), ch->id, secs)
+                     : fmt::format("[{}] Request {} refused by {}", now_text(), ch->id, ch->decided_by));
+  co_return false;
+}
+
+// A channel's whole life: the customer's approval on an `ask` scope, the local connect, the
+// answer to the gateway, then both pumps, joined: the coroutine ends when both have
+// (finish_channel ends both).
 asio::awaitable<void> run_channel(agent_state& st, std::shared_ptr<local_channel> ch, scope_mapping target) {
+  if (ch->asks) {
+    const bool approved = co_await ask_customer(st, ch);  // not inside `if (!co_await …)` (GCC 12)
+    if (!approved) co_return;
+  }
   auto cec = co_await connect_local(ch, target);
   if (ch->finished) co_return;
   if (cec) {
-    st.channels.erase(ch->id);
-    send(st, tunnel::frame_type::channel_reject,
-         tunnel::to_payload(tunnel::reason_only{"the local target of this scope cannot be reached"}), ch->id);
+    reject(st, ch, "the local target of this scope cannot be reached");
     line(st, fmt::format("[{}] refused {} to {} for {}: the local target cannot be reached", now_text(),
                          ch->access_type, ch->scope, ch->actor));
     co_return;
@@ -251,7 +293,8 @@ asio::awaitable<void> run_channel(agent_state& st, std::shared_ptr<local_channel
   boost::system::error_code ignored;
   ch->sock.set_option(tcp::no_delay(true), ignored);
   net::keep_alive(ch->sock);
-  send(st, tunnel::frame_type::channel_accept, tunnel::to_payload(tunnel::channel_accept{tunnel::kInitialWindow}), ch->id);
+  send(st, tunnel::frame_type::channel_accept,
+       tunnel::to_payload(tunnel::channel_accept{tunnel::kInitialWindow, decision_of(*ch)}), ch->id);
   ch->flow.accepted_locally();
   line(st, fmt::format("[{}] {} opened {} to {}", now_text(), who(*ch), ch->access_type, ch->scope));
   co_await (local_reader(st, ch) && local_writer(st, ch));
@@ -266,13 +309,14 @@ void on_channel_open(agent_state& st, const tunnel::frame& f) {
     protocol_error(st, "bad_channel_open", "malformed CHANNEL_OPEN: " + why);
     return;
   }
-  // Only what the customer offered: the agent checks again, whatever the gateway says.
+  // Only what the customer offered: the agent checks again, whatever the gateway says. A
+  // `deny` scope is not offered at all.
   const scope_mapping* target = nullptr;
   for (auto& sm : st.opt.prof.scopes)
-    if (sm.name == o->scope) target = &sm;
+    if (sm.name == o->scope && sm.policy != scope_policy::deny) target = &sm;
   if (!target || st.channels.size() >= tunnel::kMaxChannelsPerTunnel || st.channels.count(f.header.channel)) {
     send(st, tunnel::frame_type::channel_reject,
-         tunnel::to_payload(tunnel::reason_only{target ? "too many channels" : "this scope is not offered"}),
+         tunnel::to_payload(tunnel::channel_reject{target ? "too many channels" : "this scope is not offered", {}}),
          f.header.channel);
     return;
   }
@@ -280,6 +324,7 @@ void on_channel_open(agent_state& st, const tunnel::frame& f) {
   ch->scope = o->scope;
   ch->access_type = o->access_type;
   ch->actor = o->actor;
+  ch->asks = target->policy == scope_policy::ask;
   st.channels[ch->id] = ch;
   asio::co_spawn(st.stream->get_executor(), run_channel(st, ch, *target), report_exception{&st, "a channel"});
 }
@@ -343,8 +388,20 @@ void abandon_channels(agent_state& st) {
 std::vector<channel_view> channel_views(const agent_state& st) {
   std::vector<channel_view> v;
   for (auto& [id, ch] : st.channels)
-    v.push_back({id, ch->scope, ch->access_type, ch->actor, ch->bytes_in, ch->bytes_out});
+    v.push_back({id, ch->scope, ch->access_type, ch->actor, ch->bytes_in, ch->bytes_out,
+                 ch->asks && ch->decision.empty()});
   return v;
+}
+
+std::string decide_channel(agent_state& st, std::uint32_t id, bool approve, const std::string& by) {
+  auto it = st.channels.find(id);
+  if (it == st.channels.end() || !it->second->asks || !it->second->decision.empty() || it->second->finished)
+    return fmt::format("error: no request {} waits for a decision\n", id);
+  auto& ch = *it->second;
+  ch.decision = approve ? "approved" : "refused";
+  ch.decided_by = by;
+  ch.approval_timer.cancel();  // ask_customer goes on with the decision
+  return fmt::format("{} request {}\n", approve ? "approved" : "refused", id);
 }
 
 }  // namespace rsgate::agent::detail

@@ -18,6 +18,7 @@ constexpr const char* kUsage =
     "  stop                   end remote support: the tunnel, every channel and grant\n"
     "  status [--json]        state, owner, PMR and grants of the running agent\n"
     "  key                    void the current session key and issue a new one\n"
+    "  approve N / refuse N   decide request N to open a channel to an \"ask\" scope\n"
     "Every command takes --control PATH (the running agent's socket) and --help.\n";
 
 // `start`: the profile, the key lifetime, then the agent until it ends.
@@ -78,11 +79,14 @@ int main(int argc, char** argv) {
       ("control", po::value<std::string>(), "control socket of the running agent")
       ("key-minutes", po::value<int>(), "start: session key lifetime, 1-1440 minutes (default: the profile's)")
       ("json", "status: one JSON object")
+      ("request", po::value<std::string>(), "approve, refuse: the request number N")
       ("help,h", "show this help");
   po::variables_map vm;
   try {
     std::vector<std::string> rest(args.begin() + 1, args.end());
-    po::store(po::command_line_parser(rest).options(d).run(), vm);
+    po::positional_options_description pos;
+    if (cmd == "approve" || cmd == "refuse") pos.add("request", 1);
+    po::store(po::command_line_parser(rest).options(d).positional(pos).run(), vm);
     po::notify(vm);
   } catch (const po::error& e) {
     std::cerr << "rsgate-agent " << cmd << ": " << e.what() << "\n";
@@ -95,6 +99,15 @@ int main(int argc, char** argv) {
   std::string control = vm.count("control") ? vm["control"].as<std::string>() : rsgate::agent::default_control_path();
   if (cmd == "start") return start(vm, control);
   if (cmd == "stop" || cmd == "key" || cmd == "status") return command(cmd, vm, control);
+  if (cmd == "approve" || cmd == "refuse") {
+    // N: the request number the agent printed; whole digits, nothing else.
+    const std::string n = vm.count("request") ? vm["request"].as<std::string>() : std::string();
+    if (n.empty() || n.size() > 9 || n.find_first_not_of("0123456789") != std::string::npos || n == "0" || n[0] == '0') {
+      std::cerr << "rsgate-agent " << cmd << ": expected the request number N the agent printed\n";
+      return 2;
+    }
+    return command(cmd + " " + n, vm, control);
+  }
   std::cerr << "rsgate-agent: unknown command '" << cmd << "'\n" << kUsage;
   return 2;
 }

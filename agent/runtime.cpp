@@ -5,6 +5,7 @@
 // and the cancellation of the tunnel's reads; the tunnel then drains and closes, and its end
 // ends the agent. Also the client side of the control socket (`stop`, `status`, `key`).
 #include <malloc.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -15,6 +16,7 @@
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <charconv>
 #include <csignal>
 #include <filesystem>
 #include <ostream>
@@ -30,6 +32,27 @@ using error_code = boost::system::error_code;
 namespace ssl = asio::ssl;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
+// Who is at the other end of a control connection: the account's name (the customer who
+// approves or refuses a channel, journaled by the gateway), else "uid N".
+std::string peer_account(local_socket& sock) {
+  auto uid = peer_uid(sock.native_handle());
+  if (!uid) return "unknown";
+  std::vector<char> buf(4096);
+  passwd pw{};
+  passwd* found = nullptr;
+  if (::getpwuid_r(*uid, &pw, buf.data(), buf.size(), &found) == 0 && found && found->pw_name)
+    return printable(found->pw_name, tunnel::kMaxApproverBytes);
+  return "uid " + std::to_string(*uid);
+}
+
+// "approve N" / "refuse N": N a channel number, whole decimal digits only.
+std::optional<std::uint32_t> request_number(std::string_view text) {
+  std::uint32_t n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec != std::errc() || end != text.data() + text.size() || text.empty() || n == 0) return std::nullopt;
+  return n;
+}
+
 // One request on the control socket, one line each way. `key` is answered when the gateway
 // acknowledges the new key (answer_key_waiters in agent/tunnel.cpp).
 asio::awaitable<void> control_client(agent_state& st, std::shared_ptr<local_socket> sock) {
@@ -42,6 +65,10 @@ asio::awaitable<void> control_client(agent_state& st, std::shared_ptr<local_sock
     reply = "stopping\n";
   } else if (cmd == "status") {
     reply = status_json(st.view, st.opt.prof.machine(), channel_views(st)) + "\n";
+  } else if (cmd.starts_with("approve ") || cmd.starts_with("refuse ")) {
+    const bool approve = cmd.starts_with("approve ");
+    auto number = request_number(std::string_view(cmd).substr(approve ? 8 : 7));
+    reply = number ? decide_channel(st, *number, approve, peer_account(*sock)) : "error: expected a request number\n";
   } else if (cmd == "key") {
     if (!st.gate.authenticated() || st.done || st.conn_over) {
       reply = "error: not connected\n";

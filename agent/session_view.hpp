@@ -23,6 +23,7 @@ struct channel_view {
   std::uint32_t id = 0;
   std::string scope, access_type, actor;
   std::int64_t bytes_in = 0, bytes_out = 0;
+  bool awaiting_approval = false;  // an `ask` scope's request the customer has not decided yet
 };
 
 // What a NOTICE changes: attach (owner, PMR, state active), grant, revoke, transfer; other

@@ -48,7 +48,12 @@ std::string render_status(std::string_view text) {
     for (auto& c : *channels) {
       if (!c.is_object()) continue;
       auto& co = c.as_object();
-      out += "  " + str(co, "actor") + " " + str(co, "access_type") + " to " + str(co, "scope") + "\n";
+      auto* waiting = co.if_contains("awaiting_approval");
+      auto* id = co.if_contains("id");
+      std::string request;  // the agent's own JSON: ids are non-negative integers (int64 when parsed)
+      if (waiting && waiting->is_bool() && waiting->as_bool() && id && id->is_int64())
+        request = " (request " + std::to_string(id->as_int64()) + ": waiting for approve or refuse)";
+      out += "  " + str(co, "actor") + " " + str(co, "access_type") + " to " + str(co, "scope") + request + "\n";
     }
   } else {
     out += "none\n";

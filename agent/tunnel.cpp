@@ -453,7 +453,10 @@ std::optional<agent_handshake> start_handshake(agent_state& st) {
   id.machine = st.opt.prof.machine();
   id.secret = st.opt.prof.secret;
   id.mechanisms = st.opt.prof.mechanisms;
-  for (auto& s : st.opt.prof.scopes) id.scopes.push_back({s.name, ""});
+  // A `deny` scope is not offered; an `ask` one says so (docs/protocol.md §8.1).
+  for (auto& s : st.opt.prof.scopes)
+    if (s.policy != scope_policy::deny) id.scopes.push_back({s.name, "", s.policy == scope_policy::ask});
+  id.approval_seconds = st.opt.prof.approval_seconds;
   agent_handshake hs(id, std::move(*exporter), make_client_nonce());
   st.dec.emplace();
   // A reconnect names the session to resume (§9); the first connection names none.

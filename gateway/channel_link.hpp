@@ -34,6 +34,12 @@ struct channel_link {
   std::weak_ptr<tunnel_link> tunnel;  // the tunnel it runs in (set by that tunnel)
   std::string session_id, user, scope, access_type;
   micros opened_at = 0;
+  // An `ask` scope (docs/protocol.md §8.1): the agent answers within `answer_seconds` (the
+  // customer's approval_seconds plus the usual 20 s), and its answer carries the customer's
+  // decision, kept here (under `mu`) until the stream side journals it (channel.approval).
+  bool asks = false;
+  int answer_seconds = 20;
+  std::string decision, decided_by;
   // Windows, credit, EOF each way and CLOSE; the gateway opened the channel.
   tunnel::channel_flow flow{tunnel::channel_flow::role::opener};
   std::deque<bytes> inbox;                        // DATA from the agent that `flow` delivered

@@ -55,6 +55,13 @@ auto async_redeem(service& svc, std::string token, std::string remote, Token&& t
       [&svc, token, remote](auto cb) { svc.redeem_channel(token, remote, cb); }, t);
 }
 
+// Journals the customer's decision on an `ask` scope's channel (service::record_approval).
+template <typename Token>
+auto async_record_approval(service& svc, std::shared_ptr<channel_link> c, std::string remote, Token&& t) {
+  return net::async_from_callback<void(bool)>(
+      [&svc, c, remote](auto cb) { svc.record_approval(c, remote, cb); }, t);
+}
+
 constexpr auto kDrainAfterClose = std::chrono::seconds(30);  // docs/api.md §5.5, how a channel ends
 // How long the reader may take to end after the close frame before its socket is closed.
 constexpr auto kReaderAfterClose = std::chrono::seconds(5);
@@ -85,6 +92,7 @@ struct reader_end {
 constexpr std::string_view kClosedByRepresentative = "closed by the representative";
 constexpr std::string_view kRepresentativeFailed = "the representative's connection failed";
 constexpr std::string_view kStreamFailed = "internal error in the gateway's channel stream";
+constexpr std::string_view kApprovalUnrecorded = "the gateway cannot record the customer's approval now";
 
 // The stream side ends the channel: the reason first (under the link's mutex), then CLOSE.
 void end_channel(channel_link& c, tunnel_link& link, std::string_view why) {
@@ -179,12 +187,13 @@ asio::awaitable<void> channel_reader(ws_stream* ws, std::shared_ptr<channel_link
   }
 }
 
-// Waits up to 20 s for the agent's answer to CHANNEL_OPEN. False when the channel ended
-// instead (refused, closed, no answer); the WebSocket is closed with the reason then.
+// Waits up to 20 s (on an `ask` scope, the customer's approval_seconds more) for the agent's
+// answer to CHANNEL_OPEN. False when the channel ended instead (refused, closed, no answer);
+// the WebSocket is closed with the reason then.
 asio::awaitable<bool> await_accept(ws_stream* ws, std::shared_ptr<channel_link> c, std::shared_ptr<tunnel_link> link,
                                    std::shared_ptr<stream_timers> timers) {
   constexpr std::string_view kNoAnswer = "the customer's agent did not answer";
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(tunnel::kHandshakeTimeoutSeconds);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(c->answer_seconds);
   for (;;) {
     bool accepted = false, closed = false;
     std::string reason;
@@ -352,9 +361,27 @@ asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::str
   auto timers = std::make_shared<stream_timers>(ex);
   auto c = g.link->open_channel(g.scope, g.access_type, g.user);
   install_wake(*c, ex, timers);
-  if (!co_await await_accept(&ws, c, g.link, timers)) {
+  const bool accepted = co_await await_accept(&ws, c, g.link, timers);
+  bool decided = false;
+  {
+    std::lock_guard lock(c->mu);
+    decided = !c->decision.empty();
+  }
+  if (!accepted) {
+    // A refusal or a timeout of the customer's is journaled before the channel's end.
+    if (decided) st->svc->record_approval(c, remote, [](bool) {});
     st->svc->channel_closed(c, remote);
     co_return;
+  }
+  if (decided) {
+    // Journal before access: nothing flows until the customer's approval is durable.
+    const bool recorded = co_await async_record_approval(*st->svc, c, remote, asio::use_awaitable);
+    if (!recorded) {
+      end_channel(*c, *g.link, kApprovalUnrecorded);
+      co_await refuse_opened(&ws, c);
+      st->svc->channel_closed(c, remote);
+      co_return;
+    }
   }
   if (!st->svc->channel_opened(c)) {
     co_await refuse_opened(&ws, c);

@@ -134,6 +134,12 @@ class service {
   // is gone: registry and journal (channel.close with bytes each way and the duration).
   [[nodiscard]] bool channel_opened(const std::shared_ptr<channel_link>& c);
   void channel_closed(const std::shared_ptr<channel_link>& c, const std::string& source);
+  // The customer's decision on a channel to an `ask` scope (c->decision), as a step of the
+  // session: `channel.approval` ok (approved: journal before access, `done(true)` only once
+  // it is durable, false when it cannot be) or denied (refused, timeout: written like every
+  // refusal, kept and retried if the journal fails; done(true)). Submitted before the
+  // channel's channel_closed, it is journaled before that.
+  void record_approval(const std::shared_ptr<channel_link>& c, const std::string& source, std::function<void(bool)> done);
 
   // --- life ---
   // Called every second, off the I/O threads: ends the sessions of machines revoked and

@@ -147,6 +147,45 @@ bool service::channel_opened(const std::shared_ptr<channel_link>& c) {
   return false;
 }
 
+void service::record_approval(const std::shared_ptr<channel_link>& c, const std::string& source,
+                              std::function<void(bool)> done_in) {
+  auto done = once_or<bool>(std::move(done_in), false);
+  journal::entry e;
+  e.kind = "channel.approval";
+  e.actor = "customer";
+  e.source = journal::escape_for_journal(source);
+  e.session_id = c->session_id;
+  e.scope = c->scope;
+  e.access_type = c->access_type;
+  bool approved = false;
+  {
+    std::lock_guard cl(c->mu);
+    approved = c->decision == "approved";
+    json::object d{{"channel", c->id}, {"decision", c->decision}, {"requested_by", c->user},
+                   {"approval_seconds", c->answer_seconds - tunnel::kHandshakeTimeoutSeconds}};
+    if (!c->decided_by.empty()) d["by"] = c->decided_by;
+    if (!approved)
+      d["reason"] = c->decision == "timeout" ? "the customer did not decide in time" : "refused by the customer";
+    e.detail = json::serialize(d);
+  }
+  if (!approved) e.result = journal::outcome::denied;
+  auto sid = c->session_id;
+  auto failed = [done](http_response) { done(false); };
+  in_session(sid, failed, [this, sid, e, approved, done](ticket t) mutable {
+    {
+      std::lock_guard lock(mu_);
+      if (auto* s = registry_.find(sid)) about(e, *s);
+      // Access waits for every earlier record of the session (journal before access).
+      if (approved && has_unrecorded(sid)) return done(false);
+    }
+    if (!approved) {
+      record_done(sid, std::move(e), std::move(t));
+      return done(true);
+    }
+    record(std::move(e), std::move(t), [done](const journal::append_result& r) { done(r.ok()); });
+  }, true);
+}
+
 void service::channel_closed(const std::shared_ptr<channel_link>& c, const std::string& source) {
   journal::entry e;
   e.kind = "channel.close";

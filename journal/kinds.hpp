@@ -10,7 +10,7 @@ inline constexpr std::string_view kKinds[] = {
     "gateway.start",      "gateway.stop",      "tunnel.connect",    "tunnel.auth",
     "tunnel.reauth",      "tunnel.close",      "session.key_issued", "session.attach",
     "session.grant",      "session.revoke",    "session.transfer",  "session.end",
-    "channel.open",       "channel.close",     "file.upload",       "file.download",
+    "channel.open",       "channel.approval",  "channel.close",     "file.upload",       "file.download",
     "user.login",         "user.lockout",      "admin.user",        "admin.machine",
     "audit.query",        "journal.checkpoint",
 };

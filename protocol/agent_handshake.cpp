@@ -40,6 +40,8 @@ tunnel::hello agent_handshake::make_hello(const std::string& resume) const {
   h.mechanisms = id_.mechanisms;
   h.client_nonce = client_nonce_;
   h.scopes = id_.scopes;
+  const bool asks = std::any_of(h.scopes.begin(), h.scopes.end(), [](auto& o) { return o.ask; });
+  h.approval_seconds = asks ? id_.approval_seconds : 0;
   h.resume = resume;
   return h;
 }

@@ -17,6 +17,7 @@ struct identity {
   std::string secret;   // the CHAP secret from the profile
   std::vector<std::string> mechanisms = {"scram-sha-256"};
   std::vector<tunnel::scope_offer> scopes;
+  int approval_seconds = 0;  // HELLO's, when a scope asks (docs/protocol.md §8.1)
   std::string agent = "rsgate-agent/0.1.0";
 };
 

@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -60,6 +62,18 @@ class fields {
     if (!raw || raw->size() < min_bytes || raw->size() > max_bytes)
       throw parse_fail{fmt::format("{} must be base64 of {} to {} bytes", key, min_bytes, max_bytes)};
     return *raw;
+  }
+  bool boolean(std::string_view key, bool fallback) {
+    auto* v = get(key, false);
+    if (!v) return fallback;
+    if (!v->is_bool()) throw parse_fail{fmt::format("{} must be true or false", key)};
+    return v->as_bool();
+  }
+  const json::object* object(std::string_view key) {
+    auto* v = get(key, false);
+    if (!v) return nullptr;
+    if (!v->is_object()) throw parse_fail{fmt::format("{} must be an object", key)};
+    return &v->as_object();
   }
   const json::array& array(std::string_view key, std::size_t max, bool required = true) {
     static const json::array empty;
@@ -170,11 +184,15 @@ std::optional<hello> parse_hello(std::span<const std::uint8_t> p, std::string& w
       o.name = s.str("name", 1, kMaxNameBytes);
       if (!is_scope_name(o.name)) throw parse_fail{"scope name is not [a-z0-9][a-zA-Z0-9:._-]*"};
       o.label = s.str("label", 0, 128, false);
+      o.ask = s.boolean("ask", false);
       s.done();
       if (!names.insert(o.name).second) throw parse_fail{"scope offered twice"};
       m.scopes.push_back(std::move(o));
     }
     m.resume = f.str("resume", 0, 64, false);
+    const bool asks = std::any_of(m.scopes.begin(), m.scopes.end(), [](auto& o) { return o.ask; });
+    m.approval_seconds = static_cast<int>(f.integer("approval_seconds", kMinApprovalSeconds, kMaxApprovalSeconds, asks, 0));
+    if (!asks && m.approval_seconds) throw parse_fail{"approval_seconds without a scope that asks"};
     return m;
   });
 }
@@ -193,10 +211,12 @@ bytes to_payload(const hello& m) {
     json::object so;
     so["name"] = s.name;
     if (!s.label.empty()) so["label"] = s.label;
+    if (s.ask) so["ask"] = true;
     scopes.emplace_back(std::move(so));
   }
   o["scopes"] = std::move(scopes);
   if (!m.resume.empty()) o["resume"] = m.resume;
+  if (m.approval_seconds) o["approval_seconds"] = m.approval_seconds;
   return dump(o);
 }
 
@@ -391,10 +411,37 @@ bytes to_payload(const channel_open& m) {
   return dump(o);
 }
 
+namespace {
+
+// `approval`: {"decision", "by"}; `by` names who decided (1..64 printable), absent for a timeout.
+std::optional<approval> approval_of(fields& f) {
+  auto* o = f.object("approval");
+  if (!o) return std::nullopt;
+  fields a(*o);
+  approval m;
+  m.decision = a.str("decision", 1, 16);
+  if (m.decision != "approved" && m.decision != "refused" && m.decision != "timeout")
+    throw parse_fail{"approval decision must be approved, refused or timeout"};
+  m.by = a.str("by", m.decision == "timeout" ? 0 : 1, kMaxApproverBytes, m.decision != "timeout");
+  if (m.decision == "timeout" && !m.by.empty()) throw parse_fail{"a timeout has no approver"};
+  a.done();
+  return m;
+}
+
+json::object approval_json(const approval& m) {
+  json::object o{{"decision", m.decision}};
+  if (!m.by.empty()) o["by"] = m.by;
+  return o;
+}
+
+}  // namespace
+
 std::optional<channel_accept> parse_channel_accept(std::span<const std::uint8_t> p, std::string& why) {
   return run<channel_accept>(p, why, [](fields& f) {
     channel_accept m;
     m.window = static_cast<std::uint32_t>(f.integer("window", 1024, kMaxWindow));
+    m.approved = approval_of(f);
+    if (m.approved && m.approved->decision != "approved") throw parse_fail{"CHANNEL_ACCEPT's approval must be approved"};
     return m;
   });
 }
@@ -402,6 +449,23 @@ std::optional<channel_accept> parse_channel_accept(std::span<const std::uint8_t>
 bytes to_payload(const channel_accept& m) {
   json::object o;
   o["window"] = m.window;
+  if (m.approved) o["approval"] = approval_json(*m.approved);
+  return dump(o);
+}
+
+std::optional<channel_reject> parse_channel_reject(std::span<const std::uint8_t> p, std::string& why) {
+  return run<channel_reject>(p, why, [](fields& f) {
+    channel_reject m;
+    m.reason = f.str("reason", 0, kMaxReasonBytes, false);
+    m.decided = approval_of(f);
+    return m;
+  });
+}
+
+bytes to_payload(const channel_reject& m) {
+  json::object o;
+  o["reason"] = m.reason;
+  if (m.decided) o["approval"] = approval_json(*m.decided);
   return dump(o);
 }
 

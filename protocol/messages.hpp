@@ -21,10 +21,12 @@ inline constexpr std::string_view kMechanismMd5 = "md5";
 inline constexpr std::size_t kNonceMinBytes = 18;
 inline constexpr std::size_t kNonceMaxBytes = 64;
 inline constexpr std::size_t kMaxReasonBytes = 256;
+inline constexpr std::size_t kMaxApproverBytes = 64;
 
 struct scope_offer {
   std::string name;   // [a-z0-9][a-z0-9:._-]{0,63}, e.g. "hmc", "partition:LP01"
   std::string label;  // for people, up to 128 printable bytes; may be empty
+  bool ask = false;   // the customer approves each channel to it (docs/protocol.md §8.1)
 };
 
 struct hello {
@@ -35,6 +37,9 @@ struct hello {
   std::string client_nonce;             // printable base64 text, 24..88 chars
   std::vector<scope_offer> scopes;
   std::string resume;                   // a session id to resume after a drop, or ""
+  // How long the customer has to approve a channel to an `ask` scope: kMinApprovalSeconds..
+  // kMaxApprovalSeconds when a scope asks, else 0 (absent on the wire).
+  int approval_seconds = 0;
 };
 
 struct challenge {
@@ -94,8 +99,20 @@ struct channel_open {
   std::uint32_t window = kInitialWindow;
 };
 
+// The customer's decision on a channel to an `ask` scope (docs/protocol.md §8.1).
+struct approval {
+  std::string decision;  // "approved", "refused" or "timeout"
+  std::string by;        // the customer's account that decided; "" for a timeout
+};
+
 struct channel_accept {
   std::uint32_t window = kInitialWindow;
+  std::optional<approval> approved;  // decision "approved": present exactly on an `ask` scope
+};
+
+struct channel_reject {
+  std::string reason;
+  std::optional<approval> decided;  // on an `ask` scope once the customer decided (or timed out)
 };
 
 struct reason_only {  // STOP, END, CHANNEL_REJECT
@@ -125,6 +142,7 @@ struct error_message {
 [[nodiscard]] std::optional<notice> parse_notice(std::span<const std::uint8_t> p, std::string& why);
 [[nodiscard]] std::optional<channel_open> parse_channel_open(std::span<const std::uint8_t> p, std::string& why);
 [[nodiscard]] std::optional<channel_accept> parse_channel_accept(std::span<const std::uint8_t> p, std::string& why);
+[[nodiscard]] std::optional<channel_reject> parse_channel_reject(std::span<const std::uint8_t> p, std::string& why);
 [[nodiscard]] std::optional<reason_only> parse_reason(std::span<const std::uint8_t> p, std::string& why);
 [[nodiscard]] std::optional<rekey> parse_rekey(std::span<const std::uint8_t> p, std::string& why);
 [[nodiscard]] std::optional<error_message> parse_error(std::span<const std::uint8_t> p, std::string& why);
@@ -140,6 +158,7 @@ struct error_message {
 [[nodiscard]] bytes to_payload(const notice& m);
 [[nodiscard]] bytes to_payload(const channel_open& m);
 [[nodiscard]] bytes to_payload(const channel_accept& m);
+[[nodiscard]] bytes to_payload(const channel_reject& m);
 [[nodiscard]] bytes to_payload(const reason_only& m);
 [[nodiscard]] bytes to_payload(const rekey& m);
 [[nodiscard]] bytes to_payload(const error_message& m);

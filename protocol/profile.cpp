@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 #include <map>
 #include <set>
@@ -73,9 +74,15 @@ std::string to_toml(const profile& p) {
                      quote(p.model), quote(p.serial), quote(p.secret));
   out += "mechanisms = [";
   for (size_t i = 0; i < p.mechanisms.size(); ++i) out += (i ? ", " : "") + quote(p.mechanisms[i]);
-  out += fmt::format("]\n\n[session]\nkey_expiry_minutes = {}\n\n[scopes]\n", p.key_expiry_minutes);
+  out += fmt::format("]\n\n[session]\nkey_expiry_minutes = {}\n", p.key_expiry_minutes);
+  out += "# Seconds the customer has to approve a channel to an \"ask\" scope (5-600).\n";
+  out += fmt::format("approval_seconds = {}\n\n[scopes]\n", p.approval_seconds);
   out += "# NAME = \"HOST:PORT\": what the customer offers; the gateway never learns HOST:PORT.\n";
   for (auto& s : p.scopes) out += fmt::format("{} = {}\n", quote(s.name), quote(format_host_port(s.host, s.port)));
+  out += "\n[policy]\n# NAME = \"allow\" (the default), \"ask\" (approve each channel at the agent:\n"
+         "# rsgate-agent approve|refuse N) or \"deny\" (not offered at all).\n";
+  for (auto& s : p.scopes)
+    if (s.policy != scope_policy::allow) out += fmt::format("{} = {}\n", quote(s.name), quote(to_string(s.policy)));
   return out;
 }
 
@@ -99,6 +106,7 @@ struct profile_reader {
   void machine(profile& p) const;
   void session(profile& p) const;
   void scopes(profile& p) const;
+  void policy(profile& p) const;
 };
 
 // Strict, like the gateway's configuration: a misspelt key (a `backup` the agent would never
@@ -107,15 +115,16 @@ void profile_reader::known_keys_only() const {
   static const std::map<std::string_view, std::set<std::string_view>> known = {
       {"gateway", {"primary", "backup", "server_name", "proxy", "ca"}},
       {"machine", {"type", "model", "serial", "secret", "mechanisms"}},
-      {"session", {"key_expiry_minutes"}},
+      {"session", {"key_expiry_minutes", "approval_seconds"}},
       {"scopes", {}},  // any scope name; each value is checked by scopes()
+      {"policy", {}},  // scope names of [scopes]; checked by policy()
   };
   for (auto& [section, value] : t) {
     auto it = known.find(section.str());
     if (it == known.end()) throw fail(fmt::format("{}: unknown section", section.str()));
     auto* table = value.as_table();
     if (!table) throw fail(fmt::format("{} must be a table", section.str()));
-    if (section.str() == "scopes") continue;
+    if (section.str() == "scopes" || section.str() == "policy") continue;
     for (auto& [key, v] : *table)
       if (!it->second.contains(key.str())) throw fail(fmt::format("{}.{}: unknown setting", section.str(), key.str()));
   }
@@ -159,10 +168,16 @@ void profile_reader::machine(profile& p) const {
 }
 
 void profile_reader::session(profile& p) const {
-  if (auto k = t.at_path("session.key_expiry_minutes").value<std::int64_t>()) {
-    if (*k < 1 || *k > 1440) throw fail("session.key_expiry_minutes must be 1 to 1440");
-    p.key_expiry_minutes = static_cast<int>(*k);
-  }
+  // Whole numbers only: "30" or 1.5 is an error naming the key, never a default silently used.
+  auto whole = [&](std::string_view key, std::int64_t lo, std::int64_t hi, int& out) {
+    auto n = t.at_path(key);
+    if (!n) return;
+    auto k = n.value_exact<std::int64_t>();
+    if (!k || *k < lo || *k > hi) throw fail(fmt::format("{} must be a whole number from {} to {}", key, lo, hi));
+    out = static_cast<int>(*k);
+  };
+  whole("session.key_expiry_minutes", 1, 1440, p.key_expiry_minutes);
+  whole("session.approval_seconds", tunnel::kMinApprovalSeconds, tunnel::kMaxApprovalSeconds, p.approval_seconds);
 }
 
 void profile_reader::scopes(profile& p) const {
@@ -180,7 +195,29 @@ void profile_reader::scopes(profile& p) const {
   }
 }
 
+void profile_reader::policy(profile& p) const {
+  auto pol = t["policy"].as_table();
+  if (!pol) return;
+  for (auto& [k, v] : *pol) {
+    auto it = std::find_if(p.scopes.begin(), p.scopes.end(), [&](auto& s) { return s.name == k.str(); });
+    if (it == p.scopes.end()) throw fail(fmt::format("policy.{}: no such scope in [scopes]", k.str()));
+    auto choice = v.value<std::string>();
+    if (!choice || (*choice != "allow" && *choice != "ask" && *choice != "deny"))
+      throw fail(fmt::format("policy.{} must be \"allow\", \"ask\" or \"deny\"", k.str()));
+    it->policy = *choice == "ask" ? scope_policy::ask : *choice == "deny" ? scope_policy::deny : scope_policy::allow;
+  }
+}
+
 }  // namespace
+
+std::string to_string(scope_policy p) {
+  switch (p) {
+    case scope_policy::ask: return "ask";
+    case scope_policy::deny: return "deny";
+    case scope_policy::allow: break;
+  }
+  return "allow";
+}
 
 profile load_profile(const std::filesystem::path& file) {
   profile_reader r{file, {}};
@@ -198,6 +235,7 @@ profile load_profile(const std::filesystem::path& file) {
   r.machine(p);
   r.session(p);
   r.scopes(p);
+  r.policy(p);
   return p;
 }
 

@@ -10,10 +10,16 @@
 
 namespace rsgate::agent {
 
+// The customer's choice per scope (the profile's [policy]): `allow` opens a channel the
+// gateway asks for, `ask` waits for the customer's approval at the agent, `deny` does not
+// offer the scope at all.
+enum class scope_policy { allow, ask, deny };
+
 struct scope_mapping {
   std::string name;  // offered to the gateway
   std::string host;  // stays on the customer side
   std::uint16_t port = 0;
+  scope_policy policy = scope_policy::allow;
 };
 
 struct profile {
@@ -27,6 +33,7 @@ struct profile {
   std::vector<std::string> mechanisms = {"scram-sha-256"};
   std::vector<scope_mapping> scopes;
   int key_expiry_minutes = 60;
+  int approval_seconds = 60;  // how long an `ask` scope's request waits for the customer
 
   [[nodiscard]] std::string machine() const { return type + "-" + model + "*" + serial; }
 };
@@ -38,6 +45,7 @@ struct profile {
 // "NAME=HOST:PORT" as given to `rsgate machine enroll --scope`; throws std::invalid_argument.
 [[nodiscard]] scope_mapping parse_scope_mapping(std::string_view text);
 
+[[nodiscard]] std::string to_string(scope_policy p);
 [[nodiscard]] std::string to_toml(const profile& p);
 // Reads and validates a profile; throws std::runtime_error naming the file and the problem.
 [[nodiscard]] profile load_profile(const std::filesystem::path& file);

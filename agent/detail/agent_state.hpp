@@ -60,12 +60,19 @@ using local_socket = asio::local::stream_protocol::socket;
 // CHANNEL_OPEN. Owned by the channel's coroutine and by agent_state::channels while open.
 struct local_channel {
   local_channel(asio::any_io_executor ex, std::uint32_t i, std::uint32_t window)
-      : id(i), sock(ex), data_timer(ex), credit_timer(ex), flow(tunnel::channel_flow::role::acceptor, window) {}
+      : id(i), sock(ex), data_timer(ex), credit_timer(ex), approval_timer(ex),
+        flow(tunnel::channel_flow::role::acceptor, window) {}
   std::uint32_t id;
   std::string scope, access_type, actor;
   tcp::socket sock;
   asio::steady_timer data_timer;    // local_writer waits here for the gateway's bytes or EOF
   asio::steady_timer credit_timer;  // local_reader waits here for the gateway's window
+  // An `ask` scope (docs/protocol.md §8.1): the request waits on approval_timer for the
+  // customer's `approve N` / `refuse N` (which set `decision` and cancel it) or the profile's
+  // approval_seconds ("timeout").
+  bool asks = false;
+  std::string decision, decided_by;
+  asio::steady_timer approval_timer;
   tunnel::channel_flow flow;
   std::deque<bytes> inbox;  // DATA from the gateway that `flow` delivered, not yet written locally
   std::size_t inbox_bytes = 0;    // in `inbox`, less `inbox_written`
@@ -164,6 +171,9 @@ void on_channel_frame(agent_state& st, tunnel::frame& f);  // DATA, WINDOW, EOF,
 // The tunnel's reader read everything there was: each channel's bytes go to its target now.
 void flush_channels(agent_state& st);
 void abandon_channels(agent_state& st);                   // the tunnel ended
+// The customer's `approve N` (approve) or `refuse N` on the control socket, by account `by`:
+// the answer line for the control client ("error: ..." when no request N waits).
+std::string decide_channel(agent_state& st, std::uint32_t id, bool approve, const std::string& by);
 std::vector<channel_view> channel_views(const agent_state& st);
 
 }  // namespace rsgate::agent::detail

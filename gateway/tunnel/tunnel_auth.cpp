@@ -244,7 +244,14 @@ asio::awaitable<bool> tunnel_connection::journal_auth_ok(int id, std::string rep
   co_await journal_connect_late();
   json::array scopes;
   for (auto& s : hs_->hello_message().scopes) scopes.emplace_back(s.name);
+  json::array ask;
+  for (auto& s : hs_->hello_message().scopes)
+    if (s.ask) ask.emplace_back(s.name);
   json::object d{{"mechanism", hs_->mechanism()}, {"scopes", std::move(scopes)}};
+  if (!ask.empty()) {  // the customer approves each channel to these (docs/protocol.md §8.1)
+    d["ask"] = std::move(ask);
+    d["approval_seconds"] = hs_->hello_message().approval_seconds;
+  }
   if (!replaced.empty()) d["replaced"] = replaced;
   // Journal before access: SUCCESS is sent only once tunnel.auth is durable.
   auto rec = co_await async_append(svc_.journal(), entry(std::string("tunnel.auth"), journal::outcome::ok, json::serialize(d)),
@@ -326,7 +333,11 @@ asio::awaitable<bool> tunnel_connection::on_chap_ok(tunnel::gateway_handshake::s
                                                    std::string("the gateway has reached its tunnel limit; retry later"));
   counted_authenticated_ = true;
   std::vector<std::string> scopes;
-  for (auto& s : hs_->hello_message().scopes) scopes.push_back(s.name);
+  for (auto& s : hs_->hello_message().scopes) {
+    scopes.push_back(s.name);
+    if (s.ask) ask_scopes_.insert(s.name);  // read by open_channel once tunnel_commit published us
+  }
+  approval_seconds_ = hs_->hello_message().approval_seconds;
   // Journal before access (docs/protocol.md §9): the session is decided (a kept one only
   // reserved), tunnel.auth and tunnel.reauth, which name it, are made durable, and only then
   // does this tunnel serve it. Whatever way this ends before the commit, the reservation goes.

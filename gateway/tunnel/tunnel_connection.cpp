@@ -51,18 +51,34 @@ void log_end(std::string_view what, const std::exception_ptr& e) {
 namespace {
 
 // What a channel frame tells its flow: CHANNEL_ACCEPT's window, DATA's length, WINDOW's
-// increment (0 otherwise); CHANNEL_REJECT's reason goes into `why`. False, with `why`, when
-// CHANNEL_ACCEPT is malformed.
-bool channel_frame_value(const tunnel::frame& f, std::string& why, std::uint32_t& value) {
+// increment (0 otherwise); CHANNEL_REJECT's reason goes into `why`, and the customer's
+// decision on an `ask` scope (docs/protocol.md §8.1) into `decided`. False, with the error
+// code and `why`, when CHANNEL_ACCEPT is malformed or an answer's decision does not fit the
+// scope: an `ask` scope's CHANNEL_ACCEPT carries the approval, no other answer may.
+bool channel_frame_value(const tunnel::frame& f, bool asks, std::string& code, std::string& why, std::uint32_t& value,
+                         std::optional<tunnel::approval>& decided) {
   switch (f.header.type) {
     case tunnel::frame_type::channel_accept: {
+      code = "bad_channel_accept";
       auto a = tunnel::parse_channel_accept(f.payload, why);
       if (!a) return false;
+      if (asks != a->approved.has_value()) {
+        why = asks ? "CHANNEL_ACCEPT on an ask scope without the customer's approval"
+                   : "CHANNEL_ACCEPT carries an approval on a scope that does not ask";
+        return false;
+      }
       value = a->window;
+      decided = a->approved;
       return true;
     }
     case tunnel::frame_type::channel_reject: {
-      auto r = tunnel::parse_reason(f.payload, why);
+      auto r = tunnel::parse_channel_reject(f.payload, why);
+      if (r && r->decided && !asks) {
+        code = "bad_channel_reject";
+        why = "CHANNEL_REJECT carries a decision on a scope that does not ask";
+        return false;
+      }
+      if (r) decided = r->decided;
       why = "refused by the customer's agent: " + (r ? r->reason : why);
       return true;
     }
@@ -95,16 +111,21 @@ bool tunnel_connection::on_channel_frame(tunnel::frame& f) {
     protocol_error("unknown_channel", "a frame for a channel that is not open");
     return false;
   }
-  std::string why;
+  std::string code, why;
   std::uint32_t value = 0;
-  if (!channel_frame_value(f, why, value)) {
-    protocol_error("bad_channel_accept", why);
+  std::optional<tunnel::approval> decided;
+  if (!channel_frame_value(f, c->asks, code, why, value, decided)) {
+    protocol_error(code, why);
     return false;
   }
   tunnel::channel_verdict v;
   {
     std::lock_guard lock(c->mu);
     v = c->flow.on_frame(type, value);
+    if (decided && (v == tunnel::channel_verdict::credit || v == tunnel::channel_verdict::closed)) {
+      c->decision = decided->decision;  // journaled by the stream side (channel.approval)
+      c->decided_by = decided->by;
+    }
     if (v == tunnel::channel_verdict::deliver && !c->closed) {  // closed: the stream side left
       c->bytes_from_agent += static_cast<std::int64_t>(f.payload.size());
       c->inbox.push_back(std::move(f.payload));

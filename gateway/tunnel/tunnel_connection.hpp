@@ -123,6 +123,8 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     c->user = actor;
     c->session_id = session_;
     c->opened_at = system_clock::instance().now();
+    c->asks = ask_scopes_.contains(scope);
+    if (c->asks) c->answer_seconds = approval_seconds_ + tunnel::kHandshakeTimeoutSeconds;
     c->budget = budget_;
     c->tunnel = weak_from_this();
     {
@@ -473,6 +475,10 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   std::optional<tunnel::gateway_handshake> hs_;
   std::string machine_;
   std::string session_;
+  // HELLO's `ask` scopes and approval_seconds, set before tunnel_commit publishes this tunnel
+  // to the service (whose mutex orders them before open_channel on the stream sides).
+  std::set<std::string> ask_scopes_;
+  int approval_seconds_ = 0;
   std::string close_reason_ = "closed";
   journal::outcome close_outcome_ = journal::outcome::ok;
   bool close_set_ = false;

@@ -30,7 +30,9 @@ inline scripted_agent authenticate_agent(std::unique_ptr<wire_peer> peer, const 
   agent::identity id;
   id.machine = prof.machine();
   id.secret = prof.secret;
-  for (auto& s : prof.scopes) id.scopes.push_back({s.name, ""});
+  for (auto& s : prof.scopes)  // as the real agent offers them (docs/protocol.md §8.1)
+    if (s.policy != agent::scope_policy::deny) id.scopes.push_back({s.name, "", s.policy == agent::scope_policy::ask});
+  id.approval_seconds = prof.approval_seconds;
   agent::agent_handshake hs(id, a.peer->exporter(), agent::make_client_nonce());
   REQUIRE(a.peer->send(tunnel::frame_type::hello, tunnel::to_payload(hs.make_hello())));
   auto c = a.peer->recv_until(tunnel::frame_type::challenge, 10s);

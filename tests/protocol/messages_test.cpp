@@ -70,7 +70,7 @@ TEST_CASE("round trips") {
   CHECK(n2->bytes_in == 5);
   channel_open o{"hmc", "ssh", "alice", kInitialWindow};
   CHECK(parse_channel_open(to_payload(o), why)->access_type == "ssh");
-  CHECK(parse_channel_accept(to_payload(channel_accept{65536}), why)->window == 65536);
+  CHECK(parse_channel_accept(to_payload(channel_accept{65536, {}}), why)->window == 65536);
   CHECK(parse_reason(to_payload(reason_only{"customer"}), why)->reason == "customer");
   CHECK(parse_rekey(to_payload(rekey{}), why));
   CHECK(parse_error(to_payload(error_message{"protocol", "bad frame"}), why)->code == "protocol");

@@ -45,6 +45,34 @@ TEST_CASE("a profile round-trips through TOML") {
   CHECK(q.scopes[1].host == "::1");
   CHECK(q.scopes[1].port == 22);
   CHECK(q.mechanisms == std::vector<std::string>{"scram-sha-256"});
+  CHECK(q.scopes[0].policy == scope_policy::allow);
+  CHECK(q.approval_seconds == 60);
+}
+
+TEST_CASE("the customer's policy per scope and the approval time round-trip; allow is the default") {
+  test::temp_dir t;
+  auto p = sample();
+  p.scopes.push_back({"hypervisor", "127.0.0.1", 8443, scope_policy::deny});
+  p.scopes[0].policy = scope_policy::ask;
+  p.approval_seconds = 45;
+  auto text = to_toml(p);
+  CHECK_THAT(text, Catch::Contains("[policy]\n"));
+  CHECK_THAT(text, Catch::Contains("'hmc' = 'ask'\n"));
+  CHECK_THAT(text, Catch::Contains("'hypervisor' = 'deny'\n"));
+  CHECK(text.find("'partition:LP01' = 'allow'") == std::string::npos);  // the default is not written
+  write_file_exclusive(t / "p.toml", text, 0600);
+  auto q = load_profile(t / "p.toml");
+  REQUIRE(q.scopes.size() == 3);
+  auto policy_of = [&](const std::string& name) {
+    for (auto& sc : q.scopes)
+      if (sc.name == name) return sc.policy;
+    FAIL("no scope " << name);
+    return scope_policy::allow;
+  };
+  CHECK(policy_of("hmc") == scope_policy::ask);
+  CHECK(policy_of("partition:LP01") == scope_policy::allow);
+  CHECK(policy_of("hypervisor") == scope_policy::deny);
+  CHECK(q.approval_seconds == 45);
 }
 
 TEST_CASE("a profile readable by others is refused") {
@@ -80,6 +108,14 @@ TEST_CASE("malformed profiles name the problem") {
       {"key_expiry_minutes = 60", "key_expiry_minutes = 60\nexpiry = 5", "session.expiry: unknown setting"},
       {"[session]", "[sesion]", "sesion: unknown section"},
       {"[gateway]", "machine_type = '9009'\n[gateway]", "machine_type: unknown section"},
+      {"key_expiry_minutes = 60", "key_expiry_minutes = '60'", "key_expiry_minutes must be a whole number"},
+      {"key_expiry_minutes = 60", "key_expiry_minutes = 1.5", "key_expiry_minutes must be a whole number"},
+      {"approval_seconds = 60", "approval_seconds = 4", "session.approval_seconds must be a whole number from 5 to 600"},
+      {"approval_seconds = 60", "approval_seconds = 601", "session.approval_seconds"},
+      {"approval_seconds = 60", "approval_seconds = '60'", "session.approval_seconds"},
+      {"[policy]\n", "[policy]\n'hmc' = 'maybe'\n", "policy.hmc must be \"allow\", \"ask\" or \"deny\""},
+      {"[policy]\n", "[policy]\n'hmc' = 1\n", "policy.hmc must be"},
+      {"[policy]\n", "[policy]\n'nosuch' = 'ask'\n", "policy.nosuch: no such scope in [scopes]"},
   };
   for (auto& [from, to, expect] : rows) {
     INFO(to);

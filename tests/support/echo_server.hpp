@@ -28,6 +28,11 @@ class echo_server {
   echo_server(const echo_server&) = delete;
   echo_server& operator=(const echo_server&) = delete;
   [[nodiscard]] std::uint16_t port() const { return port_; }
+  // Connections accepted so far.
+  [[nodiscard]] std::size_t connections() {
+    std::lock_guard lock(mu_);
+    return conns_.size();
+  }
   void stop() {
     if (stopped_.exchange(true)) return;
     ::shutdown(fd_, SHUT_RDWR);
