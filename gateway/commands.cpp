@@ -20,6 +20,7 @@
 #include "gateway/enroll.hpp"
 #include "gateway/http/routes.hpp"
 #include "gateway/metrics.hpp"
+#include "gateway/peer_client.hpp"
 #include "gateway/runtime.hpp"
 #include "gateway/service.hpp"
 #include "journal/journal.hpp"
@@ -213,13 +214,16 @@ runtime_options runtime_for(const config& c, service& sessions) {
   ro.keepalive_s = c.keepalive_s;
   ro.grace_s = c.grace_s;
   ro.reauth_s = c.reauth_s;
+  ro.peer_url = c.peer_url;
+  ro.peer_ca = (c.peer_ca.empty() ? c.data_dir / "ca.pem" : c.peer_ca).string();
+  ro.peer_timeout_ms = c.peer_timeout_ms;
   return ro;
 }
 
 // The gateway's life once its journal is open: the session service, the listeners, and
 // at the end every session and the stop journaled.
-int run_gateway(const config& c, const data_layout& layout, journal::writer& jw, bool dev, std::ostream& out,
-                std::ostream& err) {
+int run_gateway(const config& c, const std::string& peer_secret, const data_layout& layout, journal::writer& jw, bool dev,
+                std::ostream& out, std::ostream& err) {
   // As in the agent (agent/runtime.cpp): the data path allocates and frees 32 KiB frames at
   // a high rate, and glibc's default trimming of the heap's free top makes the next frames
   // fault the same pages in again (24,000 faults in 2 s in a 4-stream profile). Up to 32 MiB
@@ -238,6 +242,7 @@ int run_gateway(const config& c, const data_layout& layout, journal::writer& jw,
   if (kept.ended) log::info("journaled the end of {} session(s) left open by the previous run", kept.ended);
   routes api(jw, m, &sessions);
   auto ro = runtime_for(c, sessions);
+  ro.peer_secret = peer_secret;
   ro.on_tunnel_listening = [&](const std::string& bound) {
     out << "rsgate: tunnel: " << bound << "\n";
     log::info("agent tunnels on {}", bound);
@@ -294,6 +299,14 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   const bool dev = vm.count("dev") > 0;
   auto c = serve_config(vm, dev);
   log::set_level(parse_level(c.log_level));
+  std::string peer_secret;  // the pair's (docs/operations.md §10), checked before anything starts
+  if (!c.peer_secret_file.empty()) {
+    try {
+      peer_secret = load_peer_secret(c.peer_secret_file);
+    } catch (const std::runtime_error& e) {
+      throw usage_error(e.what());
+    }
+  }
   prepare_options prep;
   auto layout = serve_data_dir(c, dev, prep, out);
   // Entries keep the name the journal was created with unless one is configured.
@@ -320,7 +333,7 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
       pw->assign(pw->size(), '\0');
     }
   }
-  return run_gateway(c, layout, jw, dev, out, err);
+  return run_gateway(c, peer_secret, layout, jw, dev, out, err);
 }
 
 int init(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {

@@ -182,6 +182,25 @@ void read_journal(const reader& r, config& c) {
   r.integer(j, "journal", "max_queue", 16, 10'000'000, c.max_queue);
 }
 
+void read_peer(const reader& r, config& c) {
+  auto p = r.section("peer", {"secret_file", "url", "ca", "timeout_ms"});
+  if (!p) return;
+  std::string secret, ca;
+  r.str(p, "peer", "secret_file", secret);
+  r.str(p, "peer", "url", c.peer_url);
+  r.str(p, "peer", "ca", ca);
+  r.number(p, "peer", "timeout_ms", 100, 60'000, c.peer_timeout_ms);
+  if (secret.empty()) r.fail("peer.secret_file", "is required: the file with the secret both gateways of the pair share");
+  c.peer_secret_file = secret;
+  if (!ca.empty()) c.peer_ca = ca;
+  if (!c.peer_url.empty()) {
+    std::string host;
+    std::uint16_t port = 0;
+    if (!c.peer_url.starts_with("https://") || !agent::parse_host_port(c.peer_url.substr(8), host, port))
+      r.fail("peer.url", "expected https://HOST:PORT, e.g. https://gw2.example.com:8443");
+  }
+}
+
 }  // namespace
 
 config load_config(const std::filesystem::path& file) {
@@ -194,7 +213,7 @@ config load_config(const std::filesystem::path& file) {
   }
   for (auto& [k, v] : root) {
     std::string key(k.str());
-    if (key != "gateway" && key != "http" && key != "tunnel" && key != "journal")
+    if (key != "gateway" && key != "http" && key != "tunnel" && key != "journal" && key != "peer")
       throw std::runtime_error(fmt::format("{}: {}: unknown section", file.string(), key));
   }
   reader r{root, file.string()};
@@ -203,6 +222,7 @@ config load_config(const std::filesystem::path& file) {
   read_http(r, c);
   read_tunnel(r, c);
   read_journal(r, c);
+  read_peer(r, c);
   return c;
 }
 
@@ -240,6 +260,14 @@ checkpoint_entries = 1000   # a signed checkpoint at least every N entries
 checkpoint_seconds = 60     # ... or every T seconds with new entries, and at shutdown
 probe_ms = 2000             # readiness write probe while idle; 0 disables
 max_queue = 65536           # appends waiting beyond this are refused
+
+# The other gateway of a primary/backup pair (docs/operations.md §10). Both share the secret;
+# a gateway with `url` asks the other where a machine is when a representative attaches to it here.
+# [peer]
+# secret_file = "/etc/rsgate/peer.secret"   # mode 0600, at least 32 characters, the same on both
+# url = "https://gw2.example.com:8443"      # the other gateway's HTTPS address
+# ca = "/etc/rsgate/ca.pem"                 # the CA of its certificate (default: <data>/ca.pem)
+# timeout_ms = 3000                         # how long an attach waits for its answer
 )",
                      toml_string(gateway_name), toml_string(data_dir.string()));
 }

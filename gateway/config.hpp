@@ -45,6 +45,14 @@ struct config {
   std::int64_t probe_ms = 2000;
   std::int64_t max_queue = 65536;
 
+  // The other gateway of a pair (docs/operations.md §10): `peer_secret_file` holds the secret
+  // both gateways share (this one answers GET /machines/{m}/where to it); `peer_url`, when set
+  // (https://HOST:PORT), is where this one asks, checked against `peer_ca` (default DATA/ca.pem).
+  std::filesystem::path peer_secret_file;
+  std::string peer_url;
+  std::filesystem::path peer_ca;
+  int peer_timeout_ms = 3000;
+
   [[nodiscard]] std::filesystem::path cert_file() const;
   [[nodiscard]] std::filesystem::path key_file() const;
 };

@@ -18,6 +18,7 @@
 
 #include "core/log.hpp"
 #include "gateway/detail/https_server.hpp"
+#include "gateway/peer_client.hpp"
 #include "gateway/service.hpp"
 #include "gateway/tunnel/tunnel_server.hpp"
 
@@ -197,6 +198,11 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
   const asio::any_io_executor shutdown_ex = asio::make_strand(ioc);
   std::unique_ptr<tunnel_server> tunnels;
   if (opts.sessions) tunnels = start_tunnels(ioc, opts, st.strands, m);
+  if (opts.sessions && !opts.peer_secret.empty())
+    opts.sessions->set_peer(opts.peer_secret, opts.peer_url,
+                            opts.peer_url.empty() ? service::peer_lookup{}
+                                                  : make_peer_lookup(ioc, opts.peer_url, opts.peer_ca,
+                                                                     opts.peer_secret, opts.peer_timeout_ms));
 
   // Policy steps that waited for the journal continue on the worker pool, never on the
   // journal writer's thread or an I/O thread.
@@ -228,6 +234,8 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
   // From now on policy steps continue inline: the pool is about to go.
   if (opts.sessions) opts.sessions->set_executor({});
   workers.join();
+  // The lookup posts to this io_context, which goes with this function: no more lookups.
+  if (opts.sessions) opts.sessions->set_peer({}, {}, {});
   if (opts.sessions) run_remaining(ioc, *opts.sessions);
   return stop_signal;
 }

@@ -41,6 +41,12 @@ struct runtime_options {
   int grace_s = 120;           // tunnel.grace (told to agents in SUCCESS)
   int reauth_s = 86'400;       // tunnel.reauth
   std::function<void(const std::string& bound)> on_tunnel_listening;
+  // The other gateway of a pair ([peer]): the shared secret ("" = none), where to ask ("" =
+  // only answer), the CA of its certificate, the bound of one lookup.
+  std::string peer_secret;
+  std::string peer_url;
+  std::string peer_ca;
+  int peer_timeout_ms = 3000;
 };
 
 // Runs until SIGINT or SIGTERM arrives and the shutdown completes; returns that signal's

@@ -141,6 +141,20 @@ class service {
   // channel's channel_closed, it is journaled before that.
   void record_approval(const std::shared_ptr<channel_link>& c, const std::string& source, std::function<void(bool)> done);
 
+  // --- the other gateway of a pair (docs/operations.md §10) ---
+  // What the peer said about a machine: `reached` false (with `why`) when it could not be
+  // asked or its answer was not one.
+  struct peer_answer {
+    bool reached = false;
+    bool connected = false;
+    std::string why;
+  };
+  using peer_lookup = std::function<void(const std::string& machine, std::function<void(peer_answer)>)>;
+  // Set before the listeners start: the secret both gateways share (only its SHA-256 is kept)
+  // and, when this gateway asks, the peer's URL and how to ask it (the network runtime's HTTPS
+  // client, gateway/peer_client.cpp).
+  void set_peer(std::string_view secret, std::string url, peer_lookup ask);
+
   // --- life ---
   // Called every second, off the I/O threads: ends the sessions of machines revoked and
   // owners disabled meanwhile (other processes), revokes disabled grantees' grants, lapses
@@ -222,6 +236,8 @@ class service {
   // --- sessions (service_sessions.cpp) ---
   void list_sessions(const principal& p, const http_request& req, const api::reply& done);
   void attach(const principal& p, const http_request& req, const api::reply& done);
+  // GET /machines/{m}/where, for the peer gateway only (Authorization: RsgatePeer <secret>).
+  void machine_where(const std::string& machine, const http_request& req, const api::reply& done);
   void attach_step(const attach_request& a, journal::entry e, std::string by, const api::reply& done, ticket t);
   void get_session(const principal& p, const std::string& id, const http_request& req, const api::reply& done);
   void add_grant(const principal& p, const std::string& id, const http_request& req, const api::reply& done);
@@ -318,6 +334,11 @@ class service {
   std::map<std::string, persisted> persisted_;  // guarded by sessions_state_mu_: what state.db holds
   std::mutex housekeeping_mu_;  // one housekeeping pass at a time (it has its own connection)
   std::optional<state_store> housekeeping_state_;
+
+  // The pair (set_peer, before serving; read-only after).
+  std::string peer_secret_hash_;  // SHA-256 of the shared secret, hex; "" = no peer configured
+  std::string peer_url_;
+  peer_lookup peer_ask_;
 
   mutable std::mutex mu_;  // guards everything below
   session_registry registry_;

@@ -67,6 +67,8 @@ void service::route(const http_request& req, std::string_view path, const api::r
   const auto& m = req.method;
   if (is(seg, {"login"}) && m == "POST") return login(req, done);
   if (is(seg, {"logout"}) && m == "POST") return logout(req, done);
+  // The other gateway of a pair authenticates with the pair's secret, not as an account.
+  if (is(seg, {"machines", "", "where"}) && m == "GET") return (no_body(req), machine_where(seg[1], req, done));
   const bool changing = m != "GET" && m != "HEAD";
   http_response err;
   std::optional<journal::entry> refused;

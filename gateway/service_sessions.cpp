@@ -8,6 +8,7 @@
 #include <boost/json/value.hpp>
 
 #include "auth/formats.hpp"
+#include "auth/password.hpp"
 #include "auth/session_key.hpp"
 #include "core/log.hpp"
 #include "core/timefmt.hpp"
@@ -116,8 +117,61 @@ void service::attach(const principal& p, const http_request& req, const api::rep
       sid = std::get<session*>(v)->id;
     }
   }
+  if (refused && refused->code == "not_found" && a.key_hmac.empty() && peer_ask_) {
+    // Not here: perhaps at the other gateway of the pair, which is asked (bounded in time);
+    // the representative is told where the machine is, and the journal what the peer said.
+    return peer_ask_(a.machine, [this, e, r = *refused, by, machine = a.machine, done](peer_answer ans) mutable {
+      detail_fields extra{{"by", by}, {"peer", peer_url_}};
+      if (ans.reached && ans.connected) {
+        extra.emplace_back("peer_answer", "connected");
+        refusal there{409, "elsewhere",
+                      fmt::format("machine {} is connected to the other gateway of this pair, {}: attach there", machine,
+                                  peer_url_)};
+        return deny(std::move(e), there, done, std::nullopt, extra);
+      }
+      extra.emplace_back("peer_answer", ans.reached ? "not connected" : "unreachable: " + ans.why);
+      deny(std::move(e), r, done, std::nullopt, extra);
+    });
+  }
   if (refused) return deny(std::move(e), *refused, done, std::nullopt, {{"by", by}});
   in_session(sid, done, [this, a, e, by, done](ticket t) { attach_step(a, e, by, done, std::move(t)); });
+}
+
+void service::set_peer(std::string_view secret, std::string url, peer_lookup ask) {
+  peer_secret_hash_ = secret.empty() ? std::string() : token_hash(secret);
+  peer_url_ = std::move(url);
+  peer_ask_ = std::move(ask);
+}
+
+void service::machine_where(const std::string& machine_in, const http_request& req, const api::reply& done) {
+  if (peer_secret_hash_.empty()) return done(json_error(404, "not_found", "no such endpoint"));
+  auto credential = req.header("Authorization");
+  if (!credential.starts_with("RsgatePeer ") ||
+      !auth::equal_constant_time(token_hash(std::string_view(credential).substr(11)), peer_secret_hash_)) {
+    auto err = json_error(401, "unauthorized", "this endpoint answers the other gateway of the pair only");
+    auto refused = refuse_credential(req, "peer", credential.empty() ? "missing_credential" : "wrong_peer_secret", "");
+    if (!refused) return done(err);  // summarized
+    return journal_.append(std::move(*refused), [done, err](const journal::append_result&) { done(err); });
+  }
+  query_params(req.target, {});
+  if (!auth::is_valid_machine(machine_in)) throw bad_input(std::string(auth::kMachineForm));
+  auto machine = auth::normalize_machine(machine_in);
+  bool connected = false;
+  {
+    std::lock_guard lock(mu_);
+    if (auto* s = registry_.find_live_for_machine(machine)) connected = s->tunnel_up;
+  }
+  // The peer's question is journaled like an auditor's, before it is answered.
+  journal::entry e;
+  e.kind = "audit.query";
+  e.actor = "peer";
+  e.source = journal::escape_for_journal(req.remote);
+  e.machine = machine;
+  e.detail = json::serialize(json::object{{"endpoint", "machines/where"}, {"connected", connected}});
+  journal_.append(std::move(e), [done, machine, connected](const journal::append_result& r) {
+    if (!r.ok()) return done(journal_unavailable());
+    done(ok_json(200, json::object{{"machine", machine}, {"connected", connected}}));
+  });
 }
 
 void service::attach_step(const attach_request& a, journal::entry e, std::string by, const api::reply& done, ticket t) {

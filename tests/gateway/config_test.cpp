@@ -59,6 +59,10 @@ reauth = 600
 [journal]
 checkpoint_entries = 50
 probe_ms = 0
+[peer]
+secret_file = "/etc/rsgate/peer.secret"
+url = "https://[2001:db8::2]:8443"
+timeout_ms = 1500
 )");
   auto c = load_config(p);
   CHECK(c.gateway_name == "gw-prod-1");
@@ -79,6 +83,10 @@ probe_ms = 0
   CHECK(c.checkpoint_seconds == 60);  // default kept
   CHECK(c.probe_ms == 0);
   CHECK(c.cert_file() == "/var/lib/rsgate/server.pem");
+  CHECK(c.peer_secret_file == "/etc/rsgate/peer.secret");
+  CHECK(c.peer_url == "https://[2001:db8::2]:8443");
+  CHECK(c.peer_ca.empty());  // the data directory's ca.pem
+  CHECK(c.peer_timeout_ms == 1500);
 }
 
 TEST_CASE("the sample configuration loads, whatever the data path holds") {
@@ -124,6 +132,12 @@ TEST_CASE("configuration errors name the key and the reason") {
       {"[gateway]\nlog_level = \"loud\"\n", "gateway.log_level"},
       {"[gateway]\nname = \"way too long and with spaces\"\n", "gateway.name"},
       {"[gateway\n", "rsgate.toml:"},
+      {"[peer]\nurl = \"https://gw2:8443\"\n", "peer.secret_file: is required"},
+      {"[peer]\nsecret_file = \"/s\"\nurl = \"http://gw2:8443\"\n", "peer.url: expected https://HOST:PORT"},
+      {"[peer]\nsecret_file = \"/s\"\nurl = \"https://gw2\"\n", "peer.url"},
+      {"[peer]\nsecret_file = \"/s\"\nurl = \"https://gw2:8443/api\"\n", "peer.url"},
+      {"[peer]\nsecret_file = \"/s\"\ntimeout_ms = 50\n", "peer.timeout_ms"},
+      {"[peer]\nsecret_file = \"/s\"\nsecret = \"x\"\n", "peer.secret: unknown setting"},
   };
   for (auto [text, expected] : cases) {
     INFO(text);

@@ -32,8 +32,9 @@ struct gateway_fixture {
   // a channel's two ends on different threads. `tunnel_settings`: lines added to [tunnel].
   // `pair_of`: this gateway is the other of a pair with that one (named gw-backup, serving
   // the same CA's certificate, so one agent profile trusts both).
+  // `extra_config`: text appended to the configuration (another section).
   explicit gateway_fixture(int threads = 1, const std::string& tunnel_settings = "",
-                           const gateway_fixture* pair_of = nullptr) {
+                           const gateway_fixture* pair_of = nullptr, const std::string& extra_config = "") {
     init_data_dir(dir, pair_of ? "gw-backup" : "gw-flow", true);
     if (pair_of)
       for (auto file : {"ca.pem", "server.pem", "keys/server.key", "keys/ca.key"})
@@ -60,7 +61,7 @@ struct gateway_fixture {
         if (at != std::string::npos) cfg.erase(at + 1, cfg.find('\n', at + 1) - at);
       }
     }
-    std::ofstream(dir / "rsgate.toml") << cfg;
+    std::ofstream(dir / "rsgate.toml") << cfg << extra_config;
     start();
     for (auto [name, role] : {std::pair{"alice", "representative"}, std::pair{"bob", "representative"},
                               std::pair{"dave", "developer"}})

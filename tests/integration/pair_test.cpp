@@ -122,3 +122,91 @@ TEST_CASE("primary and backup: SIGKILL the primary and the agent is on the backu
   sess.agent->signal(SIGTERM);
   CHECK(sess.agent->wait(20s) == 0);
 }
+
+TEST_CASE("a pair tells a representative where the machine is: the peer asked with the pair's secret, both journaled") {
+  temp_dir keys;
+  const auto secret = keys / "peer.secret";
+  write_file_exclusive(secret, "0123456789abcdefghijklmnopqrstuvwxyzABCD\n", 0600);
+  const std::string answers = "\n[peer]\nsecret_file = \"" + secret.string() + "\"\n";
+  gateway_fixture primary(1, "", nullptr, answers);
+  gateway_fixture backup(1, "", &primary,
+                         answers + "url = \"https://" + primary.https + "\"\nca = \"" + (primary.dir / "ca.pem").string() +
+                             "\"\ntimeout_ms = 2000\n");
+  auto profile = primary.enroll("7801392", false, {"hmc=127.0.0.1:9"}, "", backup.tunnel);
+  REQUIRE(rsgate_cmd({"machine", "import", "--profile", profile.string(), "--data", backup.dir.string()}).exit_code == 0);
+  auto sess = start_and_attach(primary, profile, "alice", "TS000000392");
+  const auto machine_attach = json::serialize(json::object{{"machine", "9009-42A*7801392"}, {"pmr", "TS000000392"}});
+
+  // On the backup, attaching by machine: 409 naming the gateway that holds it.
+  auto there = backup.api("POST", "/api/v1/sessions/attach", "bob", machine_attach);
+  CHECK(there.status == 409);
+  CHECK(there.body["error"].as_object()["code"].as_string() == "elsewhere");
+  CHECK_THAT(std::string(there.body["error"].as_object()["message"].as_string()),
+             Catch::Contains("machine 9009-42A*7801392 is connected to the other gateway of this pair, https://" +
+                             primary.https + ": attach there"));
+  auto denied = backup.kinds("session.attach", "denied");
+  REQUIRE(denied.size() == 1);
+  CHECK(detail(denied[0])["peer_answer"].as_string() == "connected");
+  CHECK(detail(denied[0])["peer"].as_string() == "https://" + primary.https);
+  // The primary journaled the question.
+  auto asked = primary.kinds("audit.query", "ok");
+  REQUIRE(asked.size() == 1);
+  CHECK(json::parse(asked[0]).as_object()["actor"].as_string() == "peer");
+  CHECK(json::parse(asked[0]).as_object()["machine"].as_string() == "9009-42A*7801392");
+  CHECK(detail(asked[0])["connected"].as_bool());
+
+  // A machine neither holds: the plain 404, with what the peer said.
+  auto nowhere = backup.api("POST", "/api/v1/sessions/attach", "bob",
+                            json::serialize(json::object{{"machine", "9009-42A*7801393"}, {"pmr", "TS000000392"}}));
+  CHECK(nowhere.status == 404);
+  REQUIRE(backup.kinds("session.attach", "denied").size() == 2);
+  CHECK(detail(backup.kinds("session.attach", "denied")[1])["peer_answer"].as_string() == "not connected");
+
+  // Only the pair's secret opens the endpoint: others get 401, journaled; input is strict.
+  auto where = "/api/v1/machines/9009-42A*7801392/where";
+  CHECK(primary.raw("GET", where, {}).first == 401);
+  CHECK(primary.raw("GET", where, {"Authorization: RsgatePeer wrong-secret-of-the-right-length-xxxxx"}).first == 401);
+  CHECK(primary.raw("GET", where, {"Authorization: Bearer " + primary.tokens.at("alice")}).first == 401);
+  const std::string good = "Authorization: RsgatePeer 0123456789abcdefghijklmnopqrstuvwxyzABCD";
+  auto ok = primary.raw("GET", where, {good});
+  CHECK(ok.first == 200);
+  CHECK(ok.second == R"({"machine":"9009-42A*7801392","connected":true})");
+  CHECK(primary.raw("GET", std::string(where) + "?x=1", {good}).first == 400);
+  CHECK(primary.raw("GET", "/api/v1/machines/9009-42A/where", {good}).first == 400);
+  auto refusals = primary.kinds("user.login", "denied");
+  CHECK(refusals.size() >= 3);
+  for (auto& l : refusals) CHECK(detail(l)["method"].as_string() == "peer");
+
+  // The primary gone: the backup's attach is answered within its timeout, with why.
+  primary.gw->signal(SIGKILL);
+  (void)primary.gw->wait(10s);
+  primary.gw.reset();
+  (void)wait_line(*sess.agent, "Connected to " + backup.tunnel);
+  auto t0 = std::chrono::steady_clock::now();
+  auto now_here = backup.api("POST", "/api/v1/sessions/attach", "bob", machine_attach);
+  CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+  CHECK(now_here.status == 201);  // the machine is here now: no question asked
+  sess.agent->signal(SIGTERM);
+  CHECK(sess.agent->wait(20s) == 0);
+  auto gone = backup.api("POST", "/api/v1/sessions/attach", "bob",
+                         json::serialize(json::object{{"machine", "9009-42A*7801393"}, {"pmr", "TS000000392"}}));
+  CHECK(gone.status == 404);
+  auto last = backup.kinds("session.attach", "denied").back();
+  CHECK_THAT(std::string(detail(last)["peer_answer"].as_string()), Catch::StartsWith("unreachable: cannot connect"));
+}
+
+TEST_CASE("serve refuses a peer secret that is short or readable by others") {
+  temp_dir t;
+  auto dir = t / "gw";
+  init_data_dir(dir, "gw-peer", true);
+  for (auto [text, mode, expect] : {std::tuple{"short\n", 0600, "must be 32 to 256 printable characters"},
+                                    std::tuple{"0123456789abcdefghijklmnopqrstuvwxyzABCD", 0644, "chmod 600"}}) {
+    auto secret = t / ("s" + std::to_string(mode) + ".secret");
+    write_file_exclusive(secret, text, mode);
+    auto cfg = t / ("c" + std::to_string(mode) + ".toml");
+    std::ofstream(cfg) << read_file(dir / "rsgate.toml") << "\n[peer]\nsecret_file = \"" << secret.string() << "\"\n";
+    auto r = rsgate_cmd({"serve", "--config", cfg.string()});
+    CHECK(r.exit_code == 2);
+    CHECK_THAT(r.err, Catch::Contains(expect));
+  }
+}
