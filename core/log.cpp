@@ -16,6 +16,12 @@ constexpr std::string_view kNames[] = {"debug", "info", "warn", "error", "off"};
 }  // namespace
 
 void set_level(level l) { g_level = l; }
+level parse_level(std::string_view s) {
+  if (s == "debug") return level::debug;
+  if (s == "warn") return level::warn;
+  if (s == "error") return level::error;
+  return level::info;
+}
 level current_level() { return g_level.load(std::memory_order_relaxed); }
 
 void write(level l, std::string_view message) {

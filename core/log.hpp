@@ -11,6 +11,8 @@ namespace rsgate::log {
 enum class level { debug = 0, info = 1, warn = 2, error = 3, off = 4 };
 
 void set_level(level l);
+// "debug", "info", "warn", "error" (the configuration's values, checked there); info otherwise.
+[[nodiscard]] level parse_level(std::string_view s);
 [[nodiscard]] level current_level();
 void write(level l, std::string_view message);
 

@@ -41,13 +41,6 @@ std::string default_gateway_name() {
   return name.substr(0, 64);
 }
 
-log::level parse_level(const std::string& s) {
-  if (s == "debug") return log::level::debug;
-  if (s == "warn") return log::level::warn;
-  if (s == "error") return log::level::error;
-  return log::level::info;
-}
-
 po::variables_map parse(const std::vector<std::string>& args, const po::options_description& d) {
   po::variables_map vm;
   std::vector<std::string> rest(args.begin() + 1, args.end());
@@ -217,13 +210,64 @@ runtime_options runtime_for(const config& c, service& sessions) {
   ro.peer_url = c.peer_url;
   ro.peer_ca = (c.peer_ca.empty() ? c.data_dir / "ca.pem" : c.peer_ca).string();
   ro.peer_timeout_ms = c.peer_timeout_ms;
+  ro.log_level = c.log_level;
   return ro;
 }
 
 // The gateway's life once its journal is open: the session service, the listeners, and
 // at the end every session and the stop journaled.
-int run_gateway(const config& c, const std::string& peer_secret, const data_layout& layout, journal::writer& jw, bool dev,
-                std::ostream& out, std::ostream& err) {
+// The settings of `now` that differ from `running` and take a restart (SIGHUP applies the
+// certificate, the tunnel timings, the grace and the log level only).
+std::vector<std::string> restart_required(const config& running, const config& now) {
+  std::vector<std::string> v;
+  auto differs = [&v](bool d, const char* key) {
+    if (d) v.emplace_back(key);
+  };
+  differs(now.data_dir != running.data_dir, "gateway.data");
+  differs(!now.gateway_name.empty() && now.gateway_name != running.gateway_name, "gateway.name");
+  differs(now.threads != running.threads, "gateway.threads");
+  differs(now.workers != running.workers, "gateway.workers");
+  differs(now.http.host != running.http.host || now.http.port != running.http.port, "http.listen");
+  auto& a = now.limits;
+  auto& b = running.limits;
+  differs(a.max_connections != b.max_connections || a.handshake_timeout_ms != b.handshake_timeout_ms ||
+              a.request_timeout_ms != b.request_timeout_ms || a.idle_timeout_ms != b.idle_timeout_ms ||
+              a.max_header_bytes != b.max_header_bytes || a.max_body_bytes != b.max_body_bytes,
+          "http limits");
+  differs(now.tunnel.host != running.tunnel.host || now.tunnel.port != running.tunnel.port, "tunnel.listen");
+  differs(now.checkpoint_entries != running.checkpoint_entries || now.checkpoint_seconds != running.checkpoint_seconds ||
+              now.probe_ms != running.probe_ms || now.max_queue != running.max_queue,
+          "journal");
+  differs(now.peer_secret_file != running.peer_secret_file || now.peer_url != running.peer_url ||
+              now.peer_ca != running.peer_ca || now.peer_timeout_ms != running.peer_timeout_ms,
+          "peer");
+  return v;
+}
+
+// gateway.reload: what SIGHUP did (docs/operations.md §7).
+void journal_reload(journal::writer& jw, const std::string& error, const std::vector<std::string>& restart,
+                    const std::string& cert_sha256) {
+  journal::entry e;
+  e.kind = "gateway.reload";
+  e.actor = "gateway";
+  e.source = journal::local_source();
+  boost::json::array later;
+  for (auto& k : restart) later.emplace_back(k);
+  boost::json::object det{{"restart_required", std::move(later)}};
+  if (error.empty()) {
+    det["certificate_sha256"] = cert_sha256;
+  } else {
+    e.result = journal::outcome::error;
+    det["reason"] = error.substr(0, 512);
+  }
+  e.detail = boost::json::serialize(det);
+  jw.append(std::move(e), [](const journal::append_result& r) {
+    if (!r.ok()) log::error("the journal could not record a reload: {}", r.message);
+  });
+}
+
+int run_gateway(const config& c, const std::string& peer_secret, const std::function<config()>& reread,
+                const data_layout& layout, journal::writer& jw, bool dev, std::ostream& out, std::ostream& err) {
   // As in the agent (agent/runtime.cpp): the data path allocates and frees 32 KiB frames at
   // a high rate, and glibc's default trimming of the heap's free top makes the next frames
   // fault the same pages in again (24,000 faults in 2 s in a 4-stream profile). Up to 32 MiB
@@ -243,6 +287,22 @@ int run_gateway(const config& c, const std::string& peer_secret, const data_layo
   routes api(jw, m, &sessions);
   auto ro = runtime_for(c, sessions);
   ro.peer_secret = peer_secret;
+  if (reread) {
+    ro.reload = [&c, &sessions, &ro, reread](std::vector<std::string>& restart) {
+      config now = reread();
+      restart = restart_required(c, now);
+      auto next = runtime_for(now, sessions);
+      // What takes a restart stays as it runs.
+      next.host = ro.host;
+      next.port = ro.port;
+      next.tunnel_host = ro.tunnel_host;
+      next.tunnel_port = ro.tunnel_port;
+      return next;
+    };
+    ro.reloaded = [&jw](const std::string& error, const std::vector<std::string>& restart, const std::string& sha) {
+      journal_reload(jw, error, restart, sha);
+    };
+  }
   ro.on_tunnel_listening = [&](const std::string& bound) {
     out << "rsgate: tunnel: " << bound << "\n";
     log::info("agent tunnels on {}", bound);
@@ -298,7 +358,7 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
   }
   const bool dev = vm.count("dev") > 0;
   auto c = serve_config(vm, dev);
-  log::set_level(parse_level(c.log_level));
+  log::set_level(log::parse_level(c.log_level));
   std::string peer_secret;  // the pair's (docs/operations.md §10), checked before anything starts
   if (!c.peer_secret_file.empty()) {
     try {
@@ -333,7 +393,10 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
       pw->assign(pw->size(), '\0');
     }
   }
-  return run_gateway(c, peer_secret, layout, jw, dev, out, err);
+  // SIGHUP reads the configuration again, with the same flags over it.
+  std::function<config()> reread;
+  if (vm.count("config")) reread = [vm, dev] { return serve_config(vm, dev); };
+  return run_gateway(c, peer_secret, reread, layout, jw, dev, out, err);
 }
 
 int init(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {

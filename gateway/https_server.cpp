@@ -97,7 +97,8 @@ struct active_guard {
 asio::awaitable<void> run_connection(tcp::socket sock, std::string remote, server_state* st) {
   active_guard guard{st};
   const auto& lim = st->limits;
-  net::tls_stream stream(std::move(sock), st->tls.native_handle(), net::tls_stream::kHttpsBuffer);
+  auto tls = st->current_tls();  // kept for the connection's life
+  net::tls_stream stream(std::move(sock), tls->native_handle(), net::tls_stream::kHttpsBuffer);
   stream.expires_after(std::chrono::milliseconds(lim.handshake_timeout_ms));
   if (co_await stream.handshake(true)) {
     ++st->m.tls_handshake_failures;

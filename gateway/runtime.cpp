@@ -43,8 +43,7 @@ std::string open_listener(tcp::acceptor& acceptor, const std::string& host, std:
          std::to_string(bound.port());
 }
 
-std::unique_ptr<tunnel_server> start_tunnels(asio::io_context& ioc, const runtime_options& opts, bool strands,
-                                             metrics& m) {
+tunnel_config tunnel_config_for(const runtime_options& opts) {
   tunnel_config tc;
   tc.host = opts.tunnel_host;
   tc.port = opts.tunnel_port;
@@ -54,8 +53,14 @@ std::unique_ptr<tunnel_server> start_tunnels(asio::io_context& ioc, const runtim
   tc.tunnel_life_ms = static_cast<std::int64_t>(opts.reauth_s) * 1000;
   tc.cert_file = opts.cert_file;
   tc.key_file = opts.key_file;
+  return tc;
+}
+
+std::unique_ptr<tunnel_server> start_tunnels(asio::io_context& ioc, const runtime_options& opts, bool strands,
+                                             metrics& m) {
+  auto tc = tunnel_config_for(opts);
   tc.strands = strands;
-  auto tunnels = std::make_unique<tunnel_server>(ioc, tc, *opts.sessions, m);
+  auto tunnels = std::make_unique<tunnel_server>(ioc, std::move(tc), *opts.sessions, m);
   auto tunnel_bound = tunnels->start();
   if (opts.on_tunnel_listening) opts.on_tunnel_listening(tunnel_bound);
   return tunnels;
@@ -118,6 +123,7 @@ class drain_waker {
 // signal set, the drain timer and the housekeeping ticker live on the shutdown's strand.
 struct shutdown_parts {
   asio::io_context* ioc;
+  asio::signal_set* hangups;  // SIGHUP's: cancelled, no reload during the shutdown
   server_state* st;
   tcp::acceptor* acceptor;
   asio::cancellation_signal* stop_accepting;  // bound to run_acceptor, emitted on its strand
@@ -149,6 +155,7 @@ asio::awaitable<void> stop_on_signal(shutdown_parts p) {
   if (sec) co_return;
   *p.stop_signal = signo;
   log::info("signal {} received: stopping (grace {} ms)", signo, p.grace_ms);
+  p.hangups->cancel();
   p.st->on_connection_end = [w = p.waker] { w->wake(); };  // before `stopping`, which publishes it
   p.st->stopping = true;
   if (p.housekeeping) p.housekeeping->stop();
@@ -161,6 +168,44 @@ asio::awaitable<void> stop_on_signal(shutdown_parts p) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(p.grace_ms);
   co_await drain_connections(p.drain, &p.st->m, deadline);
   p.ioc->stop();
+}
+
+// The SHA-256 fingerprint of the certificate `tls` serves, hex.
+std::string fingerprint(ssl::context& tls) {
+  X509* cert = SSL_CTX_get0_certificate(tls.native_handle());
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  if (!cert || X509_digest(cert, EVP_sha256(), md, &n) != 1) return "";
+  return to_hex(std::span<const std::uint8_t>(md, n));
+}
+
+// SIGHUP, until the shutdown cancels it: the configuration read again, the certificate and
+// the timings for what starts from now on (runtime_options::reload). Both TLS contexts are
+// built before either is swapped in, so a certificate that cannot be loaded changes nothing.
+asio::awaitable<void> reload_on_hangup(asio::signal_set* hangups, server_state* st, tunnel_server* tunnels,
+                                       const runtime_options* opts) {
+  for (;;) {
+    auto [ec, signo] = co_await hangups->async_wait(use_tuple);
+    if (ec) co_return;
+    std::vector<std::string> restart_required;
+    std::string error, served;
+    try {
+      auto next = opts->reload(restart_required);
+      auto tls = std::make_shared<ssl::context>(ssl::context::tls_server);
+      configure_tls(*tls, next);
+      if (tunnels) tunnels->reload(tunnel_config_for(next));
+      st->reload_tls(tls);
+      served = fingerprint(*tls);
+      if (opts->sessions) opts->sessions->set_reconnect_grace(static_cast<micros>(next.grace_s) * 1'000'000);
+      log::set_level(log::parse_level(next.log_level));
+      log::info("SIGHUP: configuration and certificate reloaded (certificate sha256 {})", served);
+    } catch (const std::exception& e) {
+      error = e.what();
+      log::error("SIGHUP: nothing reloaded: {}", error);
+    }
+    for (auto& k : restart_required) log::warn("SIGHUP: {} changed; it takes effect at the next start", k);
+    if (opts->reloaded) opts->reloaded(error, restart_required, served);
+  }
 }
 
 // Coroutines may still wait for the journal or a policy step, whose completions post to this
@@ -180,8 +225,8 @@ void run_remaining(asio::io_context& ioc, service& svc) {
 
 int run_https(const runtime_options& opts, api& handler, metrics& m) {
   // Declared before the io_context so they outlive coroutine frames it destroys at the end.
-  ssl::context tls(ssl::context::tls_server);
-  configure_tls(tls, opts);
+  auto tls = std::make_shared<ssl::context>(ssl::context::tls_server);
+  configure_tls(*tls, opts);
   server_state st{tls, handler, m, opts.limits, opts.sessions};
   st.strands = opts.threads > 1;
   asio::io_context ioc(opts.threads);
@@ -213,12 +258,15 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
 
   int stop_signal = 0;
   asio::signal_set signals(shutdown_ex, SIGINT, SIGTERM);
+  asio::signal_set hangups(shutdown_ex, SIGHUP);  // caught always: a hangup never kills the gateway
+  if (opts.reload)
+    asio::co_spawn(shutdown_ex, reload_on_hangup(&hangups, &st, tunnels.get(), &opts), asio::detached);
   asio::steady_timer drain(shutdown_ex);
   auto waker = std::make_shared<drain_waker>(&drain);
   // Its handler holds an executor of the io_context: declared after it, so destroyed first.
   asio::cancellation_signal stop_accepting;
   asio::co_spawn(shutdown_ex,
-                 stop_on_signal({&ioc, &st, &acceptor, &stop_accepting, tunnels.get(),
+                 stop_on_signal({&ioc, &hangups, &st, &acceptor, &stop_accepting, tunnels.get(),
                                  housekeeping ? &*housekeeping : nullptr, &signals, &drain, waker, &stop_signal,
                                  opts.limits.shutdown_grace_ms}),
                  asio::detached);

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "gateway/http/api.hpp"
 #include "gateway/metrics.hpp"
@@ -47,6 +48,18 @@ struct runtime_options {
   std::string peer_url;
   std::string peer_ca;
   int peer_timeout_ms = 3000;
+  std::string log_level = "info";
+  // SIGHUP (docs/operations.md §7). `reload` reads the configuration again and returns the
+  // options it gives now, naming in `restart_required` the settings that changed but take a
+  // restart (listeners, threads, data directory, …; those are not applied); it throws
+  // std::runtime_error when the configuration cannot be read, and then nothing changes. The
+  // certificate and key are read again, the tunnel timings, the grace and the log level apply
+  // to what starts from then on. `reloaded` is told the outcome: `error` "" when applied, and
+  // the SHA-256 fingerprint of the certificate now served.
+  std::function<runtime_options(std::vector<std::string>& restart_required)> reload;
+  std::function<void(const std::string& error, const std::vector<std::string>& restart_required,
+                     const std::string& cert_sha256)>
+      reloaded;
 };
 
 // Runs until SIGINT or SIGTERM arrives and the shutdown completes; returns that signal's

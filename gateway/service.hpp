@@ -81,7 +81,11 @@ class service {
 
   // How long a session waits for its machine's agent after the tunnel dropped
   // (tunnel.grace); then it ends as `tunnel lost`. Set before serving.
-  void set_reconnect_grace(micros grace) { reconnect_grace_ = grace; }
+  // Also at SIGHUP: sessions waiting for their tunnel then wait the new grace from their loss.
+  void set_reconnect_grace(micros grace) {
+    std::lock_guard lock(mu_);
+    reconnect_grace_ = grace;
+  }
 
   // Where policy steps continue when the one before them finished on another thread (the
   // journal writer's): the API's worker pool. Without one they continue inline (tests).
@@ -312,7 +316,7 @@ class service {
   journal::writer& journal_;
   data_layout layout_;
   const clock& clock_;
-  micros reconnect_grace_ = tunnel::kReconnectGraceSeconds * 1'000'000LL;
+  micros reconnect_grace_ = tunnel::kReconnectGraceSeconds * 1'000'000LL;  // guarded by mu_
   journal::hmac_key hmac_;
   std::optional<master_key> master_;  // loaded once, when a machine first needs MD5
   policy_queue policy_;

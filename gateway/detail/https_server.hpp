@@ -4,6 +4,8 @@
 // from a public header.
 #pragma once
 #include <atomic>
+#include <memory>
+#include <mutex>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -38,7 +40,17 @@ inline constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 // What the HTTPS side shares; owned by run_https, which outlives every coroutine using it.
 struct server_state {
-  ssl::context& tls;
+  // The TLS context new connections use; SIGHUP swaps in a new one (reload_tls). A connection
+  // keeps the context it started with (its SSL object holds a reference to it).
+  std::shared_ptr<ssl::context> tls;  // guarded by tls_mu once serving
+  [[nodiscard]] std::shared_ptr<ssl::context> current_tls() {
+    std::lock_guard lock(tls_mu);
+    return tls;
+  }
+  void reload_tls(std::shared_ptr<ssl::context> next) {
+    std::lock_guard lock(tls_mu);
+    tls = std::move(next);
+  }
   api& handler;
   metrics& m;
   http_limits limits;
@@ -49,6 +61,7 @@ struct server_state {
   // Set before `stopping`; called (from any thread) each time a connection ends after it, so
   // that the shutdown's drain wakes instead of polling.
   std::function<void()> on_connection_end{};
+  std::mutex tls_mu{};
 };
 
 // The WebSocket runs on the connection's net::tls_stream, which stays in the connection's

@@ -79,7 +79,14 @@ struct shared_ctx {
       : svc(s), m(mm), cfg(std::move(c)), adm(tunnel::admission_limits{.max_authenticated = cfg.max_tunnels}) {}
   service& svc;
   metrics& m;
-  tunnel_config cfg;
+  // The listener's settings. SIGHUP may change the tunnel timings (tunnel_server::reload), so
+  // a connection takes a copy when it starts (snapshot) and keeps it: live tunnels keep theirs.
+  tunnel_config cfg;  // guarded by cfg_mu after start
+  std::mutex cfg_mu;
+  [[nodiscard]] tunnel_config snapshot() {
+    std::lock_guard lock(cfg_mu);
+    return cfg;
+  }
   std::mutex limiter_mu;
   auth::failure_limiter limiter{auth::limit_policy{}};
   tunnel::window_budget windows{tunnel::kGatewayWindowBudget};  // growth of every tunnel's windows
@@ -105,7 +112,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   tunnel_connection(tcp::socket sock, SSL_CTX* tls, std::string remote, std::string source,
                     std::shared_ptr<shared_ctx> ctx)
       : stream_(std::move(sock), tls, net::tls_stream::kTunnelBuffer), remote_(std::move(remote)),
-        source_(std::move(source)), ctx_(std::move(ctx)), svc_(ctx_->svc), metrics_(ctx_->m), cfg_(ctx_->cfg),
+        source_(std::move(source)), ctx_(std::move(ctx)), svc_(ctx_->svc), metrics_(ctx_->m), cfg_(ctx_->snapshot()),
         wake_(stream_.get_executor()), writer_end_(stream_.get_executor()), rekey_timer_(stream_.get_executor()),
         budget_(std::make_shared<tunnel::window_budget>(tunnel::kTunnelWindowBudget, &ctx_->windows)) {}
 
@@ -449,7 +456,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   std::shared_ptr<shared_ctx> ctx_;
   service& svc_;
   metrics& metrics_;
-  const tunnel_config& cfg_;
+  const tunnel_config cfg_;  // this tunnel's settings, as they were when it was accepted
   net::wake_signal wake_;         // the writer waits here while it has nothing to write
   asio::steady_timer writer_end_;  // cancelled when the writer ends: finish() waits on it
   asio::steady_timer rekey_timer_;  // the rekey loop's interval and answer deadline (on the strand)

@@ -43,7 +43,10 @@ std::string source_key(const asio::ip::address& a) {
 struct tunnel_server::impl {
   asio::io_context& ioc;
   std::shared_ptr<shared_ctx> ctx;
-  ssl::context tls{ssl::context::tls_server};
+  // New connections' TLS context; reload() swaps it (a connection's SSL object keeps a
+  // reference to the context it was made from).
+  std::shared_ptr<ssl::context> tls;
+  std::mutex tls_mu;
   tcp::acceptor acceptor;
   std::mutex live_mu;
   std::vector<std::weak_ptr<tunnel_connection>> live;
@@ -59,6 +62,33 @@ struct tunnel_server::impl {
 namespace {
 
 asio::awaitable<void> run_tunnel(std::shared_ptr<tunnel_connection> c) { co_await c->run(); }
+
+// TLS 1.3 only, the certificate and key from their files, ALPN "rsgate/1" required.
+std::shared_ptr<ssl::context> make_tunnel_tls(const std::string& cert_file, const std::string& key_file) {
+  auto tls = std::make_shared<ssl::context>(ssl::context::tls_server);
+  SSL_CTX* c = tls->native_handle();
+  SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
+  SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+  beast::error_code ec;
+  tls->use_certificate_chain_file(cert_file, ec);
+  if (ec) throw std::runtime_error("cannot load certificate " + cert_file + ": " + ec.message());
+  tls->use_private_key_file(key_file, ssl::context::pem, ec);
+  if (ec) throw std::runtime_error("cannot load private key " + key_file + ": " + ec.message());
+  // ALPN "rsgate/1" is required: anything else fails the handshake.
+  SSL_CTX_set_alpn_select_cb(
+      c,
+      [](SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned int inlen,
+         void*) -> int {
+        static const unsigned char want[] = {8, 'r', 's', 'g', 'a', 't', 'e', '/', '1'};
+        unsigned char* sel = nullptr;
+        if (SSL_select_next_proto(&sel, outlen, want, sizeof want, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+          return SSL_TLSEXT_ERR_ALERT_FATAL;
+        *out = sel;
+        return SSL_TLSEXT_ERR_OK;
+      },
+      nullptr);
+  return tls;
+}
 
 // Journals the summaries of unauthenticated connections that were not journaled one by one.
 void journal_summaries(shared_ctx& ctx, std::vector<tunnel::source_summary> due) {
@@ -137,7 +167,12 @@ asio::awaitable<void> accept_tunnels(tunnel_server::impl* st) {
     }
     sock.set_option(tcp::no_delay(true), ec);
     conn_ex = sock.get_executor();
-    auto c = std::make_shared<tunnel_connection>(std::move(sock), st->tls.native_handle(), std::move(remote),
+    std::shared_ptr<ssl::context> tls;
+    {
+      std::lock_guard lock(st->tls_mu);
+      tls = st->tls;
+    }
+    auto c = std::make_shared<tunnel_connection>(std::move(sock), tls->native_handle(), std::move(remote),
                                                  std::move(ticket.source), ctx);
     {
       std::lock_guard lock(st->live_mu);
@@ -161,27 +196,8 @@ tunnel_server::~tunnel_server() {
 
 std::string tunnel_server::start() {
   auto& st = *impl_;
-  SSL_CTX* c = st.tls.native_handle();
-  SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
-  SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+  st.tls = make_tunnel_tls(st.ctx->cfg.cert_file, st.ctx->cfg.key_file);
   beast::error_code ec;
-  st.tls.use_certificate_chain_file(st.ctx->cfg.cert_file, ec);
-  if (ec) throw std::runtime_error("cannot load certificate " + st.ctx->cfg.cert_file + ": " + ec.message());
-  st.tls.use_private_key_file(st.ctx->cfg.key_file, ssl::context::pem, ec);
-  if (ec) throw std::runtime_error("cannot load private key " + st.ctx->cfg.key_file + ": " + ec.message());
-  // ALPN "rsgate/1" is required: anything else fails the handshake.
-  SSL_CTX_set_alpn_select_cb(
-      c,
-      [](SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned int inlen,
-         void*) -> int {
-        static const unsigned char want[] = {8, 'r', 's', 'g', 'a', 't', 'e', '/', '1'};
-        unsigned char* sel = nullptr;
-        if (SSL_select_next_proto(&sel, outlen, want, sizeof want, in, inlen) != OPENSSL_NPN_NEGOTIATED)
-          return SSL_TLSEXT_ERR_ALERT_FATAL;
-        *out = sel;
-        return SSL_TLSEXT_ERR_OK;
-      },
-      nullptr);
   auto addr = asio::ip::make_address(st.ctx->cfg.host, ec);
   if (ec) throw std::runtime_error("invalid tunnel listen address " + st.ctx->cfg.host);
   tcp::endpoint ep(addr, st.ctx->cfg.port);
@@ -199,6 +215,23 @@ std::string tunnel_server::start() {
                  [](std::exception_ptr e) { log_end("tunnel journal summaries", e); });
   return (bound.address().is_v6() ? "[" + bound.address().to_string() + "]" : bound.address().to_string()) + ":" +
          std::to_string(bound.port());
+}
+
+void tunnel_server::reload(const tunnel_config& next) {
+  auto& st = *impl_;
+  auto tls = make_tunnel_tls(next.cert_file, next.key_file);  // throws before anything changes
+  {
+    std::lock_guard lock(st.tls_mu);
+    st.tls = std::move(tls);
+  }
+  std::lock_guard lock(st.ctx->cfg_mu);
+  auto& c = st.ctx->cfg;
+  c.cert_file = next.cert_file;
+  c.key_file = next.key_file;
+  c.rekey_interval_ms = next.rekey_interval_ms;
+  c.dead_peer_ms = next.dead_peer_ms;
+  c.grace_s = next.grace_s;
+  c.tunnel_life_ms = next.tunnel_life_ms;
 }
 
 void tunnel_server::stop(std::function<void()> on_tunnel_end) {

@@ -36,6 +36,11 @@ class tunnel_server {
   // Stops accepting and asks every tunnel to close. From then on `on_tunnel_end` is called
   // (from any thread) each time a tunnel ends, so that a drain is woken, not polled.
   void stop(std::function<void()> on_tunnel_end = {});
+  // SIGHUP: the certificate and key (read again from cfg's files) and the timings of `cfg`
+  // (rekey interval, dead-peer bound, grace, tunnel life) for tunnels accepted from now on;
+  // live tunnels keep theirs. Throws std::runtime_error, changing nothing, when the
+  // certificate or key cannot be loaded.
+  void reload(const tunnel_config& cfg);
 
   struct impl;
 

@@ -18,6 +18,7 @@ namespace rsgate::test {
 struct scripted_agent {
   std::unique_ptr<wire_peer> peer;
   std::string session;
+  tunnel::success success;  // as the gateway sent it: its timings (docs/protocol.md §4.4)
 };
 
 // HELLO, CHALLENGE, RESPONSE and SUCCESS (its server signature verified) on `peer`, a fresh
@@ -50,6 +51,7 @@ inline scripted_agent authenticate_agent(std::unique_ptr<wire_peer> peer, const 
   REQUIRE(ok);
   REQUIRE(hs.on_success(*ok, why));
   a.session = ok->session;
+  a.success = *ok;
   return a;
 }
 
