@@ -47,6 +47,8 @@ void finish_channel(agent_state& st, const std::shared_ptr<local_channel>& ch, b
   if (ch->finished) return;
   ch->finished = true;
   ch->approval_timer.cancel();  // a request still waiting for the customer ends with it
+  if (ch->asks && ch->decision.empty())
+    line(st, fmt::format("[{}] Request {} withdrawn: the channel ended before a decision", now_text(), ch->request));
   ch->flow.release(&st.windows);
   if (failed || !ch->flow.received_all()) net::reset_on_close(ch->sock);
   boost::system::error_code ignored;
@@ -254,23 +256,26 @@ void reject(agent_state& st, const std::shared_ptr<local_channel>& ch, const std
 // been answered (or the channel ended meanwhile).
 asio::awaitable<bool> ask_customer(agent_state& st, std::shared_ptr<local_channel> ch) {
   const int secs = st.opt.prof.approval_seconds;
+  const auto n = ch->request;
   line(st, fmt::format("[{}] Request {}: {} (PMR {}) asks to open {} to {}. Approve: rsgate-agent approve {}  "
                        "Refuse: rsgate-agent refuse {}  (refused in {} s)",
-                       now_text(), ch->id, who(*ch), st.view.pmr.empty() ? "none" : st.view.pmr, ch->access_type,
-                       ch->scope, ch->id, ch->id, secs));
-  ch->approval_timer.expires_after(std::chrono::seconds(secs));
-  co_await ch->approval_timer.async_wait(use_tuple);
+                       now_text(), n, who(*ch), st.view.pmr.empty() ? "none" : st.view.pmr, ch->access_type,
+                       ch->scope, n, n, secs));
+  if (ch->decision.empty()) {  // a decision may have come before this coroutine first ran
+    ch->approval_timer.expires_after(std::chrono::seconds(secs));
+    co_await ch->approval_timer.async_wait(use_tuple);
+  }
   if (ch->finished) co_return false;  // the gateway closed it, or the tunnel ended
   if (ch->decision.empty()) ch->decision = "timeout";
   if (ch->decision == "approved") {
-    line(st, fmt::format("[{}] Request {} approved by {}", now_text(), ch->id, ch->decided_by));
+    line(st, fmt::format("[{}] Request {} approved by {}", now_text(), n, ch->decided_by));
     co_return true;
   }
   const bool timed_out = ch->decision == "timeout";
   reject(st, ch, timed_out ? fmt::format("not approved by the customer within {} s", secs)
                            : std::string("refused by the customer"));
-  line(st, timed_out ? fmt::format("[{}] Request {} refused: not approved within {} s", now_text(), ch->id, secs)
-                     : fmt::format("[{}] Request {} refused by {}", now_text(), ch->id, ch->decided_by));
+  line(st, timed_out ? fmt::format("[{}] Request {} refused: not approved within {} s", now_text(), n, secs)
+                     : fmt::format("[{}] Request {} refused by {}", now_text(), n, ch->decided_by));
   co_return false;
 }
 
@@ -325,6 +330,7 @@ void on_channel_open(agent_state& st, const tunnel::frame& f) {
   ch->access_type = o->access_type;
   ch->actor = o->actor;
   ch->asks = target->policy == scope_policy::ask;
+  if (ch->asks) ch->request = ++st.last_request;
   st.channels[ch->id] = ch;
   asio::co_spawn(st.stream->get_executor(), run_channel(st, ch, *target), report_exception{&st, "a channel"});
 }
@@ -389,19 +395,19 @@ std::vector<channel_view> channel_views(const agent_state& st) {
   std::vector<channel_view> v;
   for (auto& [id, ch] : st.channels)
     v.push_back({id, ch->scope, ch->access_type, ch->actor, ch->bytes_in, ch->bytes_out,
-                 ch->asks && ch->decision.empty()});
+                 ch->asks && ch->decision.empty(), ch->request});
   return v;
 }
 
-std::string decide_channel(agent_state& st, std::uint32_t id, bool approve, const std::string& by) {
-  auto it = st.channels.find(id);
-  if (it == st.channels.end() || !it->second->asks || !it->second->decision.empty() || it->second->finished)
-    return fmt::format("error: no request {} waits for a decision\n", id);
-  auto& ch = *it->second;
-  ch.decision = approve ? "approved" : "refused";
-  ch.decided_by = by;
-  ch.approval_timer.cancel();  // ask_customer goes on with the decision
-  return fmt::format("{} request {}\n", approve ? "approved" : "refused", id);
+std::string decide_channel(agent_state& st, std::uint32_t request, bool approve, const std::string& by) {
+  for (auto& [id, ch] : st.channels) {
+    if (!ch->asks || ch->request != request || !ch->decision.empty() || ch->finished) continue;
+    ch->decision = approve ? "approved" : "refused";
+    ch->decided_by = by;
+    ch->approval_timer.cancel();  // ask_customer goes on with the decision
+    return fmt::format("{} request {}\n", approve ? "approved" : "refused", request);
+  }
+  return fmt::format("error: no request {} waits for a decision\n", request);
 }
 
 }  // namespace rsgate::agent::detail

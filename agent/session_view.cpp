@@ -27,10 +27,12 @@ std::string status_json(const session_view& v, const std::string& machine, const
   json::array grants;
   for (auto& g : v.grants) grants.emplace_back(g);
   json::array chans;
-  for (auto& c : channels)
-    chans.emplace_back(json::object{{"id", c.id}, {"scope", c.scope}, {"access_type", c.access_type},
-                                    {"actor", c.actor}, {"bytes_in", c.bytes_in}, {"bytes_out", c.bytes_out},
-                                    {"awaiting_approval", c.awaiting_approval}});
+  for (auto& c : channels) {
+    json::object o{{"id", c.id}, {"scope", c.scope}, {"access_type", c.access_type}, {"actor", c.actor},
+                   {"bytes_in", c.bytes_in}, {"bytes_out", c.bytes_out}, {"awaiting_approval", c.awaiting_approval}};
+    if (c.request) o["request"] = c.request;  // the number `approve N` / `refuse N` take
+    chans.emplace_back(std::move(o));
+  }
   json::object o{{"state", v.state}, {"machine", machine}, {"gateway", v.gateway},
                  {"session", v.session}, {"key_expires_at", v.key_expires_at}, {"owner", v.owner},
                  {"pmr", v.pmr}, {"grants", std::move(grants)}, {"channels", std::move(chans)}};

@@ -24,6 +24,7 @@ struct channel_view {
   std::string scope, access_type, actor;
   std::int64_t bytes_in = 0, bytes_out = 0;
   bool awaiting_approval = false;  // an `ask` scope's request the customer has not decided yet
+  std::uint32_t request = 0;       // its number (0: not a request)
 };
 
 // What a NOTICE changes: attach (owner, PMR, state active), grant, revoke, transfer; other

@@ -49,7 +49,7 @@ std::string render_status(std::string_view text) {
       if (!c.is_object()) continue;
       auto& co = c.as_object();
       auto* waiting = co.if_contains("awaiting_approval");
-      auto* id = co.if_contains("id");
+      auto* id = co.if_contains("request");
       std::string request;  // the agent's own JSON: ids are non-negative integers (int64 when parsed)
       if (waiting && waiting->is_bool() && waiting->as_bool() && id && id->is_int64())
         request = " (request " + std::to_string(id->as_int64()) + ": waiting for approve or refuse)";

@@ -57,9 +57,8 @@ auto async_redeem(service& svc, std::string token, std::string remote, Token&& t
 
 // Journals the customer's decision on an `ask` scope's channel (service::record_approval).
 template <typename Token>
-auto async_record_approval(service& svc, std::shared_ptr<channel_link> c, std::string remote, Token&& t) {
-  return net::async_from_callback<void(bool)>(
-      [&svc, c, remote](auto cb) { svc.record_approval(c, remote, cb); }, t);
+auto async_record_approval(service& svc, std::shared_ptr<channel_link> c, Token&& t) {
+  return net::async_from_callback<void(bool)>([&svc, c](auto cb) { svc.record_approval(c, true, cb); }, t);
 }
 
 constexpr auto kDrainAfterClose = std::chrono::seconds(30);  // docs/api.md §5.5, how a channel ends
@@ -369,13 +368,13 @@ asio::awaitable<void> run_channel_stream(ws_stream ws, channel_grant g, std::str
   }
   if (!accepted) {
     // A refusal or a timeout of the customer's is journaled before the channel's end.
-    if (decided) st->svc->record_approval(c, remote, [](bool) {});
+    if (decided) st->svc->record_approval(c, false, [](bool) {});
     st->svc->channel_closed(c, remote);
     co_return;
   }
   if (decided) {
     // Journal before access: nothing flows until the customer's approval is durable.
-    const bool recorded = co_await async_record_approval(*st->svc, c, remote, asio::use_awaitable);
+    const bool recorded = co_await async_record_approval(*st->svc, c, asio::use_awaitable);
     if (!recorded) {
       end_channel(*c, *g.link, kApprovalUnrecorded);
       co_await refuse_opened(&ws, c);

@@ -11,11 +11,14 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json/parse.hpp>
 #include <memory>
+#include <utility>
 
 #include "core/files.hpp"
 #include "net/tls_stream.hpp"
@@ -130,9 +133,21 @@ service::peer_lookup make_peer_lookup(asio::io_context& ioc, const std::string& 
       done({false, false, "too many lookups in flight"});
       return;
     }
-    asio::co_spawn(pc->ioc, ask(pc, machine),
-                   [pc, done](std::exception_ptr e, service::peer_answer a) {
+    // One strand per lookup: the stream's own deadline runs there too. The attach is
+    // answered by whichever comes first, the answer or `timeout_ms` (name resolution is not
+    // bounded by the stream's deadline); a late answer is dropped, its slot freed when it ends.
+    auto strand = asio::make_strand(pc->ioc);
+    auto answered = std::make_shared<bool>(false);  // both completions run on `strand`
+    auto timer = std::make_shared<asio::steady_timer>(strand, std::chrono::milliseconds(pc->timeout_ms));
+    timer->async_wait([answered, done, ms = pc->timeout_ms](boost::system::error_code tec) {
+      if (tec || std::exchange(*answered, true)) return;
+      done({false, false, fmt::format("no answer within {} ms", ms)});
+    });
+    asio::co_spawn(strand, ask(pc, machine),
+                   [pc, done, answered, timer](std::exception_ptr e, service::peer_answer a) {
                      pc->in_flight.fetch_sub(1);
+                     timer->cancel();
+                     if (std::exchange(*answered, true)) return;
                      if (e) a = {false, false, "internal error"};
                      done(std::move(a));
                    });

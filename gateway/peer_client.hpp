@@ -1,8 +1,8 @@
 // The gateway's HTTPS client for the other gateway of a pair (docs/operations.md §10): asks
 // `GET /api/v1/machines/{m}/where` with the pair's shared secret, the peer's certificate
-// checked against the configured CA and the URL's host. One request per lookup, bounded in
-// time (`timeout_ms` for everything) and in number (at most kMaxPeerLookups at once; more
-// are answered "busy" at once). Part of the network runtime; the service sees only the
+// checked against the configured CA and the URL's host. One request per lookup, answered
+// within `timeout_ms` whatever the peer (or the name service) does, and bounded in number (at
+// most kMaxPeerLookups at once; more are answered "too many lookups in flight" at once). Part of the network runtime; the service sees only the
 // callback it returns.
 #pragma once
 #include <filesystem>

@@ -283,7 +283,7 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
   if (opts.sessions) opts.sessions->set_executor({});
   workers.join();
   // The lookup posts to this io_context, which goes with this function: no more lookups.
-  if (opts.sessions) opts.sessions->set_peer({}, {}, {});
+  if (opts.sessions) opts.sessions->stop_peer_lookups();
   if (opts.sessions) run_remaining(ioc, *opts.sessions);
   return stop_signal;
 }

@@ -143,7 +143,9 @@ class service {
   // it is durable, false when it cannot be) or denied (refused, timeout: written like every
   // refusal, kept and retried if the journal fails; done(true)). Submitted before the
   // channel's channel_closed, it is journaled before that.
-  void record_approval(const std::shared_ptr<channel_link>& c, const std::string& source, std::function<void(bool)> done);
+  // `opening`: false when the channel will not open (the agent refused it, after the
+  // customer's decision): then the decision is written like a refusal, also an approval.
+  void record_approval(const std::shared_ptr<channel_link>& c, bool opening, std::function<void(bool)> done);
 
   // --- the other gateway of a pair (docs/operations.md §10) ---
   // What the peer said about a machine: `reached` false (with `why`) when it could not be
@@ -158,6 +160,9 @@ class service {
   // and, when this gateway asks, the peer's URL and how to ask it (the network runtime's HTTPS
   // client, gateway/peer_client.cpp).
   void set_peer(std::string_view secret, std::string url, peer_lookup ask);
+  // At the end of serving (all threads joined): the lookup's io_context goes; attaches after
+  // this do not ask the peer.
+  void stop_peer_lookups() { peer_ask_ = {}; }
 
   // --- life ---
   // Called every second, off the I/O threads: ends the sessions of machines revoked and

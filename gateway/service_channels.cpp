@@ -147,13 +147,11 @@ bool service::channel_opened(const std::shared_ptr<channel_link>& c) {
   return false;
 }
 
-void service::record_approval(const std::shared_ptr<channel_link>& c, const std::string& source,
-                              std::function<void(bool)> done_in) {
+void service::record_approval(const std::shared_ptr<channel_link>& c, bool opening, std::function<void(bool)> done_in) {
   auto done = once_or<bool>(std::move(done_in), false);
   journal::entry e;
   e.kind = "channel.approval";
-  e.actor = "customer";
-  e.source = journal::escape_for_journal(source);
+  e.actor = "customer";  // decided at the agent: no address of the vendor's side
   e.session_id = c->session_id;
   e.scope = c->scope;
   e.access_type = c->access_type;
@@ -166,19 +164,21 @@ void service::record_approval(const std::shared_ptr<channel_link>& c, const std:
     if (!c->decided_by.empty()) d["by"] = c->decided_by;
     if (!approved)
       d["reason"] = c->decision == "timeout" ? "the customer did not decide in time" : "refused by the customer";
+    else if (!opening)
+      d["reason"] = "approved, but the channel did not open: " + c->reason.substr(0, 200);
     e.detail = json::serialize(d);
   }
   if (!approved) e.result = journal::outcome::denied;
   auto sid = c->session_id;
   auto failed = [done](http_response) { done(false); };
-  in_session(sid, failed, [this, sid, e, approved, done](ticket t) mutable {
+  in_session(sid, failed, [this, sid, e, approved, opening, done](ticket t) mutable {
     {
       std::lock_guard lock(mu_);
       if (auto* s = registry_.find(sid)) about(e, *s);
       // Access waits for every earlier record of the session (journal before access).
-      if (approved && has_unrecorded(sid)) return done(false);
+      if (approved && opening && has_unrecorded(sid)) return done(false);
     }
-    if (!approved) {
+    if (!approved || !opening) {  // no access follows: written in order like every refusal
       record_done(sid, std::move(e), std::move(t));
       return done(true);
     }

@@ -120,13 +120,14 @@ void service::attach(const principal& p, const http_request& req, const api::rep
   if (refused && refused->code == "not_found" && a.key_hmac.empty() && peer_ask_) {
     // Not here: perhaps at the other gateway of the pair, which is asked (bounded in time);
     // the representative is told where the machine is, and the journal what the peer said.
-    return peer_ask_(a.machine, [this, e, r = *refused, by, machine = a.machine, done](peer_answer ans) mutable {
-      detail_fields extra{{"by", by}, {"peer", peer_url_}};
+    return peer_ask_(a.machine, [this, e, r = *refused, by, machine = a.machine, url = peer_url_,
+                                 done](peer_answer ans) mutable {
+      detail_fields extra{{"by", by}, {"peer", url}};
       if (ans.reached && ans.connected) {
         extra.emplace_back("peer_answer", "connected");
         refusal there{409, "elsewhere",
                       fmt::format("machine {} is connected to the other gateway of this pair, {}: attach there", machine,
-                                  peer_url_)};
+                                  url)};
         return deny(std::move(e), there, done, std::nullopt, extra);
       }
       extra.emplace_back("peer_answer", ans.reached ? "not connected" : "unreachable: " + ans.why);

@@ -75,7 +75,7 @@ std::string to_toml(const profile& p) {
   out += "mechanisms = [";
   for (size_t i = 0; i < p.mechanisms.size(); ++i) out += (i ? ", " : "") + quote(p.mechanisms[i]);
   out += fmt::format("]\n\n[session]\nkey_expiry_minutes = {}\n", p.key_expiry_minutes);
-  out += "# Seconds the customer has to approve a channel to an \"ask\" scope (5-600).\n";
+  out += "# Seconds the customer has to approve a channel to an \"ask\" scope (5-240).\n";
   out += fmt::format("approval_seconds = {}\n\n[scopes]\n", p.approval_seconds);
   out += "# NAME = \"HOST:PORT\": what the customer offers; the gateway never learns HOST:PORT.\n";
   for (auto& s : p.scopes) out += fmt::format("{} = {}\n", quote(s.name), quote(format_host_port(s.host, s.port)));

@@ -66,9 +66,10 @@ inline constexpr std::string_view kRestart = "restart";  // END's reason when th
 inline constexpr int kMinTunnelSeconds = 5;           // the range of tunnel.reauth and of
 inline constexpr int kMaxTunnelLifeSeconds = 7 * 86400;  // SUCCESS's max_tunnel_seconds
 // The customer's time to approve a channel to an `ask` scope (HELLO approval_seconds, §8.1);
-// the gateway waits that long plus kHandshakeTimeoutSeconds for the agent's answer.
+// the gateway waits that long plus kHandshakeTimeoutSeconds for the agent's answer. At most
+// 240 s: the representative's channel stream, silent meanwhile, is dropped after 300 s.
 inline constexpr int kMinApprovalSeconds = 5;
-inline constexpr int kMaxApprovalSeconds = 600;
+inline constexpr int kMaxApprovalSeconds = 240;
 inline constexpr int kReconnectGraceSeconds = 120;    // session survives a drop this long
 
 // One live tunnel per machine (docs/protocol.md §9.1). When a second tunnel of a machine

@@ -71,6 +71,7 @@ struct local_channel {
   // customer's `approve N` / `refuse N` (which set `decision` and cancel it) or the profile's
   // approval_seconds ("timeout").
   bool asks = false;
+  std::uint32_t request = 0;  // the number the customer decides it by: never reused in a run
   std::string decision, decided_by;
   asio::steady_timer approval_timer;
   tunnel::channel_flow flow;
@@ -126,6 +127,9 @@ struct agent_state {
   std::vector<std::shared_ptr<local_socket>> key_waiters;  // control clients waiting for a KEY_ACK
   std::map<std::uint32_t, std::shared_ptr<local_channel>> channels;
   tunnel::window_budget windows{tunnel::kTunnelWindowBudget};  // growth of our receive windows
+  // The last request number given to a channel of an `ask` scope. Not the channel id, which
+  // each connection counts from 1 again: an old number must never decide a new request.
+  std::uint32_t last_request = 0;
 };
 
 // The completion of a coroutine spawned by the agent: an exception there is a defect. It is
@@ -171,7 +175,8 @@ void on_channel_frame(agent_state& st, tunnel::frame& f);  // DATA, WINDOW, EOF,
 // The tunnel's reader read everything there was: each channel's bytes go to its target now.
 void flush_channels(agent_state& st);
 void abandon_channels(agent_state& st);                   // the tunnel ended
-// The customer's `approve N` (approve) or `refuse N` on the control socket, by account `by`:
+// The customer's `approve N` (approve) or `refuse N` on the control socket, by account `by`
+// (N: the request number the agent printed, local_channel::request):
 // the answer line for the control client ("error: ..." when no request N waits).
 std::string decide_channel(agent_state& st, std::uint32_t id, bool approve, const std::string& by);
 std::vector<channel_view> channel_views(const agent_state& st);

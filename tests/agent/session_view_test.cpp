@@ -50,17 +50,17 @@ TEST_CASE("session_view: status is one JSON object with every field, channels li
   v.session = "s1";
   v.owner = "alice";
   v.grants = {"dave"};
-  std::vector<channel_view> ch{{7, "ssh", "ssh", "dave", 10, 20, false}, {8, "hmc", "https", "dave", 0, 0, true}};
+  std::vector<channel_view> ch{{7, "ssh", "ssh", "dave", 10, 20, false}, {8, "hmc", "https", "dave", 0, 0, true, 3}};
   CHECK(status_json(v, "m1", ch) ==
         R"({"state":"active","machine":"m1","gateway":"gw.example:8443","session":"s1","key_expires_at":"",)"
         R"("owner":"alice","pmr":"","grants":["dave"],"channels":[{"id":7,"scope":"ssh","access_type":"ssh",)"
         R"("actor":"dave","bytes_in":10,"bytes_out":20,"awaiting_approval":false},)"
         R"({"id":8,"scope":"hmc","access_type":"https","actor":"dave","bytes_in":0,"bytes_out":0,)"
-        R"("awaiting_approval":true}]})");
+        R"("awaiting_approval":true,"request":3}]})");
   // For people: a request that waits for the customer says so, with its number.
   auto shown = render_status(status_json(v, "m1", ch));
   CHECK_THAT(shown, Catch::Contains("  dave ssh to ssh\n"));
-  CHECK_THAT(shown, Catch::Contains("  dave https to hmc (request 8: waiting for approve or refuse)\n"));
+  CHECK_THAT(shown, Catch::Contains("  dave https to hmc (request 3: waiting for approve or refuse)\n"));
   CHECK(status_json(session_view{}, "m1", {}) ==
         R"({"state":"connecting","machine":"m1","gateway":"","session":"","key_expires_at":"","owner":"",)"
         R"("pmr":"","grants":[],"channels":[]})");

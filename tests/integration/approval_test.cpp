@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <map>
 #include <regex>
 #include <thread>
 
@@ -186,16 +187,22 @@ TEST_CASE("an ask scope: approved, refused and timed-out channel opens, each jou
   CHECK(refused_closes == 2);
   auto seqs = rsgate_cmd({"journal", "query", "--data", f.dir.string(), "--session", sess.sid, "--format", "json"});
   REQUIRE(seqs.exit_code == 0);
-  // Order: for each refused channel, channel.approval comes before its channel.close.
-  std::vector<std::string> kinds;
+  // Order: each channel's decision is journaled before its channel.close.
+  std::map<std::int64_t, std::int64_t> decided_at, closed_at;  // channel -> seq
   std::istringstream in(seqs.out);
-  for (std::string l; std::getline(in, l);) kinds.emplace_back(json::parse(l).as_object()["kind"].as_string());
-  int pending = 0;
-  for (auto& k : kinds) {
-    if (k == "channel.approval") ++pending;
-    if (k == "channel.close" && pending > 0) --pending;
+  for (std::string l; std::getline(in, l);) {
+    auto o = json::parse(l).as_object();
+    auto k = std::string(o["kind"].as_string());
+    if (k != "channel.approval" && k != "channel.close") continue;
+    auto ch = detail(l)["channel"].as_int64();
+    (k == "channel.approval" ? decided_at : closed_at)[ch] = o["seq"].as_int64();
   }
-  CHECK(pending == 0);
+  REQUIRE(decided_at.size() == 3);
+  for (auto [ch, seq] : decided_at) {
+    INFO("channel " << ch);
+    REQUIRE(closed_at.count(ch));
+    CHECK(seq < closed_at[ch]);
+  }
   CHECK(rsgate_cmd({"journal", "verify", "--data", f.dir.string()}).exit_code == 0);
 
   for (auto* cc : {conn.get(), hconn.get()}) {

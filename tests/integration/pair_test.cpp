@@ -64,12 +64,16 @@ TEST_CASE("machine import: the other gateway of a pair learns the machine from i
   CHECK(entries[0]["detail"].as_object().at("action") == "import");
   CHECK(q.out.find(secret) == std::string::npos);
 
-  // A profile that is not one: exit 2, nothing enrolled.
+  // A profile that is not one: exit 2, the refusal journaled (outcome error), nothing else.
   auto bad = backup.t / "bad.toml";
   write_file_exclusive(bad, "[machine]\ntype = \"9009\"\n", 0600);
   auto r = rsgate_cmd({"machine", "import", "--profile", bad.string(), "--data", backup.dir.string()});
   CHECK(r.exit_code == 2);
-  CHECK(rsgate_cmd({"machine", "list", "--data", backup.dir.string()}).out.find("9009-42A*7801391") != std::string::npos);
+  auto errors = backup.kinds("admin.machine", "error");
+  REQUIRE(errors.size() == 1);
+  CHECK(detail(errors[0])["action"].as_string() == "import");
+  CHECK_THAT(std::string(detail(errors[0])["reason"].as_string()), Catch::Contains("bad.toml"));
+  CHECK(backup.kinds("admin.machine", "ok").size() == 2);
 }
 
 TEST_CASE("primary and backup: SIGKILL the primary and the agent is on the backup within 10 s") {
@@ -177,7 +181,21 @@ TEST_CASE("a pair tells a representative where the machine is: the peer asked wi
   CHECK(refusals.size() >= 3);
   for (auto& l : refusals) CHECK(detail(l)["method"].as_string() == "peer");
 
-  // The primary gone: the backup's attach is answered within its timeout, with why.
+  // A peer that does not answer (frozen: it accepts, never speaks TLS): the attach is still
+  // answered within the peer timeout (2 s here), saying so.
+  primary.gw->signal(SIGSTOP);
+  auto t_frozen = std::chrono::steady_clock::now();
+  auto frozen = backup.api("POST", "/api/v1/sessions/attach", "bob",
+                           json::serialize(json::object{{"machine", "9009-42A*7801394"}, {"pmr", "TS000000392"}}));
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_frozen).count();
+  primary.gw->signal(SIGCONT);
+  CHECK(frozen.status == 404);
+  CHECK(waited >= 1.5);
+  CHECK(waited < 5.0);
+  CHECK_THAT(std::string(detail(backup.kinds("session.attach", "denied").back())["peer_answer"].as_string()),
+             Catch::StartsWith("unreachable: "));
+
+  // The primary gone: the backup's attach is answered at once, with why.
   primary.gw->signal(SIGKILL);
   (void)primary.gw->wait(10s);
   primary.gw.reset();
