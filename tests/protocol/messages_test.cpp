@@ -155,6 +155,77 @@ TEST_CASE("parsers refuse what is not exactly a message") {
   CHECK_FALSE(parse_success(b(R"({"id":1,"session":"s1","keepalive_seconds":3601})"), why));
 }
 
+TEST_CASE("the customer's approval: HELLO marks ask scopes with their time, the answers carry the decision") {
+  std::string why;
+  hello h;
+  h.agent = "a";
+  h.machine = "9009-42A*7801234";
+  h.mechanisms = {"scram-sha-256"};
+  h.client_nonce = kNonce;
+  h.scopes = {{"hmc", "", true}, {"partition:LP01", "", false}};
+  h.approval_seconds = 45;
+  auto h2 = parse_hello(to_payload(h), why);
+  INFO(why);
+  REQUIRE(h2);
+  CHECK(h2->scopes[0].ask);
+  CHECK_FALSE(h2->scopes[1].ask);
+  CHECK(h2->approval_seconds == 45);
+  auto text = [](const bytes& p) { return std::string(p.begin(), p.end()); };
+  CHECK(text(to_payload(h)).find(R"("name":"partition:LP01"})") != std::string::npos);  // no "ask": false
+  // approval_seconds goes with a scope that asks, 5..240, and only then.
+  auto with = [&](const std::string& scopes, const std::string& extra) {
+    return b(R"({"version":1,"agent":"a","machine":"9009-42A*7801234","mechanisms":["md5"],"client_nonce":")" + kNonce +
+             R"(","scopes":)" + scopes + extra + "}");
+  };
+  CHECK(parse_hello(with(R"([{"name":"hmc","ask":false}])", ""), why));
+  CHECK(parse_hello(with(R"([{"name":"hmc","ask":true}])", R"(,"approval_seconds":240)"), why));
+  CHECK(parse_hello(with(R"([{"name":"hmc","ask":true}])", R"(,"approval_seconds":5)"), why));
+  CHECK_FALSE(parse_hello(with(R"([{"name":"hmc","ask":true}])", ""), why));
+  CHECK_THAT(why, Catch::Contains("approval_seconds is missing"));
+  CHECK_FALSE(parse_hello(with(R"([{"name":"hmc","ask":true}])", R"(,"approval_seconds":4)"), why));
+  CHECK_FALSE(parse_hello(with(R"([{"name":"hmc","ask":true}])", R"(,"approval_seconds":241)"), why));
+  CHECK_THAT(why, Catch::Contains("approval_seconds must be 5 to 240"));
+  CHECK_FALSE(parse_hello(with(R"([{"name":"hmc","ask":true}])", R"(,"approval_seconds":60.5)"), why));
+  CHECK_FALSE(parse_hello(with(R"([{"name":"hmc","ask":"yes"}])", R"(,"approval_seconds":60)"), why));
+  CHECK_THAT(why, Catch::Contains("ask must be true or false"));
+  CHECK_FALSE(parse_hello(with(R"([{"name":"hmc"}])", R"(,"approval_seconds":60)"), why));
+  CHECK_THAT(why, Catch::Contains("approval_seconds without a scope that asks"));
+
+  auto acc = parse_channel_accept(to_payload(channel_accept{65536, approval{"approved", "jdoe"}}), why);
+  REQUIRE(acc);
+  REQUIRE(acc->approved);
+  CHECK(acc->approved->by == "jdoe");
+  CHECK_FALSE(parse_channel_accept(to_payload(channel_accept{65536, {}}), why)->approved);
+  auto rej = parse_channel_reject(to_payload(channel_reject{"refused by the customer", approval{"refused", "jdoe"}}), why);
+  REQUIRE(rej);
+  REQUIRE(rej->decided);
+  CHECK(rej->decided->decision == "refused");
+  rej = parse_channel_reject(to_payload(channel_reject{"not approved", approval{"timeout", ""}}), why);
+  REQUIRE(rej);
+  REQUIRE(rej->decided);
+  CHECK(rej->decided->decision == "timeout");
+  CHECK(rej->decided->by.empty());
+  CHECK(parse_channel_reject(b(R"({"reason":"x"})"), why));
+  const std::pair<const char*, const char*> bad[] = {
+      {R"({"window":65536,"approval":{"decision":"refused","by":"jdoe"}})", "must be approved"},
+      {R"({"window":65536,"approval":{"decision":"approved"}})", "by is missing"},
+      {R"({"window":65536,"approval":{"decision":"approved","by":""}})", "by must be"},
+      {R"({"window":65536,"approval":{"decision":"maybe","by":"x"}})", "decision must be"},
+      {R"({"window":65536,"approval":{"decision":"approved","by":"x","when":1}})", "unknown key"},
+      {R"({"window":65536,"approval":"approved"})", "approval must be an object"},
+  };
+  for (auto& [json, expect] : bad) {
+    INFO(json);
+    CHECK_FALSE(parse_channel_accept(b(json), why));
+    CHECK_THAT(why, Catch::Contains(expect));
+  }
+  CHECK_FALSE(parse_channel_reject(b(R"({"reason":"x","approval":{"decision":"timeout","by":"jdoe"}})"), why));
+  CHECK_THAT(why, Catch::Contains("a timeout has no approver"));
+  CHECK_FALSE(parse_channel_reject(
+      b(R"({"reason":"x","approval":{"decision":"refused","by":")" + std::string(65, 'a') + R"("}})"), why));
+  CHECK_THAT(why, Catch::Contains("by must be"));
+}
+
 // KEY_OFFER carries a session key exactly as the agent shows it: a wrong check symbol, a
 // symbol outside the alphabet, another length or another spelling is a protocol error
 // (docs/protocol.md §4.6), never a key the gateway stores.
