@@ -199,7 +199,8 @@ void profile_reader::policy(profile& p) const {
   auto pol = t["policy"].as_table();
   if (!pol) return;
   for (auto& [k, v] : *pol) {
-    auto it = std::find_if(p.scopes.begin(), p.scopes.end(), [&](auto& s) { return s.name == k.str(); });
+    const std::string_view name = k.str();  // clang 14 cannot capture a structured binding
+    auto it = std::find_if(p.scopes.begin(), p.scopes.end(), [name](auto& s) { return s.name == name; });
     if (it == p.scopes.end()) throw fail(fmt::format("policy.{}: no such scope in [scopes]", k.str()));
     auto choice = v.value<std::string>();
     if (!choice || (*choice != "allow" && *choice != "ask" && *choice != "deny"))
