@@ -221,6 +221,9 @@ class service {
                                                std::optional<journal::entry>& refused);
   std::optional<journal::entry> refuse_credential(const http_request& req, std::string_view method,
                                                   std::string_view reason, std::string_view secret_hmac);
+  // Answers `error` once `refused` (from refuse_credential; nullopt when summarized) is in the
+  // journal, like every other refusal.
+  void answer_refused(std::optional<journal::entry> refused, http_response error, const api::reply& done);
   // A password login: checked (limits, Argon2id, the one-time password rule), then refused
   // (journaled, within the refusal bounds) or accepted (journaled before the cookie).
   struct login_attempt {

@@ -73,11 +73,7 @@ void service::route(const http_request& req, std::string_view path, const api::r
   http_response err;
   std::optional<journal::entry> refused;
   auto p = authenticate(req, changing, err, refused);
-  if (!p) {
-    if (!refused) return done(err);
-    // Answered once the refusal is in the journal, like every other refusal.
-    return journal_.append(std::move(*refused), [done, err](const journal::append_result&) { done(err); });
-  }
+  if (!p) return answer_refused(std::move(refused), std::move(err), done);
   if (is(seg, {"sessions"}) && m == "GET") return list_sessions(*p, req, done);
   if (is(seg, {"sessions", "attach"}) && m == "POST") return attach(*p, req, done);
   if (is(seg, {"sessions", ""}) && m == "GET") return (no_body(req), get_session(*p, seg[1], req, done));
@@ -91,6 +87,11 @@ void service::route(const http_request& req, std::string_view path, const api::r
   if (is(seg, {"journal"}) && m == "GET") return (no_body(req), journal_query(*p, req, done));
   if (is(seg, {"journal", "verify"}) && m == "GET") return (no_body(req), journal_verify(*p, req, done));
   done(json_error(404, "not_found", "no such endpoint"));
+}
+
+void service::answer_refused(std::optional<journal::entry> refused, http_response error, const api::reply& done) {
+  if (!refused) return done(std::move(error));
+  journal_.append(std::move(*refused), [done, error](const journal::append_result&) { done(error); });
 }
 
 std::optional<journal::entry> service::refuse_credential(const http_request& req, std::string_view method,

@@ -149,10 +149,9 @@ void service::machine_where(const std::string& machine_in, const http_request& r
   auto credential = req.header("Authorization");
   if (!credential.starts_with("RsgatePeer ") ||
       !auth::equal_constant_time(token_hash(std::string_view(credential).substr(11)), peer_secret_hash_)) {
-    auto err = json_error(401, "unauthorized", "this endpoint answers the other gateway of the pair only");
-    auto refused = refuse_credential(req, "peer", credential.empty() ? "missing_credential" : "wrong_peer_secret", "");
-    if (!refused) return done(err);  // summarized
-    return journal_.append(std::move(*refused), [done, err](const journal::append_result&) { done(err); });
+    return answer_refused(
+        refuse_credential(req, "peer", credential.empty() ? "missing_credential" : "wrong_peer_secret", ""),
+        json_error(401, "unauthorized", "this endpoint answers the other gateway of the pair only"), done);
   }
   query_params(req.target, {});
   if (!auth::is_valid_machine(machine_in)) throw bad_input(std::string(auth::kMachineForm));
