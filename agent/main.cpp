@@ -6,7 +6,9 @@
 #include <vector>
 
 #include "protocol/profile.hpp"
+#include "agent/receipts.hpp"
 #include "agent/runtime.hpp"
+#include "core/files.hpp"
 #include "agent/status.hpp"
 
 namespace po = boost::program_options;
@@ -19,7 +21,10 @@ constexpr const char* kUsage =
     "  status [--json]        state, owner, PMR and grants of the running agent\n"
     "  key                    void the current session key and issue a new one\n"
     "  approve N / refuse N   decide request N to open a channel to an \"ask\" scope\n"
-    "Every command takes --control PATH (the running agent's socket) and --help.\n";
+    "  receipt verify FILE [--profile FILE]\n"
+    "                         check a session's receipt against the gateway keys the profile pins\n"
+    "                         (exit 0 valid, 1 not); without --profile, the one the receipt names\n"
+    "Every command but receipt takes --control PATH (the running agent's socket); all take --help.\n";
 
 // `start`: the profile, the key lifetime, then the agent until it ends.
 int start(const po::variables_map& vm, const std::string& control) {
@@ -29,7 +34,8 @@ int start(const po::variables_map& vm, const std::string& control) {
   }
   rsgate::agent::start_options o;
   try {
-    o.prof = rsgate::agent::load_profile(vm["profile"].as<std::string>());
+    o.profile_file = vm["profile"].as<std::string>();
+    o.prof = rsgate::agent::load_profile(o.profile_file);
   } catch (const std::exception& e) {
     std::cerr << "rsgate-agent start: " << e.what() << "\n";
     return 2;
@@ -60,6 +66,49 @@ int command(const std::string& cmd, const po::variables_map& vm, const std::stri
   return rsgate::agent::control_command(control, cmd, std::cout, std::cerr);
 }
 
+// `receipt verify FILE`: exit 0 valid, 1 not (altered, not signed by a pinned key, another
+// machine's), 2 when the file or the profile cannot be read.
+int receipt_verify(const po::variables_map& vm) {
+  if (!vm.count("file")) {
+    std::cerr << "rsgate-agent receipt verify: expected the receipt FILE\n";
+    return 2;
+  }
+  const std::string file = vm["file"].as<std::string>();
+  std::string text;
+  try {
+    text = rsgate::read_file(file, rsgate::tunnel::kMaxReceiptFileBytes + 1);
+  } catch (const std::exception& e) {
+    std::cerr << "rsgate-agent receipt verify: " << e.what() << "\n";
+    return 2;
+  }
+  std::string why;
+  auto r = rsgate::tunnel::parse_receipt_file(text, why);
+  if (!r) {
+    std::cerr << "rsgate-agent receipt verify: " << file << ": " << why << "\n";
+    return 1;
+  }
+  const std::string profile_file = vm.count("profile") ? vm["profile"].as<std::string>() : r->profile;
+  if (profile_file.empty()) {
+    std::cerr << "rsgate-agent receipt verify: --profile FILE is required (the receipt names no profile)\n";
+    return 2;
+  }
+  rsgate::agent::profile p;
+  try {
+    p = rsgate::agent::load_profile(profile_file);
+  } catch (const std::exception& e) {
+    std::cerr << "rsgate-agent receipt verify: " << e.what() << "\n";
+    return 2;
+  }
+  auto v = rsgate::agent::check_receipt(*r, p);
+  if (!v.valid) {
+    std::cerr << "rsgate-agent receipt verify: " << file << " is NOT valid: " << v.problem << "\n";
+    return 1;
+  }
+  std::cout << "valid: " << rsgate::agent::describe_receipt(*v.body) << "; signed by the gateway key " << v.key_id
+            << " pinned in " << profile_file << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -80,12 +129,15 @@ int main(int argc, char** argv) {
       ("key-minutes", po::value<int>(), "start: session key lifetime, 1-1440 minutes (default: the profile's)")
       ("json", "status: one JSON object")
       ("request", po::value<std::string>(), "approve, refuse: the request number N")
+      ("verb", po::value<std::string>(), "receipt: verify")
+      ("file", po::value<std::string>(), "receipt verify: the receipt file")
       ("help,h", "show this help");
   po::variables_map vm;
   try {
     std::vector<std::string> rest(args.begin() + 1, args.end());
     po::positional_options_description pos;
     if (cmd == "approve" || cmd == "refuse") pos.add("request", 1);
+    if (cmd == "receipt") pos.add("verb", 1).add("file", 1);
     po::store(po::command_line_parser(rest).options(d).positional(pos).run(), vm);
     po::notify(vm);
   } catch (const po::error& e) {
@@ -98,6 +150,13 @@ int main(int argc, char** argv) {
   }
   std::string control = vm.count("control") ? vm["control"].as<std::string>() : rsgate::agent::default_control_path();
   if (cmd == "start") return start(vm, control);
+  if (cmd == "receipt") {
+    if (!vm.count("verb") || vm["verb"].as<std::string>() != "verify") {
+      std::cerr << "rsgate-agent receipt: expected `receipt verify FILE [--profile FILE]`\n";
+      return 2;
+    }
+    return receipt_verify(vm);
+  }
   if (cmd == "stop" || cmd == "key" || cmd == "status") return command(cmd, vm, control);
   if (cmd == "approve" || cmd == "refuse") {
     // N: the request number the agent printed; whole digits, nothing else.

@@ -2,6 +2,7 @@
 // which `rsgate-agent stop|status|key` reach a running agent. Asio stays behind this header.
 #pragma once
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <iosfwd>
 #include <string>
@@ -13,6 +14,7 @@ namespace rsgate::agent {
 
 struct start_options {
   profile prof;
+  std::filesystem::path profile_file;  // where prof came from: receipts go beside it (receipts_dir)
   std::string control_path;  // unix socket for stop/status/key
   int key_minutes = 60;
   // For tests only (tests/support/agent_fault_child.cpp): called with the type of every frame

@@ -24,6 +24,9 @@
 
 #include "agent/detail/agent_state.hpp"
 #include "agent/notice.hpp"
+#include "agent/receipts.hpp"
+#include "core/files.hpp"
+#include "core/timefmt.hpp"
 #include "auth/session_key.hpp"
 #include "core/clock.hpp"
 #include "protocol/agent_handshake.hpp"
@@ -373,6 +376,7 @@ void on_end(agent_state& st, const tunnel::frame& f) {
     line(st, fmt::format("Session ended: {}", r->reason));
     st.view.state = "ended";
     st.done = true;
+    st.receipt_expected = true;
   } else {
     protocol_error(st, "bad_end", "malformed END from the gateway: " + why);
   }
@@ -578,6 +582,55 @@ asio::awaitable<void> wait_for_stop(agent_state& st) {
   co_await st.stop_signal.async_wait(use_tuple);
 }
 
+// A RECEIPT that arrived: stored beside the profile (receipts_dir) whatever it says, since it
+// is what the gateway signed, and checked against the profile's pinned keys; the customer is
+// told where it is and whether it verifies.
+void keep_receipt(agent_state& st, const tunnel::frame& f) {
+  std::string why;
+  auto r = tunnel::parse_receipt(f.payload, why);
+  if (!r) {
+    st.err << "rsgate-agent: the gateway sent a malformed receipt, not kept: " << printable(why, 256) << "\n";
+    return;
+  }
+  r->profile = std::filesystem::absolute(st.opt.profile_file).string();
+  const auto dir = receipts_directory(st.opt.prof, st.opt.profile_file);
+  const auto file = dir / receipt_file_name(st.view.session, system_clock::instance().now());
+  try {
+    make_private_dir(dir, 0700);  // an existing directory keeps its mode
+    write_file_exclusive(file, tunnel::format_receipt_file(*r), 0600);
+  } catch (const std::exception& e) {
+    st.err << "rsgate-agent: the session's receipt could not be stored in " << dir.string() << ": " << e.what() << "\n";
+    return;
+  }
+  line(st, "Receipt: " + file.string());
+  auto v = check_receipt(*r, st.opt.prof);
+  if (v.valid) {
+    line(st, fmt::format("Receipt verified with the gateway key {} pinned in the profile: {}", v.key_id,
+                         describe_receipt(*v.body)));
+  } else {
+    st.err << "rsgate-agent: WARNING: the receipt does not verify: " << v.problem << "\n";
+    if (v.body && v.body->session != st.view.session)
+      st.err << "rsgate-agent: WARNING: the receipt names session " << v.body->session << ", not " << st.view.session << "\n";
+  }
+}
+
+// After the session ended (END) or the customer's STOP, the gateway sends the session's
+// RECEIPT and closes (docs/protocol.md §4.12). Read for at most kReceiptWaitSeconds + 5 s;
+// anything but RECEIPT is ignored now, since the session is over.
+asio::awaitable<void> await_receipt(agent_state& st) {
+  st.stream->expires_after(std::chrono::seconds(tunnel::kReceiptWaitSeconds + 5));
+  for (;;) {
+    auto [f, rec] = co_await read_frame(st);
+    if (!f) break;
+    if (f->header.type == tunnel::frame_type::receipt) {
+      keep_receipt(st, *f);
+      co_return;
+    }
+    if (f->header.type == tunnel::frame_type::error) break;
+  }
+  line(st, fmt::format("No receipt came from the gateway for session {}", st.view.session));
+}
+
 // Waits until everything queued, ERROR and STOP included, was written, so that it reaches the
 // gateway before the close: flush() cancels write_idle when it stops; at most 2 s (the
 // stream's deadline, set by the caller, bounds the write itself too).
@@ -685,7 +738,10 @@ void request_stop(agent_state& st) {
   const bool authenticated = st.stream && st.gate.authenticated() && !st.done;
   // STOP only to a gateway that proved itself: before that it is not part of the protocol,
   // and nothing queued for it need reach it, so its connection is closed at once.
-  if (authenticated) send(st, tunnel::frame_type::stop, tunnel::to_payload(tunnel::reason_only{"customer"}));
+  if (authenticated) {
+    send(st, tunnel::frame_type::stop, tunnel::to_payload(tunnel::reason_only{"customer"}));
+    st.receipt_expected = true;
+  }
   else if (st.stream) st.stream->close();
   st.done = true;
   st.stop_signal.cancel();
@@ -708,6 +764,7 @@ asio::awaitable<void> run_tunnel(agent_state& st, asio::ssl::context& tls) {
   if (!st.stream) co_return;
   st.stream->expires_after(std::chrono::seconds(2));
   co_await drain(st);
+  if (st.receipt_expected) co_await await_receipt(st);
   co_await st.stream->shutdown();
 }
 

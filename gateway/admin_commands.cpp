@@ -211,7 +211,8 @@ int machine_enroll(admin_context& ctx, const po::variables_map& vm,
   const bool existed = ctx.state.find_machine(machine).has_value();
   if (!replace && existed)
     deny(fmt::format("machine {} is enrolled already (--replace enrolls it again with a new secret)", machine));
-  enroll_options how{.md5 = vm.count("md5") > 0, .replace = replace, .actor = ctx.actor, .source = ctx.source};
+  enroll_options how{.md5 = vm.count("md5") > 0, .replace = replace, .actor = ctx.actor, .source = ctx.source, .receipt_keys = {}};
+  if (!ctx.target.cfg.peer_receipt_key.empty()) how.receipt_keys.push_back(ctx.target.cfg.peer_receipt_key);
   try {
     p = enroll_machine(ctx.layout, ctx.journal, ctx.state, std::move(p), how);
   } catch (const enrollment_refused& e) {
@@ -240,7 +241,8 @@ int machine_import(admin_context& ctx, attempt& a, const po::variables_map& vm, 
   if (!replace && existed)
     deny(fmt::format("machine {} is enrolled already (--replace imports it again)", machine));
   const bool md5 = std::find(p.mechanisms.begin(), p.mechanisms.end(), "md5") != p.mechanisms.end();
-  enroll_options how{.md5 = md5, .replace = replace, .import = true, .actor = ctx.actor, .source = ctx.source};
+  const auto pinned = p.receipt_keys;
+  enroll_options how{.md5 = md5, .replace = replace, .import = true, .actor = ctx.actor, .source = ctx.source, .receipt_keys = {}};
   try {
     (void)enroll_machine(ctx.layout, ctx.journal, ctx.state, std::move(p), how);
   } catch (const enrollment_refused& e) {
@@ -249,6 +251,12 @@ int machine_import(admin_context& ctx, attempt& a, const po::variables_map& vm, 
     refuse_value(fmt::format("{}: {}", shown(file.string()), e.what()));
   }
   out << fmt::format("imported {} from {}{}\n", machine, file.string(), md5 ? " (md5 allowed)" : "");
+  // Receipts this gateway signs verify only with a key the customer's profile pins.
+  const auto own = to_hex(ctx.journal.key().pub());
+  if (std::find(pinned.begin(), pinned.end(), own) == pinned.end())
+    out << fmt::format("warning: the profile does not pin this gateway's journal key, so the receipts it signs will not "
+                       "verify there: add \"{}\" to [gateway] receipt_keys in the customer's profile (or set [peer] "
+                       "receipt_key on the gateway that enrolls, docs/operations.md §10)\n", own);
   return kOk;
 }
 

@@ -88,9 +88,11 @@ std::filesystem::path demo_agent_profile(const data_layout& layout, journal::wri
     p.ca_pem = read_file(layout.ca_cert());
     p.scopes = {agent::parse_scope_mapping("local-ssh=127.0.0.1:22")};
     state_store st(layout.state_db());
-    p = enroll_machine(layout, jw, st, std::move(p), {.actor = "rsgate serve --dev", .source = journal::local_source()});
+    p = enroll_machine(layout, jw, st, std::move(p), {.actor = "rsgate serve --dev", .source = journal::local_source(), .receipt_keys = {}});
   }
   p.primary = tunnel;
+  // A demo profile from before receipts: it learns the journal key that signs them.
+  if (p.receipt_keys.empty()) p.receipt_keys = {to_hex(jw.key().pub())};
   write_file_atomic(file, agent::to_toml(p), 0600);
   return file;
 }

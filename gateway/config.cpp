@@ -11,6 +11,8 @@
 #include <toml++/toml.h>
 
 #include "protocol/profile.hpp"
+#include "protocol/receipt.hpp"
+#include "core/encoding.hpp"
 #include "protocol/wire.hpp"
 #include "journal/entry.hpp"
 
@@ -183,13 +185,19 @@ void read_journal(const reader& r, config& c) {
 }
 
 void read_peer(const reader& r, config& c) {
-  auto p = r.section("peer", {"secret_file", "url", "ca", "timeout_ms"});
+  auto p = r.section("peer", {"secret_file", "url", "ca", "timeout_ms", "receipt_key"});
   if (!p) return;
   std::string secret, ca;
   r.str(p, "peer", "secret_file", secret);
   r.str(p, "peer", "url", c.peer_url);
   r.str(p, "peer", "ca", ca);
   r.number(p, "peer", "timeout_ms", 100, 60'000, c.peer_timeout_ms);
+  r.str(p, "peer", "receipt_key", c.peer_receipt_key);
+  if (!c.peer_receipt_key.empty()) {
+    auto k = tunnel::parse_receipt_key(c.peer_receipt_key);
+    if (!k) r.fail("peer.receipt_key", "expected the peer's journal public key: 64 hex digits (rsgate journal pubkey)");
+    c.peer_receipt_key = to_hex(*k);  // lower case, as profiles hold it
+  }
   if (secret.empty()) r.fail("peer.secret_file", "is required: the file with the secret both gateways of the pair share");
   c.peer_secret_file = secret;
   if (!ca.empty()) c.peer_ca = ca;

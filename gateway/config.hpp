@@ -52,6 +52,9 @@ struct config {
   std::string peer_url;
   std::filesystem::path peer_ca;
   int peer_timeout_ms = 3000;
+  // The peer's journal public key (64 hex digits, `rsgate journal pubkey` there): `machine
+  // enroll` pins it in profiles beside this gateway's, so receipts from either verify.
+  std::string peer_receipt_key;
 
   [[nodiscard]] std::filesystem::path cert_file() const;
   [[nodiscard]] std::filesystem::path key_file() const;

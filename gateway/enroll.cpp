@@ -4,6 +4,8 @@
 #include <fmt/format.h>
 #include <sodium.h>
 
+#include <algorithm>
+
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
@@ -24,6 +26,12 @@ agent::profile enroll_machine(const data_layout& layout, journal::writer& journa
     p.mechanisms = how.md5 ? std::vector<std::string>{"scram-sha-256", "md5"} : std::vector<std::string>{"scram-sha-256"};
   } else if (p.secret.size() < 16 || p.secret.size() > 256) {
     throw std::invalid_argument("the profile's secret is not one rsgate enrolls (16 to 256 characters)");
+  }
+  if (!how.import) {
+    // Receipts are signed with the journal key: the profile pins it, and the pair's.
+    p.receipt_keys = {to_hex(journal.key().pub())};
+    for (auto& k : how.receipt_keys)
+      if (std::find(p.receipt_keys.begin(), p.receipt_keys.end(), k) == p.receipt_keys.end()) p.receipt_keys.push_back(k);
   }
   bytes salt(16);
   randombytes_buf(salt.data(), salt.size());

@@ -4,6 +4,7 @@
 // `rsgate serve --dev` for its demo machine.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "protocol/profile.hpp"
 #include "gateway/data_dir.hpp"
@@ -26,6 +27,9 @@ struct enroll_options {
   bool import = false;
   std::string actor;
   std::string source;
+  // Public keys (hex) pinned in the profile besides this gateway's journal key: the pair's
+  // (`[peer] receipt_key`), so that receipts from either verify (docs/protocol.md §4.12).
+  std::vector<std::string> receipt_keys;
 };
 
 // `p` carries machine type/model/serial, scopes, gateway addresses, server name and CA;

@@ -20,6 +20,7 @@
 #include "core/timefmt.hpp"
 #include "gateway/detail/service_common.hpp"
 #include "gateway/http/request_input.hpp"
+#include "journal/receipt.hpp"
 #include "protocol/messages.hpp"
 
 namespace json = boost::json;
@@ -229,10 +230,42 @@ journal::entry service::recorded_key(const journal::entry& e) {
 }
 
 void service::note_recorded(const journal::entry& e, const journal::append_result& r) {
-  if (!r.ok() || e.result != journal::outcome::ok || e.session_id.empty() || !e.kind.starts_with("session."))
-    return;
+  if (!r.ok() || e.result != journal::outcome::ok || e.session_id.empty()) return;
+  if (e.kind == "session.end" || e.kind == "channel.close") receipt_progress(e.session_id, e.kind == "session.end");
+  if (!e.kind.starts_with("session.")) return;
   std::lock_guard lock(mu_);
   if (auto* s = registry_.find(e.session_id)) s->journal_seq = std::max(s->journal_seq, r.seq);
+}
+
+void service::receipt_progress(const std::string& sid, bool end_recorded) {
+  std::shared_ptr<tunnel_link> link;
+  {
+    std::lock_guard lock(mu_);
+    auto it = receipt_waiters_.find(sid);
+    if (it == receipt_waiters_.end()) return;
+    it->second.end_recorded = it->second.end_recorded || end_recorded;
+    if (!it->second.end_recorded) return;
+    // The channels the end closed are journaled after it, each in its own step: the receipt
+    // waits for the last of them (a stream side that never reports leaves the tunnel's own
+    // bound to close it, without a receipt).
+    for (auto& [serial, weak] : channel_links_)
+      if (auto c = weak.lock(); c && c->session_id == sid) return;
+    link = it->second.link.lock();
+    receipt_waiters_.erase(it);
+  }
+  if (link) post([this, sid, link] { send_receipt(sid, link); });
+}
+
+void service::send_receipt(const std::string& sid, std::shared_ptr<tunnel_link> link) {
+  std::optional<bytes> payload;
+  try {
+    journal::reader rd({layout_.journal_db()});
+    if (auto r = journal::make_receipt(rd, sid, journal_.key(), clock_.now())) payload = tunnel::to_payload(*r);
+    else log::error("receipt of session {}: its session.end is not in the journal", sid);
+  } catch (const std::exception& e) {
+    log::error("receipt of session {} could not be made: {}", sid, e.what());
+  }
+  link->deliver_receipt(std::move(payload));
 }
 
 bool service::has_unrecorded(const std::string& sid) const { return unrecorded_.count(sid) > 0; }
@@ -379,7 +412,10 @@ journal::entry service::end_now(session& s, const std::string& actor, const std:
   auto closing = registry_.end(s, reason, clock_.now());
   close_channels(closing, "the session ended");
   if (auto it = links_.find(s.id); it != links_.end()) {
-    if (auto l = it->second.lock(); l && !agent_reason.empty()) l->end_session(agent_reason);
+    auto l = it->second.lock();
+    if (l && !agent_reason.empty()) l->end_session(agent_reason);
+    // The agent told (END) or the customer's own STOP: its tunnel stays for the receipt.
+    if (l && (!agent_reason.empty() || reason == "customer")) receipt_waiters_[s.id] = {l, false};
     links_.erase(it);
   }
   journal::entry e;

@@ -50,7 +50,11 @@ class tunnel_link {
  public:
   virtual ~tunnel_link() = default;
   virtual void notify(const tunnel::notice& n) = 0;
-  virtual void end_session(const std::string& reason) = 0;  // END, then close the tunnel
+  // END; the tunnel then waits (at most kReceiptWaitSeconds) for deliver_receipt, and closes.
+  virtual void end_session(const std::string& reason) = 0;
+  // The ended session's RECEIPT payload (docs/protocol.md §4.12), or nullopt when none could be
+  // made: sent if the tunnel still waits for it, then the tunnel closes.
+  virtual void deliver_receipt(std::optional<bytes> payload) = 0;
   // Channels (docs/protocol.md §8). open_channel sends CHANNEL_OPEN and returns the shared
   // channel; the others queue frames for it. All may be called from any thread.
   virtual std::shared_ptr<channel_link> open_channel(const std::string& scope, const std::string& access_type,
@@ -124,7 +128,8 @@ class service {
   void key_offered(const std::string& session_id, std::string_view display_key, micros lifetime,
                    const std::string& source, std::function<void(std::optional<micros>)> done);
   // The customer ended everything (STOP), or the tunnel is gone.
-  void customer_stopped(const std::string& session_id, const std::string& source, std::function<void()> done);
+  // done(true) when the stop ended the session: its receipt follows through the link.
+  void customer_stopped(const std::string& session_id, const std::string& source, std::function<void(bool)> done);
   void tunnel_closed(const std::string& session_id, const tunnel_link* link);
 
   // --- channel streams ---
@@ -278,6 +283,11 @@ class service {
   void record_done(const std::string& sid, journal::entry e, ticket t, std::function<void()> then = {});
   // A session's `session.*` entry was journaled ok: its seq is what the snapshot reflects.
   void note_recorded(const journal::entry& e, const journal::append_result& r);
+  // Receipts (docs/protocol.md §4.12): a session that ended while a tunnel served it waits
+  // here until its session.end and the channel.close of every channel it had are durable;
+  // then the receipt is built from the journal on a worker and handed to that tunnel.
+  void receipt_progress(const std::string& sid, bool end_recorded);
+  void send_receipt(const std::string& sid, std::shared_ptr<tunnel_link> link);
   // What note_recorded reads of an entry (kind, session, outcome), without its detail.
   [[nodiscard]] static journal::entry recorded_key(const journal::entry& e);
   // After each policy step (policy_queue::set_after_step): the session's snapshot to state.db
@@ -365,6 +375,11 @@ class service {
   };
   std::map<std::string, channel_ticket> tickets_;  // by SHA-256 of the one-time token
   std::map<std::string, std::weak_ptr<tunnel_link>> links_;  // by session id
+  struct receipt_waiter {
+    std::weak_ptr<tunnel_link> link;
+    bool end_recorded = false;
+  };
+  std::map<std::string, receipt_waiter> receipt_waiters_;  // by session id: ended, receipt not sent
   std::map<channel_serial, std::weak_ptr<channel_link>> channel_links_;  // open channels
   channel_serial next_channel_serial_ = 0;
 };

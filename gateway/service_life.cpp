@@ -123,6 +123,8 @@ void service::housekeeping_time(micros now) {
     registry_.prune(now, kEndedRetention, kMaxEndedSessions, pinned);
     for (auto it = tickets_.begin(); it != tickets_.end();)
       it = it->second.expires_at <= now ? tickets_.erase(it) : std::next(it);
+    for (auto it = receipt_waiters_.begin(); it != receipt_waiters_.end();)  // their tunnels closed
+      it = it->second.link.expired() ? receipt_waiters_.erase(it) : std::next(it);
     for (auto it = web_sessions_.begin(); it != web_sessions_.end();)
       it = (it->second.expires_at <= now || it->second.idle_until <= now) ? web_sessions_.erase(it) : std::next(it);
   }

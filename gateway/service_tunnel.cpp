@@ -128,8 +128,8 @@ void service::key_offered(const std::string& session_id, std::string_view displa
   }, true);
 }
 
-void service::customer_stopped(const std::string& session_id, const std::string& source, std::function<void()> done) {
-  auto finish = once_or<int>([done](int) { done(); }, 0);
+void service::customer_stopped(const std::string& session_id, const std::string& source, std::function<void(bool)> done) {
+  auto finish = once_or<int>([done](int ended) { done(ended != 0); }, 0);
   auto ignore = [](http_response) {};
   in_session(session_id, ignore, [this, session_id, source, finish](ticket t) {
     journal::entry e;
@@ -141,7 +141,7 @@ void service::customer_stopped(const std::string& session_id, const std::string&
       e = end_now(*s, "customer", "customer", "");
     }
     e.source = source;
-    record_done(session_id, std::move(e), std::move(t), [finish] { finish(0); });
+    record_done(session_id, std::move(e), std::move(t), [finish] { finish(1); });
   }, true);
 }
 

@@ -477,6 +477,22 @@ std::optional<reason_only> parse_reason(std::span<const std::uint8_t> p, std::st
   });
 }
 
+std::optional<signed_receipt> parse_receipt(std::span<const std::uint8_t> p, std::string& why) {
+  return run<signed_receipt>(p, why, [](fields& f) {
+    signed_receipt m;
+    m.receipt = f.str("receipt", 2, kMaxControlPayload);
+    m.signature = f.str("signature", 128, 128);
+    m.key_id = f.str("key_id", 16, 16);
+    auto hex = [](std::string_view s) { return s.find_first_not_of("0123456789abcdefABCDEF") == std::string_view::npos; };
+    if (!hex(m.signature) || !hex(m.key_id)) throw parse_fail{"signature and key_id must be hex digits"};
+    return m;
+  });
+}
+
+bytes to_payload(const signed_receipt& m) {
+  return dump(json::object{{"receipt", m.receipt}, {"signature", m.signature}, {"key_id", m.key_id}});
+}
+
 std::optional<rekey> parse_rekey(std::span<const std::uint8_t> p, std::string& why) {
   return run<rekey>(p, why, [](fields&) { return rekey{}; });
 }

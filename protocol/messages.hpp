@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/encoding.hpp"
+#include "protocol/receipt.hpp"
 #include "protocol/wire.hpp"
 
 namespace rsgate::tunnel {
@@ -144,11 +145,15 @@ struct error_message {
 [[nodiscard]] std::optional<channel_accept> parse_channel_accept(std::span<const std::uint8_t> p, std::string& why);
 [[nodiscard]] std::optional<channel_reject> parse_channel_reject(std::span<const std::uint8_t> p, std::string& why);
 [[nodiscard]] std::optional<reason_only> parse_reason(std::span<const std::uint8_t> p, std::string& why);
+// RECEIPT (docs/protocol.md §4.12): `receipt` printable, `signature` 128 and `key_id` 16 hex
+// digits; `profile` is the stored file's, never the frame's.
+[[nodiscard]] std::optional<signed_receipt> parse_receipt(std::span<const std::uint8_t> p, std::string& why);
 [[nodiscard]] std::optional<rekey> parse_rekey(std::span<const std::uint8_t> p, std::string& why);
 [[nodiscard]] std::optional<error_message> parse_error(std::span<const std::uint8_t> p, std::string& why);
 
 // Serialisers: the JSON payload for a frame of the matching type.
 [[nodiscard]] bytes to_payload(const hello& m);
+[[nodiscard]] bytes to_payload(const signed_receipt& m);
 [[nodiscard]] bytes to_payload(const challenge& m);
 [[nodiscard]] bytes to_payload(const response& m);
 [[nodiscard]] bytes to_payload(const success& m);

@@ -15,6 +15,7 @@
 #include "auth/formats.hpp"
 #include "core/files.hpp"
 #include "protocol/messages.hpp"
+#include "protocol/receipt.hpp"
 
 namespace rsgate::agent {
 
@@ -69,14 +70,20 @@ std::string to_toml(const profile& p) {
   out += fmt::format("backup = {}\n", quote(p.backup));
   out += fmt::format("server_name = {}\n", quote(p.server_name));
   out += fmt::format("proxy = {}\n", quote(p.proxy));
-  out += fmt::format("ca = {}\n\n[machine]\n", quote(p.ca_pem));
+  out += fmt::format("ca = {}\n", quote(p.ca_pem));
+  out += "# The journal public keys of this gateway and its pair: a receipt must be signed by one.\n";
+  out += "receipt_keys = [";
+  for (size_t i = 0; i < p.receipt_keys.size(); ++i) out += (i ? ", " : "") + quote(p.receipt_keys[i]);
+  out += "]\n\n[machine]\n";
   out += fmt::format("type = {}\nmodel = {}\nserial = {}\nsecret = {}\n", quote(p.type),
                      quote(p.model), quote(p.serial), quote(p.secret));
   out += "mechanisms = [";
   for (size_t i = 0; i < p.mechanisms.size(); ++i) out += (i ? ", " : "") + quote(p.mechanisms[i]);
   out += fmt::format("]\n\n[session]\nkey_expiry_minutes = {}\n", p.key_expiry_minutes);
   out += "# Seconds the customer has to approve a channel to an \"ask\" scope (5-240).\n";
-  out += fmt::format("approval_seconds = {}\n\n[scopes]\n", p.approval_seconds);
+  out += fmt::format("approval_seconds = {}\n", p.approval_seconds);
+  if (!p.receipts_dir.empty()) out += fmt::format("receipts_dir = {}\n", quote(p.receipts_dir));
+  out += "\n[scopes]\n";
   out += "# NAME = \"HOST:PORT\": what the customer offers; the gateway never learns HOST:PORT.\n";
   for (auto& s : p.scopes) out += fmt::format("{} = {}\n", quote(s.name), quote(format_host_port(s.host, s.port)));
   out += "\n[policy]\n# NAME = \"allow\" (the default), \"ask\" (approve each channel at the agent:\n"
@@ -90,11 +97,11 @@ namespace {
 
 // A parsed profile file and the name its errors carry.
 struct profile_reader {
-  const std::filesystem::path& file;
+  const std::string& origin;  // the file's name, or what the caller calls the text
   toml::table t;
 
   [[nodiscard]] std::runtime_error fail(const std::string& why) const {
-    return std::runtime_error(file.string() + ": " + why);
+    return std::runtime_error(origin + ": " + why);
   }
   std::string str(std::string_view path, bool required) const {
     auto v = t.at_path(path).value<std::string>();
@@ -113,9 +120,9 @@ struct profile_reader {
 // try, a `proxy` it would never use) is an error naming it, not a setting silently ignored.
 void profile_reader::known_keys_only() const {
   static const std::map<std::string_view, std::set<std::string_view>> known = {
-      {"gateway", {"primary", "backup", "server_name", "proxy", "ca"}},
+      {"gateway", {"primary", "backup", "server_name", "proxy", "ca", "receipt_keys"}},
       {"machine", {"type", "model", "serial", "secret", "mechanisms"}},
-      {"session", {"key_expiry_minutes", "approval_seconds"}},
+      {"session", {"key_expiry_minutes", "approval_seconds", "receipts_dir"}},
       {"scopes", {}},  // any scope name; each value is checked by scopes()
       {"policy", {}},  // scope names of [scopes]; checked by policy()
   };
@@ -146,6 +153,15 @@ void profile_reader::gateway(profile& p) const {
   if (!p.proxy.empty() && !parse_proxy_url(p.proxy, why)) throw fail("gateway.proxy " + why);
   if (p.ca_pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
     throw fail("gateway.ca must hold a PEM certificate");
+  if (auto n = t.at_path("gateway.receipt_keys"); n) {
+    auto* arr = n.as_array();
+    if (!arr || arr->size() > 8) throw fail("gateway.receipt_keys must be a list of at most 8 public keys");
+    for (auto& v : *arr) {
+      auto k = v.value<std::string>();
+      if (!k || !tunnel::parse_receipt_key(*k)) throw fail("gateway.receipt_keys: each key must be 64 hex digits");
+      p.receipt_keys.push_back(*k);
+    }
+  }
 }
 
 void profile_reader::machine(profile& p) const {
@@ -178,6 +194,12 @@ void profile_reader::session(profile& p) const {
   };
   whole("session.key_expiry_minutes", 1, 1440, p.key_expiry_minutes);
   whole("session.approval_seconds", tunnel::kMinApprovalSeconds, tunnel::kMaxApprovalSeconds, p.approval_seconds);
+  if (auto n = t.at_path("session.receipts_dir"); n) {
+    auto d = n.value<std::string>();
+    if (!d || d->empty() || d->size() > 4096 || d->find('\0') != std::string::npos)
+      throw fail("session.receipts_dir must be a directory path");
+    p.receipts_dir = *d;
+  }
 }
 
 void profile_reader::scopes(profile& p) const {
@@ -221,12 +243,22 @@ std::string to_string(scope_policy p) {
 }
 
 profile load_profile(const std::filesystem::path& file) {
-  profile_reader r{file, {}};
-  if (!std::filesystem::exists(file)) throw r.fail("no such profile");
+  const std::string name = file.string();
+  if (!std::filesystem::exists(file)) throw std::runtime_error(name + ": no such profile");
   if (is_group_or_world_accessible(file))
-    throw r.fail("readable by group or others; it holds the machine's secret: chmod 600 it");
+    throw std::runtime_error(name + ": readable by group or others; it holds the machine's secret: chmod 600 it");
+  return parse_profile(read_file(file, 1 << 20), name);
+}
+
+std::filesystem::path receipts_directory(const profile& p, const std::filesystem::path& profile_file) {
+  if (!p.receipts_dir.empty()) return p.receipts_dir;
+  return std::filesystem::absolute(profile_file).parent_path() / "receipts";
+}
+
+profile parse_profile(std::string_view text, const std::string& name) {
+  profile_reader r{name, {}};
   try {
-    r.t = toml::parse(read_file(file, 1 << 20), file.string());
+    r.t = toml::parse(text, name);
   } catch (const toml::parse_error& e) {
     throw r.fail(fmt::format("line {}: {}", e.source().begin.line, e.description()));
   }

@@ -34,6 +34,10 @@ struct profile {
   std::vector<scope_mapping> scopes;
   int key_expiry_minutes = 60;
   int approval_seconds = 60;  // how long an `ask` scope's request waits for the customer
+  // The gateways' journal public keys (hex) a receipt must be signed with: this gateway's
+  // and its pair's (docs/protocol.md §4.12). Empty: receipts are kept but cannot be checked.
+  std::vector<std::string> receipt_keys;
+  std::string receipts_dir;  // where receipts are stored; "" = "receipts" next to the profile
 
   [[nodiscard]] std::string machine() const { return type + "-" + model + "*" + serial; }
 };
@@ -47,7 +51,12 @@ struct profile {
 
 [[nodiscard]] std::string to_string(scope_policy p);
 [[nodiscard]] std::string to_toml(const profile& p);
-// Reads and validates a profile; throws std::runtime_error naming the file and the problem.
+// Validates a profile's text; throws std::runtime_error prefixed with `name` and the problem.
+[[nodiscard]] profile parse_profile(std::string_view text, const std::string& name);
+// Reads and validates a profile file (mode 0600 or stricter); throws std::runtime_error
+// naming the file and the problem.
 [[nodiscard]] profile load_profile(const std::filesystem::path& file);
+// Where this profile's receipts go: receipts_dir, or "receipts" beside the profile file.
+[[nodiscard]] std::filesystem::path receipts_directory(const profile& p, const std::filesystem::path& profile_file);
 
 }  // namespace rsgate::agent

@@ -76,6 +76,9 @@ inline constexpr int kReconnectGraceSeconds = 120;    // session survives a drop
 // passes CHAP while the first is up, the gateway PINGs the first and waits this long for any
 // frame from it: an answer refuses the newcomer, silence replaces the first.
 inline constexpr int kLivenessProbeSeconds = 5;
+// An ended session's tunnel stays open this long after END (or after the agent's STOP) for
+// its RECEIPT (docs/protocol.md §4.12), then closes; the agent reads that long plus 5 s.
+inline constexpr int kReceiptWaitSeconds = 10;
 // NOTICE `tunnel_refused` to the live tunnel: at most this many per machine and window.
 inline constexpr int kRefusedNoticesPerWindow = 3;
 inline constexpr int kRefusedNoticeWindowSeconds = 60;

@@ -119,6 +119,7 @@ struct agent_state {
   int attempts = 0;                       // reconnect attempts since the loss (the backoff's exponent)
   bool key_unconfirmed = false;           // a key offer was lost with its connection: offer again
   bool done = false;
+  bool receipt_expected = false;          // the session ended (END) or STOP went out: RECEIPT follows
   int exit_code = 0;
   session_view view;  // what `status` shows
   std::string key;

@@ -28,7 +28,7 @@ auto async_key(service& svc, std::string session, std::string key, micros life, 
 
 template <typename Token>
 auto async_stop(service& svc, std::string session, std::string source, Token&& token) {
-  return net::async_from_callback<void()>(
+  return net::async_from_callback<void(bool)>(
       [&svc, session, source](auto cb) { svc.customer_stopped(session, source, cb); }, token);
 }
 
@@ -249,8 +249,12 @@ asio::awaitable<bool> tunnel_connection::on_frame(tunnel::frame& f) {
     }
     case tunnel::frame_type::stop: {
       stopped_by_customer_ = true;
-      co_await async_stop(svc_, session_, remote_, asio::use_awaitable);
+      const bool ended = co_await async_stop(svc_, session_, remote_, asio::use_awaitable);
       set_close("stopped by the customer", journal::outcome::ok);
+      if (ended && !closing_) {  // the receipt follows once the end is durable (deliver_receipt)
+        await_receipt();
+        co_return true;
+      }
       mark_closing();
       co_return false;
     }
@@ -362,6 +366,7 @@ void tunnel_connection::teardown() {
   mark_closing();
   wake_.notify();
   rekey_timer_.cancel();  // the rekey loop ends
+  receipt_timer_.cancel();
   close_all_channels("the tunnel closed");
   if (!session_.empty()) svc_.tunnel_closed(session_, this);
 }

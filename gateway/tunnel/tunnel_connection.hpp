@@ -114,13 +114,25 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
       : stream_(std::move(sock), tls, net::tls_stream::kTunnelBuffer), remote_(std::move(remote)),
         source_(std::move(source)), ctx_(std::move(ctx)), svc_(ctx_->svc), metrics_(ctx_->m), cfg_(ctx_->snapshot()),
         wake_(stream_.get_executor()), writer_end_(stream_.get_executor()), rekey_timer_(stream_.get_executor()),
+        receipt_timer_(stream_.get_executor()),
         budget_(std::make_shared<tunnel::window_budget>(tunnel::kTunnelWindowBudget, &ctx_->windows)) {}
 
   void notify(const tunnel::notice& n) override {
     post_frame(tunnel::frame_type::notice, tunnel::to_payload(n));
   }
   void end_session(const std::string& reason) override {
-    post_frame(tunnel::frame_type::end, tunnel::to_payload(tunnel::reason_only{reason}), true);
+    asio::post(stream_.get_executor(), [self = shared_from_this(), p = tunnel::to_payload(tunnel::reason_only{reason})] {
+      self->queue_after_success(tunnel::encode(tunnel::frame_type::end, 0, p));
+      self->await_receipt();
+    });
+  }
+  void deliver_receipt(std::optional<bytes> payload) override {
+    asio::post(stream_.get_executor(), [self = shared_from_this(), p = std::move(payload)] {
+      // After STOP it may come before the stop's own step has returned to the reader (which
+      // then finds the tunnel closing): the service sends it only to the tunnel of the end.
+      if (p && self->authenticated_ && !self->closing_) self->queue(tunnel::frame_type::receipt, *p);
+      self->end_receipt_wait();
+    });
   }
   std::shared_ptr<channel_link> open_channel(const std::string& scope, const std::string& access_type,
                                              const std::string& actor) override {
@@ -190,7 +202,9 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
 
   // --- what a newcomer of the same machine asks of this tunnel (from its own strand) ---
   [[nodiscard]] const std::string& remote() const { return remote_; }
-  [[nodiscard]] bool closing() const { return closing_; }
+  // Closing, or its session ended and it only waits to deliver the receipt: either way not a
+  // live tunnel of the machine for a newcomer (§9.1).
+  [[nodiscard]] bool closing() const { return closing_ || ending_; }
   [[nodiscard]] std::uint64_t frames_in() const { return frames_in_; }
   [[nodiscard]] bool finished() const { return finished_; }
   // Notified (from this tunnel's strand) when closing() or finished() becomes true, and at
@@ -229,10 +243,9 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     ~accounting_guard() { c->release(); }
   };
 
-  void post_frame(tunnel::frame_type t, bytes payload, bool close_after = false) {
-    asio::post(stream_.get_executor(), [self = shared_from_this(), t, p = std::move(payload), close_after] {
+  void post_frame(tunnel::frame_type t, bytes payload) {
+    asio::post(stream_.get_executor(), [self = shared_from_this(), t, p = std::move(payload)] {
       self->queue_after_success(tunnel::encode(t, 0, p));
-      if (close_after) self->mark_closing();
     });
   }
   // On the strand: what the service sends through this tunnel (notices, END, CHANNEL_OPEN)
@@ -407,6 +420,22 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     if (closing_.exchange(true)) return;
     changed_.notify_all();
   }
+  // On the strand: the session ended (END sent, or the agent's STOP accepted); the tunnel
+  // stays at most kReceiptWaitSeconds for deliver_receipt, then closes.
+  void await_receipt() {
+    if (ending_.exchange(true)) return;
+    changed_.notify_all();
+    receipt_timer_.expires_after(std::chrono::seconds(tunnel::kReceiptWaitSeconds));
+    receipt_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (!ec) self->end_receipt_wait();
+    });
+  }
+  void end_receipt_wait() {
+    receipt_timer_.cancel();
+    mark_closing();
+    wake_.notify();
+    stream_.expires_after(std::chrono::seconds(2));  // ends the reader's wait; what is queued leaves first
+  }
   void mark_finished() {
     finished_ = true;
     changed_.notify_all();
@@ -460,6 +489,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   net::wake_signal wake_;         // the writer waits here while it has nothing to write
   asio::steady_timer writer_end_;  // cancelled when the writer ends: finish() waits on it
   asio::steady_timer rekey_timer_;  // the rekey loop's interval and answer deadline (on the strand)
+  asio::steady_timer receipt_timer_;  // the wait for an ended session's receipt (on the strand)
   change_signal changed_;          // see changed()
   std::atomic<bool> probe_waiting_{false};
   std::mutex out_mu_;
@@ -472,6 +502,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   bool overflow_ = false;         // guarded by out_mu_
   bool key_update_due_ = false;   // guarded by out_mu_: KeyUpdate before the writer's next write
   std::atomic<bool> closing_{false};
+  std::atomic<bool> ending_{false};  // its session ended: only the receipt is still to go
   std::atomic<bool> finished_{false};      // tunnel.close journaled (or counted)
   std::atomic<std::uint64_t> frames_in_{0};
   bool writer_started_ = false;

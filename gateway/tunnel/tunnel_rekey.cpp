@@ -62,7 +62,7 @@ asio::awaitable<void> tunnel_connection::rekey_loop() {
   while (!closing_) {
     rekey_timer_.expires_at(std::min(std::chrono::steady_clock::now() + interval, life_ends));
     (void)co_await rekey_timer_.async_wait(use_tuple);
-    if (closing_) co_return;
+    if (closing_ || ending_) co_return;  // ending: the session is over, no re-challenge
     if (std::chrono::steady_clock::now() >= life_ends) {
       end_life();
       co_return;

@@ -16,6 +16,7 @@
 #include "core/timefmt.hpp"
 #include "journal/journal.hpp"
 #include "journal/tool/format.hpp"
+#include "protocol/receipt.hpp"
 
 namespace po = boost::program_options;
 
@@ -218,13 +219,74 @@ int cmd_query(const std::vector<std::string>& args, std::ostream& out, std::ostr
   return kOk;
 }
 
+// A customer's receipt given with --anchor: the journal position it names (docs/journal.md §11).
+struct anchor {
+  std::string file;
+  tunnel::receipt_body body;
+};
+
+// Reads each receipt; throws usage_error (exit 2) for a file that is not a readable receipt, or
+// one that the key given with --pubkey did not sign.
+std::vector<anchor> read_anchors(const std::vector<std::string>& files, const std::optional<public_key>& pk) {
+  std::vector<anchor> out;
+  for (auto& f : files) {
+    std::string text, why;
+    try {
+      text = read_file(f, tunnel::kMaxReceiptFileBytes);
+    } catch (const std::exception& e) {
+      throw usage_error(e.what());
+    }
+    auto r = tunnel::parse_receipt_file(text, why);
+    if (!r) throw usage_error(fmt::format("--anchor {}: {}", f, why));
+    if (pk && !tunnel::verify_receipt(*r, *pk))
+      throw usage_error(fmt::format("--anchor {}: not signed by the key given with --pubkey", f));
+    auto b = tunnel::parse_receipt_body(r->receipt, why);
+    if (!b) throw usage_error(fmt::format("--anchor {}: {}", f, why));
+    out.push_back({f, std::move(*b)});
+  }
+  return out;
+}
+
+// The gateway a journal file belongs to: its newest entry's, else journal_meta's.
+std::string gateway_of(sqlite::db& db) {
+  try {
+    auto st = db.prepare("SELECT gateway FROM journal ORDER BY seq DESC LIMIT 1");
+    if (st.step()) return std::string(st.col_text(0));
+    auto m = db.prepare("SELECT value FROM journal_meta WHERE key = 'gateway'");
+    if (m.step()) return std::string(m.col_text(0));
+  } catch (const std::exception&) {
+  }
+  return {};
+}
+
+// The first anchor of this file's gateway whose entry is gone or different: its seq and why;
+// 0 when every one holds.
+std::pair<std::int64_t, std::string> check_anchors(sqlite::db& db, const std::vector<const anchor*>& mine) {
+  std::pair<std::int64_t, std::string> first{0, ""};
+  for (auto* a : mine) {
+    auto st = db.prepare("SELECT hash FROM journal WHERE seq = ?");
+    st.bind(1, a->body.journal_seq);
+    std::string why;
+    if (!st.step())
+      why = fmt::format("entry missing: receipt {} names seq {} with hash {} (the journal was cut or rolled back)",
+                        a->file, a->body.journal_seq, a->body.journal_hash);
+    else if (st.col_text(0) != a->body.journal_hash)
+      why = fmt::format("the entry's hash is not the {} that receipt {} names", a->body.journal_hash, a->file);
+    if (!why.empty() && (first.first == 0 || a->body.journal_seq < first.first)) first = {a->body.journal_seq, why};
+  }
+  return first;
+}
+
 int cmd_verify(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   common c;
   std::string pubkey_file;
+  std::vector<std::string> anchor_files;
   po::options_description d("rsgate journal verify [options]");
   add_common(d, c);
   d.add_options()("pubkey", po::value(&pubkey_file),
-                  "gateway public key file (from `rsgate journal pubkey`): also check signatures");
+                  "gateway public key file (from `rsgate journal pubkey`): also check signatures")(
+      "anchor", po::value(&anchor_files)->multitoken(),
+      "a customer's receipt (repeatable): the journal must still hold the entry it names, with its hash");
   auto p = parse(args, d);
   if (p.help) {
     out << d << "\n";
@@ -241,12 +303,33 @@ int cmd_verify(const std::vector<std::string>& args, std::ostream& out, std::ost
     pk = parse_public_key(text);
     if (!pk) throw usage_error(fmt::format("{}: not a public key (64 hex digits expected)", pubkey_file));
   }
+  auto anchors = read_anchors(anchor_files, pk);
   auto files = journal_files(c);
   reader r(files, true);  // opens every file before verifying any; verify() judges damage
+  std::vector<std::vector<const anchor*>> anchors_of(r.files());
+  for (auto& a : anchors) {
+    bool placed = false;
+    for (std::size_t i = 0; i < r.files() && !placed; ++i)
+      if (gateway_of(r.db(i)) == a.body.gateway) {
+        anchors_of[i].push_back(&a);
+        placed = true;
+      }
+    if (!placed)
+      throw usage_error(fmt::format("--anchor {}: it names gateway {}, and no journal given is that gateway's", a.file,
+                                    a.body.gateway));
+  }
   int rc = kOk;
   for (std::size_t i = 0; i < r.files(); ++i) {
     auto res = verify(r.db(i), pk);
     std::string name = r.path(i).string();
+    if (res.ok) {
+      auto [seq, why] = check_anchors(r.db(i), anchors_of[i]);
+      if (seq != 0) {
+        res.ok = false;
+        res.first_bad_seq = seq;
+        res.problem = why;
+      }
+    }
     if (!res.ok) {
       err << fmt::format("{}: FAILED at seq {}: {}\n", name, res.first_bad_seq, res.problem);
       out << fmt::format("{}: FAILED at seq {}: {}\n", name, res.first_bad_seq, res.problem);
@@ -256,9 +339,13 @@ int cmd_verify(const std::vector<std::string>& args, std::ostream& out, std::ost
     out << fmt::format("{}: ok: {} entries, {} checkpoints, head seq {} hash {}", name, res.entries,
                        res.checkpoints, res.head_seq, res.head_hash);
     if (res.signatures_checked)
-      out << fmt::format(", signatures verified through seq {}\n", res.signed_through);
+      out << fmt::format(", signatures verified through seq {}", res.signed_through);
     else
-      out << " (chain only; give --pubkey to check signatures)\n";
+      out << " (chain only; give --pubkey to check signatures)";
+    if (!anchors_of[i].empty())
+      out << fmt::format("; {} receipt anchor(s) hold{}", anchors_of[i].size(),
+                         pk ? "" : " (their signatures unchecked without --pubkey)");
+    out << "\n";
   }
   return rc;
 }
@@ -400,8 +487,8 @@ constexpr std::string_view kUsageText =
     "commands:\n"
     "  query    list entries matching filters (--pmr --session --actor --subject --machine\n"
     "           --kind --outcome --since --until --hash-of --limit --format table|json|csv)\n"
-    "  verify   check the hash chain (and signatures with --pubkey); exit 1 names the first\n"
-    "           bad seq\n"
+    "  verify   check the hash chain (and signatures with --pubkey, and the entries customers'\n"
+    "           receipts name with --anchor FILE); exit 1 names the first bad seq\n"
     "  export   write every entry as --format jsonl or csv\n"
     "  tail     show the last entries; -f follows new ones\n"
     "  pubkey   print the gateway's journal public key\n"

@@ -233,11 +233,44 @@ TEST_CASE("a well-behaved scripted gateway: key, notice, channel, end", "[integr
   REQUIRE(back);
   CHECK(std::string(back->payload.begin(), back->payload.end()) == "ping");
   REQUIRE(g.peer->send(ft::end, as_bytes(R"({"reason":"ended by its owner, alice"})")));
+  g.peer->drop();  // no receipt (docs/protocol.md §4.12): the agent does not wait for one
   auto rc = g.wait_exit();
   REQUIRE(rc);
   CHECK(*rc == 0);
-  CHECK(g.rest_of_stdout().find("Session ended: ended by its owner, alice") != std::string::npos);
+  auto out = g.rest_of_stdout();
+  CHECK(out.find("Session ended: ended by its owner, alice") != std::string::npos);
+  CHECK(out.find("No receipt came from the gateway for session") != std::string::npos);
   CHECK(g.stderr_text().empty());
+}
+
+TEST_CASE("a RECEIPT: a protocol error during the session; after END, a malformed one is not kept", "[integration]") {
+  {
+    echo_server echo;
+    scripted_gateway g(echo.port());
+    g.start_agent();
+    g.authenticate_and_ack_key();
+    const std::string r = R"({"receipt":"{}","signature":")" + std::string(128, '0') + R"(","key_id":"0123456789abcdef"})";
+    REQUIRE(g.peer->send(ft::receipt, as_bytes(r)));
+    auto rc = g.wait_exit();
+    REQUIRE(rc);
+    CHECK(*rc == 1);
+    CHECK(g.stderr_text().find("unexpected RECEIPT from the gateway") != std::string::npos);
+  }
+  {
+    echo_server echo;
+    scripted_gateway g(echo.port());
+    g.start_agent();
+    g.authenticate_and_ack_key();
+    REQUIRE(g.peer->send(ft::end, as_bytes(R"({"reason":"ended by its owner, alice"})")));
+    REQUIRE(g.peer->send(ft::ping, {}));  // ignored while the agent waits for the receipt
+    REQUIRE(g.peer->send(ft::receipt, as_bytes(R"({"receipt":"{}","signature":"00","key_id":"x"})")));
+    auto rc = g.wait_exit();
+    REQUIRE(rc);
+    CHECK(*rc == 0);
+    CHECK(g.stderr_text().find("the gateway sent a malformed receipt, not kept: signature must be 128") !=
+          std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(g.profile.parent_path() / "receipts"));
+  }
 }
 
 TEST_CASE("an exception in the agent's tunnel code ends it with exit 1, reported", "[integration]") {

@@ -86,14 +86,17 @@ TEST_CASE("a stop ends the agent at once, STOP first, with a channel stalled on 
       CHECK(r.exit_code == 0);
       CHECK(r.out == "stopping\n");
     }
+    // STOP arrives at once; a gateway then sends the receipt and closes (docs/protocol.md
+    // §4.12): this one closes without a receipt, after which the agent has nothing to wait for.
+    auto stop = g.peer->recv_until(ft::stop, 5s);
+    REQUIRE(stop);
+    g.peer->drop();
     auto rc = g.wait_exit(10s);
     REQUIRE(rc);
     CHECK(*rc == 0);
     // Cancellation, not a wait: far below the 2 s drain bound, even on a loaded machine.
     CHECK(std::chrono::steady_clock::now() - asked < 1500ms);
-    g.read_until_closed(2s);
-    CHECK(g.received_type(ft::stop));
-    CHECK(g.error_codes().empty());
+    CHECK(g.rest_of_stdout().find("No receipt came from the gateway for session") != std::string::npos);
     CHECK(g.stderr_text().empty());
   }
 }

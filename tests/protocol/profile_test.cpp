@@ -75,6 +75,23 @@ TEST_CASE("the customer's policy per scope and the approval time round-trip; all
   CHECK(q.approval_seconds == 45);
 }
 
+TEST_CASE("the pinned receipt keys and the receipts directory round-trip; a bad key is refused") {
+  test::temp_dir t;
+  auto p = sample();
+  p.receipt_keys = {std::string(64, 'a'), std::string(64, 'b')};
+  p.receipts_dir = "/var/lib/rsgate-agent/receipts";
+  auto q = parse_profile(to_toml(p), "p.toml");
+  CHECK(q.receipt_keys == p.receipt_keys);
+  CHECK(q.receipts_dir == p.receipts_dir);
+  CHECK(receipts_directory(q, t / "p.toml") == "/var/lib/rsgate-agent/receipts");
+  q.receipts_dir.clear();
+  CHECK(receipts_directory(q, t / "p.toml") == std::filesystem::absolute(t.path() / "receipts"));
+  auto text = to_toml(p);
+  auto at = text.find(std::string(64, 'b'));
+  text.replace(at, 64, std::string(63, 'b'));
+  CHECK_THROWS_WITH(parse_profile(text, "p.toml"), Catch::Contains("gateway.receipt_keys: each key must be 64 hex digits"));
+}
+
 TEST_CASE("a profile readable by others is refused") {
   test::temp_dir t;
   write_file_exclusive(t / "p.toml", to_toml(sample()), 0644);
