@@ -145,8 +145,9 @@ config serve_config(const po::variables_map& vm, bool dev) {
     if (!is_valid_gateway_name(c.gateway_name))
       throw usage_error("invalid --name: 1 to 64 of A-Z a-z 0-9 . _ -");
   }
+  if (vm.count("tunnel-listen")) c.tunnel_on_http = vm["tunnel-listen"].as<std::string>() == "http";
   for (const char* flag : {"http-listen", "tunnel-listen"}) {
-    if (!vm.count(flag)) continue;
+    if (!vm.count(flag) || (c.tunnel_on_http && std::string_view(flag) == "tunnel-listen")) continue;
     auto a = parse_listen(vm[flag].as<std::string>());
     if (!a)
       throw usage_error(fmt::format("invalid --{} '{}': expected IP:PORT, e.g. 127.0.0.1:8443",
@@ -205,6 +206,7 @@ runtime_options runtime_for(const config& c, service& sessions) {
   ro.sessions = &sessions;
   ro.tunnel_host = c.tunnel.host;
   ro.tunnel_port = c.tunnel.port;
+  ro.tunnel_on_http = c.tunnel_on_http;
   ro.rekey_interval_s = c.rekey_interval_s;
   ro.keepalive_s = c.keepalive_s;
   ro.grace_s = c.grace_s;
@@ -236,7 +238,9 @@ std::vector<std::string> restart_required(const config& running, const config& n
               a.request_timeout_ms != b.request_timeout_ms || a.idle_timeout_ms != b.idle_timeout_ms ||
               a.max_header_bytes != b.max_header_bytes || a.max_body_bytes != b.max_body_bytes,
           "http limits");
-  differs(now.tunnel.host != running.tunnel.host || now.tunnel.port != running.tunnel.port, "tunnel.listen");
+  differs(now.tunnel.host != running.tunnel.host || now.tunnel.port != running.tunnel.port ||
+              now.tunnel_on_http != running.tunnel_on_http,
+          "tunnel.listen");
   differs(now.checkpoint_entries != running.checkpoint_entries || now.checkpoint_seconds != running.checkpoint_seconds ||
               now.probe_ms != running.probe_ms || now.max_queue != running.max_queue,
           "journal");
@@ -299,6 +303,7 @@ int run_gateway(const config& c, const std::string& peer_secret, const std::func
       next.port = ro.port;
       next.tunnel_host = ro.tunnel_host;
       next.tunnel_port = ro.tunnel_port;
+      next.tunnel_on_http = ro.tunnel_on_http;
       return next;
     };
     ro.reloaded = [&jw](const std::string& error, const std::vector<std::string>& restart, const std::string& sha) {
@@ -349,7 +354,8 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
       ("config", po::value<std::string>(), "TOML configuration file")
       ("data", po::value<std::string>(), "data directory (overrides the configuration)")
       ("http-listen", po::value<std::string>(), "HTTPS listen ADDR:PORT (default 127.0.0.1:8443)")
-      ("tunnel-listen", po::value<std::string>(), "tunnel listen ADDR:PORT (default 127.0.0.1:4433)")
+      ("tunnel-listen", po::value<std::string>(),
+       "tunnel listen ADDR:PORT (default 127.0.0.1:4433), or `http`: on the HTTPS port, told apart by ALPN")
       ("name", po::value<std::string>(), "gateway name recorded in the journal")
       ("log-level", po::value<std::string>(), "debug, info, warn or error")
       ("help,h", "show this help");

@@ -52,7 +52,7 @@ bool is_valid_agent_address(std::string_view text) {
 
 std::string agent_tunnel_address(const config& c) {
   if (!c.tunnel_public.empty()) return c.tunnel_public;
-  const auto& t = c.tunnel;
+  const auto& t = c.tunnel_on_http ? c.http : c.tunnel;
   bool wildcard = t.host == "0.0.0.0" || t.host == "::" || t.host.find_first_not_of(":0") == std::string::npos;
   std::string shown = t.host.find(':') != std::string::npos ? fmt::format("[{}]:{}", t.host, t.port)
                                                              : fmt::format("{}:{}", t.host, t.port);
@@ -165,7 +165,11 @@ void read_http(const reader& r, config& c) {
 void read_tunnel(const reader& r, config& c) {
   auto t = r.section("tunnel", {"listen", "public_address", "rekey_interval", "keepalive", "grace", "reauth"});
   if (!t) return;
-  r.listen(t, "tunnel", c.tunnel);
+  if (t->contains("listen") && t->get("listen")->value<std::string>() == "http") {
+    c.tunnel_on_http = true;  // one port for both, told apart by ALPN
+  } else {
+    r.listen(t, "tunnel", c.tunnel);
+  }
   r.number(t, "tunnel", "rekey_interval", 1, 86'400, c.rekey_interval_s);
   r.number(t, "tunnel", "grace", 1, 86'400, c.grace_s);
   r.number(t, "tunnel", "reauth", rsgate::tunnel::kMinTunnelSeconds, rsgate::tunnel::kMaxTunnelLifeSeconds, c.reauth_s);

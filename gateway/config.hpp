@@ -20,6 +20,9 @@ struct config {
   std::string gateway_name;  // empty: the name the journal was created with (else a default)
   listen_address http{"127.0.0.1", 8443};
   listen_address tunnel{"127.0.0.1", 4433};
+  // tunnel.listen = "http": agents' tunnels share the HTTPS listener's port, told apart by
+  // ALPN before TLS (docs/operations.md §13). `tunnel` is then ignored.
+  bool tunnel_on_http = false;
   // HOST:PORT agents connect to, written into profiles by `rsgate machine enroll` (needed
   // when tunnel.listen is 0.0.0.0 or [::], or behind NAT); "" = tunnel.listen itself.
   std::string tunnel_public;

@@ -13,9 +13,16 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
 
+#include <sys/socket.h>
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+
 #include "core/log.hpp"
 #include "gateway/detail/https_server.hpp"
+#include "gateway/tunnel/tunnel_server.hpp"
 #include "net/async_bridge.hpp"
+#include "protocol/client_hello.hpp"
+#include "protocol/wire.hpp"
 
 namespace rsgate::gateway::detail {
 namespace {
@@ -148,7 +155,76 @@ http::response<http::string_body> to_wire(http_response r, unsigned version, boo
   return res;
 }
 
-asio::awaitable<void> run_acceptor(tcp::acceptor* acceptor, server_state* st) {
+namespace {
+
+// An accepted connection served as HTTPS, within http.max_connections.
+void serve_https(tcp::socket sock, server_state* st) {
+  ++st->m.http_connections_total;
+  if (st->m.http_connections_active.load() >= st->limits.max_connections) {
+    ++st->m.http_connections_refused;
+    beast::error_code ignored;
+    sock.close(ignored);
+    return;
+  }
+  ++st->m.http_connections_active;
+  beast::error_code ec;
+  sock.set_option(tcp::no_delay(true), ec);
+  std::string remote;
+  auto rep = sock.remote_endpoint(ec);
+  if (!ec) remote = rep.address().to_string() + ":" + std::to_string(rep.port());
+  auto conn_ex = sock.get_executor();
+  asio::co_spawn(conn_ex, run_connection(std::move(sock), std::move(remote), st), asio::detached);
+}
+
+// One port for HTTPS and tunnels: the ClientHello is peeked at (MSG_PEEK: TLS then reads it
+// again from the socket), within the handshake bound, and the connection goes where its ALPN
+// says. At most kMaxPreAuthTunnels connections are read at once; more are closed at accept.
+asio::awaitable<void> sniff_then_serve(tcp::socket sock, server_state* st, tunnel_server* tunnels) {
+  using namespace asio::experimental::awaitable_operators;
+  struct slot {
+    std::atomic<int>& n;
+    ~slot() { --n; }
+  } counted{st->sniffing};
+  asio::steady_timer deadline(sock.get_executor());
+  deadline.expires_after(std::chrono::milliseconds(st->limits.handshake_timeout_ms));
+  std::vector<std::uint8_t> buf(tunnel::kMaxClientHelloRecord);
+  std::size_t seen = 0;
+  tunnel::client_hello_scan scan;
+  for (;;) {
+    auto got = ::recv(sock.native_handle(), buf.data(), buf.size(), MSG_PEEK | MSG_DONTWAIT);
+    if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) co_return;  // gone
+    const auto n = got < 0 ? seen : static_cast<std::size_t>(got);
+    scan = tunnel::scan_client_hello(std::span<const std::uint8_t>(buf.data(), n));
+    if (scan.state != tunnel::client_hello_scan::result::need_more) break;
+    if (n == buf.size()) break;  // cannot happen: a record fits
+    if (n > seen || n == 0) {
+      seen = n;
+      // Wait for more bytes (or the first): readiness, or the deadline.
+      auto r = co_await (sock.async_wait(tcp::socket::wait_read, asio::as_tuple(asio::use_awaitable)) ||
+                         deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
+      if (r.index() == 1) co_return;  // the handshake bound passed: closed, like a TLS timeout
+      if (n > 0) continue;
+    } else {
+      // Readable but not grown: the rest of the record is on its way; look again shortly.
+      asio::steady_timer pause(sock.get_executor(), std::chrono::milliseconds(5));
+      auto r = co_await (pause.async_wait(asio::as_tuple(asio::use_awaitable)) ||
+                         deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
+      if (r.index() == 1) co_return;
+    }
+  }
+  deadline.cancel();
+  const bool tunnel_asked = scan.state == tunnel::client_hello_scan::result::hello &&
+                            std::find(scan.alpn.begin(), scan.alpn.end(), tunnel::kAlpn) != scan.alpn.end();
+  if (tunnel_asked) {
+    tunnels->adopt(std::move(sock));
+  } else {
+    serve_https(std::move(sock), st);  // not a ClientHello at all: its TLS handshake fails there
+  }
+}
+
+}  // namespace
+
+asio::awaitable<void> run_acceptor(tcp::acceptor* acceptor, server_state* st, tunnel_server* tunnels) {
   auto ex = co_await asio::this_coro::executor;
   for (;;) {
     // One I/O thread needs no strands, and io_context's executor is cheaper to copy (no
@@ -166,20 +242,18 @@ asio::awaitable<void> run_acceptor(tcp::acceptor* acceptor, server_state* st) {
       if (tec) co_return;
       continue;
     }
-    ++st->m.http_connections_total;
-    if (st->m.http_connections_active.load() >= st->limits.max_connections) {
-      ++st->m.http_connections_refused;
+    if (!tunnels) {
+      serve_https(std::move(sock), st);
+      continue;
+    }
+    if (st->sniffing.load() >= static_cast<int>(tunnel::kMaxPreAuthTunnels)) {
       beast::error_code ignored;
       sock.close(ignored);
       continue;
     }
-    ++st->m.http_connections_active;
-    sock.set_option(tcp::no_delay(true), ec);
-    std::string remote;
-    auto rep = sock.remote_endpoint(ec);
-    if (!ec) remote = rep.address().to_string() + ":" + std::to_string(rep.port());
+    ++st->sniffing;
     conn_ex = sock.get_executor();
-    asio::co_spawn(conn_ex, run_connection(std::move(sock), std::move(remote), st), asio::detached);
+    asio::co_spawn(conn_ex, sniff_then_serve(std::move(sock), st, tunnels), asio::detached);
   }
 }
 

@@ -56,12 +56,15 @@ tunnel_config tunnel_config_for(const runtime_options& opts) {
   return tc;
 }
 
+// `https_bound`: with tunnel.listen = "http", the HTTPS listener's address, which then
+// serves the tunnels too (no listener of their own).
 std::unique_ptr<tunnel_server> start_tunnels(asio::io_context& ioc, const runtime_options& opts, bool strands,
-                                             metrics& m) {
+                                             metrics& m, const std::string& https_bound) {
   auto tc = tunnel_config_for(opts);
   tc.strands = strands;
   auto tunnels = std::make_unique<tunnel_server>(ioc, std::move(tc), *opts.sessions, m);
-  auto tunnel_bound = tunnels->start();
+  auto tunnel_bound = tunnels->start(!opts.tunnel_on_http);
+  if (opts.tunnel_on_http) tunnel_bound = https_bound;
   if (opts.on_tunnel_listening) opts.on_tunnel_listening(tunnel_bound);
   return tunnels;
 }
@@ -242,7 +245,7 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
   // threads, a timer must not be touched from two at once.
   const asio::any_io_executor shutdown_ex = asio::make_strand(ioc);
   std::unique_ptr<tunnel_server> tunnels;
-  if (opts.sessions) tunnels = start_tunnels(ioc, opts, st.strands, m);
+  if (opts.sessions) tunnels = start_tunnels(ioc, opts, st.strands, m, bound_text);
   if (opts.sessions && !opts.peer_secret.empty())
     opts.sessions->set_peer(opts.peer_secret, opts.peer_url,
                             opts.peer_url.empty() ? service::peer_lookup{}
@@ -270,7 +273,7 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
                                  housekeeping ? &*housekeeping : nullptr, &signals, &drain, waker, &stop_signal,
                                  opts.limits.shutdown_grace_ms}),
                  asio::detached);
-  asio::co_spawn(acceptor_ex, run_acceptor(&acceptor, &st),
+  asio::co_spawn(acceptor_ex, run_acceptor(&acceptor, &st, opts.tunnel_on_http ? tunnels.get() : nullptr),
                  asio::bind_cancellation_slot(stop_accepting.slot(), asio::detached));
   if (opts.on_listening) opts.on_listening(bound_text);
 

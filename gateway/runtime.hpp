@@ -37,6 +37,9 @@ struct runtime_options {
   class service* sessions = nullptr;
   std::string tunnel_host = "127.0.0.1";
   std::uint16_t tunnel_port = 4433;
+  // Tunnels on the HTTPS listener's port instead, told apart by the ClientHello's ALPN
+  // (protocol/client_hello.hpp): `rsgate/1` goes to the tunnel side, anything else is HTTPS.
+  bool tunnel_on_http = false;
   int rekey_interval_s = 900;  // tunnel.rekey_interval
   int keepalive_s = 90;        // tunnel.keepalive
   int grace_s = 120;           // tunnel.grace (told to agents in SUCCESS)

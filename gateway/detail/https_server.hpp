@@ -25,6 +25,7 @@
 
 namespace rsgate::gateway {
 class service;
+class tunnel_server;
 }
 
 namespace rsgate::gateway::detail {
@@ -58,6 +59,7 @@ struct server_state {
   bool strands = true;  // more than one I/O thread: each connection on its own strand
   asio::thread_pool* workers = nullptr;
   std::atomic<bool> stopping{false};
+  std::atomic<int> sniffing{0};  // shared port: connections whose ClientHello is being read
   // Set before `stopping`; called (from any thread) each time a connection ends after it, so
   // that the shutdown's drain wakes instead of polling.
   std::function<void()> on_connection_end{};
@@ -73,7 +75,9 @@ inline constexpr std::size_t kStreamMessageMax = tunnel::kMaxStreamMessage;  // 
 http::response<http::string_body> to_wire(http_response r, unsigned version, bool keep_alive, bool head);
 void configure_tls(ssl::context& ctx, const runtime_options& o);
 // Accepts until the acceptor is closed or the server stops; one coroutine per connection.
-asio::awaitable<void> run_acceptor(tcp::acceptor* acceptor, server_state* st);
+// With `tunnels` (tunnel.listen = "http"), each connection's ClientHello is read first (without
+// consuming it) and one offering ALPN rsgate/1 goes to the tunnel side.
+asio::awaitable<void> run_acceptor(tcp::acceptor* acceptor, server_state* st, tunnel_server* tunnels = nullptr);
 
 // channel_stream.cpp: a WebSocket upgrade to /api/v1/channels/stream on `stream` (which lives
 // in the caller's frame). True when it was refused with an HTTP answer (the caller then shuts

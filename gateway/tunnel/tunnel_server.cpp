@@ -142,6 +142,37 @@ void refuse_at_accept(shared_ctx& ctx, const tunnel::admission::ticket& t, const
   ctx.svc.journal().append(std::move(e), [](const journal::append_result&) {});
 }
 
+// An accepted connection (here, or by the HTTPS listener on a shared port): the admission
+// limits before TLS, then its own coroutine on the socket's executor (its strand).
+void admit(tunnel_server::impl* st, tcp::socket sock) {
+  auto& ctx = st->ctx;
+  beast::error_code ec;
+  auto rep = sock.remote_endpoint(ec);
+  if (ec || ctx->stopping) return;  // gone already, or the gateway stops: the socket closes
+  std::string remote = rep.address().to_string() + ":" + std::to_string(rep.port());
+  auto ticket = ctx->adm.on_accept(source_key(rep.address()), system_clock::instance().now());
+  if (ticket.v != tunnel::admission::verdict::admit) {
+    refuse_at_accept(*ctx, ticket, remote);
+    return;
+  }
+  sock.set_option(tcp::no_delay(true), ec);
+  auto conn_ex = sock.get_executor();
+  std::shared_ptr<ssl::context> tls;
+  {
+    std::lock_guard lock(st->tls_mu);
+    tls = st->tls;
+  }
+  auto c = std::make_shared<tunnel_connection>(std::move(sock), tls->native_handle(), std::move(remote),
+                                               std::move(ticket.source), ctx);
+  {
+    std::lock_guard lock(st->live_mu);
+    if (ctx->stopping) return;  // stop() has asked the live ones to close already; c goes unserved
+    std::erase_if(st->live, [](auto& w) { return w.expired(); });
+    st->live.push_back(c);
+  }
+  asio::co_spawn(conn_ex, run_tunnel(std::move(c)), [](std::exception_ptr e) { log_end("tunnel", e); });
+}
+
 asio::awaitable<void> accept_tunnels(tunnel_server::impl* st) {
   auto ex = co_await asio::this_coro::executor;
   auto ctx = st->ctx;
@@ -155,31 +186,7 @@ asio::awaitable<void> accept_tunnels(tunnel_server::impl* st) {
       co_await t.async_wait(use_tuple);
       continue;
     }
-    auto rep = sock.remote_endpoint(ec);
-    if (ec) continue;  // gone already
-    std::string remote = rep.address().to_string() + ":" + std::to_string(rep.port());
-    auto ticket = ctx->adm.on_accept(source_key(rep.address()), system_clock::instance().now());
-    if (ticket.v != tunnel::admission::verdict::admit) {
-      refuse_at_accept(*ctx, ticket, remote);
-      beast::error_code ignored;
-      sock.close(ignored);
-      continue;
-    }
-    sock.set_option(tcp::no_delay(true), ec);
-    conn_ex = sock.get_executor();
-    std::shared_ptr<ssl::context> tls;
-    {
-      std::lock_guard lock(st->tls_mu);
-      tls = st->tls;
-    }
-    auto c = std::make_shared<tunnel_connection>(std::move(sock), tls->native_handle(), std::move(remote),
-                                                 std::move(ticket.source), ctx);
-    {
-      std::lock_guard lock(st->live_mu);
-      std::erase_if(st->live, [](auto& w) { return w.expired(); });
-      st->live.push_back(c);
-    }
-    asio::co_spawn(conn_ex, run_tunnel(std::move(c)), [](std::exception_ptr e) { log_end("tunnel", e); });
+    admit(st, std::move(sock));
   }
 }
 
@@ -194,9 +201,16 @@ tunnel_server::~tunnel_server() {
   journal_summaries(*impl_->ctx, impl_->ctx->adm.take_due(system_clock::instance().now(), true));
 }
 
-std::string tunnel_server::start() {
+void tunnel_server::adopt(tcp::socket sock) { admit(impl_.get(), std::move(sock)); }
+
+std::string tunnel_server::start(bool listen) {
   auto& st = *impl_;
   st.tls = make_tunnel_tls(st.ctx->cfg.cert_file, st.ctx->cfg.key_file);
+  if (!listen) {
+    asio::co_spawn(st.acceptor.get_executor(), flush_summaries(st.ctx),
+                   [](std::exception_ptr e) { log_end("tunnel journal summaries", e); });
+    return {};
+  }
   beast::error_code ec;
   auto addr = asio::ip::make_address(st.ctx->cfg.host, ec);
   if (ec) throw std::runtime_error("invalid tunnel listen address " + st.ctx->cfg.host);

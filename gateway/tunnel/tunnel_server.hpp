@@ -2,6 +2,7 @@
 // coroutine per agent connection. Included only by the network runtime's translation units.
 #pragma once
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <functional>
 #include <memory>
 #include <string>
@@ -32,7 +33,11 @@ class tunnel_server {
   tunnel_server(boost::asio::io_context& ioc, tunnel_config cfg, service& svc, metrics& m);
   ~tunnel_server();
   // Binds and starts accepting; returns the bound "host:port". Throws when it cannot listen.
-  std::string start();
+  // With `listen` false, nothing is bound: connections come through adopt() only.
+  std::string start(bool listen = true);
+  // A TCP connection another listener accepted whose ClientHello asks for rsgate/1 (one port
+  // for HTTPS and tunnels): admitted and served as if accepted here. From any thread.
+  void adopt(boost::asio::ip::tcp::socket sock);
   // Stops accepting and asks every tunnel to close. From then on `on_tunnel_end` is called
   // (from any thread) each time a tunnel ends, so that a drain is woken, not polled.
   void stop(std::function<void()> on_tunnel_end = {});

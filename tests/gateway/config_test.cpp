@@ -101,6 +101,16 @@ TEST_CASE("the sample configuration loads, whatever the data path holds") {
   CHECK(c.gateway_name == "gw-2.prod_1");
 }
 
+TEST_CASE("tunnel.listen = \"http\": tunnels on the HTTPS port; profiles name that address") {
+  rsgate::test::temp_dir t;
+  auto c = load_config(write(t, "[http]\nlisten = \"10.0.0.5:443\"\n[tunnel]\nlisten = \"http\"\n"));
+  CHECK(c.tunnel_on_http);
+  CHECK(agent_tunnel_address(c) == "10.0.0.5:443");
+  c = load_config(write(t, "[tunnel]\nlisten = \"10.0.0.5:4433\"\n"));
+  CHECK_FALSE(c.tunnel_on_http);
+  CHECK_THROWS_WITH(load_config(write(t, "[tunnel]\nlisten = \"https\"\n")), Catch::Contains("tunnel.listen"));
+}
+
 TEST_CASE("gateway names") {
   CHECK(is_valid_gateway_name("gw-2.prod_1"));
   CHECK_FALSE(is_valid_gateway_name(""));
