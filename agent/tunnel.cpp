@@ -365,6 +365,15 @@ void on_end(agent_state& st, const tunnel::frame& f) {
     lost(st, "");
     return;
   }
+  if (r && r->reason == tunnel::kMove) {
+    // The gateway drains (it is being stopped): the other gateway of the profile first (§9).
+    line(st, fmt::format("The gateway {} is stopping and hands this agent to the other gateway; reconnecting",
+                         st.view.gateway));
+    st.move_from = st.view.gateway;
+    st.reconnect_now = true;
+    lost(st, "");
+    return;
+  }
   if (r && r->reason == tunnel::kRestart) {
     // The gateway stops and keeps the session for its next run (§9): come back to it.
     line(st, fmt::format("The gateway is restarting; reconnecting (it keeps session {} for {} s)", st.view.session,
@@ -475,10 +484,14 @@ std::optional<agent_handshake> start_handshake(agent_state& st) {
 asio::awaitable<void> tunnel_session(agent_state& st, asio::ssl::context& tls) {
   co_await asio::this_coro::throw_if_cancelled(false);  // a cancelled operation is an error value
   bool connected = false;
-  for (auto& address : {st.opt.prof.primary, st.opt.prof.backup}) {
+  // After END `move` the gateway it came from is tried last.
+  std::vector<std::string> order{st.opt.prof.primary, st.opt.prof.backup};
+  if (!st.move_from.empty() && order[0] == st.move_from) std::swap(order[0], order[1]);
+  for (auto& address : order) {
     if (address.empty() || st.done) continue;  // st.done: stopped while connecting
     if ((connected = co_await connect_to(st, tls, address))) break;
   }
+  if (connected) st.move_from.clear();
   if (!connected) {
     if (!st.done && !st.view.session.empty()) {  // a reconnect: connect_to said why; try again
       lost(st, "");

@@ -207,6 +207,7 @@ runtime_options runtime_for(const config& c, service& sessions) {
   ro.tunnel_host = c.tunnel.host;
   ro.tunnel_port = c.tunnel.port;
   ro.tunnel_on_http = c.tunnel_on_http;
+  ro.drain_s = c.drain_seconds;
   ro.rekey_interval_s = c.rekey_interval_s;
   ro.keepalive_s = c.keepalive_s;
   ro.grace_s = c.grace_s;
@@ -231,6 +232,7 @@ std::vector<std::string> restart_required(const config& running, const config& n
   differs(!now.gateway_name.empty() && now.gateway_name != running.gateway_name, "gateway.name");
   differs(now.threads != running.threads, "gateway.threads");
   differs(now.workers != running.workers, "gateway.workers");
+  differs(now.drain_seconds != running.drain_seconds, "gateway.drain_seconds");
   differs(now.http.host != running.http.host || now.http.port != running.http.port, "http.listen");
   auto& a = now.limits;
   auto& b = running.limits;
@@ -318,6 +320,16 @@ int run_gateway(const config& c, const std::string& peer_secret, const std::func
       out << "rsgate: demo machine agent: " << agent_command() << " start --profile " << shell_word(demo.string())
           << "\n";
     }
+  };
+  ro.on_drain = [&jw, drain = c.drain_seconds](int sig) {
+    journal::entry e;
+    e.kind = "gateway.drain";
+    e.actor = "gateway";
+    e.source = journal::local_source();
+    e.detail = boost::json::serialize(boost::json::object{
+        {"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}, {"drain_seconds", drain}});
+    auto r = jw.append_sync(std::move(e));
+    if (!r.ok()) log::error("journal: the drain could not be recorded: {}", r.message);
   };
   ro.on_listening = [&](const std::string& bound) {
     out << "rsgate: console: https://" << bound << "/\n";

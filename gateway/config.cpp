@@ -127,7 +127,7 @@ struct reader {
 };
 
 void read_gateway(const reader& r, config& c) {
-  auto g = r.section("gateway", {"name", "data", "log_level", "threads", "workers"});
+  auto g = r.section("gateway", {"name", "data", "log_level", "threads", "workers", "drain_seconds"});
   if (!g) return;
   std::string data, name;
   r.str(g, "gateway", "data", data);
@@ -135,6 +135,7 @@ void read_gateway(const reader& r, config& c) {
   r.str(g, "gateway", "log_level", c.log_level);
   r.number(g, "gateway", "threads", 1, 64, c.threads);
   r.number(g, "gateway", "workers", 1, 64, c.workers);
+  r.number(g, "gateway", "drain_seconds", 0, 3600, c.drain_seconds);
   if (!data.empty()) c.data_dir = data;
   if (!name.empty()) {
     if (!is_valid_gateway_name(name)) r.fail("gateway.name", "must be 1 to 64 of A-Z a-z 0-9 . _ -");

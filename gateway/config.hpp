@@ -41,6 +41,8 @@ struct config {
   std::string log_level = "info";
   int threads = 1;  // I/O threads: TLS and relaying
   int workers = 2;  // request threads: password hashing, journal queries
+  // SIGTERM drains for up to this long before it stops (docs/operations.md §7); 0: stop at once.
+  int drain_seconds = 0;
   http_limits limits;
   // Journal writer
   std::int64_t checkpoint_entries = 1000;

@@ -137,7 +137,39 @@ struct shutdown_parts {
   std::shared_ptr<drain_waker> waker;
   int* stop_signal;
   int grace_ms;
+  service* sessions;                      // null without sessions
+  int drain_ms;                           // gateway.drain_seconds: 0, no drain
+  const std::function<void(int)>* on_drain;
+  bool* drain_cut;                        // a second signal ends the drain at once
 };
+
+// A second SIGINT/SIGTERM while draining: the drain ends now (the stop goes on).
+asio::awaitable<void> cut_drain_on_signal(asio::signal_set* signals, bool* cut, asio::steady_timer* drain) {
+  auto [ec, signo] = co_await signals->async_wait(use_tuple);
+  if (ec) co_return;
+  log::info("signal {} received while draining: stopping now", signo);
+  *cut = true;
+  drain->cancel();
+}
+
+// SIGTERM's drain (docs/operations.md §7), before the stop: journaled; no new tunnel or
+// attach; agents without an owner handed to the other gateway at once; then until no session
+// has an owner, the deadline, or a second signal. A bounded poll (5 a second) of one counter.
+asio::awaitable<void> drain_sessions(shutdown_parts p, int signo) {
+  log::info("signal {} received: draining for at most {} s (a second signal stops at once)", signo, p.drain_ms / 1000);
+  if (*p.on_drain) (*p.on_drain)(signo);
+  p.sessions->set_draining();
+  p.tunnels->drain();
+  asio::co_spawn(p.drain->get_executor(), cut_drain_on_signal(p.signals, p.drain_cut, p.drain), asio::detached);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(p.drain_ms);
+  while (!*p.drain_cut && std::chrono::steady_clock::now() < until && p.sessions->owned_sessions() > 0) {
+    p.drain->expires_after(std::min<std::chrono::steady_clock::duration>(std::chrono::milliseconds(200),
+                                                                         until - std::chrono::steady_clock::now()));
+    (void)co_await p.drain->async_wait(use_tuple);
+  }
+  log::info("drain over ({}); the remaining agents move to the other gateway",
+            *p.drain_cut ? "second signal" : p.sessions->owned_sessions() == 0 ? "no session is held" : "deadline");
+}
 
 // Until no HTTPS connection and no tunnel is open, or `deadline`. No polling: every end of a
 // connection or a tunnel during the shutdown cancels the timer (drain_waker), which is the
@@ -157,12 +189,15 @@ asio::awaitable<void> stop_on_signal(shutdown_parts p) {
   auto [sec, signo] = co_await p.signals->async_wait(use_tuple);
   if (sec) co_return;
   *p.stop_signal = signo;
+  const bool drained = p.drain_ms > 0 && p.tunnels && p.sessions;
+  if (drained) co_await drain_sessions(p, signo);
+  p.signals->cancel();  // the drain's second-signal waiter, if any
   log::info("signal {} received: stopping (grace {} ms)", signo, p.grace_ms);
   p.hangups->cancel();
   p.st->on_connection_end = [w = p.waker] { w->wake(); };  // before `stopping`, which publishes it
   p.st->stopping = true;
   if (p.housekeeping) p.housekeeping->stop();
-  if (p.tunnels) p.tunnels->stop([w = p.waker] { w->wake(); });
+  if (p.tunnels) p.tunnels->stop([w = p.waker] { w->wake(); }, drained);
   asio::post(p.acceptor->get_executor(), [acceptor = p.acceptor, stop = p.stop_accepting] {
     beast::error_code ignored;
     acceptor->close(ignored);
@@ -268,10 +303,12 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
   auto waker = std::make_shared<drain_waker>(&drain);
   // Its handler holds an executor of the io_context: declared after it, so destroyed first.
   asio::cancellation_signal stop_accepting;
+  bool drain_cut = false;
   asio::co_spawn(shutdown_ex,
                  stop_on_signal({&ioc, &hangups, &st, &acceptor, &stop_accepting, tunnels.get(),
                                  housekeeping ? &*housekeeping : nullptr, &signals, &drain, waker, &stop_signal,
-                                 opts.limits.shutdown_grace_ms}),
+                                 opts.limits.shutdown_grace_ms, opts.sessions, opts.drain_s * 1000, &opts.on_drain,
+                                 &drain_cut}),
                  asio::detached);
   asio::co_spawn(acceptor_ex, run_acceptor(&acceptor, &st, opts.tunnel_on_http ? tunnels.get() : nullptr),
                  asio::bind_cancellation_slot(stop_accepting.slot(), asio::detached));

@@ -40,6 +40,11 @@ struct runtime_options {
   // Tunnels on the HTTPS listener's port instead, told apart by the ClientHello's ALPN
   // (protocol/client_hello.hpp): `rsgate/1` goes to the tunnel side, anything else is HTTPS.
   bool tunnel_on_http = false;
+  // SIGTERM: drain for up to this long first (gateway.drain_seconds; 0: stop at once). Draining:
+  // no new tunnel or attach; agents without an owner move to the pair's other gateway at once,
+  // the others when their session ends or at the deadline. on_drain journals its start.
+  int drain_s = 0;
+  std::function<void(int signo)> on_drain;
   int rekey_interval_s = 900;  // tunnel.rekey_interval
   int keepalive_s = 90;        // tunnel.keepalive
   int grace_s = 120;           // tunnel.grace (told to agents in SUCCESS)

@@ -168,6 +168,11 @@ class service {
   // At the end of serving (all threads joined): the lookup's io_context goes; attaches after
   // this do not ask the peer.
   void stop_peer_lookups() { peer_ask_ = {}; }
+  // SIGTERM's drain (docs/operations.md §7): attaches are refused (503 `draining`, journaled);
+  // what is live goes on. owned_sessions() counts the sessions a representative holds.
+  void set_draining() { draining_ = true; }
+  [[nodiscard]] std::size_t owned_sessions();
+  [[nodiscard]] bool has_owner(const std::string& session_id);
 
   // --- life ---
   // Called every second, off the I/O threads: ends the sessions of machines revoked and
@@ -346,6 +351,7 @@ class service {
   std::mutex executor_mu_;
   policy_queue::executor executor_;  // guarded by executor_mu_ (the same as policy_'s)
   std::atomic<bool> keep_sessions_{false};
+  std::atomic<bool> draining_{false};
   std::mutex sessions_state_mu_;  // the snapshots' own state.db connection, opened when first used
   std::optional<state_store> sessions_state_;
   struct persisted {

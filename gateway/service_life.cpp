@@ -279,6 +279,19 @@ service::restored service::restore_sessions() {
   return out;
 }
 
+std::size_t service::owned_sessions() {
+  std::lock_guard lock(mu_);
+  std::size_t n = 0;
+  for (auto* s : registry_.live_sessions()) n += s->state == session_state::active;
+  return n;
+}
+
+bool service::has_owner(const std::string& session_id) {
+  std::lock_guard lock(mu_);
+  auto* s = registry_.find(session_id);
+  return s && s->state == session_state::active;
+}
+
 void service::drain_steps(std::chrono::milliseconds wait) {
   auto until = std::chrono::steady_clock::now() + wait;
   while (!idle() && std::chrono::steady_clock::now() < until)

@@ -90,6 +90,11 @@ void service::attach(const principal& p, const http_request& req, const api::rep
   e.machine = a.machine;
   e.secret_hmac = a.key_hmac;
   std::string by = key.empty() ? "machine" : "key";
+  if (draining_)  // the gateway stops: a new owner would be handed over with its agent soon
+    return deny(std::move(e),
+                refusal{503, "draining",
+                        "this gateway is stopping; attach on the other gateway of the pair once the agent is there"},
+                done, std::nullopt, {{"by", by}});
   std::optional<refusal> refused;
   std::string sid;
   {

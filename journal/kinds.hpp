@@ -7,7 +7,7 @@
 namespace rsgate::journal {
 
 inline constexpr std::string_view kKinds[] = {
-    "gateway.start",      "gateway.stop",      "gateway.reload",      "tunnel.connect",    "tunnel.auth",
+    "gateway.start",      "gateway.stop",      "gateway.reload",      "gateway.drain",      "tunnel.connect",    "tunnel.auth",
     "tunnel.reauth",      "tunnel.close",      "session.key_issued", "session.attach",
     "session.grant",      "session.revoke",    "session.transfer",  "session.end",
     "channel.open",       "channel.approval",  "channel.close",     "file.upload",       "file.download",

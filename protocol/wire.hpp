@@ -63,6 +63,7 @@ inline constexpr int kRekeySeconds = 900;             // TLS KeyUpdate + CHAP re
 inline constexpr int kMaxTunnelSeconds = 24 * 3600;   // then re-authenticate from scratch
 inline constexpr std::string_view kReauthenticate = "reauthenticate";  // END's reason at tunnel life's end
 inline constexpr std::string_view kRestart = "restart";  // END's reason when the gateway stops, keeping sessions
+inline constexpr std::string_view kMove = "move";  // END's reason when a draining gateway hands the agent to its peer
 inline constexpr int kMinTunnelSeconds = 5;           // the range of tunnel.reauth and of
 inline constexpr int kMaxTunnelLifeSeconds = 7 * 86400;  // SUCCESS's max_tunnel_seconds
 // The customer's time to approve a channel to an `ask` scope (HELLO approval_seconds, §8.1);

@@ -114,6 +114,7 @@ struct agent_state {
   std::uint64_t connection = 0;           // counts connections: a keepalive serves only its own
   bool conn_over = false;                 // this connection ended; the agent reconnects (lost())
   bool reconnect_now = false;             // END reauthenticate: the next attempt without a wait
+  std::string move_from;                  // END move: the gateway to try last until a connection
   bool reconnecting = false;              // since the loss: until a SUCCESS, or the grace's end
   std::chrono::steady_clock::time_point reconnect_deadline{};  // the loss + the grace
   int attempts = 0;                       // reconnect attempts since the loss (the backoff's exponent)

@@ -98,6 +98,7 @@ struct shared_ctx {
   // ends after that, so that the shutdown's drain wakes instead of polling.
   std::function<void()> on_end;
   std::atomic<bool> stopping{false};
+  std::atomic<bool> draining{false};  // SIGTERM's drain: no new tunnel
 };
 
 using tunnel::kMaxQueuedBytes;
@@ -184,11 +185,28 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
 
   // The gateway stops (docs/protocol.md §9): END `restart` to an authenticated agent, which
   // comes back to the next run within the grace; the session is kept (state.db), not ended.
-  void close_for_restart() {
-    asio::post(stream_.get_executor(), [self = shared_from_this()] {
-      self->set_close("the gateway stops; the session is kept for its agent", journal::outcome::ok);
+  // After a drain, END `move`: the agent goes to the pair's other gateway first.
+  void close_for_restart(bool move = false) {
+    asio::post(stream_.get_executor(), [self = shared_from_this(), move] {
+      self->set_close(move ? "the gateway stopped draining; the agent moves to the other gateway"
+                           : "the gateway stops; the session is kept for its agent",
+                      journal::outcome::ok);
       if (self->authenticated_)
-        self->queue(tunnel::frame_type::end, tunnel::to_payload(tunnel::reason_only{std::string(tunnel::kRestart)}));
+        self->queue(tunnel::frame_type::end,
+                    tunnel::to_payload(tunnel::reason_only{std::string(move ? tunnel::kMove : tunnel::kRestart)}));
+      self->mark_closing();
+      self->wake_.notify();
+    });
+  }
+  // The drain's start: a tunnel whose session has no owner is handed to the other gateway now
+  // (END `move`); one a representative holds stays until its session ends or the drain ends.
+  void move_if_unowned() {
+    asio::post(stream_.get_executor(), [self = shared_from_this()] {
+      if (self->closing_ || self->ending_) return;
+      if (self->authenticated_ && !self->session_.empty() && self->svc_.has_owner(self->session_)) return;
+      self->set_close("the gateway drains; the agent moves to the other gateway", journal::outcome::ok);
+      if (self->authenticated_)
+        self->queue(tunnel::frame_type::end, tunnel::to_payload(tunnel::reason_only{std::string(tunnel::kMove)}));
       self->mark_closing();
       self->wake_.notify();
     });

@@ -148,7 +148,7 @@ void admit(tunnel_server::impl* st, tcp::socket sock) {
   auto& ctx = st->ctx;
   beast::error_code ec;
   auto rep = sock.remote_endpoint(ec);
-  if (ec || ctx->stopping) return;  // gone already, or the gateway stops: the socket closes
+  if (ec || ctx->stopping || ctx->draining) return;  // gone, or the gateway stops: the socket closes
   std::string remote = rep.address().to_string() + ":" + std::to_string(rep.port());
   auto ticket = ctx->adm.on_accept(source_key(rep.address()), system_clock::instance().now());
   if (ticket.v != tunnel::admission::verdict::admit) {
@@ -248,7 +248,19 @@ void tunnel_server::reload(const tunnel_config& next) {
   c.tunnel_life_ms = next.tunnel_life_ms;
 }
 
-void tunnel_server::stop(std::function<void()> on_tunnel_end) {
+void tunnel_server::drain() {
+  auto& st = *impl_;
+  st.ctx->draining = true;
+  asio::post(st.acceptor.get_executor(), [&st] {
+    beast::error_code ignored;
+    st.acceptor.close(ignored);
+  });
+  std::lock_guard lock(st.live_mu);
+  for (auto& w : st.live)
+    if (auto c = w.lock()) c->move_if_unowned();
+}
+
+void tunnel_server::stop(std::function<void()> on_tunnel_end, bool move) {
   auto& st = *impl_;
   st.ctx->on_end = std::move(on_tunnel_end);  // before `stopping`, which publishes it
   st.ctx->stopping = true;
@@ -260,7 +272,7 @@ void tunnel_server::stop(std::function<void()> on_tunnel_end) {
   journal_summaries(*st.ctx, st.ctx->adm.take_due(system_clock::instance().now(), true));
   std::lock_guard lock(st.live_mu);
   for (auto& w : st.live)
-    if (auto c = w.lock()) c->close_for_restart();
+    if (auto c = w.lock()) c->close_for_restart(move);
 }
 
 }  // namespace rsgate::gateway

@@ -40,7 +40,11 @@ class tunnel_server {
   void adopt(boost::asio::ip::tcp::socket sock);
   // Stops accepting and asks every tunnel to close. From then on `on_tunnel_end` is called
   // (from any thread) each time a tunnel ends, so that a drain is woken, not polled.
-  void stop(std::function<void()> on_tunnel_end = {});
+  // `move`: after a drain, END `move` instead of `restart` (the agents go to the other gateway).
+  void stop(std::function<void()> on_tunnel_end = {}, bool move = false);
+  // SIGTERM's drain: no new tunnel (the listener closes, adopt() refuses), and every tunnel
+  // whose session has no owner is sent END `move` and closed.
+  void drain();
   // SIGHUP: the certificate and key (read again from cfg's files) and the timings of `cfg`
   // (rekey interval, dead-peer bound, grace, tunnel life) for tunnels accepted from now on;
   // live tunnels keep theirs. Throws std::runtime_error, changing nothing, when the
