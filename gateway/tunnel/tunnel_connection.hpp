@@ -188,14 +188,9 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   // After a drain, END `move`: the agent goes to the pair's other gateway first.
   void close_for_restart(bool move = false) {
     asio::post(stream_.get_executor(), [self = shared_from_this(), move] {
-      self->set_close(move ? "the gateway stopped draining; the agent moves to the other gateway"
-                           : "the gateway stops; the session is kept for its agent",
-                      journal::outcome::ok);
-      if (self->authenticated_)
-        self->queue(tunnel::frame_type::end,
-                    tunnel::to_payload(tunnel::reason_only{std::string(move ? tunnel::kMove : tunnel::kRestart)}));
-      self->mark_closing();
-      self->wake_.notify();
+      self->end_connection(move ? tunnel::kMove : tunnel::kRestart,
+                           move ? "the gateway stopped draining; the agent moves to the other gateway"
+                                : "the gateway stops; the session is kept for its agent");
     });
   }
   // The drain's start: a tunnel whose session has no owner is handed to the other gateway now
@@ -204,11 +199,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     asio::post(stream_.get_executor(), [self = shared_from_this()] {
       if (self->closing_ || self->ending_) return;
       if (self->authenticated_ && !self->session_.empty() && self->svc_.has_owner(self->session_)) return;
-      self->set_close("the gateway drains; the agent moves to the other gateway", journal::outcome::ok);
-      if (self->authenticated_)
-        self->queue(tunnel::frame_type::end, tunnel::to_payload(tunnel::reason_only{std::string(tunnel::kMove)}));
-      self->mark_closing();
-      self->wake_.notify();
+      self->end_connection(tunnel::kMove, "the gateway drains; the agent moves to the other gateway");
     });
   }
   void close_now() {
@@ -437,6 +428,15 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   void mark_closing() {
     if (closing_.exchange(true)) return;
     changed_.notify_all();
+  }
+  // On the strand: this connection ends, its session kept: END `end_reason` to an
+  // authenticated agent, then the close (journaled `ok` with `close_reason`).
+  void end_connection(std::string_view end_reason, std::string close_reason) {
+    set_close(std::move(close_reason), journal::outcome::ok);
+    if (authenticated_)
+      queue(tunnel::frame_type::end, tunnel::to_payload(tunnel::reason_only{std::string(end_reason)}));
+    mark_closing();
+    wake_.notify();
   }
   // On the strand: the session ended (END sent, or the agent's STOP accepted); the tunnel
   // stays at most kReceiptWaitSeconds for deliver_receipt, then closes.

@@ -13,6 +13,7 @@
 
 #include "core/files.hpp"
 #include "tests/integration/common.hpp"
+#include "tests/support/echo_server.hpp"
 
 namespace rsgate::test {
 
@@ -260,6 +261,19 @@ inline std::vector<std::uint8_t> random_bytes(std::size_t n) {
     b = static_cast<std::uint8_t>(x);
   }
   return v;
+}
+
+// One connection through `rsgate connect` to `scope` (an echo target): `n` bytes there and
+// back; true when they came back intact. The connection and the connect child end here.
+inline bool channel_round_trip(gateway_fixture& f, const std::string& user, const std::string& sid,
+                               const std::string& scope, std::size_t n) {
+  auto [conn, port] = connect_for(f, user, sid, scope, "ssh");
+  int s = connect_local(port);
+  if (s < 0) return false;
+  auto data = random_bytes(n);
+  const bool intact = round_trip(s, data) == data;
+  ::close(s);
+  return intact;
 }
 
 }  // namespace rsgate::test

@@ -106,15 +106,8 @@ TEST_CASE("a session ended by its owner: the agent keeps a signed receipt, alter
   REQUIRE(f.api("POST", "/api/v1/sessions/" + sess.sid + "/grants", "alice",
                 R"({"user":"dave","scopes":["hmc"],"access_types":["ssh"]})").status == 201);
   REQUIRE(f.api("DELETE", "/api/v1/sessions/" + sess.sid + "/grants/G1", "alice").status == 200);
-  {
-    auto [conn, port] = connect_for(f, "alice", sess.sid, "hmc", "ssh");
-    int s = connect_local(port);
-    REQUIRE(s >= 0);
-    auto data = random_bytes(10'000);
-    CHECK(round_trip(s, data) == data);
-    ::close(s);
-    REQUIRE(eventually([&] { return f.kinds("channel.close", "ok").size() == 1; }));
-  }
+  CHECK(channel_round_trip(f, "alice", sess.sid, "hmc", 10'000));
+  REQUIRE(eventually([&] { return f.kinds("channel.close", "ok").size() == 1; }));
   // The journal as it stands before the end: what a rollback would restore.
   const auto older = f.t / "older.db";
   REQUIRE(run({"sqlite3", (f.dir / "journal.db").string(), ".backup " + older.string()}).exit_code == 0);

@@ -61,14 +61,7 @@ TEST_CASE("tunnels and HTTPS on one port, told apart by ALPN") {
   auto profile = f.enroll("7801601", false, {"hmc=127.0.0.1:" + std::to_string(echo.port())});
   auto sess = start_and_attach(f, profile, "alice", "TS000000601");
   CHECK(read_file(profile).find("primary = '" + f.https + "'") != std::string::npos);
-  {
-    auto [conn, cport] = connect_for(f, "alice", sess.sid, "hmc", "ssh");
-    int s = connect_local(cport);
-    REQUIRE(s >= 0);
-    auto data = random_bytes(100'000);
-    CHECK(round_trip(s, data) == data);
-    ::close(s);
-  }
+  CHECK(channel_round_trip(f, "alice", sess.sid, "hmc", 100'000));
   REQUIRE(f.api("DELETE", "/api/v1/sessions/" + sess.sid, "alice").status == 200);
   (void)wait_line(*sess.agent, "Receipt: ");
   CHECK(sess.agent->wait(30s) == 0);
