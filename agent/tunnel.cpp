@@ -38,8 +38,6 @@ namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 using error_code = boost::system::error_code;
-constexpr std::int64_t kBackoffFirstMs = 1000;  // the reconnect backoff: 1 s, doubling to 30 s
-constexpr std::int64_t kBackoffMaxMs = 30'000;
 
 asio::awaitable<void> flush(agent_state& st) {
   if (st.writing || !st.stream) co_return;
@@ -562,10 +560,9 @@ asio::awaitable<bool> wait_to_reconnect(agent_state& st) {
                          st.grace_seconds, st.view.session));
     co_return false;
   }
-  const auto full = std::chrono::milliseconds(std::min<std::int64_t>(kBackoffMaxMs, kBackoffFirstMs << std::min(st.attempts, 5)));
+  const double draw = static_cast<double>(randombytes_uniform(1'000'001)) / 1'000'000.0;
+  const std::chrono::steady_clock::duration wait = std::chrono::milliseconds(tunnel::reconnect_backoff_ms(st.attempts, draw));
   ++st.attempts;
-  const std::chrono::steady_clock::duration wait =
-      full / 2 + std::chrono::milliseconds(randombytes_uniform(static_cast<std::uint32_t>(full.count() / 2) + 1));
   st.backoff_timer.expires_after(std::min(wait, st.reconnect_deadline - now));
   co_await st.backoff_timer.async_wait(use_tuple);
   co_return !st.done;

@@ -20,6 +20,12 @@ void put_u32(std::uint8_t* p, std::uint32_t v) {
 
 }  // namespace
 
+std::int64_t reconnect_backoff_ms(int attempt, double draw) {
+  const std::int64_t full = std::min(kBackoffMaxMs, kBackoffFirstMs << std::clamp(attempt, 0, 5));
+  const double d = std::clamp(draw, 0.0, 1.0);
+  return full / 2 + static_cast<std::int64_t>(d * static_cast<double>(full / 2));
+}
+
 bool is_known(std::uint8_t t) {
   return (t >= 0x01 && t <= 0x11) || (t >= 0x20 && t <= 0x26) || (t >= 0x30 && t <= 0x33);
 }

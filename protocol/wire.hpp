@@ -72,6 +72,13 @@ inline constexpr int kMaxTunnelLifeSeconds = 7 * 86400;  // SUCCESS's max_tunnel
 inline constexpr int kMinApprovalSeconds = 5;
 inline constexpr int kMaxApprovalSeconds = 240;
 inline constexpr int kReconnectGraceSeconds = 120;    // session survives a drop this long
+// The agent's wait before reconnect attempt `attempt` (0: the first after a loss): 1 s doubling
+// to 30 s, each wait drawn between half and all of it (`draw` uniform in [0, 1)), so that agents
+// cut off together come back spread out (docs/protocol.md §9). rsgate-agent and the scale
+// benchmark's load tool share it.
+inline constexpr std::int64_t kBackoffFirstMs = 1000;
+inline constexpr std::int64_t kBackoffMaxMs = 30'000;
+[[nodiscard]] std::int64_t reconnect_backoff_ms(int attempt, double draw);
 
 // One live tunnel per machine (docs/protocol.md §9.1). When a second tunnel of a machine
 // passes CHAP while the first is up, the gateway PINGs the first and waits this long for any

@@ -3,6 +3,7 @@
 #include "protocol/wire.hpp"
 
 #include <catch2/catch.hpp>
+#include <set>
 #include <string>
 
 using namespace rsgate::tunnel;
@@ -219,4 +220,29 @@ TEST_CASE("a recycled DATA buffer serves a longer payload without growing; small
   CHECK(second.payload == std::vector<std::uint8_t>(kMaxDataPayload, 2));
   auto tiny = read_in(encode(frame_type::data, 1, std::vector<std::uint8_t>(64, 3)));
   CHECK(tiny.payload.capacity() < kMaxDataPayload / 2);
+}
+
+TEST_CASE("the reconnect backoff doubles from 1 s to 30 s, each wait between half and all of it") {
+  using rsgate::tunnel::reconnect_backoff_ms;
+  CHECK(reconnect_backoff_ms(0, 0.0) == 500);
+  CHECK(reconnect_backoff_ms(0, 1.0) == 1000);
+  CHECK(reconnect_backoff_ms(1, 0.0) == 1000);
+  CHECK(reconnect_backoff_ms(1, 1.0) == 2000);
+  CHECK(reconnect_backoff_ms(4, 1.0) == 16000);
+  // capped at 30 s from the fifth attempt on, however many follow
+  CHECK(reconnect_backoff_ms(5, 1.0) == 30000);
+  CHECK(reconnect_backoff_ms(5, 0.0) == 15000);
+  CHECK(reconnect_backoff_ms(1000, 0.5) == 22500);
+  // out-of-range inputs stay within the bounds
+  CHECK(reconnect_backoff_ms(-3, 2.0) == 1000);
+  CHECK(reconnect_backoff_ms(2, -1.0) == 2000);
+  // the draw spreads the waits: 1000 draws over [0, 1) give 1000 distinct waits in [15 s, 30 s]
+  std::set<std::int64_t> seen;
+  for (int i = 0; i < 1000; ++i) {
+    auto w = reconnect_backoff_ms(7, i / 1000.0);
+    CHECK(w >= 15000);
+    CHECK(w <= 30000);
+    seen.insert(w);
+  }
+  CHECK(seen.size() == 1000);
 }
