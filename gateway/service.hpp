@@ -354,6 +354,7 @@ class service {
   std::atomic<bool> draining_{false};
   std::mutex sessions_state_mu_;  // the snapshots' own state.db connection, opened when first used
   std::optional<state_store> sessions_state_;
+  state_store& snapshot_store();  // sessions_state_, opened when first used; under sessions_state_mu_
   struct persisted {
     std::string snapshot;
     std::int64_t seq = 0;
@@ -362,6 +363,11 @@ class service {
   std::map<std::string, persisted> persisted_;  // guarded by sessions_state_mu_: what state.db holds
   std::mutex housekeeping_mu_;  // one housekeeping pass at a time (it has its own connection)
   std::optional<state_store> housekeeping_state_;
+  // What the last housekeeping pass found enrolled and enabled, and state.db's data_version
+  // then: while nothing committed to state.db since, only newcomers are looked up, so a pass
+  // costs the same with 10,000 live sessions as with ten (guarded by housekeeping_mu_).
+  std::int64_t checked_version_ = -1;
+  std::set<std::string> checked_machines_, checked_users_;
 
   // The pair (set_peer, before serving; read-only after).
   std::string peer_secret_hash_;  // SHA-256 of the shared secret, hex; "" = no peer configured

@@ -3,7 +3,9 @@
 // refusal summaries, pruning), the start-up's restore of the sessions an earlier run kept (and
 // the closing of those it left open otherwise), and the shutdown: every live session kept in
 // state.db for the next start, or ended.
+#include <algorithm>
 #include <chrono>
+#include <iterator>
 #include <thread>
 
 #include <boost/json/parse.hpp>
@@ -67,16 +69,34 @@ void service::housekeeping_accounts() {
     }
   }
   if (machines.empty()) return;
-  if (!housekeeping_state_) housekeeping_state_.emplace(layout_.state_db());
+  if (!housekeeping_state_) {
+    housekeeping_state_.emplace(layout_.state_db());
+    checked_version_ = -1;  // data_version is comparable on one connection only
+  }
+  const auto version = housekeeping_state_->data_version();
+  if (version != checked_version_) {
+    checked_machines_.clear();
+    checked_users_.clear();
+  }
   std::set<std::string> gone_machines, gone_users;
   for (auto& m : machines) {
+    if (checked_machines_.contains(m)) continue;
     auto row = housekeeping_state_->find_machine(m);
     if (!row || row->revoked) gone_machines.insert(m);
   }
   for (auto& u : users) {
+    if (checked_users_.contains(u)) continue;
     auto row = housekeeping_state_->find_user(u);
     if (!row || row->disabled) gone_users.insert(u);
   }
+  // Only the current ones are remembered: a session that comes back is looked up again.
+  checked_version_ = version;
+  checked_machines_.clear();
+  std::set_difference(machines.begin(), machines.end(), gone_machines.begin(), gone_machines.end(),
+                      std::inserter(checked_machines_, checked_machines_.end()));
+  checked_users_.clear();
+  std::set_difference(users.begin(), users.end(), gone_users.begin(), gone_users.end(),
+                      std::inserter(checked_users_, checked_users_.end()));
   std::vector<std::pair<std::string, std::string>> ends;      // session, reason
   std::vector<std::pair<std::string, std::string>> revokes;   // session, grant
   {
@@ -162,6 +182,14 @@ void service::housekeeping_time(micros now) {
 
 // --- start-up and shutdown ---
 
+state_store& service::snapshot_store() {
+  if (!sessions_state_) {
+    sessions_state_.emplace(layout_.state_db());
+    sessions_state_->relax_durability_for_snapshots();
+  }
+  return *sessions_state_;
+}
+
 void service::persist_session(const std::string& sid) {
   std::optional<live_session_row> row;
   bool ended = false;
@@ -169,8 +197,20 @@ void service::persist_session(const std::string& sid) {
     std::lock_guard lock(mu_);
     auto* s = registry_.find(sid);
     if (!s) {
+      // Pruned: it ended, perhaps only just (prune keeps kMaxEndedSessions, so thousands that
+      // end at once leave before this step's turn came). Its row must go all the same, or the
+      // next start would find two kept sessions for the machine.
       std::lock_guard state_lock(sessions_state_mu_);
-      persisted_.erase(sid);  // forgotten (pruned) long after it ended
+      auto known = persisted_.find(sid);
+      const bool deleted = known != persisted_.end() && known->second.deleted;
+      persisted_.erase(sid);
+      if (deleted) return;
+      try {
+        snapshot_store();
+        sessions_state_->delete_live_session(sid);
+      } catch (const std::exception& e) {
+        log::error("state.db: cannot forget the kept state of ended session {}: {}", sid, e.what());
+      }
       return;
     }
     ended = s->state == session_state::ended;
@@ -187,7 +227,7 @@ void service::persist_session(const std::string& sid) {
       known->second.seq == row->journal_seq)
     return;  // nothing changed
   try {
-    if (!sessions_state_) sessions_state_.emplace(layout_.state_db());
+    snapshot_store();
     if (ended) {
       // Whether or not a row was ever written (an earlier write may have failed): an ended
       // session must never be restored.
@@ -215,8 +255,12 @@ service::restored service::restore_sessions() {
     journal::reader rd({layout_.journal_db()});
     auto st = rd.db(0).prepare(
         "SELECT session_id, "
-        "  (SELECT machine FROM journal m WHERE m.session_id = j.session_id AND m.machine <> '' ORDER BY seq DESC LIMIT 1), "
-        "  (SELECT pmr FROM journal p WHERE p.session_id = j.session_id AND p.pmr <> '' ORDER BY seq DESC LIMIT 1), "
+        // `session_id <> ''` in the subqueries lets them use the partial index journal_by_session:
+        // without it each is a scan of the whole journal, once per session ever recorded.
+        "  (SELECT machine FROM journal m WHERE m.session_id = j.session_id AND m.session_id <> '' AND m.machine <> '' "
+        "   ORDER BY seq DESC LIMIT 1), "
+        "  (SELECT pmr FROM journal p WHERE p.session_id = j.session_id AND p.session_id <> '' AND p.pmr <> '' "
+        "   ORDER BY seq DESC LIMIT 1), "
         "  MAX(CASE WHEN kind LIKE 'session.%' AND outcome = 'ok' THEN seq ELSE 0 END) "
         "FROM journal j WHERE session_id <> '' GROUP BY session_id "
         "HAVING SUM(kind = 'session.end' AND outcome = 'ok') = 0");  // a refused end ends nothing
@@ -226,11 +270,15 @@ service::restored service::restore_sessions() {
   std::vector<live_session_row> kept;
   {
     std::lock_guard lock(sessions_state_mu_);
-    if (!sessions_state_) sessions_state_.emplace(layout_.state_db());
+    snapshot_store();
     kept = sessions_state_->live_sessions();
   }
+  // Rows of sessions the journal shows ended (a crash between the end and the row's delete)
+  // go below whatever else they hold; only the others count toward "one kept session per
+  // machine".
   std::map<std::string, int> rows_of_machine;
-  for (auto& row : kept) ++rows_of_machine[row.machine];
+  for (auto& row : kept)
+    if (open.contains(row.id)) ++rows_of_machine[row.machine];
   restored out;
   const auto now = clock_.now();
   for (auto& row : kept) {

@@ -85,6 +85,10 @@ std::optional<machine_row> state_store::find_machine(const std::string& machine)
   return machine_from(s);
 }
 
+void state_store::relax_durability_for_snapshots() { db_.exec("PRAGMA synchronous = NORMAL"); }
+
+std::int64_t state_store::data_version() { return db_.scalar_int("PRAGMA data_version"); }
+
 std::vector<machine_row> state_store::machines() {
   auto s = db_.prepare(std::string("SELECT ") + kMachineCols + " FROM machines ORDER BY machine");
   std::vector<machine_row> out;

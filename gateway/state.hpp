@@ -64,6 +64,15 @@ class state_store {
   bool set_password(const std::string& name, const std::string& hash, bool must_change);
 
   [[nodiscard]] std::optional<machine_row> find_machine(const std::string& machine);
+  // SQLite's PRAGMA data_version: changes when another connection (another process's
+  // included) committed since this connection last asked; comparable only on one connection.
+  [[nodiscard]] std::int64_t data_version();
+  // For the connection that writes session snapshots (live_sessions) only: commits without
+  // waiting for the disk (WAL with synchronous=NORMAL: a power loss may lose the latest
+  // commits, never corrupt the file). Safe because a snapshot is trusted at the next start
+  // only when the journal, which stays fully durable, confirms it; a lost one ends its session
+  // there (fail closed). Saves an fdatasync per session change (docs/performance.md, scale).
+  void relax_durability_for_snapshots();
   [[nodiscard]] std::vector<machine_row> machines();
   void add_machine(const machine_row& m);  // throws on a duplicate
   // Re-enrollment (`machine enroll --replace`): new verifier and MD5 state, not revoked.

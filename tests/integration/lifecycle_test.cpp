@@ -309,6 +309,32 @@ TEST_CASE("a gateway restart, killed or stopped, keeps the session: the agent re
   CHECK(sess.agent->wait(20s) == 0);
 }
 
+TEST_CASE("a restart drops the kept row of a session the journal shows ended; the machine's live session resumes") {
+  gateway_fixture f;
+  tcp_relay net(port_of(f.tunnel));
+  auto profile = f.enroll("7801378", false, {"hmc=127.0.0.1:9"}, "127.0.0.1:" + std::to_string(net.port()));
+  auto sess = start_and_attach(f, profile, "alice", "TS000000378");
+  REQUIRE(f.stop(SIGTERM) == 0);  // keeps the live session's row in state.db
+  (void)wait_line(*sess.agent, "The gateway is restarting; reconnecting");
+  // A second row for the machine, of a session the journal does not show open: what a crash
+  // between an end and its row's delete leaves (or, before this was mended, thousands of
+  // sessions ending at once). It must go without taking the live session with it.
+  const auto db = f.dir / "state.db";
+  auto ins = run({"sqlite3", db.string(),
+                  "INSERT INTO live_sessions SELECT 'S-2026-01-01-STALE001', machine, snapshot, journal_seq, updated_at "
+                  "FROM live_sessions WHERE id = '" + sess.sid + "'"});
+  REQUIRE(ins.exit_code == 0);
+  REQUIRE(run({"sqlite3", db.string(), "SELECT count(*) FROM live_sessions"}).out == "2\n");
+  f.start();
+  net.set_upstream(port_of(f.tunnel));
+  auto back = wait_line(*sess.agent, "Reconnected to ");
+  CHECK(back.find("session " + sess.sid + " resumed") != std::string::npos);
+  CHECK(f.kinds("session.end", "ok").empty());
+  CHECK(run({"sqlite3", db.string(), "SELECT id FROM live_sessions"}).out == sess.sid + "\n");
+  sess.agent->signal(SIGTERM);
+  CHECK(sess.agent->wait(20s) == 0);
+}
+
 TEST_CASE("a resume the gateway cannot honour is journaled as refused, and the agent goes on in a new session") {
   gateway_fixture f;
   tcp_relay net(port_of(f.tunnel));
