@@ -211,6 +211,7 @@ runtime_options runtime_for(const config& c, service& sessions) {
   ro.rekey_interval_s = c.rekey_interval_s;
   ro.keepalive_s = c.keepalive_s;
   ro.grace_s = c.grace_s;
+  ro.max_tunnels = c.max_tunnels;
   ro.reauth_s = c.reauth_s;
   ro.peer_url = c.peer_url;
   ro.peer_ca = (c.peer_ca.empty() ? c.data_dir / "ca.pem" : c.peer_ca).string();
@@ -281,6 +282,14 @@ int run_gateway(const config& c, const std::string& peer_secret, const std::func
   // fault the same pages in again (24,000 faults in 2 s in a 4-stream profile). Up to 32 MiB
   // of freed heap stay mapped instead; what the gateway holds per tunnel is bounded apart.
   mallopt(M_TRIM_THRESHOLD, 32 << 20);
+  // Setting that threshold also freezes glibc's mmap threshold at 128 KiB, which would give
+  // every tunnel's and HTTPS connection's TLS buffers (128 and 64 KiB plus OpenSSL's headroom)
+  // a mapping of their own: an mmap, page faults and an munmap with a TLB shootdown each time
+  // an idle tunnel's buffers are released and taken again (a quarter of an establishment's
+  // CPU in a profile, docs/performance.md, scale). They come from the heap instead, where
+  // freed buffers are reused; the housekeeping's malloc_trim gives the heap's free pages back
+  // after connections closed (runtime.cpp).
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   metrics m;
   m.start_time_us = system_clock::instance().now();
   service sessions(jw, layout, system_clock::instance());

@@ -164,7 +164,7 @@ void read_http(const reader& r, config& c) {
 }
 
 void read_tunnel(const reader& r, config& c) {
-  auto t = r.section("tunnel", {"listen", "public_address", "rekey_interval", "keepalive", "grace", "reauth"});
+  auto t = r.section("tunnel", {"listen", "public_address", "rekey_interval", "keepalive", "grace", "reauth", "max_tunnels"});
   if (!t) return;
   if (t->contains("listen") && t->get("listen")->value<std::string>() == "http") {
     c.tunnel_on_http = true;  // one port for both, told apart by ALPN
@@ -173,6 +173,7 @@ void read_tunnel(const reader& r, config& c) {
   }
   r.number(t, "tunnel", "rekey_interval", 1, 86'400, c.rekey_interval_s);
   r.number(t, "tunnel", "grace", 1, 86'400, c.grace_s);
+  r.number(t, "tunnel", "max_tunnels", 1, 1'000'000, c.max_tunnels);
   r.number(t, "tunnel", "reauth", rsgate::tunnel::kMinTunnelSeconds, rsgate::tunnel::kMaxTunnelLifeSeconds, c.reauth_s);
   r.number(t, "tunnel", "keepalive", rsgate::tunnel::kMinDeadPeerSeconds, rsgate::tunnel::kMaxDeadPeerSeconds, c.keepalive_s);
   r.str(t, "tunnel", "public_address", c.tunnel_public);
@@ -267,6 +268,7 @@ rekey_interval = 900        # seconds between TLS key updates + CHAP re-challeng
 keepalive = 90              # seconds without a frame after which a tunnel is dead (both sides)
 grace = 120                 # seconds a session waits for its agent after the tunnel dropped
 reauth = 86400              # seconds a tunnel lives; then its agent authenticates again from scratch
+max_tunnels = 1024          # authenticated tunnels at once (mind the open-files limit: one each)
 
 [journal]
 checkpoint_entries = 1000   # a signed checkpoint at least every N entries

@@ -36,6 +36,9 @@ struct config {
   // A tunnel lives at most this long; then the gateway sends END `reauthenticate` and the agent
   // authenticates from scratch on a new connection, keeping its session (docs/protocol.md §6).
   int reauth_s = 86'400;
+  // Authenticated tunnels one gateway holds at once (default tunnel::kMaxTunnels); one more
+  // is refused after CHAP with FAILURE "tunnel limit", journaled. Each needs an open file.
+  int max_tunnels = 1024;
   std::filesystem::path tls_cert;  // default: DATA/server.pem
   std::filesystem::path tls_key;   // default: DATA/keys/server.key
   std::string log_level = "info";

@@ -2,6 +2,8 @@
 // the worker pool, the HTTPS listener (https_server.cpp) and the tunnel listener
 // (tunnel/tunnel_server.cpp), housekeeping once a second, and SIGINT/SIGTERM: stop accepting,
 // ask every tunnel to end, then wait for the connections to drain within the grace period.
+#include <malloc.h>
+
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -50,6 +52,7 @@ tunnel_config tunnel_config_for(const runtime_options& opts) {
   tc.rekey_interval_ms = static_cast<std::int64_t>(opts.rekey_interval_s) * 1000;
   tc.dead_peer_ms = opts.keepalive_s * 1000;
   tc.grace_s = opts.grace_s;
+  tc.max_tunnels = static_cast<std::size_t>(opts.max_tunnels);
   tc.tunnel_life_ms = static_cast<std::int64_t>(opts.reauth_s) * 1000;
   tc.cert_file = opts.cert_file;
   tc.key_file = opts.key_file;
@@ -69,23 +72,49 @@ std::unique_ptr<tunnel_server> start_tunnels(asio::io_context& ioc, const runtim
   return tunnels;
 }
 
+// Gives the memory of closed connections back to the system. glibc keeps what is freed in
+// its heaps for reuse, and one live block near a heap's top pins everything below it, so
+// without this the gateway's resident size would stay at its peak after thousands of tunnels
+// closed (docs/performance.md, scale). Trims once the connections open fell by kTrimAfter
+// since the last trim (or to none), at most once per tick.
+class memory_trimmer {
+ public:
+  explicit memory_trimmer(metrics& m) : m_(m) {}
+  void tick() {
+    const std::int64_t open = m_.tunnels_active.load() + m_.http_connections_active.load();
+    if (open > peak_) peak_ = open;
+    if (peak_ - open >= kTrimAfter || (open == 0 && peak_ > 0)) {
+      ::malloc_trim(0);
+      peak_ = open;
+    }
+  }
+
+ private:
+  static constexpr std::int64_t kTrimAfter = 64;
+  metrics& m_;
+  std::int64_t peak_ = 0;  // of open connections since the last trim; on the worker pool only
+};
+
 // Revocations made by other processes and lapsing grants take effect within a second. The
 // pass reads state.db, so it runs on the worker pool, not on an I/O thread.
 class housekeeping_ticker {
  public:
   // `ex` is the shutdown's strand: stop() runs there too (a timer is not thread-safe).
-  housekeeping_ticker(const asio::any_io_executor& ex, asio::thread_pool& workers, service& svc)
-      : timer_(ex), workers_(workers), svc_(svc) {}
+  housekeeping_ticker(const asio::any_io_executor& ex, asio::thread_pool& workers, service& svc, metrics& m)
+      : timer_(ex), workers_(workers), svc_(svc), trimmer_(m) {}
   void start() {
     timer_.expires_after(std::chrono::seconds(1));
     timer_.async_wait([this](beast::error_code ec) {
       if (ec || stopped_) return;
-      asio::post(workers_, [&svc = svc_] {
+      asio::post(workers_, [this] {
+        std::unique_lock one(pass_mu_, std::try_to_lock);
+        if (!one.owns_lock()) return;  // the previous pass still runs
         try {
-          svc.housekeeping();
+          svc_.housekeeping();
         } catch (const std::exception& e) {
           log::error("housekeeping failed: {}", e.what());
         }
+        trimmer_.tick();
       });
       start();
     });
@@ -100,6 +129,8 @@ class housekeeping_ticker {
   asio::steady_timer timer_;
   asio::thread_pool& workers_;
   service& svc_;
+  std::mutex pass_mu_;       // one pass at a time (the trimmer is not thread-safe)
+  memory_trimmer trimmer_;   // guarded by pass_mu_
   std::atomic<bool> stopped_{false};
 };
 
@@ -292,7 +323,7 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
   if (opts.sessions)
     opts.sessions->set_executor([&workers](std::function<void()> f) { asio::post(workers, std::move(f)); });
   std::optional<housekeeping_ticker> housekeeping;
-  if (opts.sessions) housekeeping.emplace(shutdown_ex, workers, *opts.sessions).start();
+  if (opts.sessions) housekeeping.emplace(shutdown_ex, workers, *opts.sessions, m).start();
 
   int stop_signal = 0;
   asio::signal_set signals(shutdown_ex, SIGINT, SIGTERM);

@@ -48,6 +48,7 @@ struct runtime_options {
   int rekey_interval_s = 900;  // tunnel.rekey_interval
   int keepalive_s = 90;        // tunnel.keepalive
   int grace_s = 120;           // tunnel.grace (told to agents in SUCCESS)
+  int max_tunnels = 1024;      // tunnel.max_tunnels
   int reauth_s = 86'400;       // tunnel.reauth
   std::function<void(const std::string& bound)> on_tunnel_listening;
   // The other gateway of a pair ([peer]): the shared secret ("" = none), where to ask ("" =

@@ -110,6 +110,7 @@ tls_stream::error_code tls_stream::attach_bios() {
   BIO_push(buf, sock_bio);
   SSL_set_bio(ssl_, sock_bio, buf);
   wbio_ = buf;
+  sock_bio_ = sock_bio;
   error_code ec;
   sock_.non_blocking(true, ec);
   return ec;
@@ -256,6 +257,53 @@ asio::awaitable<tls_stream::error_code> tls_stream::handshake(bool server) {
 tls_stream::read_attempt tls_stream::read_now(asio::mutable_buffer b) {
   auto st = try_read(b);
   return {st.ec, st.n, st.want != need::nothing};
+}
+
+bool tls_stream::release_buffers() {
+  if (!sock_.is_open() || !wbio_ || !SSL_is_init_finished(ssl_)) return false;
+  if (BIO_wpending(wbio_) != 0 || SSL_pending(ssl_) != 0 || SSL_has_pending(ssl_) != 0) return false;
+  return SSL_free_buffers(ssl_) == 1;  // 0: a record half read or half written
+}
+
+void tls_stream::set_idle(bool idle) {
+  if (idle == idle_ || !wbio_ || !SSL_is_init_finished(ssl_)) return;
+  if (idle) {
+    if (!unbuffer_writes()) return;  // bytes wait in the write buffer: next time
+    SSL_set_mode(ssl_, SSL_MODE_RELEASE_BUFFERS);
+    SSL_set_default_read_buffer_len(ssl_, 0);  // one record's worth, OpenSSL's least
+  } else {
+    buffer_writes();
+    SSL_clear_mode(ssl_, SSL_MODE_RELEASE_BUFFERS);
+    SSL_set_default_read_buffer_len(ssl_, buffer_bytes_);
+  }
+  idle_ = idle;
+}
+
+// Records go straight to the socket BIO: the write buffer (buffer_bytes_, and BIO_f_buffer's
+// own 4 KiB read side) is freed. False while it holds bytes. (After the handshake OpenSSL has
+// no buffering BIO of its own in front of wbio, so SSL_set0_wbio swaps exactly ours.)
+bool tls_stream::unbuffer_writes() {
+  if (wbio_ == sock_bio_) return true;
+  if (BIO_wpending(wbio_) != 0) return false;
+  BIO_up_ref(sock_bio_);            // the reference the new wbio holds
+  SSL_set0_wbio(ssl_, sock_bio_);   // frees the buffer BIO, which drops its own reference
+  wbio_ = sock_bio_;
+  return true;
+}
+
+// A write buffer again in front of the socket BIO; without memory for it, writes stay
+// unbuffered (correct, only more send() calls).
+void tls_stream::buffer_writes() {
+  if (wbio_ != sock_bio_) return;
+  BIO* buf = BIO_new(BIO_f_buffer());
+  if (!buf || BIO_set_write_buffer_size(buf, static_cast<long>(buffer_bytes_)) != 1) {
+    BIO_free(buf);
+    return;
+  }
+  BIO_up_ref(sock_bio_);  // the chain's; SSL_set0_wbio drops the one the bare wbio held
+  BIO_push(buf, sock_bio_);
+  SSL_set0_wbio(ssl_, buf);
+  wbio_ = buf;
 }
 
 asio::awaitable<std::pair<tls_stream::error_code, std::size_t>> tls_stream::read_some(asio::mutable_buffer b) {

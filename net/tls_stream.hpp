@@ -79,6 +79,15 @@ class tls_stream {
     bool would_block = false;
   };
   read_attempt read_now(boost::asio::mutable_buffer b);
+  // An idle connection (a tunnel without channels) holds almost no buffer memory
+  // (docs/performance.md, scale). set_idle(true): OpenSSL allocates its read and record
+  // buffers at their smallest and frees them as soon as they are empty
+  // (SSL_MODE_RELEASE_BUFFERS), and records go to the socket without the write buffer;
+  // set_idle(false) restores the full buffers for throughput. release_buffers() frees
+  // OpenSSL's buffers now; nothing (false) while any byte is buffered either way. Both are
+  // safe between any two operations on the stream's strand.
+  void set_idle(bool idle);
+  bool release_buffers();
   // All of `bufs`, then flushed to the socket.
   boost::asio::awaitable<error_code> write(std::span<const boost::asio::const_buffer> bufs);
 
@@ -252,6 +261,10 @@ class tls_stream {
   bool timed_out_ = false;
   bool write_broken_ = false;  // a write ended early: OpenSSL may hold half a record
   bool drained_ = false;       // the socket's last recv() left nothing in it (on_socket_read)
+  bool idle_ = false;  // set_idle(true): small buffers, freed when empty; no write buffer
+  BIO* sock_bio_ = nullptr;  // the socket BIO (owned by ssl_), under wbio_ unless idle
+  bool unbuffer_writes();
+  void buffer_writes();
   key_update_count key_updates_;
   static void on_tls_message(int write_p, int version, int content_type, const void* buf, std::size_t len, SSL* ssl,
                              void* arg);

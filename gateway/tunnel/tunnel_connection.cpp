@@ -283,13 +283,44 @@ asio::awaitable<bool> tunnel_connection::pong_keeps_up() {
   co_return ++stalled_ping_reads_ <= tunnel::kMaxStalledPingReads;
 }
 
+// Reads straight into the decoder (the rest of a header, then the payload's own buffer), so
+// the connection holds no read buffer of its own and a DATA payload is copied once, by
+// SSL_read. Before it sleeps, a tunnel without channels gives back its TLS buffers: an idle
+// tunnel costs little memory however long it stays (docs/performance.md, scale).
 asio::awaitable<void> tunnel_connection::read_frames() {
   tunnel::decoder dec;
-  std::array<std::uint8_t, 16 * 1024> buf{};
+  bool pinged = false;  // frames read since the last sleep held a PING
   while (!closing_) {
-    auto [ec, n] = co_await stream_.read_some(asio::buffer(buf));
-    if (ec) {
-      if (ec == asio::error::timed_out)
+    if (auto f = dec.next()) {
+      ++frames_in_;
+      if (probe_waiting_) changed_.notify_all();  // a newcomer's probe waits for any frame
+      pinged = pinged || f->header.type == tunnel::frame_type::ping;
+      if (!(co_await on_frame(*f))) co_return;
+      continue;
+    }
+    if (dec.error() != tunnel::decode_error::none) {
+      protocol_error("bad_frame", std::string(tunnel::describe(dec.error())));
+      co_return;
+    }
+    auto room = dec.room();
+    auto got = stream_.read_now(asio::buffer(room.data(), room.size()));
+    if (got.would_block) {
+      // Everything there was is read.
+      if (std::exchange(pinged, false) && authenticated_) {
+        const bool keeps_up = co_await pong_keeps_up();  // not inside `&&`: GCC 12 miscompiles that
+        if (!keeps_up) {
+          set_close("not reading: it sends PINGs but does not take the answers", journal::outcome::error);
+          co_return;
+        }
+        if (closing_) break;
+      }
+      const bool idle = authenticated_ && open_channels() == 0;
+      stream_.set_idle(idle);
+      if (idle) (void)stream_.release_buffers();
+      std::tie(got.ec, got.n) = co_await stream_.read_some(asio::buffer(room.data(), room.size()));
+    }
+    if (got.ec) {
+      if (got.ec == asio::error::timed_out)
         set_close(authenticated_ ? fmt::format("no frame from the agent for {} s: the tunnel is dead", cfg_.dead_peer_ms / 1000)
                                  : std::string("handshake timed out"),
                   journal::outcome::error);
@@ -297,28 +328,7 @@ asio::awaitable<void> tunnel_connection::read_frames() {
         set_close("connection lost", journal::outcome::ok);
       co_return;
     }
-    std::size_t used = 0;
-    bool pinged = false;
-    while (used < n) {
-      used += dec.feed(std::span<const std::uint8_t>(buf.data() + used, n - used));
-      if (dec.error() != tunnel::decode_error::none) {
-        protocol_error("bad_frame", std::string(tunnel::describe(dec.error())));
-        co_return;
-      }
-      while (auto f = dec.next()) {
-        ++frames_in_;
-        if (probe_waiting_) changed_.notify_all();  // a newcomer's probe waits for any frame
-        pinged = pinged || f->header.type == tunnel::frame_type::ping;
-        if (!(co_await on_frame(*f))) co_return;
-      }
-    }
-    if (pinged && authenticated_) {
-      const bool keeps_up = co_await pong_keeps_up();  // not inside `&&`: GCC 12 miscompiles that
-      if (!keeps_up) {
-        set_close("not reading: it sends PINGs but does not take the answers", journal::outcome::error);
-        co_return;
-      }
-    }
+    dec.commit(got.n);
   }
 }
 

@@ -384,6 +384,10 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     }
     for (auto id : ids) close_channel(id, reason, close_how::silent);
   }
+  std::size_t open_channels() {
+    std::lock_guard lock(ch_mu_);
+    return channels_.size();
+  }
   std::shared_ptr<channel_link> find_channel(std::uint32_t id) {
     std::lock_guard lock(ch_mu_);
     auto it = channels_.find(id);

@@ -50,6 +50,9 @@ struct tunnel_server::impl {
   tcp::acceptor acceptor;
   std::mutex live_mu;
   std::vector<std::weak_ptr<tunnel_connection>> live;
+  // The ended ones are swept out when `live` doubled since the last sweep: an accept costs
+  // the same with 10,000 tunnels open as with ten (amortised; guarded by live_mu).
+  std::size_t sweep_at = 64;
 
   impl(asio::io_context& io, tunnel_config c, service& s, metrics& mm)
       : ioc(io), ctx(std::make_shared<shared_ctx>(s, mm, std::move(c))), acceptor(executor_for(io, ctx->cfg.strands)) {}
@@ -167,7 +170,10 @@ void admit(tunnel_server::impl* st, tcp::socket sock) {
   {
     std::lock_guard lock(st->live_mu);
     if (ctx->stopping) return;  // stop() has asked the live ones to close already; c goes unserved
-    std::erase_if(st->live, [](auto& w) { return w.expired(); });
+    if (st->live.size() >= st->sweep_at) {
+      std::erase_if(st->live, [](auto& w) { return w.expired(); });
+      st->sweep_at = std::max<std::size_t>(64, 2 * st->live.size());
+    }
     st->live.push_back(c);
   }
   asio::co_spawn(conn_ex, run_tunnel(std::move(c)), [](std::exception_ptr e) { log_end("tunnel", e); });

@@ -56,6 +56,7 @@ rekey_interval = 60
 keepalive = 30
 grace = 300
 reauth = 600
+max_tunnels = 20000
 [journal]
 checkpoint_entries = 50
 probe_ms = 0
@@ -79,6 +80,7 @@ timeout_ms = 1500
   CHECK(c.keepalive_s == 30);
   CHECK(c.grace_s == 300);
   CHECK(c.reauth_s == 600);
+  CHECK(c.max_tunnels == 20000);
   CHECK(c.checkpoint_entries == 50);
   CHECK(c.checkpoint_seconds == 60);  // default kept
   CHECK(c.probe_ms == 0);
@@ -135,6 +137,8 @@ TEST_CASE("configuration errors name the key and the reason") {
       {"[tunnel]\nkeepalive = 5\n", "tunnel.keepalive"},
       {"[tunnel]\ngrace = 0\n", "tunnel.grace"},
       {"[tunnel]\nreauth = 4\n", "tunnel.reauth"},
+      {"[tunnel]\nmax_tunnels = 0\n", "tunnel.max_tunnels"},
+      {"[tunnel]\nmax_tunnels = 1000001\n", "tunnel.max_tunnels"},
       {"[tunnel]\nreauth = 604801\n", "tunnel.reauth"},
       {"[tunnel]\nreauth = 5.5\n", "tunnel.reauth"},
       {"[tunnel]\nkeepalive = 3601\n", "tunnel.keepalive"},
