@@ -132,6 +132,7 @@ void service::housekeeping_time(micros now) {
   std::vector<std::string> lost, backlog;
   std::vector<std::pair<std::string, std::string>> lapsed;
   std::vector<refusal_throttle::summary> summaries;
+  std::vector<std::string> pruned;
   {
     std::lock_guard lock(mu_);
     for (auto* s : registry_.live_sessions())
@@ -140,13 +141,21 @@ void service::housekeeping_time(micros now) {
     for (auto& [sid, q] : unrecorded_) backlog.push_back(sid);
     summaries = credential_refusals_.take_summaries(now);
     std::set<std::string> pinned(backlog.begin(), backlog.end());
-    registry_.prune(now, kEndedRetention, kMaxEndedSessions, pinned);
+    pruned = registry_.prune(now, kEndedRetention, kMaxEndedSessions, pinned);
     for (auto it = tickets_.begin(); it != tickets_.end();)
       it = it->second.expires_at <= now ? tickets_.erase(it) : std::next(it);
     for (auto it = receipt_waiters_.begin(); it != receipt_waiters_.end();)  // their tunnels closed
       it = it->second.link.expired() ? receipt_waiters_.erase(it) : std::next(it);
     for (auto it = web_sessions_.begin(); it != web_sessions_.end();)
       it = (it->second.expires_at <= now || it->second.idle_until <= now) ? web_sessions_.erase(it) : std::next(it);
+  }
+  if (!pruned.empty()) {
+    // What state.db holds of a forgotten session is settled (its row deleted): its record
+    // goes too, or persisted_ would grow with every session ever ended. One whose row is
+    // still to be deleted keeps it; persist_session deletes both then.
+    std::lock_guard lock(sessions_state_mu_);
+    for (auto& sid : pruned)
+      if (auto it = persisted_.find(sid); it != persisted_.end() && it->second.deleted) persisted_.erase(it);
   }
   auto ignore = [](http_response) {};
   for (auto& sid : backlog)

@@ -305,14 +305,20 @@ std::vector<std::pair<std::string, std::string>> session_registry::lapsed_grants
   return out;
 }
 
-void session_registry::prune(micros now, micros keep, std::size_t max_ended, const std::set<std::string>& pinned) {
+std::vector<std::string> session_registry::prune(micros now, micros keep, std::size_t max_ended,
+                                                const std::set<std::string>& pinned) {
   std::vector<std::pair<micros, std::string>> ended;
   for (auto& [id, s] : sessions_)
     if (s.state == session_state::ended && !pinned.count(id)) ended.emplace_back(s.ended_at, id);
   std::sort(ended.begin(), ended.end());
   std::size_t excess = ended.size() > max_ended ? ended.size() - max_ended : 0;
+  std::vector<std::string> gone;
   for (std::size_t i = 0; i < ended.size(); ++i)
-    if (i < excess || now - ended[i].first > keep) sessions_.erase(ended[i].second);
+    if (i < excess || now - ended[i].first > keep) {
+      sessions_.erase(ended[i].second);
+      gone.push_back(std::move(ended[i].second));
+    }
+  return gone;
 }
 
 }  // namespace rsgate::gateway

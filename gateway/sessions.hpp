@@ -153,7 +153,8 @@ class session_registry {
   [[nodiscard]] std::vector<std::pair<std::string, std::string>> lapsed_grants(micros now) const;
   // Forgets ended sessions that ended more than `keep` ago, and the oldest ended ones beyond
   // `max_ended`, except those listed in `pinned` (their records are not all written yet).
-  void prune(micros now, micros keep, std::size_t max_ended, const std::set<std::string>& pinned);
+  // Returns the ids forgotten.
+  std::vector<std::string> prune(micros now, micros keep, std::size_t max_ended, const std::set<std::string>& pinned);
   [[nodiscard]] std::size_t size() const { return sessions_.size(); }
 
  private:

@@ -204,13 +204,13 @@ TEST_CASE("ended sessions are forgotten after the retention time, or beyond the 
   }
   auto& live = f.reg.open_for_machine("S-9", "9009-42A*7801239", {"hmc"}, f.now);
   CHECK(f.reg.size() == 5);
-  f.reg.prune(f.now + 10, 60 * kMin, 2, {"S-1"});  // keep 2 ended, S-1 pinned
+  CHECK(f.reg.prune(f.now + 10, 60 * kMin, 2, {"S-1"}) == std::vector<std::string>{"S-2"});  // keep 2 ended, S-1 pinned
   CHECK(f.reg.find("S-1"));   // pinned
   CHECK_FALSE(f.reg.find("S-2"));  // the oldest unpinned beyond the count
   CHECK(f.reg.find("S-3"));
   CHECK(f.reg.find("S-4"));
   CHECK(f.reg.find("S-9") == &live);
-  f.reg.prune(f.now + 61 * kMin, 60 * kMin, 100, {});
+  CHECK(f.reg.prune(f.now + 61 * kMin, 60 * kMin, 100, {}) == std::vector<std::string>{"S-1", "S-3", "S-4"});
   CHECK(f.reg.size() == 1);  // only the live one
   CHECK(f.reg.find("S-9") == &live);
 }
