@@ -244,6 +244,7 @@ std::vector<std::string> restart_required(const config& running, const config& n
   differs(now.tunnel.host != running.tunnel.host || now.tunnel.port != running.tunnel.port ||
               now.tunnel_on_http != running.tunnel_on_http,
           "tunnel.listen");
+  differs(now.max_tunnels != running.max_tunnels, "tunnel.max_tunnels");
   differs(now.checkpoint_entries != running.checkpoint_entries || now.checkpoint_seconds != running.checkpoint_seconds ||
               now.probe_ms != running.probe_ms || now.max_queue != running.max_queue,
           "journal");
