@@ -79,11 +79,12 @@ std::unique_ptr<tunnel_server> start_tunnels(asio::io_context& ioc, const runtim
 // since the last trim (or to none), at most once per tick.
 class memory_trimmer {
  public:
-  explicit memory_trimmer(metrics& m) : m_(m) {}
+  memory_trimmer(metrics& m, tunnel_server* tunnels) : m_(m), tunnels_(tunnels) {}
   void tick() {
     const std::int64_t open = m_.tunnels_active.load() + m_.http_connections_active.load();
     if (open > peak_) peak_ = open;
     if (peak_ - open >= kTrimAfter || (open == 0 && peak_ > 0)) {
+      if (tunnels_) tunnels_->sweep();  // the ended tunnels' objects, held by weak references
       ::malloc_trim(0);
       peak_ = open;
     }
@@ -92,6 +93,7 @@ class memory_trimmer {
  private:
   static constexpr std::int64_t kTrimAfter = 64;
   metrics& m_;
+  tunnel_server* tunnels_;  // null without tunnels
   std::int64_t peak_ = 0;  // of open connections since the last trim; on the worker pool only
 };
 
@@ -100,8 +102,9 @@ class memory_trimmer {
 class housekeeping_ticker {
  public:
   // `ex` is the shutdown's strand: stop() runs there too (a timer is not thread-safe).
-  housekeeping_ticker(const asio::any_io_executor& ex, asio::thread_pool& workers, service& svc, metrics& m)
-      : timer_(ex), workers_(workers), svc_(svc), trimmer_(m) {}
+  housekeeping_ticker(const asio::any_io_executor& ex, asio::thread_pool& workers, service& svc, metrics& m,
+                      tunnel_server* tunnels)
+      : timer_(ex), workers_(workers), svc_(svc), trimmer_(m, tunnels) {}
   void start() {
     timer_.expires_after(std::chrono::seconds(1));
     timer_.async_wait([this](beast::error_code ec) {
@@ -323,7 +326,7 @@ int run_https(const runtime_options& opts, api& handler, metrics& m) {
   if (opts.sessions)
     opts.sessions->set_executor([&workers](std::function<void()> f) { asio::post(workers, std::move(f)); });
   std::optional<housekeeping_ticker> housekeeping;
-  if (opts.sessions) housekeeping.emplace(shutdown_ex, workers, *opts.sessions, m).start();
+  if (opts.sessions) housekeeping.emplace(shutdown_ex, workers, *opts.sessions, m, tunnels.get()).start();
 
   int stop_signal = 0;
   asio::signal_set signals(shutdown_ex, SIGINT, SIGTERM);

@@ -254,6 +254,14 @@ void tunnel_server::reload(const tunnel_config& next) {
   c.tunnel_life_ms = next.tunnel_life_ms;
 }
 
+void tunnel_server::sweep() {
+  auto& st = *impl_;
+  std::lock_guard lock(st.live_mu);
+  std::erase_if(st.live, [](auto& w) { return w.expired(); });
+  st.sweep_at = std::max<std::size_t>(64, 2 * st.live.size());
+  st.live.shrink_to_fit();
+}
+
 void tunnel_server::drain() {
   auto& st = *impl_;
   st.ctx->draining = true;

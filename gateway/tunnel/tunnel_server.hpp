@@ -45,6 +45,9 @@ class tunnel_server {
   // SIGTERM's drain: no new tunnel (the listener closes, adopt() refuses), and every tunnel
   // whose session has no owner is sent END `move` and closed.
   void drain();
+  // Forgets the tunnels that ended: their memory (made with make_shared) goes only with the
+  // last weak reference. From any thread; the housekeeping calls it before it trims the heap.
+  void sweep();
   // SIGHUP: the certificate and key (read again from cfg's files) and the timings of `cfg`
   // (rekey interval, dead-peer bound, grace, tunnel life) for tunnels accepted from now on;
   // live tunnels keep theirs. Throws std::runtime_error, changing nothing, when the

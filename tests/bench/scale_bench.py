@@ -282,7 +282,8 @@ sslVersionMin = TLSv1.3
         self.results["resume"] = dict(n=n, resumed=res["resumed"], new=res["new"], gaveup=res["gaveup"],
                                       up=res["up"], span=span, stop_s=stopped,
                                       since_loss=last - res["first_loss"])
-        print(f"restart: gateway stopped in {stopped:.1f} s; {int(res['resumed'])} resumed, {int(res['new'])} new "
+        print(f"restart: gateway stopped in {stopped:.1f} s, listened again {self.gw_start_s:.1f} s after its start; "
+              f"{int(res['resumed'])} resumed, {int(res['new'])} new "
               f"sessions, {int(res['gaveup'])} gave up; the last back {span:.1f} s after the new gateway listened "
               f"({last - res['first_loss']:.1f} s after the first loss)", file=sys.stderr)
         swarm.ask("stop", 1800)
