@@ -201,28 +201,15 @@ state_store& service::snapshot_store() {
 
 void service::persist_session(const std::string& sid) {
   std::optional<live_session_row> row;
-  bool ended = false;
+  bool ended = false, pruned = false;
   {
     std::lock_guard lock(mu_);
     auto* s = registry_.find(sid);
-    if (!s) {
-      // Pruned: it ended, perhaps only just (prune keeps kMaxEndedSessions, so thousands that
-      // end at once leave before this step's turn came). Its row must go all the same, or the
-      // next start would find two kept sessions for the machine.
-      std::lock_guard state_lock(sessions_state_mu_);
-      auto known = persisted_.find(sid);
-      const bool deleted = known != persisted_.end() && known->second.deleted;
-      persisted_.erase(sid);
-      if (deleted) return;
-      try {
-        snapshot_store();
-        sessions_state_->delete_live_session(sid);
-      } catch (const std::exception& e) {
-        log::error("state.db: cannot forget the kept state of ended session {}: {}", sid, e.what());
-      }
-      return;
-    }
-    ended = s->state == session_state::ended;
+    // Not found: pruned, so it ended, perhaps only just (prune keeps kMaxEndedSessions, so of
+    // thousands that end at once some leave before this step's turn came). Its row must go
+    // all the same, or the next start would find two kept sessions for the machine.
+    pruned = s == nullptr;
+    ended = pruned || s->state == session_state::ended;
     // A change the journal has not recorded yet (its record is kept for later) must not be
     // restored from a snapshot the journal would seem to confirm: such a snapshot is marked
     // untrusted (journal_seq -1), and the session ends at the next start instead.
@@ -231,19 +218,23 @@ void service::persist_session(const std::string& sid) {
   }
   std::lock_guard lock(sessions_state_mu_);
   auto known = persisted_.find(sid);
-  if (ended && known != persisted_.end() && known->second.deleted) return;
+  const bool deleted = known != persisted_.end() && known->second.deleted;
+  if (pruned && deleted) persisted_.erase(known);  // settled and forgotten: no record kept
+  if (ended && deleted) return;
   if (!ended && known != persisted_.end() && !known->second.deleted && known->second.snapshot == row->snapshot &&
       known->second.seq == row->journal_seq)
     return;  // nothing changed
   try {
-    snapshot_store();
     if (ended) {
       // Whether or not a row was ever written (an earlier write may have failed): an ended
       // session must never be restored.
-      sessions_state_->delete_live_session(sid);
-      persisted_[sid] = {"", 0, true};
+      snapshot_store().delete_live_session(sid);
+      if (pruned)
+        persisted_.erase(sid);
+      else
+        persisted_[sid] = {"", 0, true};
     } else {
-      sessions_state_->put_live_session(*row);
+      snapshot_store().put_live_session(*row);
       persisted_[sid] = {row->snapshot, row->journal_seq};
     }
   } catch (const std::exception& e) {
@@ -279,8 +270,7 @@ service::restored service::restore_sessions() {
   std::vector<live_session_row> kept;
   {
     std::lock_guard lock(sessions_state_mu_);
-    snapshot_store();
-    kept = sessions_state_->live_sessions();
+    kept = snapshot_store().live_sessions();
   }
   // Rows of sessions the journal shows ended (a crash between the end and the row's delete)
   // go below whatever else they hold; only the others count toward "one kept session per
@@ -304,7 +294,7 @@ service::restored service::restore_sessions() {
       else if (second) log::error("state.db: machine {} has more than one kept session; {} ends", row.machine, row.id);
       else log::error("state.db: the kept state of session {} is not confirmed by the journal; it ends", row.id);
       std::lock_guard lock(sessions_state_mu_);
-      sessions_state_->delete_live_session(row.id);
+      snapshot_store().delete_live_session(row.id);
       continue;
     }
     s->journal_seq = row.journal_seq;

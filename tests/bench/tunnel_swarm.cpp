@@ -8,7 +8,7 @@
 //   tunnel_swarm enroll --data DIR --template PROFILE --count N --out FILE
 //       enrolls machines 2..N+1 of the template's type and model into the gateway's data
 //       directory (the gateway stopped), as `rsgate machine enroll` does (journaled first);
-//       FILE gets one "MACHINE SECRET" line per machine (mode 0600).
+//       FILE gets one "MACHINE SECRET" line per machine (created with mode 0600; it must not exist).
 //   tunnel_swarm run --template PROFILE --machines FILE [--sources K] [--parallel P]
 //       reads commands on stdin, one per line, and answers each with one line on stdout:
 //         connect N     agents 0..N-1 establish: "up N failed F seconds S"
@@ -28,7 +28,6 @@
 #include <netinet/in.h>
 #include <openssl/ssl.h>
 #include <sodium.h>
-#include <sys/stat.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -51,6 +50,7 @@
 #include <vector>
 
 #include "auth/session_key.hpp"
+#include "core/files.hpp"
 #include "gateway/admin_context.hpp"
 #include "gateway/config.hpp"
 #include "gateway/enroll.hpp"
@@ -86,19 +86,17 @@ int enroll(const std::string& data, const std::string& template_file, int count,
     t.has_config = true;
   }
   gateway::admin_context ctx(t);
-  std::ofstream out(out_file, std::ios::trunc);
-  ::chmod(out_file.c_str(), 0600);
+  std::string out;  // "MACHINE SECRET" lines: written once, created with mode 0600
   const auto started = clock_type::now();
   for (int i = 0; i < count; ++i) {
     auto p = tmpl;
     p.serial = fmt::format("{:07d}", 2 + i);  // the template is serial 0000001
     gateway::enroll_options how{.actor = ctx.actor, .source = ctx.source, .receipt_keys = {}};
     p = gateway::enroll_machine(ctx.layout, ctx.journal, ctx.state, std::move(p), how);
-    out << p.machine() << ' ' << p.secret << '\n';
+    out += p.machine() + ' ' + p.secret + '\n';
     if ((i + 1) % 1000 == 0) std::cerr << fmt::format("enrolled {} in {:.1f} s\n", i + 1, seconds_since(started));
   }
-  out.close();
-  if (!out) throw std::runtime_error("cannot write " + out_file);
+  write_file_exclusive(out_file, out, 0600);
   return 0;
 }
 
