@@ -196,7 +196,11 @@ asio::awaitable<void> drain_sessions(shutdown_parts p, int signo) {
   p.tunnels->drain();
   asio::co_spawn(p.drain->get_executor(), cut_drain_on_signal(p.signals, p.drain_cut, p.drain), asio::detached);
   const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(p.drain_ms);
-  while (!*p.drain_cut && std::chrono::steady_clock::now() < until && p.sessions->owned_sessions() > 0) {
+  // Until no session is held and every session that ended meanwhile has sent its receipt
+  // (each waits at most kReceiptWaitSeconds): stopping closes the tunnels, and a receipt still
+  // being built would be lost.
+  auto busy = [&p] { return p.sessions->owned_sessions() > 0 || p.tunnels->awaiting_receipts() > 0; };
+  while (!*p.drain_cut && std::chrono::steady_clock::now() < until && busy()) {
     p.drain->expires_after(std::min<std::chrono::steady_clock::duration>(std::chrono::milliseconds(200),
                                                                          until - std::chrono::steady_clock::now()));
     (void)co_await p.drain->async_wait(use_tuple);

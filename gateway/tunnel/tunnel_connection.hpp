@@ -214,6 +214,8 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   // Closing, or its session ended and it only waits to deliver the receipt: either way not a
   // live tunnel of the machine for a newcomer (§9.1).
   [[nodiscard]] bool closing() const { return closing_ || ending_; }
+  // Its session ended and its receipt is still to go (at most kReceiptWaitSeconds).
+  [[nodiscard]] bool awaiting_receipt() const { return ending_ && !closing_; }
   [[nodiscard]] std::uint64_t frames_in() const { return frames_in_; }
   [[nodiscard]] bool finished() const { return finished_; }
   // Notified (from this tunnel's strand) when closing() or finished() becomes true, and at

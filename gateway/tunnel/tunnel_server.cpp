@@ -262,6 +262,15 @@ void tunnel_server::sweep() {
   st.live.shrink_to_fit();
 }
 
+std::size_t tunnel_server::awaiting_receipts() {
+  auto& st = *impl_;
+  std::lock_guard lock(st.live_mu);
+  std::size_t n = 0;
+  for (auto& w : st.live)
+    if (auto c = w.lock(); c && c->awaiting_receipt()) ++n;
+  return n;
+}
+
 void tunnel_server::drain() {
   auto& st = *impl_;
   st.ctx->draining = true;

@@ -48,6 +48,8 @@ class tunnel_server {
   // Forgets the tunnels that ended: their memory (made with make_shared) goes only with the
   // last weak reference. From any thread; the housekeeping calls it before it trims the heap.
   void sweep();
+  // Tunnels whose session ended and whose receipt is still to go: a drain waits for them.
+  [[nodiscard]] std::size_t awaiting_receipts();
   // SIGHUP: the certificate and key (read again from cfg's files) and the timings of `cfg`
   // (rekey interval, dead-peer bound, grace, tunnel life) for tunnels accepted from now on;
   // live tunnels keep theirs. Throws std::runtime_error, changing nothing, when the
