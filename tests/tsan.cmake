@@ -13,7 +13,7 @@ add_custom_target(tsan_tests)
 # Registers the cases of test binary `name` under label tsan, with the options above.
 function(rsgate_tsan_register name)
   add_dependencies(tsan_tests ${name})
-  catch_discover_tests(${name} TEST_PREFIX "${name}: " DISCOVERY_TIMEOUT 120
+  catch_discover_tests(${name} TEST_PREFIX "${name}: " DISCOVERY_TIMEOUT 120 EXTRA_ARGS --warn NoTests
     PROPERTIES LABELS tsan ENVIRONMENT "TSAN_OPTIONS=${rsgate_tsan_options}" FIXTURES_REQUIRED tsan_reports)
 endfunction()
 

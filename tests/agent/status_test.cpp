@@ -22,7 +22,7 @@ TEST_CASE("status: one fact per line, from the agent's JSON state") {
         "  dave ssh to hmc\n");
 }
 
-TEST_CASE("status: nobody attached, nothing granted; text that is not a JSON object passes through") {
+TEST_CASE("status: nobody attached, nothing granted, text that is not a JSON object passes through") {
   auto out = render_status(R"({"state":"authenticated","grants":[],"channels":[]})");
   CHECK_THAT(out, Catch::Contains("owner:    (nobody attached)\n") && Catch::Contains("key:      -\n") &&
                       Catch::Contains("grants:   none\n") && Catch::Contains("channels: none\n"));

@@ -103,7 +103,7 @@ TEST_CASE("the sample configuration loads, whatever the data path holds") {
   CHECK(c.gateway_name == "gw-2.prod_1");
 }
 
-TEST_CASE("tunnel.listen = \"http\": tunnels on the HTTPS port; profiles name that address") {
+TEST_CASE("tunnel.listen = \"http\": tunnels on the HTTPS port, profiles name that address") {
   rsgate::test::temp_dir t;
   auto c = load_config(write(t, "[http]\nlisten = \"10.0.0.5:443\"\n[tunnel]\nlisten = \"http\"\n"));
   CHECK(c.tunnel_on_http);

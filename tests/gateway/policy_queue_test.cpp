@@ -31,7 +31,7 @@ TEST_CASE("policy_queue: one step per key at a time, in order, until its ticket 
   CHECK(q.busy_keys() == 0);
 }
 
-TEST_CASE("policy_queue: bounded per key; forced records still queue; a throw does not stall it") {
+TEST_CASE("policy_queue: bounded per key, forced records still queue, a throw does not stall it") {
   policy_queue q(2);
   std::optional<policy_queue::ticket> held;
   int ran = 0;

@@ -115,7 +115,7 @@ std::vector<http_response> at_once(int n, const std::function<http_response(int)
 
 }  // namespace
 
-TEST_CASE("concurrent grants get distinct ids; one live grant per user, however they race") {
+TEST_CASE("concurrent grants get distinct ids, one live grant per user, however they race") {
   policy_fixture f;
   for (int round = 0; round < 10; ++round) {
     // Six grants to six users at once: six distinct ids.

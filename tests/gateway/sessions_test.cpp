@@ -120,7 +120,7 @@ TEST_CASE("grants: only the owner grants, within offered scopes, to developers o
   CHECK(std::get<refusal>(twice).status == 409);
 }
 
-TEST_CASE("channels: owner anywhere offered; grantee only within the grant; revoke and expiry") {
+TEST_CASE("channels: owner anywhere offered, grantee only within the grant, revoke and expiry") {
   fixture f;
   f.attach("alice");
   CHECK_FALSE(f.reg.check_channel(*f.s, "alice", "partition:LP01", "telnet-5250", f.now));

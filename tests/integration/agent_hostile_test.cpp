@@ -243,7 +243,7 @@ TEST_CASE("a well-behaved scripted gateway: key, notice, channel, end", "[integr
   CHECK(g.stderr_text().empty());
 }
 
-TEST_CASE("a RECEIPT: a protocol error during the session; after END, a malformed one is not kept", "[integration]") {
+TEST_CASE("a RECEIPT: a protocol error during the session, after END, a malformed one is not kept", "[integration]") {
   {
     echo_server echo;
     scripted_gateway g(echo.port());

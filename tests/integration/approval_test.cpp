@@ -73,7 +73,7 @@ std::vector<std::pair<std::string, json::object>> approvals(gateway_fixture& f) 
 
 }  // namespace
 
-TEST_CASE("an ask scope: approved, refused and timed-out channel opens, each journaled; a deny scope is not offered") {
+TEST_CASE("an ask scope: approved, refused and timed-out channel opens, each journaled, a deny scope is not offered") {
   std::signal(SIGPIPE, SIG_IGN);
   gateway_fixture f;
   echo_server echo;

@@ -47,7 +47,7 @@ double since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
-TEST_CASE("SIGTERM drains: an unheld agent moves at once, a held one at the deadline; no attach meanwhile") {
+TEST_CASE("SIGTERM drains: an unheld agent moves at once, a held one at the deadline, no attach meanwhile") {
   gateway_fixture primary;
   set_drain(primary, 6);
   gateway_fixture backup(1, "", &primary);
@@ -96,7 +96,7 @@ TEST_CASE("SIGTERM drains: an unheld agent moves at once, a held one at the dead
   CHECK(held.agent->wait(30s) == 0);
 }
 
-TEST_CASE("a drain ends as soon as the last held session ends; HTTPS serves until then") {
+TEST_CASE("a drain ends as soon as the last held session ends, HTTPS serves until then") {
   gateway_fixture primary;
   set_drain(primary, 120);
   gateway_fixture backup(1, "", &primary);

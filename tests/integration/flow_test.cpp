@@ -146,7 +146,7 @@ TEST_CASE("CHAP refusals: wrong secret, MD5 not enabled, lock-out after five fai
   CHECK(m.err.find("chmod 600") != std::string::npos);
 }
 
-TEST_CASE("a grant lapses at its time; revoking the machine ends its live tunnel at once") {
+TEST_CASE("a grant lapses at its time, revoking the machine ends its live tunnel at once") {
   gateway_fixture f;
   auto profile = f.enroll("7801236");
   auto sess = start_and_attach(f, profile, "alice", "TS000000042");
@@ -173,7 +173,7 @@ TEST_CASE("a grant lapses at its time; revoking the machine ends its live tunnel
 }
 
 
-TEST_CASE("channels: bytes arrive intact both ways; revocation closes the grantee's channel at once") {
+TEST_CASE("channels: bytes arrive intact both ways, revocation closes the grantee's channel at once") {
   auto threads = GENERATE(1, 3);
   INFO("gateway threads: " << threads);
   gateway_fixture f(threads);

@@ -215,7 +215,7 @@ bool has_terminal_controls(std::string_view s) {
 }
 }  // namespace
 
-TEST_CASE("query and tail show C1 controls such as U+009B CSI as '?'; json escapes them; csv keeps them") {
+TEST_CASE("query and tail show C1 controls such as U+009B CSI as '?', json escapes them, csv keeps them") {
   temp_dir t;
   auto dir = t / "data";
   init_data_dir(dir);

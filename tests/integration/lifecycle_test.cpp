@@ -110,7 +110,7 @@ TEST_CASE("closing the agent's terminal (SIGHUP) ends the remote support at once
   CHECK(s.body["state"].as_string() == "ended");
 }
 
-TEST_CASE("tunnel.grace: within it a restarted agent gets its session back; past it the session ends as tunnel lost") {
+TEST_CASE("tunnel.grace: within it a restarted agent gets its session back, past it the session ends as tunnel lost") {
   // Long enough for a sanitizer-built agent to start and authenticate within it.
   constexpr int kGrace = 15;
   gateway_fixture f(1, "grace = " + std::to_string(kGrace));
@@ -172,7 +172,7 @@ TEST_CASE("an agent started with SIGHUP ignored (nohup) keeps ignoring it") {
   CHECK(agent->wait(20s) == 0);
 }
 
-TEST_CASE("a lost connection: the agent resumes its session within tunnel.grace; past it the session ends") {
+TEST_CASE("a lost connection: the agent resumes its session within tunnel.grace, past it the session ends") {
   constexpr int kGrace = 12;  // room for the outage below, and for the backoff to show
   gateway_fixture f(1, "grace = " + std::to_string(kGrace));
   tcp_relay net(static_cast<std::uint16_t>(std::stoi(f.tunnel.substr(f.tunnel.rfind(':') + 1))));
@@ -309,7 +309,7 @@ TEST_CASE("a gateway restart, killed or stopped, keeps the session: the agent re
   CHECK(sess.agent->wait(20s) == 0);
 }
 
-TEST_CASE("a restart drops the kept row of a session the journal shows ended; the machine's live session resumes") {
+TEST_CASE("a restart drops the kept row of a session the journal shows ended, the machine's live session resumes") {
   gateway_fixture f;
   tcp_relay net(port_of(f.tunnel));
   auto profile = f.enroll("7801378", false, {"hmc=127.0.0.1:9"}, "127.0.0.1:" + std::to_string(net.port()));

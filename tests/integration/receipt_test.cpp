@@ -212,7 +212,7 @@ TEST_CASE("a session ended by its owner: the agent keeps a signed receipt, alter
   CHECK(rsgate_cmd({"journal", "verify", "--data", f.dir.string(), "--anchor", profile.string()}).exit_code == 2);
 }
 
-TEST_CASE("the customer stops: the receipt follows STOP, into the profile's receipts_dir; a pair's key is pinned too") {
+TEST_CASE("the customer stops: the receipt follows STOP, into the profile's receipts_dir, a pair's key is pinned too") {
   std::signal(SIGPIPE, SIG_IGN);
   temp_dir keys;
   const std::string peer_key = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";

@@ -185,7 +185,7 @@ TEST_CASE("serve --dev starts from nothing, serves HTTPS, stops cleanly on SIGIN
   CHECK(q2.out.find("\"signal\":\"SIGTERM\"") != std::string::npos);
 }
 
-TEST_CASE("init + serve --config; readiness follows the journal under a file-size limit") {
+TEST_CASE("init + serve --config, readiness follows the journal under a file-size limit") {
   temp_dir t;
   auto dir = t / "gw";
   auto r = rsgate_cmd({"init", "--data", dir.string(), "--name", "gw-prod"});

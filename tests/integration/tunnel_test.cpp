@@ -180,7 +180,7 @@ TEST_CASE("one live tunnel per machine: a tunnel that does not answer is replace
   CHECK(agent.wait(20s) == 0);
 }
 
-TEST_CASE("an agent that floods PINGs without reading is closed; the gateway's memory stays bounded") {
+TEST_CASE("an agent that floods PINGs without reading is closed, the gateway's memory stays bounded") {
   std::signal(SIGPIPE, SIG_IGN);
   gateway_fixture f;
   auto profile = f.enroll("7801303");
@@ -279,7 +279,7 @@ TEST_CASE("a flood of unauthenticated HELLOs: the journal grows within its bound
   for (auto& c : f.kinds("tunnel.connect", "ok")) CHECK_FALSE(detail(c).contains("scopes"));
 }
 
-TEST_CASE("unauthenticated connections are limited per source; other sources and real agents still get in") {
+TEST_CASE("unauthenticated connections are limited per source, other sources and real agents still get in") {
   std::signal(SIGPIPE, SIG_IGN);
   gateway_fixture f;
   auto profile = f.enroll("7801305");

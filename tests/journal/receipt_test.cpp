@@ -107,7 +107,7 @@ TEST_CASE("strings from details are escaped into printable ASCII") {
   CHECK(b["grants"].as_array().at(0).as_object().at("user") == "d\\xc3\\xa9ve\\x07");
 }
 
-TEST_CASE("the lists are cut until the signed RECEIPT fits a control frame; the totals keep the counts") {
+TEST_CASE("the lists are cut until the signed RECEIPT fits a control frame, the totals keep the counts") {
   auto text = build_receipt_body(story(400));
   auto b = json::parse(text).as_object();
   CHECK(b["truncated"] == true);

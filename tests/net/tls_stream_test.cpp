@@ -195,7 +195,7 @@ TEST_CASE("tls_stream: the deadline ends a read that waits too long") {
   CHECK(sink.empty());
 }
 
-TEST_CASE("tls_stream: a later deadline only moves; close() ends a pending read at once") {
+TEST_CASE("tls_stream: a later deadline only moves, close() ends a pending read at once") {
   tls_pair p;
   auto [se, ce] = p.handshake();
   REQUIRE_FALSE(se);

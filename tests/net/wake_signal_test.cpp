@@ -139,7 +139,7 @@ TEST_CASE("wake_signal: a producer on another thread never leaves the consumer a
   REQUIRE(f.get() == kItems);
 }
 
-TEST_CASE("wake_signal: a wait abandoned by the io_context's shutdown; a notify() after it is harmless") {
+TEST_CASE("wake_signal: a wait abandoned by the io_context's shutdown, a notify() after it is harmless") {
   // As in the gateway at shutdown: a writer waits on the signal, and the destructor of
   // another coroutine's frame (destroyed later in the same shutdown) notifies it. Without
   // the wait's guard this dereferences the abandoned operation (a crash, not a failure).

@@ -173,7 +173,7 @@ TEST_CASE("MD5 only when enabled for the machine") {
   }
 }
 
-TEST_CASE("five failures lock the machine out; the right secret is refused while locked") {
+TEST_CASE("five failures lock the machine out, the right secret is refused while locked") {
   world w;
   w.policy = {};
   bytes exporter(32, 1);

@@ -87,7 +87,7 @@ TEST_CASE("tunnel_state: a second CHALLENGE before SUCCESS is refused") {
   CHECK(at(tunnel_phase::challenged).refuse(ft::challenge).find("waiting for SUCCESS") != std::string::npos);
 }
 
-TEST_CASE("tunnel_state: one KEY_ACK per KEY_OFFER; unsolicited and duplicate ones are refused") {
+TEST_CASE("tunnel_state: one KEY_ACK per KEY_OFFER, unsolicited and duplicate ones are refused") {
   auto s = with_offer();
   CHECK(s.key_offer_outstanding());
   std::string why;

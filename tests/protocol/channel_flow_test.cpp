@@ -173,7 +173,7 @@ TEST_CASE("protocol-error verdicts name their ERROR code") {
     CHECK(error_code(v).empty());
 }
 
-TEST_CASE("DATA up to the window is delivered; one byte beyond it is window_exceeded") {
+TEST_CASE("DATA up to the window is delivered, one byte beyond it is window_exceeded") {
   auto f = open_agent_end();
   for (int i = 0; i < 8; ++i) CHECK(f.on_frame(ft::data, 32 * 1024) == verdict::deliver);
   CHECK(f.buffered() == kInitialWindow);
@@ -284,7 +284,7 @@ TEST_CASE("two ends exchange 64 MiB each way within their windows, whatever the 
   CHECK(agent_tunnel.left() == kTunnelWindowBudget);
 }
 
-TEST_CASE("a stalled reader: the sender stops at the window and holds nothing more; a WINDOW resumes it") {
+TEST_CASE("a stalled reader: the sender stops at the window and holds nothing more, a WINDOW resumes it") {
   channel_pair p;
   p.accept();
   // The agent's target takes nothing: the gateway sends until its credit is gone.

@@ -38,7 +38,7 @@ std::vector<std::uint8_t> client_hello(const std::string& alpn_wire, int max_ver
 
 }  // namespace
 
-TEST_CASE("a real ClientHello's ALPN list is read; without ALPN the list is empty") {
+TEST_CASE("a real ClientHello's ALPN list is read, without ALPN the list is empty") {
   auto agent = client_hello(std::string("\x08rsgate/1", 9));
   auto s = scan_client_hello(agent);
   REQUIRE(s.state == result::hello);
@@ -54,7 +54,7 @@ TEST_CASE("a real ClientHello's ALPN list is read; without ALPN the list is empt
   CHECK(s.alpn.empty());
 }
 
-TEST_CASE("every prefix of a ClientHello asks for more; bytes after the record change nothing") {
+TEST_CASE("every prefix of a ClientHello asks for more, bytes after the record change nothing") {
   auto hello = client_hello(std::string("\x08rsgate/1", 9));
   for (std::size_t n = 0; n < hello.size(); ++n) {
     INFO(n);

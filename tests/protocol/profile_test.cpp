@@ -49,7 +49,7 @@ TEST_CASE("a profile round-trips through TOML") {
   CHECK(q.approval_seconds == 60);
 }
 
-TEST_CASE("the customer's policy per scope and the approval time round-trip; allow is the default") {
+TEST_CASE("the customer's policy per scope and the approval time round-trip, allow is the default") {
   test::temp_dir t;
   auto p = sample();
   p.scopes.push_back({"hypervisor", "127.0.0.1", 8443, scope_policy::deny});
@@ -75,7 +75,7 @@ TEST_CASE("the customer's policy per scope and the approval time round-trip; all
   CHECK(q.approval_seconds == 45);
 }
 
-TEST_CASE("the pinned receipt keys and the receipts directory round-trip; a bad key is refused") {
+TEST_CASE("the pinned receipt keys and the receipts directory round-trip, a bad key is refused") {
   test::temp_dir t;
   auto p = sample();
   p.receipt_keys = {std::string(64, 'a'), std::string(64, 'b')};

@@ -195,7 +195,7 @@ TEST_CASE("the pull interface refuses a bad header before any payload, and keeps
 // A large DATA payload's fresh buffer holds any DATA payload: recycled, it serves a longer one
 // in place (a grown vector would be too big to keep, and the next payload a new allocation).
 // A small payload is not given that much memory: a queue of tiny frames stays small.
-TEST_CASE("a recycled DATA buffer serves a longer payload without growing; small ones stay small") {
+TEST_CASE("a recycled DATA buffer serves a longer payload without growing, small ones stay small") {
   decoder d;
   auto read_in = [&d](const std::vector<std::uint8_t>& wire) {
     std::size_t pos = 0;

@@ -49,7 +49,7 @@ TEST_CASE("wire_peer: frames both ways over TLS 1.3 with ALPN and the same expor
   CHECK(server->closed());
 }
 
-TEST_CASE("wire_peer: no ALPN when the listener selects none; a bad header is a decode error") {
+TEST_CASE("wire_peer: no ALPN when the listener selects none, a bad header is a decode error") {
   pair_fixture f;
   wire_listener l(f.cert_file, f.key_file, "");
   std::unique_ptr<wire_peer> server;

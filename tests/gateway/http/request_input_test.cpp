@@ -63,7 +63,7 @@ TEST_CASE("request_input: whole numbers only, in range") {
     CHECK_FALSE(parse_whole(bad, 0, 1000).has_value());
 }
 
-TEST_CASE("request_input: restricting lists are absent, [\"*\"] or explicit names; [] is refused") {
+TEST_CASE("request_input: restricting lists are absent, [\"*\"] or explicit names, [] is refused") {
   auto o = [](const char* text) { return body_object(body(text), {"scopes"}); };
   CHECK(restriction_field(o("{}"), "scopes", 4).all);
   CHECK(restriction_field(o(R"({"scopes":["*"]})"), "scopes", 4).all);
@@ -76,7 +76,7 @@ TEST_CASE("request_input: restricting lists are absent, [\"*\"] or explicit name
     CHECK_THAT(refusal_of([&] { (void)restriction_field(o(bad), "scopes", 4); }), Catch::Contains("\"scopes\""));
 }
 
-TEST_CASE("request_input: query parameters are known, single and decoded; numbers whole") {
+TEST_CASE("request_input: query parameters are known, single and decoded, numbers whole") {
   query_params q("/journal?pmr=12345%2C677%2C000&limit=5&actor=a+b", {"pmr", "limit", "actor"});
   CHECK(q.get("pmr") == "12345,677,000");
   CHECK(q.get("actor") == "a b");

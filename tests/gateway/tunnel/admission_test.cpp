@@ -91,7 +91,7 @@ TEST_CASE("admission: the journal budget, then one summary per source and window
   CHECK(all[0].reasons.at("other") == 20 - (kMaxSummaryReasons - 1));
 }
 
-TEST_CASE("admission: memory stays bounded; sources beyond the limit share one entry") {
+TEST_CASE("admission: memory stays bounded, sources beyond the limit share one entry") {
   auto l = small();
   l.max_preauth = 100;
   admission a(l);
