@@ -34,8 +34,10 @@ struct gateway_fixture {
   // `pair_of`: this gateway is the other of a pair with that one (named gw-backup, serving
   // the same CA's certificate, so one agent profile trusts both).
   // `extra_config`: text appended to the configuration (another section).
+  // `tunnel_listen`: the tunnel listener's ADDR:PORT.
   explicit gateway_fixture(int threads = 1, const std::string& tunnel_settings = "",
-                           const gateway_fixture* pair_of = nullptr, const std::string& extra_config = "") {
+                           const gateway_fixture* pair_of = nullptr, const std::string& extra_config = "",
+                           const std::string& tunnel_listen = "127.0.0.1:0") {
     init_data_dir(dir, pair_of ? "gw-backup" : "gw-flow", true);
     if (pair_of)
       for (auto file : {"ca.pem", "server.pem", "keys/server.key", "keys/ca.key"})
@@ -48,7 +50,7 @@ struct gateway_fixture {
       auto from = std::string("listen = \"127.0.0.1:") + port + "\"";
       auto p = cfg.find(from);
       REQUIRE(p != std::string::npos);
-      cfg.replace(p, from.size(), "listen = \"127.0.0.1:0\"");
+      cfg.replace(p, from.size(), "listen = \"" + (port == std::string("4433") ? tunnel_listen : "127.0.0.1:0") + "\"");
     }
     if (!tunnel_settings.empty()) {
       auto sec = cfg.find("[tunnel]\n");
@@ -57,7 +59,8 @@ struct gateway_fixture {
       // The sample's own line for each setting given here goes (a key twice is an error).
       std::istringstream given(tunnel_settings);
       for (std::string l; std::getline(given, l);) {
-        auto key = "\n" + l.substr(0, l.find('=') + 1);
+        std::string key = "\n";  // not "\n" + …: GCC 12's false -Wrestrict (PR 105329)
+        key += l.substr(0, l.find('=') + 1);
         auto at = cfg.find(key, sec + 9 + tunnel_settings.size());
         if (at != std::string::npos) cfg.erase(at + 1, cfg.find('\n', at + 1) - at);
       }
