@@ -400,6 +400,9 @@ void on_notice(agent_state& st, const tunnel::frame& f) {
   }
 }
 
+void keep_receipt(agent_state& st, const tunnel::frame& f, const std::string& ended);
+asio::awaitable<void> drain(agent_state& st);
+
 // A frame on channel 0 that tunnel_state admitted in the current phase.
 void on_control_frame(agent_state& st, agent_handshake& hs, const tunnel::frame& f) {
   std::string why;
@@ -430,6 +433,8 @@ void on_control_frame(agent_state& st, agent_handshake& hs, const tunnel::frame&
       return;
     case tunnel::frame_type::error:
       return on_error(st, f);
+    case tunnel::frame_type::receipt:  // owed: of an earlier session (docs/protocol.md §4.12)
+      return keep_receipt(st, f, "");
     default:  // pong
       return;
   }
@@ -468,6 +473,7 @@ std::optional<agent_handshake> start_handshake(agent_state& st) {
   for (auto& s : st.opt.prof.scopes)
     if (s.policy != scope_policy::deny) id.scopes.push_back({s.name, "", s.policy == scope_policy::ask});
   id.approval_seconds = st.opt.prof.approval_seconds;
+  id.receipts = true;  // keep_receipt stores and acknowledges every receipt
   agent_handshake hs(id, std::move(*exporter), make_client_nonce());
   st.dec.emplace();
   // A reconnect names the session to resume (§9); the first connection names none.
@@ -594,17 +600,31 @@ asio::awaitable<void> wait_for_stop(agent_state& st) {
 
 // A RECEIPT that arrived: stored beside the profile (receipts_dir) whatever it says, since it
 // is what the gateway signed, and checked against the profile's pinned keys; the customer is
-// told where it is and whether it verifies.
-void keep_receipt(agent_state& st, const tunnel::frame& f) {
+// told where it is and whether it verifies. `ended`: the session that just ended, whose
+// receipt this is; "" for a receipt the gateway owed from an earlier session (docs/protocol.md
+// §4.12), named by its body. Once stored it is acknowledged (RECEIPT_ACK), so that the gateway
+// stops owing it; one that is not stored is not acknowledged and comes again next time.
+void keep_receipt(agent_state& st, const tunnel::frame& f, const std::string& ended) {
   std::string why;
   auto r = tunnel::parse_receipt(f.payload, why);
   if (!r) {
     st.err << "rsgate-agent: the gateway sent a malformed receipt, not kept: " << printable(why, 256) << "\n";
     return;
   }
+  std::string session = ended;
+  if (session.empty()) {
+    auto body = tunnel::parse_receipt_body(r->receipt, why);
+    if (!body) {
+      st.err << "rsgate-agent: the gateway sent a receipt whose body is unreadable, not kept: " << printable(why, 256)
+             << "\n";
+      return;
+    }
+    session = body->session;
+    line(st, fmt::format("The gateway sends the receipt of session {}, which ended while this agent was away", session));
+  }
   r->profile = std::filesystem::absolute(st.opt.profile_file).string();
   const auto dir = receipts_directory(st.opt.prof, st.opt.profile_file);
-  const auto file = dir / receipt_file_name(st.view.session, system_clock::instance().now());
+  const auto file = dir / receipt_file_name(session, system_clock::instance().now());
   try {
     make_private_dir(dir, 0700);  // an existing directory keeps its mode
     write_file_exclusive(file, tunnel::format_receipt_file(*r), 0600);
@@ -612,6 +632,7 @@ void keep_receipt(agent_state& st, const tunnel::frame& f) {
     st.err << "rsgate-agent: the session's receipt could not be stored in " << dir.string() << ": " << e.what() << "\n";
     return;
   }
+  send(st, tunnel::frame_type::receipt_ack, tunnel::to_payload(tunnel::receipt_ack{session}));
   line(st, "Receipt: " + file.string());
   auto v = check_receipt(*r, st.opt.prof);
   if (v.valid) {
@@ -619,8 +640,8 @@ void keep_receipt(agent_state& st, const tunnel::frame& f) {
                          describe_receipt(*v.body)));
   } else {
     st.err << "rsgate-agent: WARNING: the receipt does not verify: " << v.problem << "\n";
-    if (v.body && v.body->session != st.view.session)
-      st.err << "rsgate-agent: WARNING: the receipt names session " << v.body->session << ", not " << st.view.session << "\n";
+    if (v.body && v.body->session != session)
+      st.err << "rsgate-agent: WARNING: the receipt names session " << v.body->session << ", not " << session << "\n";
   }
 }
 
@@ -633,7 +654,8 @@ asio::awaitable<void> await_receipt(agent_state& st) {
     auto [f, rec] = co_await read_frame(st);
     if (!f) break;
     if (f->header.type == tunnel::frame_type::receipt) {
-      keep_receipt(st, *f);
+      keep_receipt(st, *f, st.view.session);
+      co_await drain(st);  // its RECEIPT_ACK reaches the gateway before the close
       co_return;
     }
     if (f->header.type == tunnel::frame_type::error) break;

@@ -268,6 +268,50 @@ void service::send_receipt(const std::string& sid, std::shared_ptr<tunnel_link> 
   link->deliver_receipt(std::move(payload));
 }
 
+void service::send_owed_receipts(const std::string& machine, const std::string& current,
+                                 std::weak_ptr<tunnel_link> link) {
+  post([this, machine, current, link] {
+    try {
+      journal::reader rd({layout_.journal_db()});
+      // `machine <> ''` lets SQLite use the partial index journal_by_machine, newest first.
+      auto st = rd.db(0).prepare(
+          "SELECT session_id FROM journal WHERE machine = ?1 AND machine <> '' AND kind = 'session.end' "
+          "AND outcome = 'ok' AND session_id <> '' ORDER BY ts DESC, seq DESC LIMIT ?2");
+      st.bind(1, machine).bind(2, static_cast<std::int64_t>(tunnel::kOwedReceipts));
+      std::vector<std::string> ended;
+      while (st.step())
+        if (auto id = std::string(st.col_text(0)); id != current) ended.push_back(std::move(id));
+      if (ended.empty()) return;
+      std::set<std::string> delivered;
+      {
+        std::lock_guard lock(tunnel_state_mu_);
+        delivered = tunnel_state_.delivered_receipts(machine, ended);
+      }
+      for (auto it = ended.rbegin(); it != ended.rend(); ++it) {
+        if (delivered.contains(*it)) continue;
+        auto l = link.lock();
+        if (!l) return;  // the tunnel went meanwhile: they stay owed
+        auto r = journal::make_receipt(rd, *it, journal_.key(), clock_.now());
+        if (!r) continue;
+        l->deliver_owed_receipt(*it, tunnel::to_payload(*r));
+      }
+    } catch (const std::exception& e) {
+      log::error("receipts owed to machine {} could not be sent: {}", machine, e.what());
+    }
+  });
+}
+
+void service::receipt_acknowledged(const std::string& machine, const std::string& session_id) {
+  post([this, machine, session_id] {
+    try {
+      std::lock_guard lock(tunnel_state_mu_);
+      tunnel_state_.receipt_delivered(session_id, machine, clock_.now());
+    } catch (const std::exception& e) {
+      log::error("state.db: the receipt of session {} acknowledged by its agent is not recorded: {}", session_id, e.what());
+    }
+  });
+}
+
 bool service::has_unrecorded(const std::string& sid) const { return unrecorded_.count(sid) > 0; }
 
 void service::keep_record(const std::string& sid, journal::entry late) {

@@ -55,6 +55,9 @@ class tunnel_link {
   // The ended session's RECEIPT payload (docs/protocol.md §4.12), or nullopt when none could be
   // made: sent if the tunnel still waits for it, then the tunnel closes.
   virtual void deliver_receipt(std::optional<bytes> payload) = 0;
+  // The RECEIPT of an earlier session of the machine that its agents have not acknowledged
+  // (docs/protocol.md §4.12): sent while the tunnel serves its session.
+  virtual void deliver_owed_receipt(std::string session_id, bytes payload) = 0;
   // Channels (docs/protocol.md §8). open_channel sends CHANNEL_OPEN and returns the shared
   // channel; the others queue frames for it. All may be called from any thread.
   virtual std::shared_ptr<channel_link> open_channel(const std::string& scope, const std::string& access_type,
@@ -131,6 +134,13 @@ class service {
   // done(true) when the stop ended the session: its receipt follows through the link.
   void customer_stopped(const std::string& session_id, const std::string& source, std::function<void(bool)> done);
   void tunnel_closed(const std::string& session_id, const tunnel_link* link);
+  // Receipts owed to `machine` (docs/protocol.md §4.12): of its last kOwedReceipts ended
+  // sessions (from the journal), those no agent acknowledged, `current` apart; built from the
+  // journal on the worker pool and handed to `link` (deliver_owed_receipt), oldest first.
+  void send_owed_receipts(const std::string& machine, const std::string& current, std::weak_ptr<tunnel_link> link);
+  // An agent of `machine` acknowledged the receipt of `session_id` (RECEIPT_ACK): no longer
+  // owed. Written on the worker pool; a failure only logs (the receipt stays owed).
+  void receipt_acknowledged(const std::string& machine, const std::string& session_id);
 
   // --- channel streams ---
   // Redeems a one-time channel token from POST /sessions/{id}/channels: checks again that

@@ -145,6 +145,40 @@ std::vector<live_session_row> state_store::live_sessions() {
   return out;
 }
 
+void state_store::receipt_delivered(const std::string& session_id, const std::string& machine, micros now) {
+  db_.exec("BEGIN IMMEDIATE");
+  struct rollback_unless_committed {
+    sqlite::db& db;
+    bool committed = false;
+    ~rollback_unless_committed() {
+      if (!committed) try { db.exec("ROLLBACK"); } catch (...) {}
+    }
+  } tx{db_};
+  auto s = db_.prepare("INSERT OR IGNORE INTO receipts_delivered(session_id, machine, delivered_at) VALUES (?1, ?2, ?3)");
+  s.bind(1, session_id).bind(2, machine).bind(3, now);
+  s.step();
+  // Only the last kOwedReceipts ended sessions of a machine are ever owed: older rows serve
+  // nothing, and a machine's rows stay bounded however many sessions it had.
+  auto prune = db_.prepare(
+      "DELETE FROM receipts_delivered WHERE machine = ?1 AND session_id NOT IN "
+      "(SELECT session_id FROM receipts_delivered WHERE machine = ?1 ORDER BY delivered_at DESC, session_id LIMIT 32)");
+  prune.bind(1, machine);
+  prune.step();
+  db_.exec("COMMIT");
+  tx.committed = true;
+}
+
+std::set<std::string> state_store::delivered_receipts(const std::string& machine, const std::vector<std::string>& sessions) {
+  auto s = db_.prepare("SELECT 1 FROM receipts_delivered WHERE session_id = ?1 AND machine = ?2");
+  std::set<std::string> out;
+  for (auto& id : sessions) {
+    s.reset();
+    s.bind(1, id).bind(2, machine);
+    if (s.step()) out.insert(id);
+  }
+  return out;
+}
+
 void state_store::add_token(const token_row& t) {
   auto s = db_.prepare(
       "INSERT INTO tokens(token_hash, user, created_at, expires_at, revoked) VALUES (?1, ?2, ?3, ?4, 0)");

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -84,6 +85,11 @@ class state_store {
   void put_live_session(const live_session_row& r);  // insert or replace
   void delete_live_session(const std::string& id);
   [[nodiscard]] std::vector<live_session_row> live_sessions();
+  // Receipts an agent of `machine` acknowledged (docs/protocol.md §4.12): recorded (the newest
+  // 32 per machine kept), and which of `sessions` are among them.
+  void receipt_delivered(const std::string& session_id, const std::string& machine, micros now);
+  [[nodiscard]] std::set<std::string> delivered_receipts(const std::string& machine,
+                                                         const std::vector<std::string>& sessions);
   [[nodiscard]] std::optional<token_row> find_token(const std::string& token_hash);
 
  private:

@@ -43,6 +43,7 @@ tunnel::hello agent_handshake::make_hello(const std::string& resume) const {
   const bool asks = std::any_of(h.scopes.begin(), h.scopes.end(), [](auto& o) { return o.ask; });
   h.approval_seconds = asks ? id_.approval_seconds : 0;
   h.resume = resume;
+  h.receipts = id_.receipts;
   return h;
 }
 

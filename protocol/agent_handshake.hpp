@@ -18,6 +18,7 @@ struct identity {
   std::vector<std::string> mechanisms = {"scram-sha-256"};
   std::vector<tunnel::scope_offer> scopes;
   int approval_seconds = 0;  // HELLO's, when a scope asks (docs/protocol.md §8.1)
+  bool receipts = false;     // HELLO's: stores and acknowledges receipts (docs/protocol.md §4.12)
   std::string agent = "rsgate-agent/0.1.0";
 };
 

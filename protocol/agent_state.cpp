@@ -21,7 +21,7 @@ bool never_from_gateway(frame_type t) {
     case frame_type::status:
     case frame_type::channel_accept:
     case frame_type::channel_reject:
-    case frame_type::receipt:       // only after the session ended, read by the receipt wait
+    case frame_type::receipt_ack:
     case frame_type::status_reply:  // reserved
     case frame_type::upload_begin:
     case frame_type::upload_chunk:

@@ -193,6 +193,7 @@ std::optional<hello> parse_hello(std::span<const std::uint8_t> p, std::string& w
     const bool asks = std::any_of(m.scopes.begin(), m.scopes.end(), [](auto& o) { return o.ask; });
     m.approval_seconds = static_cast<int>(f.integer("approval_seconds", kMinApprovalSeconds, kMaxApprovalSeconds, asks, 0));
     if (!asks && m.approval_seconds) throw parse_fail{"approval_seconds without a scope that asks"};
+    m.receipts = f.boolean("receipts", false);
     return m;
   });
 }
@@ -217,6 +218,7 @@ bytes to_payload(const hello& m) {
   o["scopes"] = std::move(scopes);
   if (!m.resume.empty()) o["resume"] = m.resume;
   if (m.approval_seconds) o["approval_seconds"] = m.approval_seconds;
+  if (m.receipts) o["receipts"] = true;
   return dump(o);
 }
 
@@ -492,6 +494,16 @@ std::optional<signed_receipt> parse_receipt(std::span<const std::uint8_t> p, std
 bytes to_payload(const signed_receipt& m) {
   return dump(json::object{{"receipt", m.receipt}, {"signature", m.signature}, {"key_id", m.key_id}});
 }
+
+std::optional<receipt_ack> parse_receipt_ack(std::span<const std::uint8_t> p, std::string& why) {
+  return run<receipt_ack>(p, why, [](fields& f) {
+    receipt_ack m;
+    m.session = f.str("session", 1, 64);
+    return m;
+  });
+}
+
+bytes to_payload(const receipt_ack& m) { return dump(json::object{{"session", m.session}}); }
 
 std::optional<rekey> parse_rekey(std::span<const std::uint8_t> p, std::string& why) {
   return run<rekey>(p, why, [](fields&) { return rekey{}; });

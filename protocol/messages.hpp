@@ -41,6 +41,9 @@ struct hello {
   // How long the customer has to approve a channel to an `ask` scope: kMinApprovalSeconds..
   // kMaxApprovalSeconds when a scope asks, else 0 (absent on the wire).
   int approval_seconds = 0;
+  // This agent stores the receipts of its machine's earlier sessions that the gateway sends
+  // after SUCCESS, and acknowledges every receipt with RECEIPT_ACK (`receipts`: true).
+  bool receipts = false;
 };
 
 struct challenge {
@@ -120,6 +123,10 @@ struct reason_only {  // STOP, END, CHANNEL_REJECT
   std::string reason;
 };
 
+struct receipt_ack {  // RECEIPT_ACK: the receipt of `session` is stored at the agent
+  std::string session;
+};
+
 struct rekey {};  // REKEY: `{}` (docs/protocol.md §6)
 
 struct error_message {
@@ -148,12 +155,14 @@ struct error_message {
 // RECEIPT (docs/protocol.md §4.12): `receipt` printable, `signature` 128 and `key_id` 16 hex
 // digits; `profile` is the stored file's, never the frame's.
 [[nodiscard]] std::optional<signed_receipt> parse_receipt(std::span<const std::uint8_t> p, std::string& why);
+[[nodiscard]] std::optional<receipt_ack> parse_receipt_ack(std::span<const std::uint8_t> p, std::string& why);
 [[nodiscard]] std::optional<rekey> parse_rekey(std::span<const std::uint8_t> p, std::string& why);
 [[nodiscard]] std::optional<error_message> parse_error(std::span<const std::uint8_t> p, std::string& why);
 
 // Serialisers: the JSON payload for a frame of the matching type.
 [[nodiscard]] bytes to_payload(const hello& m);
 [[nodiscard]] bytes to_payload(const signed_receipt& m);
+[[nodiscard]] bytes to_payload(const receipt_ack& m);
 [[nodiscard]] bytes to_payload(const challenge& m);
 [[nodiscard]] bytes to_payload(const response& m);
 [[nodiscard]] bytes to_payload(const success& m);

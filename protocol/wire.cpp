@@ -27,7 +27,7 @@ std::int64_t reconnect_backoff_ms(int attempt, double draw) {
 }
 
 bool is_known(std::uint8_t t) {
-  return (t >= 0x01 && t <= 0x11) || (t >= 0x20 && t <= 0x26) || (t >= 0x30 && t <= 0x33);
+  return (t >= 0x01 && t <= 0x12) || (t >= 0x20 && t <= 0x26) || (t >= 0x30 && t <= 0x33);
 }
 
 bool is_control(frame_type t) { return static_cast<std::uint8_t>(t) < 0x20; }
@@ -51,6 +51,7 @@ std::string_view name_of(frame_type t) {
     case frame_type::error: return "ERROR";
     case frame_type::status: return "STATUS";
     case frame_type::status_reply: return "STATUS_REPLY";
+    case frame_type::receipt_ack: return "RECEIPT_ACK";
     case frame_type::channel_open: return "CHANNEL_OPEN";
     case frame_type::channel_accept: return "CHANNEL_ACCEPT";
     case frame_type::channel_reject: return "CHANNEL_REJECT";

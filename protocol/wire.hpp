@@ -87,6 +87,12 @@ inline constexpr int kLivenessProbeSeconds = 5;
 // An ended session's tunnel stays open this long after END (or after the agent's STOP) for
 // its RECEIPT (docs/protocol.md §4.12), then closes; the agent reads that long plus 5 s.
 inline constexpr int kReceiptWaitSeconds = 10;
+// Owed receipts (docs/protocol.md §4.12): after SUCCESS, an agent that announced `receipts`
+// gets the receipts of its machine's last kOwedReceipts ended sessions it has not
+// acknowledged. After END or STOP the gateway waits this long for the RECEIPT_ACK of the
+// session's receipt before it closes (the receipt stays owed without it).
+inline constexpr int kOwedReceipts = 8;
+inline constexpr int kReceiptAckWaitSeconds = 5;
 // NOTICE `tunnel_refused` to the live tunnel: at most this many per machine and window.
 inline constexpr int kRefusedNoticesPerWindow = 3;
 inline constexpr int kRefusedNoticeWindowSeconds = 60;
@@ -135,6 +141,7 @@ enum class frame_type : std::uint8_t {
   error = 0x0f,            // either: protocol error, then close
   status = 0x10,           // agent -> gateway: asks for the session state (owner, grants)
   status_reply = 0x11,     // gateway -> agent
+  receipt_ack = 0x12,      // agent -> gateway: {session}: the receipt of that session is stored
   // channels, channel id >= 1
   channel_open = 0x20,     // gateway -> agent: JSON {scope, access_type, window}
   channel_accept = 0x21,   // agent -> gateway: JSON {window}

@@ -338,6 +338,7 @@ asio::awaitable<bool> tunnel_connection::on_chap_ok(tunnel::gateway_handshake::s
     if (s.ask) ask_scopes_.insert(s.name);  // read by open_channel once tunnel_commit published us
   }
   approval_seconds_ = hs_->hello_message().approval_seconds;
+  receipts_ = hs_->hello_message().receipts;
   // Journal before access (docs/protocol.md §9): the session is decided (a kept one only
   // reserved), tunnel.auth and tunnel.reauth, which name it, are made durable, and only then
   // does this tunnel serve it. Whatever way this ends before the commit, the reservation goes.
@@ -369,6 +370,8 @@ asio::awaitable<bool> tunnel_connection::on_chap_ok(tunnel::gateway_handshake::s
   authenticated_ = true;
   queue(tunnel::frame_type::success, tunnel::to_payload(*step.send_success));
   release_held();
+  // The receipts of the machine's sessions that ended while no agent of it could take them.
+  if (receipts_) svc_.send_owed_receipts(machine_, session_, weak_from_this());
   stream_.expires_after(std::chrono::milliseconds(cfg_.dead_peer_ms));
   asio::co_spawn(stream_.get_executor(), rekey_loop(), [self = shared_from_this()](std::exception_ptr e) {
     if (!e) return;

@@ -258,6 +258,17 @@ asio::awaitable<bool> tunnel_connection::on_frame(tunnel::frame& f) {
       mark_closing();
       co_return false;
     }
+    case tunnel::frame_type::receipt_ack: {
+      auto a = tunnel::parse_receipt_ack(f.payload, why);
+      if (!a || !receipts_out_.erase(a->session)) {
+        protocol_error(a ? "unexpected" : "bad_receipt_ack",
+                       a ? "RECEIPT_ACK for a receipt this tunnel did not send" : why);
+        co_return false;
+      }
+      svc_.receipt_acknowledged(machine_, a->session);
+      if (ending_ && a->session == session_) end_receipt_wait();  // the ended session's own
+      co_return true;
+    }
     case tunnel::frame_type::error: {
       auto e = tunnel::parse_error(f.payload, why);
       set_close(std::string("agent error: ") + (e ? e->code : std::string("unreadable")), journal::outcome::error);

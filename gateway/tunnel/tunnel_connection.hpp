@@ -131,8 +131,23 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
     asio::post(stream_.get_executor(), [self = shared_from_this(), p = std::move(payload)] {
       // After STOP it may come before the stop's own step has returned to the reader (which
       // then finds the tunnel closing): the service sends it only to the tunnel of the end.
-      if (p && self->authenticated_ && !self->closing_) self->queue(tunnel::frame_type::receipt, *p);
+      if (p && self->authenticated_ && !self->closing_) {
+        self->queue(tunnel::frame_type::receipt, *p);
+        if (self->receipts_) {  // it acknowledges: the tunnel stays for the RECEIPT_ACK a while
+          self->receipts_out_.insert(self->session_);
+          self->await_receipt_ack();
+          return;
+        }
+      }
       self->end_receipt_wait();
+    });
+  }
+  void deliver_owed_receipt(std::string session_id, bytes payload) override {
+    asio::post(stream_.get_executor(), [self = shared_from_this(), sid = std::move(session_id), p = std::move(payload)] {
+      if (!self->authenticated_ || self->closing_ || self->ending_ ||
+          self->receipts_out_.size() > static_cast<std::size_t>(tunnel::kOwedReceipts))
+        return;  // it stays owed
+      if (self->receipts_out_.insert(sid).second) self->queue(tunnel::frame_type::receipt, p);
     });
   }
   std::shared_ptr<channel_link> open_channel(const std::string& scope, const std::string& access_type,
@@ -454,6 +469,14 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
       if (!ec) self->end_receipt_wait();
     });
   }
+  // On the strand: the ended session's receipt is queued; the agent's RECEIPT_ACK, or
+  // kReceiptAckWaitSeconds, ends the wait (without the ACK the receipt stays owed).
+  void await_receipt_ack() {
+    receipt_timer_.expires_after(std::chrono::seconds(tunnel::kReceiptAckWaitSeconds));
+    receipt_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (!ec) self->end_receipt_wait();
+    });
+  }
   void end_receipt_wait() {
     receipt_timer_.cancel();
     mark_closing();
@@ -541,6 +564,11 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   // to the service (whose mutex orders them before open_channel on the stream sides).
   std::set<std::string> ask_scopes_;
   int approval_seconds_ = 0;
+  // HELLO's `receipts`: the agent stores and acknowledges receipts (docs/protocol.md §4.12).
+  // receipts_out_: the sessions whose RECEIPT went out on this tunnel and awaits its
+  // RECEIPT_ACK (on the strand; at most kOwedReceipts + 1).
+  bool receipts_ = false;
+  std::set<std::string> receipts_out_;
   std::string close_reason_ = "closed";
   journal::outcome close_outcome_ = journal::outcome::ok;
   bool close_set_ = false;

@@ -259,3 +259,69 @@ TEST_CASE("the customer stops: the receipt follows STOP, into the profile's rece
   CHECK(verify_receipt(profile, profile.string()).exit_code == 1);
   CHECK(verify_receipt(keys / "missing.json", profile.string()).exit_code == 2);
 }
+
+TEST_CASE("a session that ends while its agent is away is owed its receipt: the next agent gets it once") {
+  gateway_fixture f(1, "grace = 3");
+  auto profile = f.enroll("7801503");
+  auto first = start_and_attach(f, profile, "alice", "TS000000503");
+  REQUIRE(f.api("POST", "/api/v1/sessions/" + first.sid + "/grants", "alice", R"({"user":"dave"})").status == 201);
+  // The agent dies; nobody comes back within the grace: the session ends with no tunnel to
+  // carry its receipt.
+  first.agent->signal(SIGKILL);
+  (void)first.agent->wait(20s);
+  REQUIRE(eventually([&] { return f.kinds("session.end", "ok").size() == 1; }, 30s));
+  const auto delivered = [&] {
+    auto r = run({"sqlite3", (f.dir / "state.db").string(), "SELECT session_id FROM receipts_delivered ORDER BY session_id"});
+    return r.out;
+  };
+  CHECK(delivered().empty());
+
+  // The machine's next agent is sent it after SUCCESS, keeps it and acknowledges it.
+  auto second = std::make_unique<child>(std::vector<std::string>{agent_binary(), "start", "--profile", profile.string(),
+                                                                 "--control", (f.t / "b.sock").string()},
+                                        f.t / "agent2.err");
+  // The owed receipt and the new session's key come in either order.
+  std::map<std::string, std::string> seen;
+  for (auto until = std::chrono::steady_clock::now() + kWait; seen.size() < 3 && std::chrono::steady_clock::now() < until;) {
+    auto l = second->read_line(5s);
+    if (!l) continue;
+    for (auto needle : {"which ended while this agent was away", "Receipt: ", "Session key: "})
+      if (l->find(needle) != std::string::npos) seen[needle] = *l;
+  }
+  REQUIRE(seen.size() == 3);
+  CHECK_THAT(seen["which ended while this agent was away"], Catch::Contains("receipt of session " + first.sid));
+  const std::filesystem::path file = seen["Receipt: "].substr(seen["Receipt: "].find("Receipt: ") + 9);
+  CHECK(file.filename().string().starts_with(first.sid + "-"));
+  auto body = body_of(file);
+  CHECK(body["session"].as_string() == first.sid);
+  CHECK(body["ended_by"].as_string() == "gateway");
+  CHECK(body["end_reason"].as_string() == "tunnel lost");
+  CHECK(body["grants"].as_array().size() == 1);
+  CHECK(verify_receipt(file).exit_code == 0);
+  REQUIRE(eventually([&] { return delivered() == first.sid + "\n"; }));
+
+  // Its own session's receipt after the customer's STOP is acknowledged too.
+  REQUIRE(run({agent_binary(), "stop", "--control", (f.t / "b.sock").string()}).exit_code == 0);
+  const auto own = receipt_path(*second);
+  CHECK(second->wait(30s) == 0);
+  const std::string second_sid = body_of(own)["session"].as_string().c_str();
+  CHECK(second_sid != first.sid);
+  std::vector<std::string> both = {first.sid, second_sid};
+  std::sort(both.begin(), both.end());
+  REQUIRE(eventually([&] { return delivered() == both[0] + "\n" + both[1] + "\n"; }));
+  // The ACK ended the gateway's wait: the tunnel closed as the customer's stop.
+  REQUIRE(eventually([&] { return f.kinds("tunnel.close", "ok").size() == 2; }));
+  CHECK(detail(f.kinds("tunnel.close", "ok").at(1))["reason"].as_string() == "stopped by the customer");
+
+  // A third agent is owed nothing.
+  auto third = std::make_unique<child>(std::vector<std::string>{agent_binary(), "start", "--profile", profile.string(),
+                                                                "--control", (f.t / "c.sock").string()},
+                                       f.t / "agent3.err");
+  (void)wait_line(*third, "Session key: ");
+  CHECK_FALSE(third->wait_for("Receipt: ", 3s).has_value());
+  REQUIRE(run({agent_binary(), "stop", "--control", (f.t / "c.sock").string()}).exit_code == 0);
+  CHECK(third->wait(30s) == 0);
+  auto v = rsgate_cmd({"journal", "verify", "--data", f.dir.string(), "--pubkey", (f.dir / "keys/journal-signing.pub").string()});
+  INFO(v.out << v.err);
+  CHECK(v.exit_code == 0);
+}

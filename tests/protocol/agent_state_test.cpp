@@ -69,10 +69,14 @@ TEST_CASE("tunnel_state: before a verified SUCCESS only the handshake's frames a
 TEST_CASE("tunnel_state: after SUCCESS the session's frames are admitted, never an agent's own") {
   auto s = at(tunnel_phase::authenticated);
   CHECK(s.authenticated());
-  // REKEY (docs/protocol.md §6) only now: before SUCCESS it is refused like any session frame.
-  CHECK(admitted(s) == std::vector<ft>{ft::challenge, ft::failure, ft::key_ack, ft::notice, ft::end, ft::ping,
-                                        ft::pong, ft::rekey, ft::error, ft::channel_open, ft::data, ft::window,
-                                        ft::eof, ft::close});
+  // REKEY (docs/protocol.md §6) and an owed RECEIPT (§4.12) only now: before SUCCESS they are
+  // refused like any session frame. RECEIPT_ACK is the agent's own.
+  CHECK(admitted(s) == std::vector<ft>{ft::challenge, ft::failure, ft::key_ack, ft::notice, ft::end, ft::receipt,
+                                        ft::ping, ft::pong, ft::rekey, ft::error, ft::channel_open, ft::data,
+                                        ft::window, ft::eof, ft::close});
+  CHECK(s.refuse(ft::receipt_ack) == "unexpected RECEIPT_ACK from the gateway");
+  for (auto p : {tunnel_phase::connecting, tunnel_phase::hello_sent, tunnel_phase::challenged})
+    CHECK_FALSE(at(p).refuse(ft::receipt).empty());
   // A re-challenge: one CHALLENGE, answered, then exactly one SUCCESS.
   CHECK_FALSE(s.refuse(ft::success).empty());
   s.on_response_sent();

@@ -281,3 +281,37 @@ TEST_CASE("SCRAM AuthMessage with tls-exporter binding, checked end to end") {
   bytes other(32, 0x12);
   CHECK_FALSE(auth::scram::verify_proof(v, scram_auth_message("9009-42A*7801234", kNonce, c, other), proof));
 }
+
+TEST_CASE("owed receipts: HELLO's receipts flag and RECEIPT_ACK, strictly") {
+  std::string why;
+  hello h;
+  h.agent = "a";
+  h.machine = "9009-42A*7801234";
+  h.mechanisms = {"scram-sha-256"};
+  h.client_nonce = kNonce;
+  auto plain = parse_hello(to_payload(h), why);
+  REQUIRE(plain);
+  CHECK_FALSE(plain->receipts);  // absent: false, and not written when false
+  const auto text = to_payload(h);
+  CHECK(std::string(text.begin(), text.end()).find("receipts") == std::string::npos);
+  h.receipts = true;
+  auto with = parse_hello(to_payload(h), why);
+  REQUIRE(with);
+  CHECK(with->receipts);
+  const std::string tail = R"("version":1,"agent":"a","machine":"9009-42A*7801234","mechanisms":["scram-sha-256"],)"
+                           R"("client_nonce":")" + kNonce + R"(","scopes":[])";
+  CHECK_FALSE(parse_hello(b("{" + tail + R"(,"receipts":1})"), why));
+  CHECK_THAT(why, Catch::Contains("receipts must be true or false"));
+  CHECK_FALSE(parse_hello(b("{" + tail + R"(,"receipts":"yes"})"), why));
+
+  auto ack = parse_receipt_ack(to_payload(receipt_ack{"S1a2b3c"}), why);
+  REQUIRE(ack);
+  CHECK(ack->session == "S1a2b3c");
+  CHECK_FALSE(parse_receipt_ack(b(R"({})"), why));
+  CHECK_THAT(why, Catch::Contains("session is missing"));
+  CHECK_FALSE(parse_receipt_ack(b(R"({"session":""})"), why));
+  CHECK_FALSE(parse_receipt_ack(b(R"({"session":"S1","extra":1})"), why));
+  CHECK_FALSE(parse_receipt_ack(b(R"({"session":")" + std::string(65, 'a') + R"("})"), why));
+  CHECK_FALSE(parse_receipt_ack(b(R"({"session":"a\u0001b"})"), why));
+  CHECK_FALSE(parse_receipt_ack(b(R"({"session":7})"), why));
+}

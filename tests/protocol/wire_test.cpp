@@ -80,7 +80,8 @@ TEST_CASE("header rules") {
   };
   const row rows[] = {
       {"unknown type 0x00", raw_header(0x00, 0, 0, 0, 2), decode_error::unknown_type},
-      {"unknown type 0x12", raw_header(0x12, 0, 0, 0, 2), decode_error::unknown_type},
+      {"unknown type 0x13", raw_header(0x13, 0, 0, 0, 2), decode_error::unknown_type},
+      {"RECEIPT_ACK is known", raw_header(0x12, 0, 0, 0, 2), decode_error::none},
       {"unknown type 0x27", raw_header(0x27, 0, 0, 1, 2), decode_error::unknown_type},
       {"unknown type 0xff", raw_header(0xff, 0, 0, 0, 2), decode_error::unknown_type},
       {"flags set", raw_header(0x23, 1, 0, 1, 2), decode_error::reserved_bits},

@@ -4,7 +4,7 @@
 // to_payload into a payload the same parser accepts again and that serialises to the very
 // same bytes (one reading of every message, as the header promises).
 //
-// Input: the first byte picks the parser (modulo 15), the rest is the frame payload.
+// Input: the first byte picks the parser (modulo 16), the rest is the frame payload.
 #include "protocol/messages.hpp"
 
 #include <array>
@@ -39,7 +39,7 @@ void check(payload p, std::optional<Message> (*parse)(payload, std::string&)) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
   payload p(data + 1, size - 1);
-  switch (data[0] % 15) {
+  switch (data[0] % 16) {
     case 0:
       check(p, tunnel::parse_hello);
       break;
@@ -89,8 +89,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 13:  // CHANNEL_REJECT with the customer's decision (docs/protocol.md §8.1)
       check(p, tunnel::parse_channel_reject);
       break;
-    default:  // 14: RECEIPT (docs/protocol.md §4.12)
+    case 14:  // RECEIPT (docs/protocol.md §4.12)
       check(p, tunnel::parse_receipt);
+      break;
+    default:  // 15: RECEIPT_ACK (§4.12)
+      check(p, tunnel::parse_receipt_ack);
       break;
   }
   return 0;
