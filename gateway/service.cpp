@@ -268,16 +268,25 @@ void service::send_receipt(const std::string& sid, std::shared_ptr<tunnel_link> 
   link->deliver_receipt(std::move(payload));
 }
 
+namespace {
+constexpr std::int64_t kOwedScanEntries = 2000;
+}  // namespace
+
 void service::send_owed_receipts(const std::string& machine, const std::string& current,
                                  std::weak_ptr<tunnel_link> link) {
   post([this, machine, current, link] {
     try {
       journal::reader rd({layout_.journal_db()});
       // `machine <> ''` lets SQLite use the partial index journal_by_machine, newest first.
+      // Only the machine's last kOwedScanEntries entries are looked at, so that a connect
+      // costs the same however long the machine's history: nothing of a machine is journaled
+      // while no agent of it is connected but the end of its session, so the ends owed are
+      // among its newest entries.
       auto st = rd.db(0).prepare(
-          "SELECT session_id FROM journal WHERE machine = ?1 AND machine <> '' AND kind = 'session.end' "
-          "AND outcome = 'ok' AND session_id <> '' ORDER BY ts DESC, seq DESC LIMIT ?2");
-      st.bind(1, machine).bind(2, static_cast<std::int64_t>(tunnel::kOwedReceipts));
+          "SELECT session_id FROM (SELECT session_id, kind, outcome, ts, seq FROM journal "
+          "  WHERE machine = ?1 AND machine <> '' ORDER BY ts DESC, seq DESC LIMIT ?3) "
+          "WHERE kind = 'session.end' AND outcome = 'ok' AND session_id <> '' ORDER BY ts DESC, seq DESC LIMIT ?2");
+      st.bind(1, machine).bind(2, static_cast<std::int64_t>(tunnel::kOwedReceipts)).bind(3, kOwedScanEntries);
       std::vector<std::string> ended;
       while (st.step())
         if (auto id = std::string(st.col_text(0)); id != current) ended.push_back(std::move(id));
