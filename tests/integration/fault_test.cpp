@@ -4,12 +4,15 @@
 // run. Every request gets an answer (500 for a state it cannot read, 503 when the journal
 // cannot record, never a hang), the gateway never dies, nothing is journaled that did not
 // happen, and everything works again once the fault is gone; the journal verifies at the end.
+// A gateway that dies while a change waits for the journal does not bring the session back at
+// its restart (its kept state is marked untrusted): the session ends there, fail closed.
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
 #include "tests/integration/gateway_fixture.hpp"
+#include "tests/support/tcp_relay.hpp"
 
 using namespace rsgate;
 using namespace rsgate::test;
@@ -21,6 +24,7 @@ struct faulty_gateway {
   temp_dir faults_dir;
   std::filesystem::path faults = faults_dir.path();
   std::unique_ptr<gateway_fixture> f;
+  std::unique_ptr<tcp_relay> net;  // the agent's way to the tunnel port, which a restart changes
   attached a;
   std::string base;
 
@@ -34,7 +38,10 @@ struct faulty_gateway {
     ::unsetenv("LD_PRELOAD");
     ::unsetenv("RSGATE_FAULT_DIR");
     f->add_user("audrey", "auditor");
-    a = start_and_attach(*f, f->enroll("7801400"), "alice", "TS012345678");
+    net = std::make_unique<tcp_relay>(port_of(f->tunnel));
+    a = start_and_attach(*f, f->enroll("7801400", false, {"hmc=127.0.0.1:9", "partition:LP01=127.0.0.1:9"},
+                                           "127.0.0.1:" + std::to_string(net->port())),
+                         "alice", "TS012345678");
     base = "/api/v1/sessions/" + a.sid;
   }
   ~faulty_gateway() {
@@ -130,6 +137,43 @@ TEST_CASE("journal.db with I/O errors: grants refused, revocations kept and writ
   CHECK(g.f->raw("GET", "/readyz", {}).first == 200);
   CHECK(g.f->kinds("session.grant", "ok").size() == 1);  // bob's grant never happened
   CHECK(g.status("POST", g.base + "/grants", "alice", R"({"user":"bob"})") == 201);
+  CHECK(g.f->stop() == 0);
+  auto v = rsgate_cmd({"journal", "verify", "--data", g.f->dir.string(), "--pubkey", (g.f->dir / "keys/journal-signing.pub").string()});
+  INFO(v.out << v.err);
+  CHECK(v.exit_code == 0);
+}
+
+TEST_CASE("a change the journal has not recorded when the gateway dies: the session is not trusted at the restart") {
+  faulty_gateway g;
+  REQUIRE(g.status("POST", g.base + "/grants", "alice", R"({"user":"dave"})") == 201);
+  const auto kept = [&] {
+    return run({"sqlite3", (g.f->dir / "state.db").string(), "SELECT journal_seq FROM live_sessions"}).out;
+  };
+  REQUIRE(eventually([&] { auto k = kept(); return !k.empty() && k != "-1\n"; }));
+  // The revocation takes effect at once, but the journal cannot record it yet: the session's
+  // kept state says so (journal_seq -1), so it must never be restored as it was.
+  g.set("journal.db.ioerr");
+  REQUIRE(g.status("DELETE", g.base + "/grants/G1", "alice") == 200);
+  REQUIRE(eventually([&] { return kept() == "-1\n"; }));
+  // The gateway dies before the journal works again: the kept revocation is lost with it.
+  CHECK(g.f->stop(SIGKILL) == -SIGKILL);
+  g.clear("journal.db.ioerr");
+  g.f->start();
+  g.net->set_upstream(port_of(g.f->tunnel));
+  // Fail closed: the journal still shows dave's grant live, state.db is marked untrusted, so
+  // the session ends at the start instead of coming back with a grant nobody revoked in the
+  // journal. Its agent comes back to a new session.
+  std::vector<std::string> ends;
+  REQUIRE(eventually([&] { return !(ends = g.f->kinds("session.end", "ok")).empty(); }));
+  CHECK(json::parse(ends[0]).as_object()["session_id"].as_string() == g.a.sid);
+  CHECK(detail(ends[0])["reason"].as_string() == "gateway restart");
+  auto back = g.a.agent->wait_for("no longer holds session " + g.a.sid, kWait);
+  INFO(read_file(g.f->t / "agent.err"));
+  REQUIRE(back);
+  CHECK_THAT(*back, Catch::Contains("it has ended"));
+  // The new run never held it: not found, and so no channel into it for dave.
+  CHECK(g.status("GET", g.base, "alice") == 404);
+  CHECK(g.status("POST", g.base + "/channels", "dave", R"({"scope":"hmc","access_type":"ssh"})") == 404);
   CHECK(g.f->stop() == 0);
   auto v = rsgate_cmd({"journal", "verify", "--data", g.f->dir.string(), "--pubkey", (g.f->dir / "keys/journal-signing.pub").string()});
   INFO(v.out << v.err);

@@ -193,6 +193,11 @@ struct gateway_fixture {
   }
 };
 
+// The port of "HOST:PORT".
+inline std::uint16_t port_of(const std::string& host_port) {
+  return static_cast<std::uint16_t>(std::stoi(host_port.substr(host_port.rfind(':') + 1)));
+}
+
 // The `detail` object of a journal entry printed by `rsgate journal query --format json`.
 inline json::object detail(const std::string& line) { return json::parse(line).as_object()["detail"].as_object(); }
 

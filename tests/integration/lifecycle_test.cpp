@@ -175,7 +175,7 @@ TEST_CASE("an agent started with SIGHUP ignored (nohup) keeps ignoring it") {
 TEST_CASE("a lost connection: the agent resumes its session within tunnel.grace, past it the session ends") {
   constexpr int kGrace = 12;  // room for the outage below, and for the backoff to show
   gateway_fixture f(1, "grace = " + std::to_string(kGrace));
-  tcp_relay net(static_cast<std::uint16_t>(std::stoi(f.tunnel.substr(f.tunnel.rfind(':') + 1))));
+  tcp_relay net(port_of(f.tunnel));
   auto profile = f.enroll("7801375", false, {"hmc=127.0.0.1:9"}, "127.0.0.1:" + std::to_string(net.port()));
   auto sess = start_and_attach(f, profile, "alice", "TS000000375");
   REQUIRE(f.api("POST", "/api/v1/sessions/" + sess.sid + "/grants", "alice",
@@ -262,10 +262,6 @@ TEST_CASE("tunnel.reauth: at the end of its life the agent authenticates again o
   CHECK(s.body["state"].as_string() == "active");
   sess.agent->signal(SIGTERM);
   CHECK(sess.agent->wait(20s) == 0);
-}
-
-std::uint16_t port_of(const std::string& host_port) {
-  return static_cast<std::uint16_t>(std::stoi(host_port.substr(host_port.rfind(':') + 1)));
 }
 
 TEST_CASE("a gateway restart, killed or stopped, keeps the session: the agent resumes it with owner and grants") {

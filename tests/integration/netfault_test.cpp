@@ -115,7 +115,7 @@ TEST_CASE("a lossy, delaying, reordering network: channels arrive intact, blacko
   });
 
   gateway_fixture f(1, "keepalive = " + std::to_string(kBound), nullptr, "", std::string(kGatewayAddr) + ":0");
-  const auto port = f.tunnel.substr(f.tunnel.rfind(':') + 1);
+  const auto port = std::to_string(port_of(f.tunnel));
   auto profile = f.enroll("7801500", false, {"hmc=127.0.0.1:" + std::to_string(target->port())},
                           std::string(kGatewayAddr) + ":" + port);
   auto agent = std::make_unique<child>(std::vector<std::string>{"nsenter", "--net=" + link.ns, "--", agent_binary(),
