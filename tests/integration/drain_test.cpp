@@ -2,9 +2,12 @@
 // gateway.drain_seconds is set: no new tunnel or attach; an agent whose session nobody holds
 // is handed to the other gateway at once (END `move`); one a representative holds stays until
 // its session ends or the drain's deadline, then moves too; the gateway then stops as before.
-// Two real gateways sharing a CA, real agents, curl.
+// Attaches that race the drain's start are each either attached or refused, and journaled
+// as such. Two real gateways sharing a CA, real agents, curl.
+#include <atomic>
 #include <csignal>
 #include <fstream>
+#include <thread>
 
 #include <catch2/catch.hpp>
 
@@ -113,4 +116,65 @@ TEST_CASE("a drain ends as soon as the last held session ends, HTTPS serves unti
   CHECK(primary.gw->wait(30s) == 0);
   CHECK(since(t0) < 30.0);
   primary.gw.reset();
+}
+
+TEST_CASE("attaches racing the start of a drain: each is attached and journaled, or refused and journaled, never both") {
+  constexpr int kAgents = 6;
+  gateway_fixture f;
+  set_drain(f, 5);
+  std::vector<std::unique_ptr<child>> agents;
+  std::vector<std::string> keys;
+  for (int i = 0; i < kAgents; ++i) {
+    auto profile = f.enroll("78017" + std::to_string(10 + i));
+    agents.push_back(std::make_unique<child>(
+        std::vector<std::string>{agent_binary(), "start", "--profile", profile.string(), "--control",
+                                 (f.t / ("r" + std::to_string(i) + ".sock")).string()},
+        f.t / ("r" + std::to_string(i) + ".err")));
+    auto line = wait_line(*agents.back(), "Session key: ");
+    keys.push_back(line.substr(line.find(": ") + 2));
+  }
+  // A held session keeps the drain (and HTTPS) going to its deadline; the other attaches and
+  // the SIGTERM leave together.
+  REQUIRE(f.api("POST", "/api/v1/sessions/attach", "alice",
+                json::serialize(json::object{{"session_key", keys[0]}, {"pmr", "TS000000700"}}))
+              .status == 201);
+  keys.erase(keys.begin());
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false};
+  std::vector<int> status(kAgents - 1, -1);
+  std::vector<std::thread> reps;
+  for (int i = 0; i < kAgents - 1; ++i)
+    reps.emplace_back([&, i] {
+      ++ready;
+      while (!go) std::this_thread::yield();
+      std::this_thread::sleep_for(std::chrono::milliseconds(25 * i));  // spread across the signal
+      status[i] = f.api("POST", "/api/v1/sessions/attach", i % 2 ? "alice" : "bob",
+                        json::serialize(json::object{{"session_key", keys[i]}, {"pmr", "TS00000071" + std::to_string(i)}}))
+                      .status;
+    });
+  while (ready < kAgents - 1) std::this_thread::yield();
+  go = true;
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  f.gw->signal(SIGTERM);
+  for (auto& r : reps) r.join();
+  CHECK(f.gw->wait(60s) == 0);  // the drain's 5 s deadline, then the stop
+  f.gw.reset();
+
+  int attached = 1, refused = 0;  // alice's first attach
+  for (int s : status) {
+    INFO("attach answered " << s);
+    CHECK((s == 201 || s == 503));
+    attached += s == 201;
+    refused += s == 503;
+  }
+  // The journal tells the same story, attach by attach: one entry each, the same outcome.
+  CHECK(static_cast<int>(f.kinds("session.attach", "ok").size()) == attached);
+  auto denied = f.kinds("session.attach", "denied");
+  CHECK(static_cast<int>(denied.size()) == refused);
+  for (auto& d : denied) CHECK(detail(d)["reason"].as_string().find("this gateway is stopping") != std::string::npos);
+  CHECK(f.kinds("gateway.drain", "ok").size() == 1);
+  for (auto& a : agents) a->signal(SIGTERM);
+  auto v = rsgate_cmd({"journal", "verify", "--data", f.dir.string(), "--pubkey", (f.dir / "keys/journal-signing.pub").string()});
+  INFO(v.out << v.err);
+  CHECK(v.exit_code == 0);
 }
