@@ -434,6 +434,10 @@ void on_control_frame(agent_state& st, agent_handshake& hs, const tunnel::frame&
     case tunnel::frame_type::error:
       return on_error(st, f);
     case tunnel::frame_type::receipt:  // owed: of an earlier session (docs/protocol.md §4.12)
+      // A gateway sends at most kOwedReceipts on a connection: more would only fill the disk.
+      if (++st.owed_receipts > tunnel::kOwedReceipts)
+        return protocol_error(st, "unexpected",
+                              fmt::format("more than {} receipts of earlier sessions on one connection", tunnel::kOwedReceipts));
       return keep_receipt(st, f, "");
     default:  // pong
       return;
@@ -546,6 +550,7 @@ asio::awaitable<void> end_connection(agent_state& st) {
   st.stream.reset();
   st.dec.reset();
   st.gate = tunnel_state{};
+  st.owed_receipts = 0;
   // After the reset: a `key` request from now on is refused (not connected), none waits.
   answer_key_waiters(st, "error: the connection to the gateway was lost; try again when it is back\n");
   st.conn_over = false;

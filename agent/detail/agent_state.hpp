@@ -121,6 +121,7 @@ struct agent_state {
   bool key_unconfirmed = false;           // a key offer was lost with its connection: offer again
   bool done = false;
   bool receipt_expected = false;          // the session ended (END) or STOP went out: RECEIPT follows
+  int owed_receipts = 0;                  // RECEIPTs of earlier sessions on this connection (§4.12)
   int exit_code = 0;
   session_view view;  // what `status` shows
   std::string key;

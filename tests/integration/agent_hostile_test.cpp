@@ -261,6 +261,18 @@ TEST_CASE("a RECEIPT: an owed one with an unreadable body, after END, a malforme
     CHECK(g.stderr_text().find("the gateway sent a receipt whose body is unreadable, not kept") != std::string::npos);
     CHECK_FALSE(std::filesystem::exists(g.profile.parent_path() / "receipts"));
     CHECK_FALSE(g.wait_exit(500ms).has_value());  // still running
+    // At most kOwedReceipts on one connection: one more is a protocol error, so a hostile
+    // gateway cannot fill the customer's disk with receipts.
+    for (int i = 1; i < tunnel::kOwedReceipts; ++i) REQUIRE(g.peer->send(ft::receipt, as_bytes(r)));
+    REQUIRE(g.peer->send(ft::ping, {}));
+    f = g.peer->recv_until(ft::pong, 10s);
+    REQUIRE(f);
+    CHECK_FALSE(g.wait_exit(200ms).has_value());
+    REQUIRE(g.peer->send(ft::receipt, as_bytes(r)));
+    auto rc = g.wait_exit();
+    REQUIRE(rc);
+    CHECK(*rc == 1);
+    CHECK(g.stderr_text().find("more than 8 receipts of earlier sessions on one connection") != std::string::npos);
   }
   {
     echo_server echo;
