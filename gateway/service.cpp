@@ -279,9 +279,9 @@ void service::send_owed_receipts(const std::string& machine, const std::string& 
       journal::reader rd({layout_.journal_db()});
       // `machine <> ''` lets SQLite use the partial index journal_by_machine, newest first.
       // Only the machine's last kOwedScanEntries entries are looked at, so that a connect
-      // costs the same however long the machine's history: nothing of a machine is journaled
-      // while no agent of it is connected but the end of its session, so the ends owed are
-      // among its newest entries.
+      // costs the same however long the machine's history. While no agent of it is connected
+      // little else of a machine is journaled (its session's end, refused attaches and
+      // authentications), so the ends owed are among its newest entries (docs/protocol.md §4.12).
       auto st = rd.db(0).prepare(
           "SELECT session_id FROM (SELECT session_id, kind, outcome, ts, seq FROM journal "
           "  WHERE machine = ?1 AND machine <> '' ORDER BY ts DESC, seq DESC LIMIT ?3) "
