@@ -256,12 +256,21 @@ void service::receipt_progress(const std::string& sid, bool end_recorded) {
   if (link) post([this, sid, link] { send_receipt(sid, link); });
 }
 
+std::optional<bytes> service::receipt_payload(journal::reader& rd, const std::string& sid) {
+  try {
+    if (auto r = journal::make_receipt(rd, sid, journal_.key(), clock_.now())) return tunnel::to_payload(*r);
+    log::error("receipt of session {}: its session.end is not in the journal", sid);
+  } catch (const std::exception& e) {
+    log::error("receipt of session {} could not be made: {}", sid, e.what());
+  }
+  return std::nullopt;
+}
+
 void service::send_receipt(const std::string& sid, std::shared_ptr<tunnel_link> link) {
   std::optional<bytes> payload;
   try {
     journal::reader rd({layout_.journal_db()});
-    if (auto r = journal::make_receipt(rd, sid, journal_.key(), clock_.now())) payload = tunnel::to_payload(*r);
-    else log::error("receipt of session {}: its session.end is not in the journal", sid);
+    payload = receipt_payload(rd, sid);
   } catch (const std::exception& e) {
     log::error("receipt of session {} could not be made: {}", sid, e.what());
   }
@@ -300,9 +309,7 @@ void service::send_owed_receipts(const std::string& machine, const std::string& 
         if (delivered.contains(*it)) continue;
         auto l = link.lock();
         if (!l) return;  // the tunnel went meanwhile: they stay owed
-        auto r = journal::make_receipt(rd, *it, journal_.key(), clock_.now());
-        if (!r) continue;
-        l->deliver_owed_receipt(*it, tunnel::to_payload(*r));
+        if (auto p = receipt_payload(rd, *it)) l->deliver_owed_receipt(*it, std::move(*p));
       }
     } catch (const std::exception& e) {
       log::error("receipts owed to machine {} could not be sent: {}", machine, e.what());

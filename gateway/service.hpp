@@ -303,6 +303,9 @@ class service {
   // then the receipt is built from the journal on a worker and handed to that tunnel.
   void receipt_progress(const std::string& sid, bool end_recorded);
   void send_receipt(const std::string& sid, std::shared_ptr<tunnel_link> link);
+  // The signed RECEIPT payload of ended session `sid` from `rd`, or nullopt (logged) when it
+  // cannot be made. Shared by the end's receipt and the owed ones.
+  std::optional<bytes> receipt_payload(journal::reader& rd, const std::string& sid);
   // What note_recorded reads of an entry (kind, session, outcome), without its detail.
   [[nodiscard]] static journal::entry recorded_key(const journal::entry& e);
   // After each policy step (policy_queue::set_after_step): the session's snapshot to state.db

@@ -2,6 +2,7 @@
 #include "gateway/state.hpp"
 
 #include <sodium.h>
+#include <sqlite3.h>
 
 #include <array>
 #include <stdexcept>
@@ -147,25 +148,22 @@ std::vector<live_session_row> state_store::live_sessions() {
 
 void state_store::receipt_delivered(const std::string& session_id, const std::string& machine, micros now) {
   db_.exec("BEGIN IMMEDIATE");
-  struct rollback_unless_committed {
-    sqlite::db& db;
-    bool committed = false;
-    ~rollback_unless_committed() {
-      if (!committed) try { db.exec("ROLLBACK"); } catch (...) {}
-    }
-  } tx{db_};
-  auto s = db_.prepare("INSERT OR IGNORE INTO receipts_delivered(session_id, machine, delivered_at) VALUES (?1, ?2, ?3)");
-  s.bind(1, session_id).bind(2, machine).bind(3, now);
-  s.step();
-  // Only the last kOwedReceipts ended sessions of a machine are ever owed: older rows serve
-  // nothing, and a machine's rows stay bounded however many sessions it had.
-  auto prune = db_.prepare(
-      "DELETE FROM receipts_delivered WHERE machine = ?1 AND session_id NOT IN "
-      "(SELECT session_id FROM receipts_delivered WHERE machine = ?1 ORDER BY delivered_at DESC, session_id LIMIT 32)");
-  prune.bind(1, machine);
-  prune.step();
-  db_.exec("COMMIT");
-  tx.committed = true;
+  try {
+    auto s = db_.prepare("INSERT OR IGNORE INTO receipts_delivered(session_id, machine, delivered_at) VALUES (?1, ?2, ?3)");
+    s.bind(1, session_id).bind(2, machine).bind(3, now);
+    s.step();
+    // Only the last kOwedReceipts ended sessions of a machine are ever owed: older rows serve
+    // nothing, and a machine's rows stay bounded however many sessions it had.
+    auto prune = db_.prepare(
+        "DELETE FROM receipts_delivered WHERE machine = ?1 AND session_id NOT IN "
+        "(SELECT session_id FROM receipts_delivered WHERE machine = ?1 ORDER BY delivered_at DESC, session_id LIMIT 32)");
+    prune.bind(1, machine);
+    prune.step();
+    db_.exec("COMMIT");
+  } catch (...) {
+    sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
 }
 
 std::set<std::string> state_store::delivered_receipts(const std::string& machine, const std::vector<std::string>& sessions) {

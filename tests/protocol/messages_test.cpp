@@ -13,6 +13,15 @@ using namespace rsgate::tunnel;
 namespace {
 bytes b(std::string_view s) { return bytes(s.begin(), s.end()); }
 const std::string kNonce = "fyko+d2lbbFgONRv9qkxdawL";  // 24 chars
+// A HELLO with only what is required: version, agent, machine, a mechanism, a nonce.
+hello minimal_hello() {
+  hello h;
+  h.agent = "a";
+  h.machine = "9009-42A*7801234";
+  h.mechanisms = {"scram-sha-256"};
+  h.client_nonce = kNonce;
+  return h;
+}
 }  // namespace
 
 TEST_CASE("round trips") {
@@ -157,11 +166,7 @@ TEST_CASE("parsers refuse what is not exactly a message") {
 
 TEST_CASE("the customer's approval: HELLO marks ask scopes with their time, the answers carry the decision") {
   std::string why;
-  hello h;
-  h.agent = "a";
-  h.machine = "9009-42A*7801234";
-  h.mechanisms = {"scram-sha-256"};
-  h.client_nonce = kNonce;
+  hello h = minimal_hello();
   h.scopes = {{"hmc", "", true}, {"partition:LP01", "", false}};
   h.approval_seconds = 45;
   auto h2 = parse_hello(to_payload(h), why);
@@ -284,11 +289,7 @@ TEST_CASE("SCRAM AuthMessage with tls-exporter binding, checked end to end") {
 
 TEST_CASE("owed receipts: HELLO's receipts flag and RECEIPT_ACK, strictly") {
   std::string why;
-  hello h;
-  h.agent = "a";
-  h.machine = "9009-42A*7801234";
-  h.mechanisms = {"scram-sha-256"};
-  h.client_nonce = kNonce;
+  hello h = minimal_hello();
   auto plain = parse_hello(to_payload(h), why);
   REQUIRE(plain);
   CHECK_FALSE(plain->receipts);  // absent: false, and not written when false
