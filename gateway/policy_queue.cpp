@@ -9,10 +9,32 @@ struct policy_queue::ticket::state {
   state(policy_queue* queue, std::string k) : q(queue), key(std::move(k)) {}
   state(const state&) = delete;
   state& operator=(const state&) = delete;
-  ~state() { q->finished(key); }  // the last copy of the step's ticket is gone
+  ~state() { q->finished(key, std::move(settled)); }  // the last copy of the step's ticket is gone
   policy_queue* q;
   std::string key;
+  std::mutex mu;
+  std::vector<std::function<void()>> settled;  // guarded by mu
 };
+
+void policy_queue::ticket::when_settled(std::function<void()> f) {
+  if (!s_) return f();
+  std::lock_guard lock(s_->mu);
+  s_->settled.push_back(std::move(f));
+}
+
+namespace {
+
+void run_settled(const std::string& key, std::vector<std::function<void()>>& settled) {
+  for (auto& f : settled) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      log::error("after the policy step for {} settled: {}", key, e.what());
+    }
+  }
+}
+
+}  // namespace
 
 policy_queue::~policy_queue() = default;
 
@@ -49,19 +71,20 @@ void policy_queue::set_after_step(std::function<void(const std::string& key)> f)
   after_step_ = std::move(f);
 }
 
-void policy_queue::finished(const std::string& key) {
+void policy_queue::finished(const std::string& key, std::vector<std::function<void()>> settled) {
   std::function<void(const std::string&)> after;
   {
     std::lock_guard lock(mu_);
     after = after_step_;
     if (after && executor_) {
       // The key stays busy (its finished step still at the front) until this has run.
-      executor_([this, key, after] {
+      executor_([this, key, after, settled = std::move(settled)]() mutable {
         try {
           after(key);
         } catch (const std::exception& e) {
           log::error("after a policy step for {}: {}", key, e.what());
         }
+        run_settled(key, settled);
         advance(key, true);
       });
       return;
@@ -74,6 +97,7 @@ void policy_queue::finished(const std::string& key) {
       log::error("after a policy step for {}: {}", key, e.what());
     }
   }
+  run_settled(key, settled);
   advance(key, false);
 }
 

@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace rsgate::gateway {
 
@@ -25,6 +26,12 @@ class policy_queue {
   class ticket {
    public:
     ticket() = default;
+    // Runs `f` once the step has settled: every copy of its ticket gone and the after-step
+    // hook run (the session's state written to state.db), before the key's next step starts.
+    // An answer given through this is never seen before the change it confirms is kept.
+    // On a default-constructed ticket, at once.
+    void when_settled(std::function<void()> f);
+
    private:
     friend class policy_queue;
     struct state;
@@ -53,7 +60,7 @@ class policy_queue {
 
  private:
   void run(const std::string& key, step s);
-  void finished(const std::string& key);
+  void finished(const std::string& key, std::vector<std::function<void()>> settled);
   void advance(const std::string& key, bool here);
 
   friend struct ticket::state;

@@ -197,15 +197,53 @@ void service::handle(const http_request& req, std::string_view path, api::reply 
 
 // --- policy steps ---
 
+namespace {
+
+// An answer that waits for its step to settle: given before, it is kept and sent then.
+class held_reply {
+ public:
+  explicit held_reply(api::reply to) : to_(std::move(to)) {}
+  void answer(http_response r) {
+    {
+      std::lock_guard lock(mu_);
+      if (!settled_) {
+        if (!pending_) pending_ = std::move(r);
+        return;
+      }
+    }
+    to_(std::move(r));
+  }
+  void settle() {
+    std::optional<http_response> r;
+    {
+      std::lock_guard lock(mu_);
+      settled_ = true;
+      r = std::exchange(pending_, std::nullopt);
+    }
+    if (r) to_(std::move(*r));
+  }
+
+ private:
+  api::reply to_;
+  std::mutex mu_;
+  bool settled_ = false;                  // guarded by mu_
+  std::optional<http_response> pending_;  // guarded by mu_
+};
+
+}  // namespace
+
 void service::in_session(const std::string& id, const api::reply& done, step s, bool force) {
   auto guarded = [s = std::move(s), done](ticket t) {
+    auto held = std::make_shared<held_reply>(done);
+    t.when_settled([held] { held->settle(); });
+    const api::reply reply = [held](http_response r) { held->answer(std::move(r)); };
     try {
-      s(std::move(t));
+      s(std::move(t), reply);
     } catch (const bad_input& e) {
-      done(json_error(400, "bad_request", e.what()));
+      reply(json_error(400, "bad_request", e.what()));
     } catch (const std::exception& e) {
       log::error("policy step failed: {}", e.what());
-      done(json_error(500, "internal", "the gateway failed to handle this request"));
+      reply(json_error(500, "internal", "the gateway failed to handle this request"));
     }
   };
   if (!policy_.submit(id, std::move(guarded), force))
@@ -436,7 +474,7 @@ void service::deny(journal::entry e, const refusal& r, const api::reply& done, s
 
 void service::remove_by_gateway(const std::string& sid, std::function<std::optional<journal::entry>(session&)> act) {
   auto ignore = [](http_response) {};
-  in_session(sid, ignore, [this, sid, act](ticket t) {
+  in_session(sid, ignore, [this, sid, act](ticket t, const api::reply&) {
     std::optional<journal::entry> e;
     {
       std::lock_guard lock(mu_);

@@ -229,7 +229,9 @@ class service {
     micros idle_until;
   };
   using ticket = policy_queue::ticket;
-  using step = std::function<void(ticket)>;
+  // A policy step: its ticket, and the answer to give, which is held until the step has
+  // settled (policy_queue::ticket::when_settled).
+  using step = std::function<void(ticket, const api::reply&)>;
 
   // --- routing and authentication (service_auth.cpp) ---
   void route(const http_request& req, std::string_view path, const api::reply& done);
@@ -289,6 +291,9 @@ class service {
   // --- policy steps (service.cpp) ---
   // Runs `s` as the next policy step of session `id`; answers 429 through `done` when too
   // many steps of that session wait already (`force`: internal records, never refused).
+  // The step answers through the reply it is given: held until the step has settled, so a
+  // client never sees a change confirmed that a crash at that moment would lose from
+  // state.db (the session would end at the next start instead of resuming).
   void in_session(const std::string& id, const api::reply& done, step s, bool force = false);
   // Appends `e` for the step holding `t`; `then` runs with the result, under no lock.
   void record(journal::entry e, ticket t, std::function<void(const journal::append_result&)> then);

@@ -33,14 +33,14 @@ void service::open_channel(const principal& p, const std::string& id, const http
   auto type = str_field(body, "access_type", true, 32);
   if (!tunnel::is_scope_name(scope)) throw bad_input("malformed scope name");
   if (!tunnel::is_access_type(type)) throw bad_input(fmt::format("unknown access type '{}'", type));
-  in_session(id, done, [this, p, id, req, scope, type, done](ticket t) {
+  in_session(id, done, [this, p, id, req, scope, type](ticket t, const api::reply& reply) {
     auto e = base_entry("channel.open", p, req);
     std::string token;
     std::optional<refusal> r;
     {
       std::lock_guard lock(mu_);
       auto* s = registry_.find(id);
-      if (!s) return done(json_error(404, "not_found", "no such session"));
+      if (!s) return reply(json_error(404, "not_found", "no such session"));
       about(e, *s);
       e.scope = scope;
       e.access_type = type;
@@ -58,8 +58,8 @@ void service::open_channel(const principal& p, const std::string& id, const http
         tickets_[token_hash(token)] = {id, p.user, scope, type, now + kTicketLife};
       }
     }
-    if (r) return deny(std::move(e), *r, done, std::move(t));
-    done(ok_json(201, json::object{{"token", token}, {"expires_in", kTicketLife / kSecond},
+    if (r) return deny(std::move(e), *r, reply, std::move(t));
+    reply(ok_json(201, json::object{{"token", token}, {"expires_in", kTicketLife / kSecond},
                                    {"stream", "/api/v1/channels/stream"}}));
   });
 }
@@ -81,7 +81,7 @@ void service::redeem_channel(const std::string& token, const std::string& source
     tickets_.erase(it);  // one use
   }
   auto reply = [done](http_response r) { done(std::move(r)); };
-  in_session(tk.session_id, reply, [this, tk, source, reply, done](ticket t) {
+  in_session(tk.session_id, reply, [this, tk, source, reply, done](ticket t, const api::reply&) {
     journal::entry e;
     channel_grant g;
     std::optional<refusal> refused;
@@ -171,7 +171,7 @@ void service::record_approval(const std::shared_ptr<channel_link>& c, bool openi
   if (!approved) e.result = journal::outcome::denied;
   auto sid = c->session_id;
   auto failed = [done](http_response) { done(false); };
-  in_session(sid, failed, [this, sid, e, approved, opening, done](ticket t) mutable {
+  in_session(sid, failed, [this, sid, e, approved, opening, done](ticket t, const api::reply&) mutable {
     {
       std::lock_guard lock(mu_);
       if (auto* s = registry_.find(sid)) about(e, *s);
@@ -204,7 +204,7 @@ void service::channel_closed(const std::shared_ptr<channel_link>& c, const std::
   auto ignore = [](http_response) {};
   auto sid = c->session_id;
   auto serial = c->serial;  // 0: it was never registered
-  in_session(sid, ignore, [this, sid, serial, e](ticket t) mutable {
+  in_session(sid, ignore, [this, sid, serial, e](ticket t, const api::reply&) mutable {
     {
       std::lock_guard lock(mu_);
       channel_links_.erase(serial);

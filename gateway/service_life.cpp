@@ -159,7 +159,7 @@ void service::housekeeping_time(micros now) {
   }
   auto ignore = [](http_response) {};
   for (auto& sid : backlog)
-    in_session(sid, ignore, [this, sid](ticket t) { flush_unrecorded(sid, std::move(t)); }, true);
+    in_session(sid, ignore, [this, sid](ticket t, const api::reply&) { flush_unrecorded(sid, std::move(t)); }, true);
   for (auto& sid : lost) {
     remove_by_gateway(sid, [this](session& s) -> std::optional<journal::entry> {
       if (s.tunnel_up || s.joining || clock_.now() - s.tunnel_lost_at < reconnect_grace_) return std::nullopt;

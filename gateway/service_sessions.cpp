@@ -140,7 +140,7 @@ void service::attach(const principal& p, const http_request& req, const api::rep
     });
   }
   if (refused) return deny(std::move(e), *refused, done, std::nullopt, {{"by", by}});
-  in_session(sid, done, [this, a, e, by, done](ticket t) { attach_step(a, e, by, done, std::move(t)); });
+  in_session(sid, done, [this, a, e, by](ticket t, const api::reply& reply) { attach_step(a, e, by, reply, std::move(t)); });
 }
 
 void service::set_peer(std::string_view secret, std::string url, peer_lookup ask) {
@@ -266,33 +266,33 @@ void service::add_grant(const principal& p, const std::string& id, const http_re
     lifetime = *n * kSecond;
   }
   auto u = lookup_user(grantee);
-  in_session(id, done, [this, p, id, req, grantee, scopes, types, lifetime, u, done](ticket t) {
+  in_session(id, done, [this, p, id, req, grantee, scopes, types, lifetime, u](ticket t, const api::reply& reply) {
     auto e = base_entry("session.grant", p, req);
     std::variant<grant, refusal> v = refusal{404, "not_found", fmt::format("no active user '{}'", grantee)};
     {
       std::lock_guard lock(mu_);
       auto* s = registry_.find(id);
-      if (!s) return done(json_error(404, "not_found", "no such session"));
+      if (!s) return reply(json_error(404, "not_found", "no such session"));
       about(e, *s);
-      if (has_unrecorded(id)) return done(journal_unavailable());
+      if (has_unrecorded(id)) return reply(journal_unavailable());
       auto now = clock_.now();
       if (u && !u->disabled)
         v = registry_.check_grant(*s, p.user, grantee, parse_role(u->role).value_or(role::admin), scopes.items,
                                   types.items, lifetime ? now + *lifetime : 0, now);
     }
-    if (auto* r = std::get_if<refusal>(&v)) return deny(std::move(e), *r, done, std::move(t), {{"user", grantee}});
+    if (auto* r = std::get_if<refusal>(&v)) return deny(std::move(e), *r, reply, std::move(t), {{"user", grantee}});
     auto g = std::get<grant>(v);
     e.detail = json::serialize(json::object{
         {"grant", g.id}, {"user", g.user}, {"scopes", names(g.scopes)}, {"access_types", names(g.access_types)},
         {"expires_at", g.expires_at ? json::value(format_rfc3339(g.expires_at)) : json::value(nullptr)}});
-    record(std::move(e), std::move(t), [this, id, g, done](const journal::append_result& r) {
-      if (!r.ok()) return done(failed_record(r));
+    record(std::move(e), std::move(t), [this, id, g, reply](const journal::append_result& r) {
+      if (!r.ok()) return reply(failed_record(r));
       std::lock_guard lock(mu_);
       auto* s = registry_.find(id);
-      if (!s) return done(session_gone());
+      if (!s) return reply(session_gone());
       registry_.commit_grant(*s, g);
       notify(s->id, grant_notice(g));
-      done(ok_json(201, session_json(*s)));
+      reply(ok_json(201, session_json(*s)));
     });
   });
 }
@@ -301,7 +301,7 @@ void service::revoke_grant(const principal& p, const std::string& id, const std:
                            const http_request& req, const api::reply& done) {
   query_params(req.target, {});
   if (gid.size() > 16) return done(json_error(404, "not_found", "no such grant"));  // ids are G1, G2, …
-  in_session(id, done, [this, p, id, gid, req, done](ticket t) {
+  in_session(id, done, [this, p, id, gid, req](ticket t, const api::reply& reply) {
     auto e = base_entry("session.revoke", p, req);
     json::object answer;
     std::optional<refusal> refused;
@@ -310,7 +310,7 @@ void service::revoke_grant(const principal& p, const std::string& id, const std:
       // the record follows in order.
       std::lock_guard lock(mu_);
       auto* s = registry_.find(id);
-      if (!s) return done(json_error(404, "not_found", "no such session"));
+      if (!s) return reply(json_error(404, "not_found", "no such session"));
       about(e, *s);
       auto v = registry_.check_revoke(*s, p.user, gid);
       if (auto* r = std::get_if<refusal>(&v)) {
@@ -322,8 +322,8 @@ void service::revoke_grant(const principal& p, const std::string& id, const std:
         answer = session_json(*s);
       }
     }
-    if (refused) return deny(std::move(e), *refused, done, std::move(t), {{"grant", gid}});
-    record_done(id, std::move(e), std::move(t), [done, answer] { done(ok_json(200, answer)); });
+    if (refused) return deny(std::move(e), *refused, reply, std::move(t), {{"grant", gid}});
+    record_done(id, std::move(e), std::move(t), [reply, answer] { reply(ok_json(200, answer)); });
   });
 }
 
@@ -332,39 +332,39 @@ void service::transfer(const principal& p, const std::string& id, const http_req
   auto body = body_object(req, {"user"});
   auto to = user_field(body, "user");
   auto u = lookup_user(to);
-  in_session(id, done, [this, p, id, req, to, u, done](ticket t) {
+  in_session(id, done, [this, p, id, req, to, u](ticket t, const api::reply& reply) {
     auto e = base_entry("session.transfer", p, req);
     std::optional<refusal> refused;
     {
       std::lock_guard lock(mu_);
       auto* s = registry_.find(id);
-      if (!s) return done(json_error(404, "not_found", "no such session"));
+      if (!s) return reply(json_error(404, "not_found", "no such session"));
       about(e, *s);
-      if (has_unrecorded(id)) return done(journal_unavailable());
+      if (has_unrecorded(id)) return reply(journal_unavailable());
       if (!u || u->disabled) refused = refusal{404, "not_found", fmt::format("no active user '{}'", to)};
       else refused = registry_.check_transfer(*s, p.user, to, parse_role(u->role).value_or(role::admin));
     }
-    if (refused) return deny(std::move(e), *refused, done, std::move(t), {{"to", to}});
+    if (refused) return deny(std::move(e), *refused, reply, std::move(t), {{"to", to}});
     e.detail = json::serialize(json::object{{"from", p.user}, {"to", to}});
-    record(std::move(e), std::move(t), [this, id, to, from = p.user, done](const journal::append_result& r) {
-      if (!r.ok()) return done(failed_record(r));
+    record(std::move(e), std::move(t), [this, id, to, from = p.user, reply](const journal::append_result& r) {
+      if (!r.ok()) return reply(failed_record(r));
       std::lock_guard lock(mu_);
       auto* s = registry_.find(id);
-      if (!s) return done(session_gone());
+      if (!s) return reply(session_gone());
       close_channels(registry_.commit_transfer(*s, to), "ownership handed over");
       tunnel::notice n;
       n.event = "transfer";
       n.actor = from;
       n.user = to;
       notify(id, n);
-      done(ok_json(200, session_json(*s)));
+      reply(ok_json(200, session_json(*s)));
     });
   });
 }
 
 void service::end_session(const principal& p, const std::string& id, const http_request& req, const api::reply& done) {
   query_params(req.target, {});
-  in_session(id, done, [this, p, id, req, done](ticket t) {
+  in_session(id, done, [this, p, id, req](ticket t, const api::reply& reply) {
     auto e = base_entry("session.end", p, req);
     json::object answer;
     std::optional<refusal> refused;
@@ -372,7 +372,7 @@ void service::end_session(const principal& p, const std::string& id, const http_
       // Ending removes access: at once, recorded in order.
       std::lock_guard lock(mu_);
       auto* s = registry_.find(id);
-      if (!s) return done(json_error(404, "not_found", "no such session"));
+      if (!s) return reply(json_error(404, "not_found", "no such session"));
       about(e, *s);
       refused = registry_.check_owner(*s, p.user);
       if (!refused) {
@@ -382,8 +382,8 @@ void service::end_session(const principal& p, const std::string& id, const http_
         answer = session_json(*s);
       }
     }
-    if (refused) return deny(std::move(e), *refused, done, std::move(t));
-    record_done(id, std::move(e), std::move(t), [done, answer] { done(ok_json(200, answer)); });
+    if (refused) return deny(std::move(e), *refused, reply, std::move(t));
+    record_done(id, std::move(e), std::move(t), [reply, answer] { reply(ok_json(200, answer)); });
   });
 }
 

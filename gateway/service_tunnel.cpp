@@ -103,7 +103,7 @@ void service::key_offered(const std::string& session_id, std::string_view displa
   auto ignore = [](http_response) {};
   // A step of the session: the key is usable only once its issue is durable, and an attach
   // with it can only be decided after that.
-  in_session(session_id, ignore, [this, session_id, hmac, lifetime, source, done](ticket t) {
+  in_session(session_id, ignore, [this, session_id, hmac, lifetime, source, done](ticket t, const api::reply&) {
     journal::entry e;
     e.kind = "session.key_issued";
     e.actor = "customer";
@@ -131,7 +131,7 @@ void service::key_offered(const std::string& session_id, std::string_view displa
 void service::customer_stopped(const std::string& session_id, const std::string& source, std::function<void(bool)> done) {
   auto finish = once_or<int>([done](int ended) { done(ended != 0); }, 0);
   auto ignore = [](http_response) {};
-  in_session(session_id, ignore, [this, session_id, source, finish](ticket t) {
+  in_session(session_id, ignore, [this, session_id, source, finish](ticket t, const api::reply&) {
     journal::entry e;
     {
       // Ending removes access: at once, recorded in order.

@@ -1,7 +1,8 @@
 // The per-session serializer and the refusal throttle, without I/O: steps of one key run one
 // at a time and in order, each until its ticket is gone; keys are independent; the queue is
 // bounded; a throwing step does not stall its key; continuations go to the executor. The
-// throttle admits a bounded number of individual entries per source and window.
+// throttle admits a bounded number of individual entries per source and window. What waits for
+// a step to settle runs after the after-step hook.
 #include "gateway/policy_queue.hpp"
 
 #include <catch2/catch.hpp>
@@ -94,4 +95,36 @@ TEST_CASE("source_group: IPv6 by /64, IPv4 and mapped IPv4 as they are") {
   CHECK(source_group("2001:db8:1:2::1") == source_group("2001:db8:1:2:ffff::9"));
   CHECK(source_group("::ffff:198.51.100.4") == "198.51.100.4");
   CHECK(source_group("not an address") == "not an address");
+}
+
+// What a step answers waits for the after-step hook (the session's state written to
+// state.db): a client must never see a change confirmed that a crash could still lose.
+TEST_CASE("policy_queue: what waits for a step to settle runs after the after-step hook, before the next step") {
+  policy_queue q;
+  std::vector<std::function<void()>> posted;
+  std::vector<std::string> log;
+  q.set_executor([&](std::function<void()> f) { posted.push_back(std::move(f)); });
+  q.set_after_step([&](const std::string& key) { log.push_back("kept " + key); });
+  std::optional<policy_queue::ticket> held;
+  REQUIRE(q.submit("S", [&](policy_queue::ticket t) {
+    t.when_settled([&] { log.push_back("answered"); });
+    held = std::move(t);  // the journal's completion holds it
+  }));
+  REQUIRE(q.submit("S", [&](policy_queue::ticket) { log.push_back("next step"); }));
+  CHECK(log.empty());
+  held.reset();  // the entry is durable; the hook and the answer go to the executor
+  CHECK(log.empty());
+  REQUIRE(posted.size() == 1);
+  posted[0]();
+  CHECK(log == std::vector<std::string>{"kept S", "answered", "next step"});
+  // Without an executor (unit tests), on the releasing thread, in the same order.
+  policy_queue inline_q;
+  std::vector<std::string> order;
+  inline_q.set_after_step([&](const std::string&) { order.push_back("kept"); });
+  REQUIRE(inline_q.submit("S", [&](policy_queue::ticket t) { t.when_settled([&] { order.push_back("answered"); }); }));
+  CHECK(order == std::vector<std::string>{"kept", "answered"});
+  // A default ticket belongs to no step: at once.
+  bool now = false;
+  policy_queue::ticket{}.when_settled([&] { now = true; });
+  CHECK(now);
 }

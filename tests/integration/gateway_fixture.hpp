@@ -214,8 +214,7 @@ bool eventually(Pred p, std::chrono::milliseconds limit = std::chrono::seconds(2
 
 inline std::string wait_line(child& c, const std::string& needle) {
   auto l = c.wait_for(needle, kWait);
-  INFO("waiting for: " << needle);
-  REQUIRE(l.has_value());
+  if (!l) FAIL("waiting for: " << needle << "\n" << c.recent_output());
   return *l;
 }
 

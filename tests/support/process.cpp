@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <stdexcept>
 #include <thread>
 
@@ -103,6 +105,7 @@ child::child(const std::vector<std::string>& argv, const std::filesystem::path& 
   close(errfd);
   close(devnull);
   out_fd_ = out[0];
+  stderr_file_ = stderr_file;
 }
 
 child::~child() {
@@ -120,6 +123,8 @@ std::optional<std::string> child::read_line(std::chrono::milliseconds timeout) {
     if (nl != std::string::npos) {
       auto line = buffer_.substr(0, nl);
       buffer_.erase(0, nl + 1);
+      recent_.push_back(line);
+      if (recent_.size() > 40) recent_.pop_front();
       return line;
     }
     if (out_fd_ < 0) return std::nullopt;
@@ -151,6 +156,17 @@ std::optional<std::string> child::wait_for(const std::string& needle,
     if (line->find(needle) != std::string::npos) return line;
   }
   return std::nullopt;
+}
+
+std::string child::recent_output() const {
+  std::string out = "--- its last lines on stdout:\n";
+  for (auto& l : recent_) out += l + "\n";
+  out += buffer_;
+  std::ifstream in(stderr_file_, std::ios::binary);
+  std::string err((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (err.size() > 4096) err.erase(0, err.size() - 4096).insert(0, "…");
+  out += "--- the end of its stderr (" + stderr_file_.string() + "):\n" + err;
+  return out;
 }
 
 void child::signal(int sig) {

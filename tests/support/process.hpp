@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <deque>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -38,6 +39,9 @@ class child {
   std::optional<std::string> read_line(std::chrono::milliseconds timeout);
   // Reads lines until one contains `needle`; returns that line.
   std::optional<std::string> wait_for(const std::string& needle, std::chrono::milliseconds timeout);
+  // For a failing test's message: the last lines read from stdout and the end of the stderr
+  // file, which is gone with the test's temporary directory.
+  [[nodiscard]] std::string recent_output() const;
   void signal(int sig);
   // Waits for exit; returns exit code (or -signal) or nullopt on timeout.
   std::optional<int> wait(std::chrono::milliseconds timeout);
@@ -47,6 +51,8 @@ class child {
   pid_t pid_ = -1;
   int out_fd_ = -1;
   std::string buffer_;
+  std::filesystem::path stderr_file_;
+  std::deque<std::string> recent_;  // the last lines read_line returned
   bool reaped_ = false;
   int status_ = 0;
 };
