@@ -11,12 +11,14 @@
 #include <boost/json/value.hpp>
 #include <boost/program_options.hpp>
 #include <iostream>
+#include <unistd.h>
 
 #include "protocol/profile.hpp"
 #include "auth/formats.hpp"
 #include "auth/password.hpp"
 #include "core/files.hpp"
 #include "core/timefmt.hpp"
+#include "gateway/accounts.hpp"
 #include "gateway/admin_context.hpp"
 #include "core/cli.hpp"
 #include "gateway/enroll.hpp"
@@ -71,7 +73,20 @@ void print_one_time_password(std::ostream& out, const std::string& name, const s
                      name, pw);
 }
 
-// `rsgate user add|disable|passwd NAME`, after the journal is open.
+// The TOTP enrolment, shown once (SPEC §3): the otpauth URI on a line of its own, its QR
+// code when standard output is a terminal, and the recovery codes.
+void print_enrolment(admin_context& ctx, std::ostream& out, const std::string& name) {
+  const auto issuer = !ctx.target.cfg.gateway_name.empty() ? ctx.target.cfg.gateway_name
+                                                           : journal_gateway_name(ctx.layout).value_or("rsgate");
+  auto e = enrol_totp(ctx.state, ctx.layout, name, issuer, system_clock::instance().now());
+  out << fmt::format("TOTP for '{}': add it to an authenticator app (shown only now):\n", name);
+  out << e.uri << "\n";
+  if (&out == &std::cout && ::isatty(STDOUT_FILENO)) out << qr_terminal(e.uri);
+  out << fmt::format("Recovery codes for '{}', each usable once in place of a TOTP code:\n", name);
+  for (auto& c : e.recovery_codes) out << "  " << c << "\n";
+}
+
+// `rsgate user add|disable|enable|passwd|totp-reset NAME`, after the journal is open.
 int user_change(admin_context& ctx, const attempt& a, const std::string& name,
                 const po::variables_map& vm, std::istream& in, std::ostream& out) {
   if (!auth::is_valid_user_name(name)) refuse_value(fmt::format("invalid name '{}': {}", shown(name), kNameRule));
@@ -87,14 +102,19 @@ int user_change(admin_context& ctx, const attempt& a, const std::string& name,
     ctx.state.add_user({name, role, auth::hash_password(password), !from_stdin, false,
                         system_clock::instance().now()});
     if (!from_stdin) print_one_time_password(out, name, password);
+    if (role_needs_totp(role)) print_enrolment(ctx, out, name);
     return kOk;
   }
   std::string password;
   if (sub == "passwd") password = from_stdin ? read_password(in) : auth::random_secret(100);
-  if (!ctx.state.find_user(name)) deny(fmt::format("no user '{}'", name));
+  auto u = ctx.state.find_user(name);
+  if (!u) deny(fmt::format("no user '{}'", name));
+  if (sub == "enable" && !u->disabled) deny(fmt::format("user '{}' is not disabled", name));
   ctx.record(a);
-  if (sub == "disable") {
-    ctx.state.set_disabled(name, true);
+  if (sub == "disable" || sub == "enable") {
+    ctx.state.set_disabled(name, sub == "disable");
+  } else if (sub == "totp-reset") {
+    print_enrolment(ctx, out, name);
   } else {
     ctx.state.set_password(name, auth::hash_password(password), !from_stdin);
     if (!from_stdin) print_one_time_password(out, name, password);
@@ -104,19 +124,23 @@ int user_change(admin_context& ctx, const attempt& a, const std::string& name,
 
 int user_list(admin_context& ctx, const std::string& fmt_name, std::ostream& out) {
   for (auto& u : ctx.state.users()) {
+    auto totp = ctx.state.find_totp(u.name);
     if (fmt_name == "json") {
       boost::json::object o{{"name", u.name}, {"role", u.role}, {"disabled", u.disabled},
-                            {"must_change_password", u.must_change}, {"created_at", format_rfc3339(u.created_at)}};
+                            {"must_change_password", u.must_change}, {"created_at", format_rfc3339(u.created_at)},
+                            {"totp", totp ? true : false},
+                            {"recovery_codes_left", totp ? totp->recovery_codes : 0}};
       out << boost::json::serialize(o) << "\n";
     } else {
-      out << fmt::format("{:<24} {:<15} {}\n", u.name, u.role, u.disabled ? "disabled" : "active");
+      out << fmt::format("{:<24} {:<15} {:<9} {}\n", u.name, u.role, u.disabled ? "disabled" : "active",
+                         totp ? "totp" : role_needs_totp(u.role) ? "no totp (rsgate user totp-reset)" : "-");
     }
   }
   return kOk;
 }
 
 int user_cmd(const std::vector<std::string>& args, std::istream& in, std::ostream& out) {
-  if (args.size() < 2) throw usage_error("expected add, list, disable or passwd");
+  if (args.size() < 2) throw usage_error("expected add, list, disable, enable, passwd or totp-reset");
   const std::string sub = args[1];
   po::options_description d("rsgate user " + sub + " [options]");
   d.add_options()
@@ -137,8 +161,9 @@ int user_cmd(const std::vector<std::string>& args, std::istream& in, std::ostrea
     admin_context ctx(resolve_target(vm));
     return user_list(ctx, format, out);
   }
-  if (sub != "add" && sub != "disable" && sub != "passwd")
-    throw usage_error(fmt::format("unknown subcommand '{}' (add, list, disable, passwd)", shown(sub)));
+  if (sub != "add" && sub != "disable" && sub != "enable" && sub != "passwd" && sub != "totp-reset")
+    throw usage_error(
+        fmt::format("unknown subcommand '{}' (add, list, disable, enable, passwd, totp-reset)", shown(sub)));
   if (!vm.count("name")) throw usage_error("the account NAME is missing");
   if (sub == "add" && !vm.count("role")) throw usage_error("--role is required");
   admin_context ctx(resolve_target(vm));

@@ -15,6 +15,7 @@
 #include "core/files.hpp"
 #include "core/cli.hpp"
 #include "core/log.hpp"
+#include "gateway/accounts.hpp"
 #include "gateway/config.hpp"
 #include "gateway/data_dir.hpp"
 #include "gateway/enroll.hpp"
@@ -121,11 +122,21 @@ std::string agent_command() {
   return "rsgate-agent";
 }
 
-void print_admin_password(std::ostream& out, const prepare_options& po_, const std::string& pw) {
+// The first administrator's one-time password, and its TOTP enrolment (an admin signs in
+// with both): the otpauth URI on a line of its own, its QR code on a terminal, the recovery
+// codes. All shown only now.
+void print_first_admin(std::ostream& out, const prepare_options& po_, const std::string& pw, const data_layout& layout,
+                       const std::string& issuer) {
   out << fmt::format(
       "rsgate: one-time password for administrator '{}': {}\n"
       "rsgate: it is shown only now; it must be changed at first login.\n",
       po_.admin_name, pw);
+  state_store st(layout.state_db());
+  auto e = enrol_totp(st, layout, po_.admin_name, issuer, system_clock::instance().now());
+  out << fmt::format("rsgate: TOTP for '{}': add it to an authenticator app:\n{}\n", po_.admin_name, e.uri);
+  if (&out == &std::cout && ::isatty(STDOUT_FILENO)) out << qr_terminal(e.uri);
+  out << "rsgate: recovery codes, each usable once in place of a TOTP code:\n";
+  for (auto& c : e.recovery_codes) out << "  " << c << "\n";
 }
 
 // serve's flags over the configuration file's settings; bad ones are usage errors.
@@ -419,7 +430,7 @@ int serve(const std::vector<std::string>& args, std::ostream& out, std::ostream&
       throw;
     }
     if (pw) {
-      print_admin_password(out, prep, *pw);
+      print_first_admin(out, prep, *pw, layout, c.gateway_name);
       pw->assign(pw->size(), '\0');
     }
   }
@@ -472,7 +483,7 @@ int init(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   out << fmt::format("rsgate: prepared {}\n", layout.dir.string());
   out << fmt::format("rsgate: configuration: {}\n", layout.config_file().string());
   out << fmt::format("rsgate: journal public key: {}", read_file(layout.signing_pub()));
-  if (password) print_admin_password(out, prep, *password);
+  if (password) print_first_admin(out, prep, *password, layout, name);
   out << fmt::format("rsgate: start it with: rsgate serve --config {}\n", layout.config_file().string());
   return kOk;
 }

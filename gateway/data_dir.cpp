@@ -124,6 +124,7 @@ std::optional<std::string> create_first_admin(const data_layout& d, journal::wri
   det["user"] = admin_name;
   det["role"] = "admin";
   det["one_time_password"] = true;
+  det["totp"] = true;  // enrolled by the caller, right after (gateway/accounts.hpp)
   e.detail = boost::json::serialize(det);
   auto r = jw.append_sync(std::move(e));
   if (!r.ok()) throw std::runtime_error("the journal cannot write, no administrator created: " + r.message);

@@ -560,6 +560,12 @@ std::optional<user_row> service::lookup_user(const std::string& name) {
   return state_.find_user(name);
 }
 
+master_key service::sealing_key() {
+  std::lock_guard lock(tunnel_state_mu_);
+  if (!master_) master_ = master_key::load_or_create(layout_.keys() / "master.key");
+  return *master_;
+}
+
 std::optional<token_row> service::lookup_token(const std::string& hash) {
   std::lock_guard lock(state_mu_);
   return state_.find_token(hash);

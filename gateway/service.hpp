@@ -249,7 +249,8 @@ class service {
   // A password login: checked (limits, Argon2id, the one-time password rule), then refused
   // (journaled, within the refusal bounds) or accepted (journaled before the cookie).
   struct login_attempt {
-    std::string name, password, new_password;
+    std::string name, password, new_password, totp;
+    std::string second_factor;  // "totp" or "recovery_code" once accepted, "" for an account without TOTP
     std::string source;  // the client's address, or its IPv6 /64
     micros now = 0;
     std::optional<user_row> user;
@@ -258,6 +259,9 @@ class service {
   };
   void login(const http_request& req, const api::reply& done);
   void check_login(login_attempt& a);
+  // The second factor of a login whose password was right (docs/security.md, "TOTP"): sets
+  // a.why when it is missing, wrong or used already, else a.second_factor.
+  void check_second_factor(login_attempt& a);
   void refuse_login(const http_request& req, const login_attempt& a, const api::reply& done);
   void accept_login(const http_request& req, const login_attempt& a, const api::reply& done);
   // A successful login's cookie: the login session is kept and the answer sent.
@@ -347,6 +351,7 @@ class service {
   journal::entry base_entry(std::string kind, const principal& p, const http_request& req) const;
   std::optional<user_row> lookup_user(const std::string& name);
   std::optional<token_row> lookup_token(const std::string& hash);
+  master_key sealing_key();  // keys/master.key, loaded once (under tunnel_state_mu_)
   std::string new_session_id();
   void notify(const std::string& session_id, tunnel::notice n);  // called with mu_ held
   // Closes the channels (by serial) through the tunnels they run in; called with mu_ held.

@@ -10,6 +10,9 @@
 
 #include "auth/formats.hpp"
 #include "auth/password.hpp"
+#include "auth/session_key.hpp"
+#include "auth/totp.hpp"
+#include "gateway/accounts.hpp"
 #include "core/log.hpp"
 #include "core/timefmt.hpp"
 #include "gateway/detail/service_common.hpp"
@@ -179,11 +182,12 @@ std::optional<principal> service::authenticate(const http_request& req, bool sta
 
 void service::login(const http_request& req, const api::reply& done) {
   query_params(req.target, {});
-  auto body = body_object(req, {"user", "password", "new_password"});
+  auto body = body_object(req, {"user", "password", "totp", "new_password"});
   login_attempt a;
   a.name = str_field(body, "user", true, 64);
   a.password = str_field(body, "password", true, 1024);
   a.new_password = str_field(body, "new_password", false, 1024);
+  a.totp = str_field(body, "totp", false, 32);
   a.now = clock_.now();
   a.source = source_group(address_of(req.remote));  // an IPv6 /64 is one source
   check_login(a);
@@ -213,19 +217,80 @@ void service::check_login(login_attempt& a) {
     a.why = "password_change_required";
   } else if (!a.new_password.empty() && (a.new_password.size() < 12 || a.new_password == a.password)) {
     a.why = "weak_new_password";
+  } else {
+    // Last, so that a refusal the caller can mend (a password to change) does not use up the code.
+    check_second_factor(a);
   }
+}
+
+void service::check_second_factor(login_attempt& a) {
+  std::optional<totp_row> enrolled;
+  try {
+    {
+      std::lock_guard lock(state_mu_);
+      enrolled = state_.find_totp(a.name);
+    }
+    if (!enrolled) {
+      // A representative or administrator signs in with TOTP (SPEC §4): one not enrolled yet
+      // (a data directory from before TOTP) is refused until an administrator enrols it.
+      if (role_needs_totp(a.user->role)) a.why = "totp_not_enrolled";
+      return;
+    }
+    bool accepted = false;
+    if (auth::is_totp_code(a.totp)) {
+      auto secret = sealing_key().open(enrolled->secret_sealed);
+      if (!secret) throw std::runtime_error("the TOTP secret of " + a.name + " cannot be unsealed");
+      auto matched = auth::totp_match(*secret, a.totp, a.now, enrolled->last_step);
+      std::lock_guard lock(state_mu_);
+      // Compare-and-set: of two logins with one code, only one moves the step forward.
+      accepted = matched && state_.use_totp_step(a.name, *matched);
+      if (accepted) a.second_factor = "totp";
+    } else if (auto code = auth::normalize_session_key(a.totp)) {
+      const auto hash = hmac_.hash_of(*code);
+      std::lock_guard lock(state_mu_);
+      accepted = state_.use_recovery_code(a.name, hash);
+      if (accepted) a.second_factor = "recovery_code";
+    }
+    if (accepted) return;
+  } catch (const std::exception& e) {
+    log::error("login of {}: the second factor cannot be checked: {}", a.name, e.what());
+    a.why = "state_unavailable";
+    return;
+  }
+  a.why = a.totp.empty() ? "totp_required" : "wrong_totp";
+  // A wrong or missing code counts like a wrong password: the same lock-out bounds guessing.
+  std::lock_guard lock(mu_);
+  a.name_lockout = login_user_limiter_.record_failure(a.name, a.now);
+  a.source_lockout = login_source_limiter_.record_failure(a.source, a.now);
 }
 
 void service::refuse_login(const http_request& req, const login_attempt& a, const api::reply& done) {
   const auto& why = a.why;
-  auto status = why == "rate_limited" ? 429 : why == "bad_credentials" ? 401 : why == "password_change_required" ? 403 : 400;
-  std::string message = why == "rate_limited"               ? "too many failed logins; try again later"
-                        : why == "bad_credentials"          ? "invalid user name or password"
-                        : why == "password_change_required" ? "this password must be changed: send new_password too"
-                                                            : "the new password must be at least 12 characters and differ from the old";
-  auto answer = json_error(status, why, message);
+  struct answer_of {
+    std::string_view why;
+    int status;
+    const char* message;
+  };
+  static constexpr answer_of answers[] = {
+      {"rate_limited", 429, "too many failed logins; try again later"},
+      {"bad_credentials", 401, "invalid user name or password"},
+      {"totp_required", 401,
+       "this account signs in with a TOTP code too: send \"totp\", the 6 digits its authenticator app shows "
+       "(or one of its recovery codes)"},
+      {"wrong_totp", 401, "the TOTP code is wrong or was used already; wait for the next one"},
+      {"totp_not_enrolled", 403,
+       "this account has no TOTP yet; an administrator enrols it (rsgate user totp-reset NAME)"},
+      {"password_change_required", 403, "this password must be changed: send new_password too"},
+      {"state_unavailable", 503, "the account store cannot be written; try again later"},
+      {"weak_new_password", 400, "the new password must be at least 12 characters and differ from the old"},
+  };
+  const answer_of* found = &answers[std::size(answers) - 1];
+  for (auto& x : answers)
+    if (x.why == why) found = &x;
+  auto answer = json_error(found->status, why, found->message);
+  if (why == "rate_limited") answer.headers.emplace_back("Retry-After", std::to_string(15 * 60));
   bool journal_it = true;
-  if (why == "rate_limited" || why == "bad_credentials") {
+  if (why == "rate_limited" || why == "bad_credentials" || why == "wrong_totp" || why == "totp_required") {
     std::lock_guard lock(mu_);
     journal_it = credential_refusals_.admit(a.source, a.now);
   }
@@ -260,7 +325,8 @@ void service::accept_login(const http_request& req, const login_attempt& a, cons
   auto e = base_entry("user.login", who, req);
   e.secret_hmac = hmac_.hash_of(cookie);
   e.detail = json::serialize(
-      json::object{{"method", "password"}, {"role", a.user->role}, {"password_changed", !a.new_password.empty()}});
+      json::object{{"method", "password"}, {"role", a.user->role}, {"password_changed", !a.new_password.empty()},
+                   {"second_factor", a.second_factor.empty() ? json::value(nullptr) : json::value(a.second_factor)}});
   std::string new_hash = a.new_password.empty() ? "" : auth::hash_password(a.new_password);
   auto source = e.source;
   auto now = a.now;

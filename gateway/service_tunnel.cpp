@@ -22,9 +22,8 @@ std::optional<tunnel::machine_record> service::machine_record_for(const std::str
   {
     std::lock_guard lock(tunnel_state_mu_);
     row = tunnel_state_.find_machine(machine);
-    if (row && row->md5_enabled && !master_)
-      master_ = master_key::load_or_create(layout_.keys() / "master.key");
   }
+  if (row && row->md5_enabled) (void)sealing_key();
   if (!row) return std::nullopt;
   auto v = auth::scram::verifier::decode(row->verifier);
   if (!v) return std::nullopt;

@@ -79,6 +79,52 @@ bool state_store::set_password(const std::string& name, const std::string& hash,
   return db_.scalar_int("SELECT changes()") > 0;
 }
 
+std::optional<totp_row> state_store::find_totp(const std::string& user) {
+  auto s = db_.prepare(
+      "SELECT secret_sealed, last_step, enrolled_at, (SELECT count(*) FROM user_recovery_codes r WHERE r.user = t.user) "
+      "FROM user_totp t WHERE user = ?1");
+  s.bind(1, user);
+  if (!s.step()) return std::nullopt;
+  return totp_row{std::string(s.col_text(0)), s.col_int(1), s.col_int(2), static_cast<int>(s.col_int(3))};
+}
+
+void state_store::set_totp(const std::string& user, const std::string& secret_sealed,
+                           const std::vector<std::string>& code_hashes, micros now) {
+  db_.exec("BEGIN IMMEDIATE");
+  try {
+    auto del = db_.prepare("DELETE FROM user_recovery_codes WHERE user = ?1");
+    del.bind(1, user);
+    del.step();
+    auto s = db_.prepare(
+        "INSERT OR REPLACE INTO user_totp(user, secret_sealed, last_step, enrolled_at) VALUES (?1, ?2, 0, ?3)");
+    s.bind(1, user).bind(2, secret_sealed).bind(3, now);
+    s.step();
+    for (auto& h : code_hashes) {
+      auto c = db_.prepare("INSERT INTO user_recovery_codes(user, code_hash) VALUES (?1, ?2)");
+      c.bind(1, user).bind(2, h);
+      c.step();
+    }
+    db_.exec("COMMIT");
+  } catch (...) {
+    sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
+bool state_store::use_totp_step(const std::string& user, std::int64_t step) {
+  auto s = db_.prepare("UPDATE user_totp SET last_step = ?2 WHERE user = ?1 AND last_step < ?2");
+  s.bind(1, user).bind(2, step);
+  s.step();
+  return db_.scalar_int("SELECT changes()") > 0;
+}
+
+bool state_store::use_recovery_code(const std::string& user, const std::string& code_hash) {
+  auto s = db_.prepare("DELETE FROM user_recovery_codes WHERE user = ?1 AND code_hash = ?2");
+  s.bind(1, user).bind(2, code_hash);
+  s.step();
+  return db_.scalar_int("SELECT changes()") > 0;
+}
+
 std::optional<machine_row> state_store::find_machine(const std::string& machine) {
   auto s = db_.prepare(std::string("SELECT ") + kMachineCols + " FROM machines WHERE machine = ?1");
   s.bind(1, machine);

@@ -44,6 +44,14 @@ struct token_row {
   bool revoked = false;
 };
 
+// An account's TOTP enrolment (schema/state/0005_totp.sql).
+struct totp_row {
+  std::string secret_sealed;    // master_key::seal of the raw secret
+  std::int64_t last_step = 0;   // the last time step a code was accepted for
+  micros enrolled_at = 0;
+  int recovery_codes = 0;       // unused ones left
+};
+
 // A live session's snapshot (gateway/session_snapshot.hpp), kept across a restart.
 struct live_session_row {
   std::string id;
@@ -63,6 +71,17 @@ class state_store {
   void add_user(const user_row& u);  // throws on a duplicate name
   bool set_disabled(const std::string& name, bool disabled);
   bool set_password(const std::string& name, const std::string& hash, bool must_change);
+
+  [[nodiscard]] std::optional<totp_row> find_totp(const std::string& user);
+  // Enrols the account anew: its secret and recovery codes (their keyed hashes) replace any
+  // earlier ones, in one transaction; the last used step starts at 0.
+  void set_totp(const std::string& user, const std::string& secret_sealed, const std::vector<std::string>& code_hashes,
+                micros now);
+  // Moves the account's last used step forward to `step`; false when a login already used
+  // that step or a later one (a code is accepted once, even by two concurrent logins).
+  [[nodiscard]] bool use_totp_step(const std::string& user, std::int64_t step);
+  // Uses one recovery code up; false when the account has no unused code with that hash.
+  [[nodiscard]] bool use_recovery_code(const std::string& user, const std::string& code_hash);
 
   [[nodiscard]] std::optional<machine_row> find_machine(const std::string& machine);
   // SQLite's PRAGMA data_version: changes when another connection (another process's

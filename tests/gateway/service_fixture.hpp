@@ -13,6 +13,8 @@
 #include "auth/password.hpp"
 #include "auth/scram.hpp"
 #include "auth/session_key.hpp"
+#include "auth/totp.hpp"
+#include "gateway/accounts.hpp"
 #include "gateway/http/routes.hpp"
 #include "gateway/service.hpp"
 #include "tests/support/process.hpp"
@@ -30,6 +32,8 @@ struct api_fixture {
   metrics m;
   std::unique_ptr<routes> api;
   std::map<std::string, std::string> tokens;  // user -> bearer token
+  std::map<std::string, std::string> totp_secrets;  // user -> raw TOTP secret (representatives, admins)
+  std::map<std::string, std::vector<std::string>> recovery_codes;  // user -> its unused recovery codes
 
   explicit api_fixture(const clock& service_clock = system_clock::instance()) {
     prepare_options po;
@@ -50,6 +54,7 @@ struct api_fixture {
         auto t = new_token();
         st.add_token({token_hash(t), name, 1, 0, false});
         tokens[name] = t;
+        if (role_needs_totp(role)) enrol(st, name);
       }
       // The customer's machine is enrolled (housekeeping ends sessions of unknown machines).
       st.add_machine({"9009-42A*7801234", auth::scram::make_verifier("secret", bytes(16, 1), 4096).encode(), false,
@@ -57,6 +62,22 @@ struct api_fixture {
     }
     svc = std::make_unique<service>(*writer, layout, service_clock);
     api = std::make_unique<routes>(*writer, m, svc.get());
+  }
+
+  // Enrols `name` for TOTP as `rsgate user add` does; keeps the secret the URI shows.
+  void enrol(state_store& st, const std::string& name) {
+    auto e = enrol_totp(st, layout, name, "gw-api", system_clock::instance().now());
+    auto at = e.uri.find("secret=");
+    REQUIRE(at != std::string::npos);
+    auto secret = auth::base32_decode(e.uri.substr(at + 7, e.uri.find('&', at) - at - 7));
+    REQUIRE(secret);
+    totp_secrets[name] = *secret;
+    recovery_codes[name] = e.recovery_codes;
+  }
+  // The code `name`'s authenticator shows now (`ahead`: that many steps later, which the
+  // gateway accepts for one step of clock skew, for a second login within 30 s).
+  std::string totp(const std::string& name, int ahead = 0) {
+    return auth::totp_code(totp_secrets.at(name), auth::totp_step(system_clock::instance().now()) + ahead);
   }
 
   // One more account with a bearer token.

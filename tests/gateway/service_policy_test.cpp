@@ -247,7 +247,7 @@ TEST_CASE("strict input: misspelled fields, stray parameters and partial numbers
   CHECK(f.call("GET", f.base + "?verbose=1", "alice").status == 400);
   CHECK(f.call("DELETE", f.base, "alice", R"({"reason":"x"})").status == 400);
   CHECK(f.call("GET", "/api/v1/sessions?state=active&page=2", "alice").status == 400);
-  CHECK(f.call("POST", "/api/v1/login", "", R"({"user":"alice","password":"x","totp":"123456"})").status == 400);
+  CHECK(f.call("POST", "/api/v1/login", "", R"({"user":"alice","password":"x","otp":"123456"})").status == 400);
   // Explicit wildcards and explicit lists still work.
   auto all = f.call("POST", f.base + "/grants", "alice", R"({"user":"dave","scopes":["*"],"expires_in":"2h"})");
   REQUIRE(all.status == 201);

@@ -9,6 +9,8 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <catch2/catch.hpp>
+#include <atomic>
+#include <cctype>
 #include <future>
 #include <thread>
 
@@ -43,11 +45,13 @@ TEST_CASE("login: wrong password, forced change, cookie and CSRF") {
   CHECK(via_token.status == 403);
   CHECK(f.code(via_token) == "password_change_required");
   auto changed = f.call("POST", "/api/v1/login", "",
-                        R"({"user":"carol","password":"password of carol","new_password":"a much better password"})");
+                        R"({"user":"carol","password":"password of carol","new_password":"a much better password",)"
+                        R"("totp":")" + f.totp("carol") + R"("})");
   CHECK(changed.status == 200);
   CHECK(f.call("GET", "/api/v1/sessions", "carol").status == 200);
 
-  auto ok = f.call("POST", "/api/v1/login", "", R"({"user":"alice","password":"password of alice"})");
+  auto ok = f.call("POST", "/api/v1/login", "",
+                   R"({"user":"alice","password":"password of alice","totp":")" + f.totp("alice") + R"("})");
   REQUIRE(ok.status == 200);
   std::string cookie;
   for (auto& [k, v] : ok.headers)
@@ -211,4 +215,97 @@ TEST_CASE("disabling an account (in another process) revokes its grants and ends
   f.svc->housekeeping();
   CHECK(f.eventually("session.end", journal::outcome::ok, 1) == 1);
   CHECK(f.call("GET", "/api/v1/sessions/" + id, "audrey").body.find("owner disabled") != std::string::npos);
+}
+
+TEST_CASE("login: TOTP required for representatives and admins, a code accepted once, recovery codes") {
+  api_fixture f;
+  auto login = [&](const std::string& user, const std::string& totp) {
+    std::string body = R"({"user":")" + user + R"(","password":"password of )" + user + R"(")";
+    if (!totp.empty()) body += R"(,"totp":")" + totp + R"(")";
+    return f.call("POST", "/api/v1/login", "", body + "}");
+  };
+  auto last_login = [&] {
+    journal::reader rd({f.layout.journal_db()});
+    journal::filter q;
+    q.kind = "user.login";
+    auto es = rd.query(q).entries;
+    REQUIRE_FALSE(es.empty());
+    return json::parse(es.back().detail).as_object();
+  };
+  // No code: refused, the reason named, counted and journaled.
+  auto none = login("alice", "");
+  CHECK(none.status == 401);
+  CHECK(f.code(none) == "totp_required");
+  CHECK(last_login()["reason"].as_string() == "totp_required");
+  // A wrong code and a code of another account: refused alike.
+  auto code = f.totp("alice");
+  std::string wrong = code == "000000" ? "000001" : "000000";
+  CHECK(f.code(login("alice", wrong)) == "wrong_totp");
+  CHECK(f.code(login("alice", f.totp("bob"))) == "wrong_totp");
+  CHECK(f.code(login("alice", "12345")) == "wrong_totp");  // not six digits
+  // The right code: signed in, the second factor in the journal.
+  auto ok = login("alice", code);
+  REQUIRE(ok.status == 200);
+  CHECK(last_login()["second_factor"].as_string() == "totp");
+  // The same code again: refused, even within its 30 s.
+  auto again = login("alice", code);
+  CHECK(again.status == 401);
+  CHECK(f.code(again) == "wrong_totp");
+  // The next step's code (one step of skew) is accepted, once.
+  CHECK(login("alice", f.totp("alice", 1)).status == 200);
+  // A recovery code, typed loosely (lower case, no hyphens), once; the others still work.
+  auto rc = f.recovery_codes["bob"][0];
+  std::string loose;
+  for (char c : rc)
+    if (c != '-') loose += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  auto rec = login("bob", loose);
+  REQUIRE(rec.status == 200);
+  CHECK(last_login()["second_factor"].as_string() == "recovery_code");
+  CHECK(f.code(login("bob", rc)) == "wrong_totp");
+  CHECK(login("bob", f.recovery_codes["bob"][1]).status == 200);
+  CHECK(f.code(login("bob", f.recovery_codes["alice"][0])) == "wrong_totp");  // alice's is not bob's
+  // Roles without TOTP sign in with the password alone; a representative not enrolled (a
+  // data directory from before TOTP) is refused until an administrator enrols it.
+  CHECK(login("dave", "").status == 200);
+  CHECK(last_login()["second_factor"].is_null());
+  f.add_user("erin", "representative");
+  auto unenrolled = login("erin", "");
+  CHECK(unenrolled.status == 403);
+  CHECK(f.code(unenrolled) == "totp_not_enrolled");
+  // Bearer tokens are unaffected.
+  CHECK(f.call("GET", "/api/v1/sessions", "alice").status == 200);
+  // Wrong codes count toward the account's lock-out like wrong passwords (5 in 15 minutes
+  // since its last login).
+  for (int i = 0; i < 5; ++i) (void)login("alice", wrong);
+  auto locked = login("alice", f.totp("alice"));
+  CHECK(locked.status == 429);
+  CHECK(f.code(locked) == "rate_limited");
+  bool retry_after = false;
+  for (auto& [k, v] : locked.headers) retry_after = retry_after || (k == "Retry-After" && v == "900");
+  CHECK(retry_after);
+  CHECK(f.count("user.lockout", journal::outcome::denied) >= 1);
+}
+
+TEST_CASE("login: one TOTP code, sixteen concurrent logins: exactly one is accepted") {
+  api_fixture f;
+  const auto code = f.totp("root");
+  std::vector<std::thread> threads;
+  std::atomic<int> accepted{0}, refused{0};
+  for (int i = 0; i < 16; ++i)
+    threads.emplace_back([&, i] {
+      http_request r;
+      r.method = "POST";
+      r.target = "/api/v1/login";
+      r.remote = "198.51.100." + std::to_string(i + 1) + ":4000";  // not one source's lock-out
+      r.body = R"({"user":"root","password":"password of root","totp":")" + code + R"("})";
+      std::promise<http_response> p;
+      auto fut = p.get_future();
+      f.api->handle(r, [&p](http_response resp) { p.set_value(std::move(resp)); });
+      auto status = fut.get().status;
+      if (status == 200) ++accepted;
+      else if (status == 401 || status == 429) ++refused;
+    });
+  for (auto& t : threads) t.join();
+  CHECK(accepted == 1);
+  CHECK(refused == 15);
 }

@@ -82,7 +82,7 @@ TEST_CASE("state.db with I/O errors, read-only or locked: requests answer 500, t
 
   // Read-only: a password change at login cannot be stored. The login is refused (no
   // cookie) and the journal says the change failed right after the login's own entry.
-  auto added = rsgate_cmd({"user", "add", "erin", "--role", "representative", "--data", g.f->dir.string()});
+  auto added = rsgate_cmd({"user", "add", "erin", "--role", "developer", "--data", g.f->dir.string()});  // no TOTP: the password step is what fails
   REQUIRE(added.exit_code == 0);
   auto otp = added.out.substr(added.out.find(": ") + 2, added.out.find('\n') - added.out.find(": ") - 2);
   g.set("state.db.readonly");
@@ -97,6 +97,16 @@ TEST_CASE("state.db with I/O errors, read-only or locked: requests answer 500, t
   auto again = g.f->raw("POST", "/api/v1/login", {},
                         R"({"user":"erin","password":")" + otp + R"(","new_password":"a brand new password"})");
   CHECK(again.first == 200);  // the one-time password is still the one that counts
+  // A TOTP code whose use state.db cannot record is not accepted (it could be used again):
+  // 503, and the same code works once state.db can write.
+  const auto code = oath_code(g.f->totp_uris.at("alice"));
+  const auto alice = R"({"user":"alice","password":"a long enough password","totp":")" + code + R"("})";
+  g.set("state.db.readonly");
+  auto unrecorded = g.f->raw("POST", "/api/v1/login", {}, alice);
+  CHECK(unrecorded.first == 503);
+  CHECK(unrecorded.second.find("state_unavailable") != std::string::npos);
+  g.clear("state.db.readonly");
+  CHECK(g.f->raw("POST", "/api/v1/login", {}, alice).first == 200);
 
   // Locked by another process: the request waits for the lock (5 s), then answers 500.
   g.set("state.db.busy");

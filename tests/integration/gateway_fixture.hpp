@@ -28,6 +28,7 @@ struct gateway_fixture {
   std::unique_ptr<child> gw;
   std::string https, tunnel;
   std::map<std::string, std::string> tokens;
+  std::map<std::string, std::string> totp_uris;  // the otpauth URI `user add` printed (representatives, admins)
 
   // `threads`: the gateway's I/O threads; more than one puts each connection on a strand and
   // a channel's two ends on different threads. `tunnel_settings`: lines added to [tunnel].
@@ -98,8 +99,11 @@ struct gateway_fixture {
   }
   // An account with a bearer token, through the real administration commands.
   void add_user(const std::string& name, const std::string& role) {
-    REQUIRE(rsgate_cmd({"user", "add", name, "--role", role, "--password-stdin", "--data", dir.string()},
-                       "a long enough password\n").exit_code == 0);
+    auto added = rsgate_cmd({"user", "add", name, "--role", role, "--password-stdin", "--data", dir.string()},
+                            "a long enough password\n");
+    REQUIRE(added.exit_code == 0);
+    if (auto at = added.out.find("otpauth://"); at != std::string::npos)
+      totp_uris[name] = added.out.substr(at, added.out.find('\n', at) - at);
     auto tok = rsgate_cmd({"token", "create", "--user", name, "--data", dir.string()});
     REQUIRE(tok.exit_code == 0);
     tokens[name] = tok.out.substr(0, tok.out.size() - 1);
@@ -200,6 +204,17 @@ inline std::uint16_t port_of(const std::string& host_port) {
 
 // The `detail` object of a journal entry printed by `rsgate journal query --format json`.
 inline json::object detail(const std::string& line) { return json::parse(line).as_object()["detail"].as_object(); }
+
+// The TOTP code an authenticator app shows now for `uri` (an otpauth:// URI), from Debian's
+// oathtool: an implementation independent of the gateway's. `ahead`: that many 30 s steps later.
+inline std::string oath_code(const std::string& uri, int ahead = 0) {
+  auto at = uri.find("secret=");
+  REQUIRE(at != std::string::npos);
+  auto secret = uri.substr(at + 7, uri.find('&', at) - at - 7);
+  auto r = run({"oathtool", "--totp", "-b", "--now=@" + std::to_string(std::time(nullptr) + 30 * ahead), secret});
+  REQUIRE(r.exit_code == 0);
+  return r.out.substr(0, r.out.find('\n'));
+}
 
 // Polls `p` every 50 ms until it holds (true) or `limit` passes (false).
 template <typename Pred>

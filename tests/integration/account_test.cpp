@@ -1,0 +1,124 @@
+// Accounts through the real programs: `rsgate user add` enrols TOTP (the otpauth URI on a line
+// of its own, the QR code on a terminal, recovery codes), Debian's oathtool computes the code
+// as a phone would, curl signs in with it over real TLS; totp-reset, disable and enable.
+#include <boost/json/parse.hpp>
+
+#include "tests/integration/gateway_fixture.hpp"
+
+using namespace rsgate;
+using namespace rsgate::test;
+
+namespace {
+
+std::pair<int, std::string> login(gateway_fixture& f, const std::string& user, const std::string& password,
+                                  const std::string& totp) {
+  std::string body = R"({"user":")" + user + R"(","password":")" + password + R"(")";
+  if (!totp.empty()) body += R"(,"totp":")" + totp + R"(")";
+  return f.raw("POST", "/api/v1/login", {}, body + "}");
+}
+
+std::string error_code(const std::string& body) {
+  return std::string(json::parse(body).as_object()["error"].as_object()["code"].as_string());
+}
+
+}  // namespace
+
+TEST_CASE("TOTP through the real programs: enrolment, an oathtool code signs in once, recovery codes, reset") {
+  gateway_fixture f;
+  const auto d = f.dir.string();
+  // A representative added with a one-time password: the password line first, then the URI
+  // on a line of its own, then ten recovery codes.
+  auto added = rsgate_cmd({"user", "add", "erin", "--role", "representative", "--data", d});
+  REQUIRE(added.exit_code == 0);
+  auto otp = added.out.substr(added.out.find(": ") + 2, added.out.find('\n') - added.out.find(": ") - 2);
+  std::istringstream lines(added.out);
+  std::string uri;
+  std::vector<std::string> codes;
+  for (std::string l; std::getline(lines, l);) {
+    if (l.starts_with("otpauth://")) uri = l;
+    if (l.starts_with("  ")) codes.push_back(l.substr(2));
+  }
+  INFO(added.out);
+  REQUIRE(uri.starts_with("otpauth://totp/gw-flow:erin?secret="));
+  CHECK(uri.find("&issuer=gw-flow&algorithm=SHA1&digits=6&period=30") != std::string::npos);
+  REQUIRE(codes.size() == 10);
+  CHECK(added.out.find("\u2588") == std::string::npos);  // no QR code into a pipe
+  // Developers and auditors get none.
+  auto dev = rsgate_cmd({"user", "add", "fred", "--role", "developer", "--data", d});
+  CHECK(dev.out.find("otpauth://") == std::string::npos);
+
+  // The one-time password must be changed, with a code from the app.
+  auto first = login(f, "erin", otp, "");
+  CHECK(first.first == 403);
+  CHECK(error_code(first.second) == "password_change_required");
+  auto changed = f.raw("POST", "/api/v1/login", {},
+                       R"({"user":"erin","password":")" + otp +
+                           R"(","new_password":"erin's own long password","totp":")" + oath_code(uri) + R"("})");
+  CHECK(changed.first == 200);
+  // Missing, wrong and reused codes are refused, each with its reason.
+  auto missing = login(f, "erin", "erin's own long password", "");
+  CHECK(missing.first == 401);
+  CHECK(error_code(missing.second) == "totp_required");
+  auto reused = login(f, "erin", "erin's own long password", oath_code(uri));
+  CHECK(reused.first == 401);
+  CHECK(error_code(reused.second) == "wrong_totp");
+  // The next step's code (the gateway allows one step of skew) works, once.
+  CHECK(login(f, "erin", "erin's own long password", oath_code(uri, 1)).first == 200);
+  // A recovery code works once.
+  CHECK(login(f, "erin", "erin's own long password", codes[3]).first == 200);
+  CHECK(login(f, "erin", "erin's own long password", codes[3]).first == 401);
+
+  // The list shows who has TOTP, never a secret.
+  auto list = rsgate_cmd({"user", "list", "--format", "json", "--data", d});
+  REQUIRE(list.exit_code == 0);
+  CHECK(list.out.find(R"("name":"erin","role":"representative")") != std::string::npos);
+  CHECK(list.out.find(R"("totp":true,"recovery_codes_left":9)") != std::string::npos);
+  CHECK(list.out.find(uri.substr(uri.find("secret=") + 7, 32)) == std::string::npos);
+  CHECK(read_file(f.dir / "state.db").find(uri.substr(uri.find("secret=") + 7, 32)) == std::string::npos);
+
+  // totp-reset: a new secret and new codes; the old ones stop working.
+  auto reset = rsgate_cmd({"user", "totp-reset", "erin", "--data", d});
+  REQUIRE(reset.exit_code == 0);
+  auto at = reset.out.find("otpauth://");
+  REQUIRE(at != std::string::npos);
+  auto uri2 = reset.out.substr(at, reset.out.find('\n', at) - at);
+  CHECK(uri2 != uri);
+  CHECK(login(f, "erin", "erin's own long password", codes[4]).first == 401);
+  CHECK(login(f, "erin", "erin's own long password", oath_code(uri2)).first == 200);
+  CHECK(rsgate_cmd({"user", "totp-reset", "nobody", "--data", d}).exit_code == 1);
+
+  // disable and enable.
+  CHECK(rsgate_cmd({"user", "disable", "erin", "--data", d}).exit_code == 0);
+  CHECK(login(f, "erin", "erin's own long password", oath_code(uri2, 1)).first == 401);
+  CHECK(rsgate_cmd({"user", "enable", "fred", "--data", d}).exit_code == 1);  // not disabled
+  CHECK(rsgate_cmd({"user", "enable", "erin", "--data", d}).exit_code == 0);
+  CHECK(login(f, "erin", "erin's own long password", oath_code(uri2, 1)).first == 200);
+
+  // Every step is in the journal, no secret in it.
+  auto q = rsgate_cmd({"journal", "query", "--data", d, "--kind", "admin.user", "--format", "json"});
+  REQUIRE(q.exit_code == 0);
+  for (auto action : {"\"action\":\"totp-reset\"", "\"action\":\"disable\"", "\"action\":\"enable\""})
+    CHECK(q.out.find(action) != std::string::npos);
+  auto logins = rsgate_cmd({"journal", "query", "--data", d, "--kind", "user.login", "--format", "json"});
+  CHECK(logins.out.find("\"second_factor\":\"recovery_code\"") != std::string::npos);
+  CHECK(logins.out.find("\"reason\":\"wrong_totp\"") != std::string::npos);
+  CHECK(logins.out.find("\"reason\":\"totp_required\"") != std::string::npos);
+  for (auto& c : codes) CHECK(logins.out.find(c) == std::string::npos);
+}
+
+TEST_CASE("user add on a terminal shows the QR code of the URI") {
+  temp_dir t;
+  auto dir = t / "d";
+  init_data_dir(dir);
+  // util-linux's script(1) gives the command a terminal.
+  auto r = run({"script", "-qec",
+                rsgate_binary() + " user add gina --role admin --data " + dir.string(),
+                "/dev/null"});
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("otpauth://totp/") != std::string::npos);
+  // Full and half blocks, rows of the same width.
+  CHECK(r.out.find("\u2588") != std::string::npos);
+  CHECK(r.out.find("\u2580") != std::string::npos);
+  CHECK(r.out.find("\u2584") != std::string::npos);
+}
