@@ -383,12 +383,16 @@ int machine_cmd(const std::vector<std::string>& args, std::ostream& out) {
   throw usage_error(fmt::format("unknown subcommand '{}' (enroll, import, list, revoke)", shown(sub)));
 }
 
-int token_create(admin_context& ctx, attempt& a, const std::string& user, const std::string& expires_in,
+// Where a new token goes: standard output, or a file created with mode 0600 (never over an
+// existing one), so that it is private whatever the shell's umask.
+int token_create(admin_context& ctx, attempt& a, const std::string& user, const po::variables_map& vm,
                  std::ostream& out) {
   if (!auth::is_valid_user_name(user)) refuse_value(fmt::format("invalid --user '{}': {}", shown(user), kNameRule));
-  auto life = parse_duration(expires_in);
+  auto life = parse_duration(vm["expires-in"].as<std::string>());
   if (!life || *life > 366LL * 86400 * 1'000'000)
     refuse_value("invalid --expires-in: a duration up to 366d, e.g. 12h or 30d");
+  const auto file = vm.count("out") ? std::filesystem::path(vm["out"].as<std::string>()) : std::filesystem::path();
+  if (!file.empty() && std::filesystem::exists(file)) deny(fmt::format("{} exists already; not overwritten", shown(file.string())));
   auto u = ctx.state.find_user(user);
   if (!u) deny(fmt::format("no user '{}'", user));
   if (u->disabled) deny(fmt::format("user '{}' is disabled", user));
@@ -396,32 +400,92 @@ int token_create(admin_context& ctx, attempt& a, const std::string& user, const 
   auto now = system_clock::instance().now();
   auto hmac = journal::hmac_key::load(ctx.layout.hmac_key()).hash_of(token);
   a.detail["expires_at"] = format_rfc3339(now + *life);
+  a.detail["token"] = token_id(token_hash(token));
   ctx.record(a, hmac);
   ctx.state.add_token({token_hash(token), user, now, now + *life, false});
-  out << token << "\n";
+  if (file.empty()) {
+    out << token << "\n";
+  } else {
+    write_file_exclusive(file, token + "\n", 0600);
+    out << fmt::format("token {} for '{}' written to {} (mode 0600)\n", token_id(token_hash(token)), user,
+                       file.string());
+  }
+  return kOk;
+}
+
+std::string token_state(const token_row& t, micros now) {
+  return t.revoked ? "revoked" : (t.expires_at && t.expires_at <= now) ? "expired" : "active";
+}
+
+int token_list(admin_context& ctx, const std::string& user, const std::string& format, std::ostream& out) {
+  const auto now = system_clock::instance().now();
+  for (auto& t : ctx.state.tokens(user)) {
+    if (format == "json") {
+      boost::json::object o{{"id", token_id(t.token_hash)}, {"user", t.user}, {"created_at", format_rfc3339(t.created_at)},
+                            {"expires_at", t.expires_at ? boost::json::value(format_rfc3339(t.expires_at)) : nullptr},
+                            {"state", token_state(t, now)}};
+      out << boost::json::serialize(o) << "\n";
+    } else {
+      out << fmt::format("{}  {:<24} {:<8} expires {}\n", token_id(t.token_hash), t.user, token_state(t, now),
+                         t.expires_at ? format_rfc3339(t.expires_at) : "never");
+    }
+  }
+  return kOk;
+}
+
+int token_revoke(admin_context& ctx, attempt& a, const std::string& id) {
+  if (!is_token_id(id)) refuse_value(fmt::format("invalid token id '{}': 16 hex digits, as token list shows", shown(id)));
+  auto t = ctx.state.find_token_by_id(id);
+  if (!t) deny(fmt::format("no token {}", id));
+  if (t->revoked) deny(fmt::format("token {} is revoked already", id));
+  a.subject = t->user;
+  a.detail["user"] = t->user;
+  ctx.record(a);
+  (void)ctx.state.revoke_token(t->token_hash);
   return kOk;
 }
 
 int token_cmd(const std::vector<std::string>& args, std::ostream& out) {
-  if (args.size() < 2 || args[1] != "create") throw usage_error("expected: rsgate token create --user NAME");
-  po::options_description d("rsgate token create --user NAME [options]");
+  if (args.size() < 2) throw usage_error("expected create, list or revoke");
+  const std::string sub = args[1];
+  if (sub != "create" && sub != "list" && sub != "revoke")
+    throw usage_error(fmt::format("unknown subcommand '{}' (create, list, revoke)", shown(sub)));
+  po::options_description d("rsgate token " + sub + " [options]");
   d.add_options()
-      ("user", po::value<std::string>(), "the account the token acts as")
-      ("expires-in", po::value<std::string>()->default_value("30d"), "lifetime, e.g. 12h, 30d");
+      ("user", po::value<std::string>(), "create: the account the token acts as; list: only this account's")
+      ("expires-in", po::value<std::string>()->default_value("30d"), "create: lifetime, e.g. 12h, 30d (at most 366d)")
+      ("out", po::value<std::string>(), "create: write the token to this new file (mode 0600) instead of stdout")
+      ("id", po::value<std::string>(), "revoke: the token's id (16 hex digits, from token list)")
+      ("format", po::value<std::string>()->default_value("table"), "list: table or json");
   add_target_options(d);
-  auto vm = parse(args, 2, d, {});
+  po::positional_options_description pos;
+  if (sub == "revoke") pos.add("id", 1);
+  auto vm = parse(args, 2, d, pos);
   if (vm.count("help")) {
     out << d << "\n";
     return kOk;
   }
+  if (sub == "list") {
+    auto format = list_format(vm);
+    admin_context ctx(resolve_target(vm));
+    return token_list(ctx, vm.count("user") ? vm["user"].as<std::string>() : "", format, out);
+  }
+  attempt a;
+  if (sub == "revoke") {
+    if (!vm.count("id")) throw usage_error("the token ID is missing (token list shows it)");
+    admin_context ctx(resolve_target(vm));
+    const auto id = vm["id"].as<std::string>();
+    a.action = "token_revoke";
+    a.detail["token"] = shown(id);
+    return journaled(ctx, a, [&] { return token_revoke(ctx, a, id); });
+  }
   if (!vm.count("user")) throw usage_error("--user is required");
   admin_context ctx(resolve_target(vm));
   auto user = vm["user"].as<std::string>();
-  attempt a;
   a.action = "token_create";
   a.subject = shown(user);
   a.detail["user"] = shown(user);
-  return journaled(ctx, a, [&] { return token_create(ctx, a, user, vm["expires-in"].as<std::string>(), out); });
+  return journaled(ctx, a, [&] { return token_create(ctx, a, user, vm, out); });
 }
 
 }  // namespace

@@ -56,6 +56,12 @@ http_response journal_unavailable() {
   return json_error(503, "journal_unavailable", "the journal cannot record this, so it is refused");
 }
 
+http_response failed_record(const journal::append_result& r) {
+  if (r.ec == journal::errc::invalid_entry)
+    return json_error(500, "internal", "the gateway could not build the journal entry for this request");
+  return journal_unavailable();
+}
+
 void about(journal::entry& e, const session& s) {
   e.session_id = s.id;
   e.pmr = s.pmr;
@@ -246,8 +252,11 @@ void service::in_session(const std::string& id, const api::reply& done, step s, 
       reply(json_error(500, "internal", "the gateway failed to handle this request"));
     }
   };
-  if (!policy_.submit(id, std::move(guarded), force))
-    done(json_error(429, "busy", "too many requests for this session at once; try again shortly"));
+  if (!policy_.submit(id, std::move(guarded), force)) {
+    auto busy = json_error(429, "busy", "too many requests for this session at once; try again shortly");
+    busy.headers.emplace_back("Retry-After", "1");
+    done(std::move(busy));
+  }
 }
 
 void service::record(journal::entry e, ticket t, std::function<void(const journal::append_result&)> then) {

@@ -79,6 +79,8 @@ struct principal {
   std::string user;
   role user_role = role::representative;
   bool via_cookie = false;
+  std::string token_hash{};  // the bearer token's SHA-256, "" for a cookie
+  micros expires_at = 0;   // when the token or login session ends (0: never)
 };
 
 class service {
@@ -283,6 +285,11 @@ class service {
                     const api::reply& done);
   void transfer(const principal& p, const std::string& id, const http_request& req, const api::reply& done);
   void end_session(const principal& p, const std::string& id, const http_request& req, const api::reply& done);
+
+  // --- the caller's account and tokens (service_accounts.cpp) ---
+  void me(const principal& p, const http_request& req, const api::reply& done);
+  void list_tokens(const principal& p, const http_request& req, const api::reply& done);
+  void revoke_token(const principal& p, const std::string& id, const http_request& req, const api::reply& done);
 
   // --- channels (service_channels.cpp) ---
   void open_channel(const principal& p, const std::string& id, const http_request& req, const api::reply& done);

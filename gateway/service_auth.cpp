@@ -77,6 +77,9 @@ void service::route(const http_request& req, std::string_view path, const api::r
   std::optional<journal::entry> refused;
   auto p = authenticate(req, changing, err, refused);
   if (!p) return answer_refused(std::move(refused), std::move(err), done);
+  if (is(seg, {"me"}) && m == "GET") return (no_body(req), me(*p, req, done));
+  if (is(seg, {"tokens"}) && m == "GET") return (no_body(req), list_tokens(*p, req, done));
+  if (is(seg, {"tokens", ""}) && m == "DELETE") return (no_body(req), revoke_token(*p, seg[1], req, done));
   if (is(seg, {"sessions"}) && m == "GET") return list_sessions(*p, req, done);
   if (is(seg, {"sessions", "attach"}) && m == "POST") return attach(*p, req, done);
   if (is(seg, {"sessions", ""}) && m == "GET") return (no_body(req), get_session(*p, seg[1], req, done));
@@ -139,7 +142,7 @@ std::optional<principal> service::authenticate_bearer(const http_request& req, s
                        "the account's one-time password must be changed first (POST /api/v1/login)");
     return std::nullopt;
   }
-  return principal{u->name, parse_role(u->role).value_or(role::developer), false};
+  return principal{u->name, parse_role(u->role).value_or(role::developer), false, row->token_hash, row->expires_at};
 }
 
 std::optional<principal> service::authenticate(const http_request& req, bool state_changing, http_response& error,
@@ -177,7 +180,7 @@ std::optional<principal> service::authenticate(const http_request& req, bool sta
     return std::nullopt;
   }
   if (it != web_sessions_.end()) it->second.idle_until = now + kWebSessionIdle;
-  return principal{ws.user, ws.user_role, true};
+  return principal{ws.user, ws.user_role, true, "", ws.expires_at};
 }
 
 void service::login(const http_request& req, const api::reply& done) {

@@ -200,6 +200,8 @@ state_store& service::snapshot_store() {
 }
 
 void service::persist_session(const std::string& sid) {
+  // The queue serializes account changes too (key "account:NAME"); they have no snapshot.
+  if (sid.starts_with("account:")) return;
   std::optional<live_session_row> row;
   bool ended = false, pruned = false;
   {

@@ -26,12 +26,6 @@ namespace {
 
 constexpr std::int64_t kMaxGrantSeconds = 7 * 86400;
 
-http_response failed_record(const journal::append_result& r) {
-  if (r.ec == journal::errc::invalid_entry)
-    return json_error(500, "internal", "the gateway could not build the journal entry for this request");
-  return journal_unavailable();
-}
-
 http_response session_gone() {
   return json_error(409, "ended", "the session is gone");
 }

@@ -239,6 +239,50 @@ std::optional<token_row> state_store::find_token(const std::string& hash) {
                    s.col_int(3), s.col_int(4) != 0};
 }
 
+std::vector<token_row> state_store::tokens(const std::string& user) {
+  auto s = db_.prepare(
+      "SELECT token_hash, user, created_at, expires_at, revoked FROM tokens WHERE ?1 = '' OR user = ?1 "
+      "ORDER BY created_at DESC, token_hash");
+  s.bind(1, user);
+  std::vector<token_row> out;
+  while (s.step())
+    out.push_back({std::string(s.col_text(0)), std::string(s.col_text(1)), s.col_int(2), s.col_int(3),
+                   s.col_int(4) != 0});
+  return out;
+}
+
+std::optional<token_row> state_store::find_token_by_id(const std::string& id) {
+  if (!is_token_id(id)) return std::nullopt;
+  // The primary key's index serves the prefix range.
+  auto s = db_.prepare(
+      "SELECT token_hash, user, created_at, expires_at, revoked FROM tokens "
+      "WHERE token_hash >= ?1 AND token_hash < ?1 || 'g' LIMIT 2");
+  s.bind(1, id);
+  std::optional<token_row> found;
+  while (s.step()) {
+    if (found) return std::nullopt;  // two tokens with one id: refuse to guess
+    found = token_row{std::string(s.col_text(0)), std::string(s.col_text(1)), s.col_int(2), s.col_int(3),
+                      s.col_int(4) != 0};
+  }
+  return found;
+}
+
+bool state_store::revoke_token(const std::string& hash) {
+  auto s = db_.prepare("UPDATE tokens SET revoked = 1 WHERE token_hash = ?1 AND revoked = 0");
+  s.bind(1, hash);
+  s.step();
+  return db_.scalar_int("SELECT changes()") > 0;
+}
+
+std::string token_id(std::string_view hash) { return std::string(hash.substr(0, 16)); }
+
+bool is_token_id(std::string_view id) {
+  if (id.size() != 16) return false;
+  for (char c : id)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
 master_key master_key::load_or_create(const std::filesystem::path& file) {
   if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
   master_key k;

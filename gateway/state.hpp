@@ -100,6 +100,12 @@ class state_store {
   bool revoke_machine(const std::string& machine, micros now);
 
   void add_token(const token_row& t);
+  // All tokens, or one account's, newest first.
+  [[nodiscard]] std::vector<token_row> tokens(const std::string& user = "");
+  // The token whose public id (token_id) is `id`; nullopt when none (or, never seen, two).
+  [[nodiscard]] std::optional<token_row> find_token_by_id(const std::string& id);
+  // False when it was revoked already (or is unknown).
+  [[nodiscard]] bool revoke_token(const std::string& token_hash);
 
   void put_live_session(const live_session_row& r);  // insert or replace
   void delete_live_session(const std::string& id);
@@ -133,5 +139,9 @@ class master_key {
 // Bearer tokens: "rsg_" + 43 base64url characters (256 random bits); stored as SHA-256.
 [[nodiscard]] std::string new_token();
 [[nodiscard]] std::string token_hash(std::string_view token);
+// A token's public id: the first 16 hex digits of its SHA-256, shown by `token list` and
+// GET /tokens and used to revoke it. It names the token without being able to act as it.
+[[nodiscard]] std::string token_id(std::string_view token_hash);
+[[nodiscard]] bool is_token_id(std::string_view id);
 
 }  // namespace rsgate::gateway

@@ -7,6 +7,7 @@
 #include "gateway/http/api.hpp"
 #include "gateway/sessions.hpp"
 #include "journal/entry.hpp"
+#include "journal/writer.hpp"
 #include "protocol/messages.hpp"
 
 namespace rsgate::gateway::detail {
@@ -16,6 +17,9 @@ inline constexpr micros kSecond = 1'000'000;
 [[nodiscard]] http_response ok_json(int status, const boost::json::value& v);
 [[nodiscard]] http_response from_refusal(const refusal& r);
 [[nodiscard]] http_response journal_unavailable();
+// The answer when the journal did not take an action's record: 503, or 500 for an entry the
+// gateway built wrong.
+[[nodiscard]] http_response failed_record(const journal::append_result& r);
 // The session an entry is about: its id, PMR and machine.
 void about(journal::entry& e, const session& s);
 [[nodiscard]] boost::json::object session_json(const session& s);

@@ -30,6 +30,28 @@ void add_security_headers(http_response& r) {
   r.headers.emplace_back("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'");
 }
 
+namespace {
+
+bool has_header(const http_response& r, std::string_view name) {
+  for (auto& [k, v] : r.headers)
+    if (k == name) return true;
+  return false;
+}
+
+// What RFC 9110 asks of these statuses: a 401 names the scheme to authenticate with (RFC 6750:
+// invalid_token when a bearer token was sent and refused), a 429 says when to try again (the
+// answers that know set their own: 900 s for a login lock-out, 1 s for a busy session; else
+// 60 s, the scale of the other limits).
+void add_status_headers(const http_request& req, http_response& r) {
+  if (r.status == 401 && !has_header(r, "WWW-Authenticate"))
+    r.headers.emplace_back("WWW-Authenticate", req.header("Authorization").starts_with("Bearer ")
+                                                   ? "Bearer realm=\"rsgate\", error=\"invalid_token\""
+                                                   : "Bearer realm=\"rsgate\"");
+  if (r.status == 429 && !has_header(r, "Retry-After")) r.headers.emplace_back("Retry-After", "60");
+}
+
+}  // namespace
+
 void routes::handle(http_request req, reply done_in) {
   auto done = exactly_once(std::move(done_in));
   try {
@@ -48,7 +70,8 @@ void routes::dispatch(const http_request& req, const reply& done) {
   if (api_path) path.remove_prefix(7);  // "/api/v1/healthz" == "/healthz"
   if (api_path && service_ && path != "/healthz" && path != "/readyz" && path != "/metrics") {
     std::string p(path);
-    service_->handle(req, p, [done](http_response resp) {
+    service_->handle(req, p, [done, req](http_response resp) {
+      add_status_headers(req, resp);
       add_security_headers(resp);
       done(std::move(resp));
     });

@@ -309,3 +309,85 @@ TEST_CASE("login: one TOTP code, sixteen concurrent logins: exactly one is accep
   CHECK(accepted == 1);
   CHECK(refused == 15);
 }
+
+TEST_CASE("GET /me, one's tokens listed and revoked, 401 says WWW-Authenticate, 429 Retry-After") {
+  api_fixture f;
+  auto header = [](const http_response& r, const std::string& name) {
+    for (auto& [k, v] : r.headers)
+      if (k == name) return v;
+    return std::string();
+  };
+  auto me = f.call("GET", "/api/v1/me", "alice");
+  REQUIRE(me.status == 200);
+  auto o = f.obj(me);
+  CHECK(o["user"].as_string() == "alice");
+  CHECK(o["role"].as_string() == "representative");
+  CHECK(o["auth"].as_string() == "token");
+  CHECK(o["token"].as_string() == token_id(token_hash(f.tokens["alice"])));
+  CHECK(o["totp"].as_bool());
+  CHECK(o["recovery_codes_left"].as_int64() == 10);
+  CHECK(f.obj(f.call("GET", "/api/v1/me", "dave"))["totp"].as_bool() == false);
+  CHECK(f.call("GET", "/api/v1/me?x=1", "alice").status == 400);
+
+  // A second token of alice's: she sees both, marked which one she is using.
+  state_store st(f.layout.state_db());
+  auto second = new_token();
+  st.add_token({token_hash(second), "alice", 2, 0, false});
+  auto mine = f.call("GET", "/api/v1/tokens", "alice");
+  REQUIRE(mine.status == 200);
+  auto list = f.obj(mine)["tokens"].as_array();
+  REQUIRE(list.size() == 2);
+  for (auto& t : list) {
+    CHECK(t.as_object()["user"].as_string() == "alice");
+    CHECK(t.as_object()["state"].as_string() == "active");
+    CHECK(t.as_object()["current"].as_bool() == (t.as_object()["id"].as_string() == o["token"].as_string()));
+  }
+  CHECK(f.call("GET", "/api/v1/tokens?user=bob", "alice").status == 403);
+  CHECK(f.call("GET", "/api/v1/tokens?owner=bob", "alice").status == 400);
+  CHECK(f.obj(f.call("GET", "/api/v1/tokens", "root"))["tokens"].as_array().size() == 7);  // an admin: everyone's
+  CHECK(f.obj(f.call("GET", "/api/v1/tokens?user=bob", "root"))["tokens"].as_array().size() == 1);
+
+  // Revoking: her own, once; someone else's is invisible to her; an admin may.
+  const auto id2 = token_id(token_hash(second));
+  CHECK(f.call("DELETE", "/api/v1/tokens/" + token_id(token_hash(f.tokens["bob"])), "alice").status == 404);
+  CHECK(f.call("DELETE", "/api/v1/tokens/nothex", "alice").status == 404);
+  auto revoked = f.call("DELETE", "/api/v1/tokens/" + id2, "alice");
+  REQUIRE(revoked.status == 200);
+  CHECK(f.obj(revoked)["state"].as_string() == "revoked");
+  auto used = f.call("GET", "/api/v1/me", "", "", {{"Authorization", "Bearer " + second}});
+  CHECK(used.status == 401);
+  CHECK(header(used, "WWW-Authenticate") == R"(Bearer realm="rsgate", error="invalid_token")");
+  CHECK(header(f.call("GET", "/api/v1/me", ""), "WWW-Authenticate") == R"(Bearer realm="rsgate")");
+  auto twice = f.call("DELETE", "/api/v1/tokens/" + id2, "alice");
+  CHECK(twice.status == 409);
+  CHECK(f.call("DELETE", "/api/v1/tokens/" + token_id(token_hash(f.tokens["bob"])), "root").status == 200);
+  CHECK(f.call("GET", "/api/v1/me", "bob").status == 401);
+  // Each revocation and the refused one are in the journal, before they took effect.
+  journal::reader rd({f.layout.journal_db()});
+  journal::filter q;
+  q.kind = "admin.user";
+  std::vector<std::string> seen;
+  for (auto& e : rd.query(q).entries)
+    seen.push_back(std::string(json::parse(e.detail).as_object()["action"].as_string()) + ":" +
+                   std::string(journal::to_string(e.result)) + ":" + e.actor + ":" + e.subject);
+  CHECK(seen == std::vector<std::string>{"token_revoke:ok:alice:alice", "token_revoke:denied:alice:alice",
+                                         "token_revoke:ok:root:bob"});
+}
+
+TEST_CASE("one token revoked by eight concurrent requests: one record, seven refusals") {
+  api_fixture f;
+  const auto id = token_id(token_hash(f.tokens["dave"]));
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0}, conflict{0};
+  for (int i = 0; i < 8; ++i)
+    threads.emplace_back([&] {
+      auto s = f.call("DELETE", "/api/v1/tokens/" + id, "root").status;
+      if (s == 200) ++ok;
+      else if (s == 409) ++conflict;
+    });
+  for (auto& t : threads) t.join();
+  CHECK(ok == 1);
+  CHECK(conflict == 7);
+  CHECK(f.count("admin.user", journal::outcome::ok) == 1);
+  CHECK(f.count("admin.user", journal::outcome::denied) == 7);
+}

@@ -122,3 +122,36 @@ TEST_CASE("user add on a terminal shows the QR code of the URI") {
   CHECK(r.out.find("\u2580") != std::string::npos);
   CHECK(r.out.find("\u2584") != std::string::npos);
 }
+
+TEST_CASE("tokens through the real programs: --out writes mode 0600, list shows ids, revoke stops it at once") {
+  gateway_fixture f;
+  const auto d = f.dir.string();
+  const auto file = f.t / "alice.token";
+  auto made = rsgate_cmd({"token", "create", "--user", "alice", "--expires-in", "2h", "--out", file.string(), "--data", d});
+  REQUIRE(made.exit_code == 0);
+  CHECK((std::filesystem::status(file).permissions() & std::filesystem::perms::all) ==
+        (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write));
+  auto token = read_file(file);
+  token.pop_back();
+  CHECK(made.out.find(token) == std::string::npos);  // the file, not the terminal, holds it
+  CHECK(rsgate_cmd({"token", "create", "--user", "alice", "--out", file.string(), "--data", d}).exit_code == 1);
+  // curl with it: GET /me says who and which token.
+  auto me = f.raw("GET", "/api/v1/me", {"Authorization: Bearer " + token});
+  REQUIRE(me.first == 200);
+  auto id = std::string(json::parse(me.second).as_object()["token"].as_string());
+  CHECK(made.out.find(id) != std::string::npos);
+  auto list = rsgate_cmd({"token", "list", "--user", "alice", "--format", "json", "--data", d});
+  REQUIRE(list.exit_code == 0);
+  CHECK(line_count(list.out) == 2);  // the fixture's and this one
+  CHECK(list.out.find(R"({"id":")" + id + R"(","user":"alice")") != std::string::npos);
+  CHECK(list.out.find(token) == std::string::npos);
+  // Revoked from the command line: the running gateway refuses it from the next request.
+  CHECK(rsgate_cmd({"token", "revoke", id, "--data", d}).exit_code == 0);
+  CHECK(f.raw("GET", "/api/v1/me", {"Authorization: Bearer " + token}).first == 401);
+  CHECK(rsgate_cmd({"token", "revoke", id, "--data", d}).exit_code == 1);
+  CHECK(rsgate_cmd({"token", "revoke", "xyz", "--data", d}).exit_code == 2);
+  auto after = rsgate_cmd({"token", "list", "--user", "alice", "--data", d});
+  CHECK(after.out.find(id + "  alice                    revoked") != std::string::npos);
+  auto q = rsgate_cmd({"journal", "query", "--data", d, "--kind", "admin.user", "--format", "json"});
+  CHECK(q.out.find(R"("action":"token_revoke")") != std::string::npos);
+}
