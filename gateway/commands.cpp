@@ -306,6 +306,16 @@ int run_gateway(const config& c, const std::string& peer_secret, const std::func
   m.start_time_us = system_clock::instance().now();
   service sessions(jw, layout, system_clock::instance());
   sessions.set_reconnect_grace(static_cast<micros>(c.grace_s) * 1'000'000);
+  // What POST /machines writes into profiles unless told otherwise: as `rsgate machine enroll`.
+  enrollment_defaults ed;
+  try {
+    ed.gateway = agent_tunnel_address(c);
+  } catch (const std::invalid_argument&) {
+    // No address an agent could use (0.0.0.0, port 0): the request must name one.
+  }
+  if (!c.peer_receipt_key.empty()) ed.receipt_keys.push_back(c.peer_receipt_key);
+  ed.issuer = c.gateway_name;
+  sessions.set_enrollment_defaults(std::move(ed));
   // Sessions survive a restart (docs/protocol.md §9): those the last run kept in state.db wait
   // for their agents for the grace again; whatever else it left open in the journal (a crash
   // before a session's first snapshot) is closed there, so no session vanishes.

@@ -75,6 +75,16 @@ struct channel_grant {
   std::shared_ptr<tunnel_link> link;
 };
 
+// What profiles enrolled over the API get by default (the configuration's, set at start):
+// the agents' gateway addresses and TLS name, the pair's receipt key, and the TOTP issuer.
+struct enrollment_defaults {
+  std::string gateway;  // "" when the configuration names none an agent could use
+  std::string backup;
+  std::string server_name = "localhost";
+  std::vector<std::string> receipt_keys;
+  std::string issuer = "rsgate";  // the gateway's name, shown by authenticator apps
+};
+
 struct principal {
   std::string user;
   role user_role = role::representative;
@@ -290,6 +300,35 @@ class service {
   void me(const principal& p, const http_request& req, const api::reply& done);
   void list_tokens(const principal& p, const http_request& req, const api::reply& done);
   void revoke_token(const principal& p, const std::string& id, const http_request& req, const api::reply& done);
+
+  // --- administration (service_admin.cpp): admin role only ---
+ public:
+  void set_enrollment_defaults(enrollment_defaults d);
+
+ private:
+  std::string issuer();
+  // True for an administrator; otherwise answers 403 (journaled as `kind` denied) and false.
+  bool admin_only(const principal& p, const http_request& req, std::string_view kind, const api::reply& done);
+  void admin_list_users(const principal& p, const http_request& req, const api::reply& done);
+  void admin_add_user(const principal& p, const http_request& req, const api::reply& done);
+  // action: disable, enable, password (a new one, or a one-time one), totp (a new enrolment)
+  void admin_change_user(const principal& p, const std::string& name, const std::string& action,
+                         const http_request& req, const api::reply& done);
+  void admin_list_machines(const principal& p, const http_request& req, const api::reply& done);
+  void admin_enroll_machine(const principal& p, const http_request& req, const api::reply& done);
+  void admin_machine_profile(const principal& p, const std::string& machine, const http_request& req,
+                             const api::reply& done);
+  void admin_revoke_machine(const principal& p, const std::string& machine, const http_request& req,
+                            const api::reply& done);
+  // POST /tokens: one's own; an administrator's for anyone.
+  void create_token(const principal& p, const http_request& req, const api::reply& done);
+  struct pending_profile {
+    std::string toml;
+    micros expires_at = 0;
+  };
+  std::mutex admin_mu_;
+  enrollment_defaults enrollment_;                   // guarded by admin_mu_
+  std::map<std::string, pending_profile> profiles_;  // guarded by admin_mu_: enrolled, not downloaded yet
 
   // --- channels (service_channels.cpp) ---
   void open_channel(const principal& p, const std::string& id, const http_request& req, const api::reply& done);

@@ -80,6 +80,16 @@ void service::route(const http_request& req, std::string_view path, const api::r
   if (is(seg, {"me"}) && m == "GET") return (no_body(req), me(*p, req, done));
   if (is(seg, {"tokens"}) && m == "GET") return (no_body(req), list_tokens(*p, req, done));
   if (is(seg, {"tokens", ""}) && m == "DELETE") return (no_body(req), revoke_token(*p, seg[1], req, done));
+  if (is(seg, {"tokens"}) && m == "POST") return create_token(*p, req, done);
+  if (is(seg, {"users"}) && m == "GET") return (no_body(req), admin_list_users(*p, req, done));
+  if (is(seg, {"users"}) && m == "POST") return admin_add_user(*p, req, done);
+  if (is(seg, {"users", "", ""}) && m == "POST" &&
+      (seg[2] == "disable" || seg[2] == "enable" || seg[2] == "password" || seg[2] == "totp"))
+    return admin_change_user(*p, seg[1], seg[2], req, done);
+  if (is(seg, {"machines"}) && m == "GET") return (no_body(req), admin_list_machines(*p, req, done));
+  if (is(seg, {"machines"}) && m == "POST") return admin_enroll_machine(*p, req, done);
+  if (is(seg, {"machines", "", "profile"}) && m == "GET") return (no_body(req), admin_machine_profile(*p, seg[1], req, done));
+  if (is(seg, {"machines", ""}) && m == "DELETE") return (no_body(req), admin_revoke_machine(*p, seg[1], req, done));
   if (is(seg, {"sessions"}) && m == "GET") return list_sessions(*p, req, done);
   if (is(seg, {"sessions", "attach"}) && m == "POST") return attach(*p, req, done);
   if (is(seg, {"sessions", ""}) && m == "GET") return (no_body(req), get_session(*p, seg[1], req, done));

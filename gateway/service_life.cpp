@@ -201,7 +201,7 @@ state_store& service::snapshot_store() {
 
 void service::persist_session(const std::string& sid) {
   // The queue serializes account changes too (key "account:NAME"); they have no snapshot.
-  if (sid.starts_with("account:")) return;
+  if (sid.starts_with("account:") || sid.starts_with("machine:")) return;
   std::optional<live_session_row> row;
   bool ended = false, pruned = false;
   {

@@ -232,6 +232,30 @@ std::optional<std::int64_t> whole_field(const json::object& o, std::string_view 
   return n;
 }
 
+bool bool_field(const json::object& o, std::string_view key, bool fallback) {
+  auto* v = o.if_contains(key);
+  if (!v) return fallback;
+  if (!v->is_bool()) throw bad_input(fmt::format("\"{}\" must be true or false", key));
+  return v->as_bool();
+}
+
+std::vector<std::string> string_list_field(const json::object& o, std::string_view key, bool required,
+                                           std::size_t max_items, std::size_t max_len) {
+  auto* v = o.if_contains(key);
+  if (!v) {
+    if (required) throw bad_input(fmt::format("\"{}\" is required", key));
+    return {};
+  }
+  const auto rule = fmt::format("\"{}\" must be a list of 1 to {} strings of 1 to {} characters", key, max_items, max_len);
+  if (!v->is_array() || v->as_array().empty() || v->as_array().size() > max_items) throw bad_input(rule);
+  std::vector<std::string> out;
+  for (auto& x : v->as_array()) {
+    if (!x.is_string() || x.as_string().empty() || x.as_string().size() > max_len) throw bad_input(rule);
+    out.emplace_back(x.as_string());
+  }
+  return out;
+}
+
 restriction restriction_field(const json::object& o, std::string_view key, std::size_t max_items) {
   restriction r;
   auto* v = o.if_contains(key);

@@ -63,6 +63,12 @@ class query_params {
 [[nodiscard]] std::optional<std::int64_t> whole_field(const boost::json::object& o, std::string_view key,
                                                       std::int64_t min, std::int64_t max);
 
+// A boolean field (JSON true or false, not 1 or "true"); `fallback` when absent.
+[[nodiscard]] bool bool_field(const boost::json::object& o, std::string_view key, bool fallback);
+// A list of 1..max_items strings of 1..max_len bytes each; empty when absent and not required.
+[[nodiscard]] std::vector<std::string> string_list_field(const boost::json::object& o, std::string_view key,
+                                                         bool required, std::size_t max_items, std::size_t max_len);
+
 // A restricting list (a grant's scopes or access types): absent means every one; ["*"] says
 // so explicitly; otherwise 1..max_items distinct strings of at most 64 bytes. An empty list is
 // refused — it would otherwise read as "no restriction" (docs/api.md §5.3).

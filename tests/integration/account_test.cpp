@@ -155,3 +155,47 @@ TEST_CASE("tokens through the real programs: --out writes mode 0600, list shows 
   auto q = rsgate_cmd({"journal", "query", "--data", d, "--kind", "admin.user", "--format", "json"});
   CHECK(q.out.find(R"("action":"token_revoke")") != std::string::npos);
 }
+
+TEST_CASE("an administrator enrolls a machine over the API, downloads its profile once, its agent connects") {
+  gateway_fixture f;
+  f.add_user("root", "admin");
+  const auto auth = "Authorization: Bearer " + f.tokens.at("root");
+  auto enrolled = f.raw("POST", "/api/v1/machines", {auth},
+                        R"({"type":"9009","model":"42A","serial":"7801500","scopes":["hmc=127.0.0.1:9"],"gateway":")" +
+                            f.tunnel + R"("})");
+  REQUIRE(enrolled.first == 201);
+  auto url = std::string(json::parse(enrolled.second).as_object()["profile"].as_string());
+  // curl downloads it as a browser would: into a file named by Content-Disposition.
+  const auto profile = f.t / "downloaded.toml";
+  auto got = run({"curl", "-sS", "--cacert", (f.dir / "ca.pem").string(), "-H", auth, "-g", "-D", "-", "-o",
+                  profile.string(), "https://" + f.https + url});
+  REQUIRE(got.exit_code == 0);
+  CHECK(got.out.find("Content-Disposition: attachment; filename=\"9009-42A_7801500.toml\"") != std::string::npos);
+  CHECK(f.raw("GET", url, {auth}).first == 404);  // once
+  std::filesystem::permissions(profile, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  // The machine is offline, then its agent connects with the downloaded profile: online.
+  auto machines = [&] {
+    auto r = f.raw("GET", "/api/v1/machines", {auth});
+    REQUIRE(r.first == 200);
+    auto all = json::parse(r.second);  // kept: the loop must not run over a destroyed temporary
+    for (auto& m : all.as_object()["machines"].as_array())
+      if (m.as_object()["machine"].as_string() == "9009-42A*7801500") return m.as_object();
+    FAIL("the machine is not listed");
+    return json::object{};
+  };
+  CHECK(machines()["online"].as_bool() == false);
+  CHECK(machines()["since"].is_null());
+  auto sess = start_and_attach(f, profile, "alice", "TS000001500");
+  auto m = machines();
+  CHECK(m["online"].as_bool());
+  CHECK(m["since"].is_string());
+  // Revoked over the API: the running gateway ends its session and it goes offline.
+  CHECK(f.raw("DELETE", "/api/v1/machines/9009-42A*7801500", {auth}).first == 200);
+  REQUIRE(eventually([&] { return !f.kinds("session.end", "ok").empty(); }, std::chrono::seconds(10)));
+  REQUIRE(eventually([&] { return machines()["online"].as_bool() == false; }, std::chrono::seconds(10)));
+  CHECK(machines()["revoked"].as_bool());
+  (void)sess.agent->wait(std::chrono::seconds(20));
+  auto q = rsgate_cmd({"journal", "query", "--data", f.dir.string(), "--kind", "admin.machine", "--format", "json"});
+  for (auto action : {R"("action":"enroll")", R"("action":"profile_download")", R"("action":"revoke")"})
+    CHECK(q.out.find(action) != std::string::npos);
+}
