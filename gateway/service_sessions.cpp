@@ -4,6 +4,9 @@
 // revoke and end apply at once and are recorded in order (record_done).
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
@@ -45,17 +48,62 @@ json::array names(const std::set<std::string>& items) {
 
 }  // namespace
 
+// GET /sessions: the caller's sessions (owned or granted), filtered, sorted by creation time
+// (newest first unless sort=created_at) and the id, a page at a time. The cursor is the last
+// answer's last (created_at, id): the next page starts strictly after it, so sessions that
+// come or go between pages never shift the pages (keyset pagination).
 void service::list_sessions(const principal& p, const http_request& req, const api::reply& done) {
   if (!req.body.empty()) throw bad_input("this endpoint takes no request body");
-  query_params q(req.target, {"state"});
+  query_params q(req.target, {"state", "machine", "pmr", "owner", "sort", "limit", "cursor"});
   auto state = q.get("state");
   if (state && *state != "waiting" && *state != "active" && *state != "ended")
     throw bad_input("state must be waiting, active or ended");
-  json::array out;
+  auto machine = q.get("machine");
+  if (machine) {
+    if (!auth::is_valid_machine(*machine)) throw bad_input(std::string(auth::kMachineForm));
+    machine = auth::normalize_machine(*machine);
+  }
+  auto pmr = q.get("pmr");
+  if (pmr) {
+    if (!auth::is_valid_pmr(*pmr)) throw bad_input(std::string(auth::kPmrForm));
+    pmr = auth::normalize_pmr(*pmr);
+  }
+  auto owner = q.get("owner");
+  if (owner && !auth::is_valid_user_name(*owner)) throw bad_input("owner is a user name");
+  const auto sort = q.get("sort").value_or("-created_at");
+  if (sort != "created_at" && sort != "-created_at") throw bad_input("sort must be created_at or -created_at");
+  const bool newest_first = sort == "-created_at";
+  const auto limit = q.whole("limit", 1, 200).value_or(50);
+  // The cursor: "<created_at micros>.<session id>", as next_cursor gave it.
+  std::optional<std::pair<micros, std::string>> after;
+  if (auto c = q.get("cursor")) {
+    auto dot = c->find('.');
+    auto ts = dot == std::string::npos ? std::nullopt : parse_whole(std::string_view(*c).substr(0, dot), 0, INT64_MAX);
+    if (!ts || c->size() - dot - 1 < 1 || c->size() - dot - 1 > 64) throw bad_input("cursor: use next_cursor as given");
+    after = std::pair{*ts, c->substr(dot + 1)};
+  }
+  std::vector<const session*> rows;
   std::lock_guard lock(mu_);
-  for (auto* s : registry_.visible_to(p.user, clock_.now()))
-    if (!state || to_string(s->state) == *state) out.emplace_back(session_json(*s));
-  done(ok_json(200, json::object{{"sessions", std::move(out)}}));
+  for (auto* s : registry_.visible_to(p.user, clock_.now())) {
+    if (state && to_string(s->state) != *state) continue;
+    if (machine && s->machine != *machine) continue;
+    if (pmr && std::find(s->pmrs.begin(), s->pmrs.end(), *pmr) == s->pmrs.end()) continue;
+    if (owner && s->owner != *owner) continue;
+    const auto key = std::pair{s->created_at, s->id};
+    if (after && (newest_first ? !(key < *after) : !(*after < key))) continue;
+    rows.push_back(s);
+  }
+  auto order = [newest_first](const session* a, const session* b) {
+    auto ka = std::pair{a->created_at, a->id}, kb = std::pair{b->created_at, b->id};
+    return newest_first ? kb < ka : ka < kb;
+  };
+  const auto n = std::min<std::size_t>(rows.size(), static_cast<std::size_t>(limit));
+  std::partial_sort(rows.begin(), rows.begin() + static_cast<long>(n), rows.end(), order);
+  json::array out;
+  for (std::size_t i = 0; i < n; ++i) out.emplace_back(session_json(*rows[i]));
+  json::value next = nullptr;
+  if (rows.size() > n) next = fmt::format("{}.{}", rows[n - 1]->created_at, rows[n - 1]->id);
+  done(ok_json(200, json::object{{"sessions", std::move(out)}, {"next_cursor", next}}));
 }
 
 void service::attach(const principal& p, const http_request& req, const api::reply& done) {
