@@ -293,6 +293,8 @@ class service {
   void add_grant(const principal& p, const std::string& id, const http_request& req, const api::reply& done);
   void revoke_grant(const principal& p, const std::string& id, const std::string& gid, const http_request& req,
                     const api::reply& done);
+  void change_grant(const principal& p, const std::string& id, const std::string& gid, const http_request& req,
+                    const api::reply& done);
   void transfer(const principal& p, const std::string& id, const http_request& req, const api::reply& done);
   void end_session(const principal& p, const std::string& id, const http_request& req, const api::reply& done);
 

@@ -97,6 +97,7 @@ void service::route(const http_request& req, std::string_view path, const api::r
   if (is(seg, {"sessions", "", "grants"}) && m == "POST") return add_grant(*p, seg[1], req, done);
   if (is(seg, {"sessions", "", "grants", ""}) && m == "DELETE")
     return (no_body(req), revoke_grant(*p, seg[1], seg[3], req, done));
+  if (is(seg, {"sessions", "", "grants", ""}) && m == "PATCH") return change_grant(*p, seg[1], seg[3], req, done);
   if (is(seg, {"sessions", "", "transfer"}) && m == "POST") return transfer(*p, seg[1], req, done);
   if (is(seg, {"sessions", "", "channels"}) && m == "POST") return open_channel(*p, seg[1], req, done);
   if (is(seg, {"pmrs", "", "sessions"}) && m == "GET") return (no_body(req), pmr_sessions(*p, seg[1], req, done));

@@ -339,6 +339,68 @@ void service::add_grant(const principal& p, const std::string& id, const http_re
   });
 }
 
+// PATCH /sessions/{id}/grants/{gid}: the owner extends or shortens a live grant, or changes
+// its scopes or access types. Journaled (session.grant with "change": true) before the new
+// terms take effect, like a grant; channels the new terms no longer cover close at once.
+void service::change_grant(const principal& p, const std::string& id, const std::string& gid,
+                           const http_request& req, const api::reply& done) {
+  query_params(req.target, {});
+  auto body = body_object(req, {"scopes", "access_types", "expires_in"});
+  if (body.empty()) throw bad_input("give at least one of \"scopes\", \"access_types\", \"expires_in\"");
+  std::optional<std::set<std::string>> scopes, types;
+  if (body.contains("scopes")) {
+    auto r = restriction_field(body, "scopes", tunnel::kMaxScopes);
+    for (auto& sc : r.items)
+      if (!tunnel::is_scope_name(sc)) throw bad_input("malformed scope name in \"scopes\"");
+    scopes = r.all ? std::set<std::string>{} : r.items;
+  }
+  if (body.contains("access_types")) {
+    auto r = restriction_field(body, "access_types", 16);
+    for (auto& t : r.items)
+      if (!tunnel::is_access_type(t)) throw bad_input(fmt::format("unknown access type '{}'", t));
+    types = r.all ? std::set<std::string>{} : r.items;
+  }
+  std::optional<micros> lifetime;
+  if (auto* v = body.if_contains("expires_in"); v && v->is_string()) {
+    lifetime = parse_duration(v->as_string());
+    if (!lifetime || *lifetime > kMaxGrantSeconds * kSecond)
+      throw bad_input("\"expires_in\" must be whole seconds or a duration like 2h, at most 7d");
+  } else if (auto n = whole_field(body, "expires_in", 1, kMaxGrantSeconds)) {
+    lifetime = *n * kSecond;
+  }
+  if (gid.size() > 16) return done(json_error(404, "not_found", "no such grant"));
+  in_session(id, done, [this, p, id, gid, req, scopes, types, lifetime](ticket t, const api::reply& reply) {
+    auto e = base_entry("session.grant", p, req);
+    std::variant<grant, refusal> v = refusal{404, "not_found", "no such session"};
+    {
+      std::lock_guard lock(mu_);
+      auto* s = registry_.find(id);
+      if (!s) return reply(json_error(404, "not_found", "no such session"));
+      about(e, *s);
+      if (has_unrecorded(id)) return reply(journal_unavailable());
+      const auto now = clock_.now();
+      v = registry_.check_change_grant(*s, p.user, gid, scopes, types,
+                                       lifetime ? std::optional<micros>(now + *lifetime) : std::nullopt, now);
+    }
+    if (auto* r = std::get_if<refusal>(&v))
+      return deny(std::move(e), *r, reply, std::move(t), {{"grant", gid}, {"change", "true"}});
+    auto g = std::get<grant>(v);
+    e.detail = json::serialize(json::object{
+        {"grant", g.id}, {"user", g.user}, {"scopes", names(g.scopes)}, {"access_types", names(g.access_types)},
+        {"expires_at", g.expires_at ? json::value(format_rfc3339(g.expires_at)) : json::value(nullptr)},
+        {"change", true}});
+    record(std::move(e), std::move(t), [this, id, g, reply](const journal::append_result& r) {
+      if (!r.ok()) return reply(failed_record(r));
+      std::lock_guard lock(mu_);
+      auto* s = registry_.find(id);
+      if (!s) return reply(session_gone());
+      close_channels(registry_.commit_change_grant(*s, g), "the grant no longer covers it");
+      notify(s->id, grant_notice(g));
+      reply(ok_json(200, session_json(*s)));
+    });
+  });
+}
+
 void service::revoke_grant(const principal& p, const std::string& id, const std::string& gid,
                            const http_request& req, const api::reply& done) {
   query_params(req.target, {});

@@ -222,6 +222,38 @@ std::variant<grant*, refusal> session_registry::check_revoke(session& s, const s
   return refuse(404, "not_found", fmt::format("no grant {} in this session", grant_id));
 }
 
+std::variant<grant, refusal> session_registry::check_change_grant(
+    const session& s, const std::string& owner, const std::string& grant_id,
+    const std::optional<std::set<std::string>>& scopes, const std::optional<std::set<std::string>>& access_types,
+    std::optional<micros> expires_at, micros now) const {
+  if (auto r = check_owner(s, owner)) return *r;
+  auto it = std::find_if(s.grants.begin(), s.grants.end(), [&](const grant& g) { return g.id == grant_id; });
+  if (it == s.grants.end()) return refuse(404, "not_found", fmt::format("no grant {} in this session", grant_id));
+  if (!live(*it, now)) return refuse(409, "conflict", fmt::format("grant {} has ended; grant anew", grant_id));
+  grant g = *it;
+  if (scopes) {
+    for (auto& sc : *scopes)
+      if (std::find(s.scopes.begin(), s.scopes.end(), sc) == s.scopes.end())
+        return refuse(400, "bad_request", fmt::format("scope '{}' is not offered by the customer", sc));
+    g.scopes = *scopes;
+  }
+  if (access_types) g.access_types = *access_types;
+  if (expires_at) {
+    if (*expires_at <= now) return refuse(400, "bad_request", "the grant would expire at once; revoke it instead");
+    g.expires_at = *expires_at;
+  }
+  return g;
+}
+
+std::vector<channel_serial> session_registry::commit_change_grant(session& s, const grant& changed) {
+  std::vector<channel_serial> out;
+  for (auto& g : s.grants)
+    if (g.id == changed.id) g = changed;
+  for (auto& [id, c] : s.channels)
+    if (c.grant_id == changed.id && !covers(changed, c.scope, c.access_type)) out.push_back(id);
+  return out;
+}
+
 std::vector<channel_serial> session_registry::commit_revoke(session& s, grant& g) {
   g.revoked = true;
   std::vector<channel_serial> out;

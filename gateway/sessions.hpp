@@ -131,6 +131,15 @@ class session_registry {
                                                          std::set<std::string> access_types,
                                                          micros expires_at, micros now) const;
   grant& commit_grant(session& s, grant g);
+  // Changes a live grant's terms (owner only): its scopes, access types (empty set: all) or
+  // expiry, each only when given; the grant as it would be, or why not.
+  [[nodiscard]] std::variant<grant, refusal> check_change_grant(
+      const session& s, const std::string& owner, const std::string& grant_id,
+      const std::optional<std::set<std::string>>& scopes, const std::optional<std::set<std::string>>& access_types,
+      std::optional<micros> expires_at, micros now) const;
+  // Applies the change; returns the grantee's open channels its new terms no longer cover,
+  // which the caller closes at once.
+  std::vector<channel_serial> commit_change_grant(session& s, const grant& changed);
   // Revoke: returns the grantee's open channel ids, which the caller closes at once.
   [[nodiscard]] std::variant<grant*, refusal> check_revoke(session& s, const std::string& owner,
                                                            const std::string& grant_id);

@@ -86,6 +86,18 @@ story read_story(const std::vector<entry>& entries) {
     } else if (e.kind == "session.transfer") {
       s.owners.emplace_back(json::object{
           {"user", str_of(d, "to")}, {"pmr", clean(e.pmr)}, {"since", at}, {"how", "transfer"}, {"from", clean(e.actor)}});
+    } else if (e.kind == "session.grant" && d.contains("change")) {
+      // A change of a grant's terms (docs/api.md PATCH …/grants/{gid}): listed under it.
+      auto it = grant_at.find(str_of(d, "grant"));
+      if (it != grant_at.end()) {
+        auto* x = d.if_contains("expires_at");
+        auto& g = s.grants[it->second].as_object();
+        if (!g.contains("changes")) g["changes"] = json::array{};
+        g["changes"].as_array().emplace_back(json::object{
+            {"at", at}, {"by", clean(e.actor)}, {"scopes", names_of(d, "scopes")},
+            {"access_types", names_of(d, "access_types")},
+            {"expires_at", x && x->is_string() ? json::value(clean(x->as_string())) : nullptr}});
+      }
     } else if (e.kind == "session.grant") {
       auto* x = d.if_contains("expires_at");
       grant_at[str_of(d, "grant")] = s.grants.size();
