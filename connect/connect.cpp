@@ -422,7 +422,66 @@ int connect_cmd(const std::vector<std::string>& args, std::ostream& out, std::os
   return cli::kOk;
 }
 
+asio::awaitable<void> fetch(const connect_options& o, ssl::context& tls, std::string target, std::size_t max_body,
+                            api_answer& a) {
+  auto s = co_await dial(o, tls, a.error);
+  if (!s) co_return;
+  http::request<http::empty_body> req{http::verb::get, target, 11};
+  req.set(http::field::host, o.authority);
+  req.set(http::field::authorization, "Bearer " + o.token);
+  s->expires_after(std::chrono::seconds(60));
+  auto [wec, wn] = co_await http::async_write(*s, req, use_tuple);
+  beast::flat_buffer buf;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(max_body);
+  auto [rec, rn] = co_await http::async_read(*s, buf, parser, use_tuple);
+  if (wec || rec) {
+    a.error = "the gateway did not answer: " + (wec ? wec : rec).message();
+    co_return;
+  }
+  auto& res = parser.get();
+  a.status = res.result_int();
+  a.body = std::move(res.body());
+  for (auto& h : res) a.headers.emplace_back(std::string(h.name_string()), std::string(h.value()));
+  co_await s->shutdown();
+}
+
 }  // namespace
+
+std::string api_answer::header(std::string_view name) const {
+  for (auto& [k, v] : headers)
+    if (beast::iequals(k, name)) return v;
+  return {};
+}
+
+api_answer api_get(const std::string& gateway_url, const std::string& token, const std::string& ca, bool insecure,
+                   const std::string& target, std::size_t max_body) {
+  connect_options o;
+  parse_gateway_url(gateway_url, o);
+  o.token = token;
+  ssl::context tls(ssl::context::tls_client);
+  SSL_CTX_set_min_proto_version(tls.native_handle(), TLS1_2_VERSION);
+  if (insecure) {
+    tls.set_verify_mode(ssl::verify_none);
+  } else {
+    std::string pem;
+    try {
+      pem = read_file(ca, 1 << 20);
+    } catch (const std::exception& e) {
+      throw cli::usage_error(e.what());
+    }
+    beast::error_code ec;
+    tls.add_certificate_authority(asio::buffer(pem), ec);
+    if (ec) throw cli::usage_error("--ca: not a PEM certificate");
+    tls.set_verify_mode(ssl::verify_peer);
+  }
+  std::signal(SIGPIPE, SIG_IGN);
+  asio::io_context ioc(1);
+  api_answer a;
+  asio::co_spawn(ioc, fetch(o, tls, target, max_body, a), asio::detached);
+  ioc.run();
+  return a;
+}
 
 int run_connect(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   return cli::guarded("connect", [&] { return connect_cmd(args, out, err); }, err);

@@ -339,6 +339,8 @@ class service {
   void pmr_sessions(const principal& p, const std::string& pmr, const http_request& req, const api::reply& done);
   void journal_query(const principal& p, const http_request& req, const api::reply& done);
   void journal_verify(const principal& p, const http_request& req, const api::reply& done);
+  static constexpr std::int64_t kMaxExportEntries = 10'000;
+  void journal_export(const principal& p, const http_request& req, const api::reply& done);
 
   // --- policy steps (service.cpp) ---
   // Runs `s` as the next policy step of session `id`; answers 429 through `done` when too

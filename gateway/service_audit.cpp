@@ -40,7 +40,8 @@ std::optional<std::string> bounded(const query_params& q, std::string_view name)
 }
 
 // The filters of GET /journal, parsed strictly (docs/api.md §6).
-journal::filter journal_filter(const query_params& q, micros now) {
+journal::filter journal_filter(const query_params& q, micros now, std::int64_t max_limit = 1000,
+                               std::int64_t default_limit = 100) {
   journal::filter f;
   if (auto v = q.get("pmr")) {
     if (!auth::is_valid_pmr(*v)) throw bad_input(std::string(auth::kPmrForm));
@@ -68,7 +69,7 @@ journal::filter journal_filter(const query_params& q, micros now) {
       *dst = t;
     }
   }
-  f.limit = static_cast<std::size_t>(q.whole("limit", 1, 1000).value_or(100));
+  f.limit = static_cast<std::size_t>(q.whole("limit", 1, max_limit).value_or(default_limit));
   if (auto v = bounded(q, "cursor")) {
     f.after = journal::cursor::decode(*v);
     if (!f.after) throw bad_input("malformed cursor");
@@ -132,6 +133,38 @@ void service::journal_query(const principal& p, const http_request& req, const a
   for (auto& x : page.entries) out.emplace_back(journal::to_json_object(x));
   auto answer = ok_json(200, json::object{{"entries", std::move(out)},
                                           {"next_cursor", page.next ? json::value(page.next->encode()) : json::value(nullptr)}});
+  answer_after(journal_, std::move(e), std::move(answer), done);
+}
+
+// GET /journal/export: the entries the filters select, oldest first, as JSON lines or RFC 4180
+// CSV (the same rows `rsgate journal export` writes), at most 10,000 per request so that an
+// answer stays bounded in memory; X-Next-Cursor names where the next request continues.
+void service::journal_export(const principal& p, const http_request& req, const api::reply& done) {
+  query_params q(req.target, {"format", "pmr", "session", "actor", "subject", "machine", "kind", "outcome", "since",
+                              "until", "limit", "cursor"});
+  if (p.user_role != role::auditor) return done(json_error(403, "forbidden", "the journal is for auditors"));
+  const auto format = q.get("format");
+  if (!format || (*format != "csv" && *format != "jsonl")) throw bad_input("format must be csv or jsonl");
+  auto f = journal_filter(q, clock_.now(), kMaxExportEntries, kMaxExportEntries);
+  json::object asked;
+  for (auto& [k, v] : q.all()) asked[k] = v;
+  auto e = base_entry("audit.query", p, req);
+  e.detail = json::serialize(json::object{{"endpoint", "journal/export"}, {"query", std::move(asked)}});
+  journal::reader rd({layout_.journal_db()});
+  auto page = rd.query(f);
+  http_response answer;
+  if (*format == "csv") {
+    answer.content_type = "text/csv; charset=utf-8";
+    answer.body = journal::csv_header() + "\r\n";
+    for (auto& x : page.entries) answer.body += journal::to_csv_row(x) + "\r\n";
+  } else {
+    answer.content_type = "application/x-ndjson";
+    for (auto& x : page.entries) answer.body += journal::to_json_line(x) + "\n";
+  }
+  answer.headers.emplace_back("Content-Disposition",
+                              fmt::format("attachment; filename=\"journal.{}\"", *format == "csv" ? "csv" : "jsonl"));
+  answer.headers.emplace_back("X-Entries", std::to_string(page.entries.size()));
+  if (page.next) answer.headers.emplace_back("X-Next-Cursor", page.next->encode());
   answer_after(journal_, std::move(e), std::move(answer), done);
 }
 

@@ -102,6 +102,7 @@ void service::route(const http_request& req, std::string_view path, const api::r
   if (is(seg, {"sessions", "", "channels"}) && m == "POST") return open_channel(*p, seg[1], req, done);
   if (is(seg, {"pmrs", "", "sessions"}) && m == "GET") return (no_body(req), pmr_sessions(*p, seg[1], req, done));
   if (is(seg, {"journal"}) && m == "GET") return (no_body(req), journal_query(*p, req, done));
+  if (is(seg, {"journal", "export"}) && m == "GET") return (no_body(req), journal_export(*p, req, done));
   if (is(seg, {"journal", "verify"}) && m == "GET") return (no_body(req), journal_verify(*p, req, done));
   done(json_error(404, "not_found", "no such endpoint"));
 }

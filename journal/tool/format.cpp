@@ -148,6 +148,36 @@ boost::json::object to_json_object(const entry& e) {
   return o;
 }
 
+entry from_json_object(const boost::json::object& o) {
+  auto text = [&](std::string_view k) {
+    auto* v = o.if_contains(k);
+    return v && v->is_string() ? std::string(v->as_string()) : std::string();
+  };
+  auto number = [&](std::string_view k) {
+    auto* v = o.if_contains(k);
+    return v && v->is_int64() ? v->as_int64() : std::int64_t{0};
+  };
+  entry e;
+  e.seq = number("seq");
+  e.ts = number("ts_us");
+  e.gateway = text("gateway");
+  e.kind = text("kind");
+  e.actor = text("actor");
+  e.source = text("source");
+  e.session_id = text("session_id");
+  e.pmr = text("pmr");
+  e.machine = text("machine");
+  e.access_type = text("access_type");
+  e.scope = text("scope");
+  e.result = parse_outcome(text("outcome")).value_or(outcome::error);
+  e.secret_hmac = text("secret_hmac");
+  if (auto* d = o.if_contains("detail")) e.detail = d->is_string() ? std::string(d->as_string()) : boost::json::serialize(*d);
+  e.prev_hash = text("prev_hash");
+  e.hash = text("hash");
+  e.subject = text("subject");
+  return e;
+}
+
 std::string csv_quote(std::string_view field) {
   bool needs = false;
   for (std::size_t i = 0; i < field.size() && !needs;) {

@@ -16,6 +16,10 @@ enum class output_format { table, json, csv };
 [[nodiscard]] std::string to_json_line(const entry& e);  // without newline
 // The same object, for embedding in API answers.
 [[nodiscard]] boost::json::object to_json_object(const entry& e);
+// An entry back from that object (as the API sends it), for showing it as a table or CSV. The
+// text fields are as the object has them (control characters already escaped); a missing or
+// mistyped field stays empty.
+[[nodiscard]] entry from_json_object(const boost::json::object& o);
 [[nodiscard]] std::string csv_header();
 [[nodiscard]] std::string to_csv_row(const entry& e);  // without CRLF
 [[nodiscard]] std::string csv_quote(std::string_view field);

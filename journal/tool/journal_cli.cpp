@@ -5,6 +5,9 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <iostream>
@@ -32,13 +35,72 @@ struct usage_error : std::runtime_error {
 struct common {
   std::vector<std::string> dbs;
   std::string data;
+  std::string gateway, token, ca;  // online: the gateway's API instead of files
+  bool insecure = false;
 };
 
-void add_common(po::options_description& d, common& c) {
+online_get& online() {
+  static online_get f;
+  return f;
+}
+
+void add_common(po::options_description& d, common& c, bool online_too = false) {
   d.add_options()
       ("db", po::value(&c.dbs)->composing(), "journal database file (repeatable; merged by time)")
       ("data", po::value(&c.data), "data directory whose journal.db to use (default ./rsgate-dev)")
       ("help,h", "show this help");
+  if (online_too)
+    d.add_options()
+        ("gateway", po::value(&c.gateway), "online: the gateway's API, https://HOST:PORT (an auditor's token)")
+        ("token", po::value(&c.token), "online: bearer token, or - to read it from stdin")
+        ("ca", po::value(&c.ca), "online: the CA certificate that signed the gateway's (dev: DATA/ca.pem)")
+        ("insecure", po::bool_switch(&c.insecure), "online: do not check the gateway's certificate (development)");
+}
+
+// Online flags checked together; true when the command works online.
+bool is_online(common& c) {
+  if (c.gateway.empty()) {
+    if (!c.token.empty() || !c.ca.empty() || c.insecure) throw usage_error("--token, --ca and --insecure go with --gateway");
+    return false;
+  }
+  if (!c.dbs.empty() || !c.data.empty()) throw usage_error("--gateway reads the gateway's journal: no --db or --data");
+  if (c.token == "-") std::getline(std::cin, c.token);
+  if (c.token.empty() || c.token.size() > 256) throw usage_error("--gateway needs --token T (or --token - for stdin)");
+  if (c.ca.empty() && !c.insecure) throw usage_error("--gateway needs --ca FILE (or --insecure for development)");
+  if (!online()) throw usage_error("this program cannot reach a gateway");
+  return true;
+}
+
+// RFC 3986 percent-encoding of a query value.
+std::string query_escape(std::string_view s) {
+  std::string out;
+  for (unsigned char ch : s) {
+    if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' ||
+        ch == '_' || ch == '~')
+      out += static_cast<char>(ch);
+    else
+      out += fmt::format("%{:02X}", ch);
+  }
+  return out;
+}
+
+// GET `target` from the gateway; a refusal or a failure is thrown as what it is: the API's
+// own message for a refusal (exit 1), the reason for no answer (exit 2).
+struct online_refused : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+online_answer fetch_online(const common& c, const std::string& target) {
+  auto a = online()(c.gateway, c.token, c.ca, c.insecure, target);
+  if (a.status == 0) throw std::runtime_error(a.error);
+  if (a.status != 200) {
+    std::string msg = a.body.substr(0, 300);
+    boost::system::error_code ec;
+    auto v = boost::json::parse(a.body, ec);
+    if (!ec && v.is_object() && v.as_object().contains("error"))
+      msg = std::string(v.as_object()["error"].as_object()["message"].as_string());
+    throw online_refused(fmt::format("the gateway refused ({}): {}", a.status, msg));
+  }
+  return a;
 }
 
 std::vector<std::filesystem::path> journal_files(const common& c) {
@@ -176,10 +238,37 @@ void write_entries(std::ostream& out, const std::vector<entry>& entries, output_
   }
 }
 
+// The filters of `query` as the API's query string (GET /api/v1/journal, docs/api.md §6).
+std::string online_query_string(const po::variables_map& vm) {
+  std::string q;
+  for (auto name : {"pmr", "session", "actor", "subject", "machine", "kind", "outcome", "since", "until", "cursor"})
+    if (vm.count(name)) q += fmt::format("&{}={}", name, query_escape(vm[name].as<std::string>()));
+  return q;
+}
+
+int query_online(const common& c, const po::variables_map& vm, std::ostream& out, std::ostream& err) {
+  if (vm.count("hash-of")) throw usage_error("--hash-of works on files only (the gateway never sends the HMAC key)");
+  if (vm["order"].as<std::string>() != "asc") throw usage_error("--order desc works on files only");
+  auto limit = vm["limit"].as<long long>();
+  if (limit < 1 || limit > 1000) throw usage_error("online, --limit is 1 to 1000 per page; continue with --cursor");
+  auto format = parse_format(vm["format"].as<std::string>());
+  auto a = fetch_online(c, fmt::format("/api/v1/journal?limit={}{}", limit, online_query_string(vm)));
+  auto v = boost::json::parse(a.body).as_object();
+  std::vector<entry> entries;
+  for (auto& x : v["entries"].as_array()) {
+    if (format == output_format::json) out << boost::json::serialize(x) << '\n';
+    else entries.push_back(from_json_object(x.as_object()));
+  }
+  if (format != output_format::json) write_entries(out, entries, format, false);
+  if (v["next_cursor"].is_string())
+    err << "more entries follow; next page: --cursor " << v["next_cursor"].as_string().c_str() << "\n";
+  return kOk;
+}
+
 int cmd_query(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   common c;
   po::options_description d("rsgate journal query [options]");
-  add_common(d, c);
+  add_common(d, c, true);
   time_flags(d);
   d.add_options()
       ("pmr", po::value<std::string>(), "PMR number (12345,677,000 or TS012345678)")
@@ -201,6 +290,7 @@ int cmd_query(const std::vector<std::string>& args, std::ostream& out, std::ostr
   }
   auto& vm = p.vm;
   auto f = query_filter(vm);
+  if (is_online(c)) return query_online(c, vm, out, err);
   auto format = parse_format(vm["format"].as<std::string>());
   auto files = journal_files(c);
   if (vm.count("hash-of")) {
@@ -277,12 +367,29 @@ std::pair<std::int64_t, std::string> check_anchors(sqlite::db& db, const std::ve
   return first;
 }
 
+// Online verify: the gateway checks its own journal (GET /api/v1/journal/verify) and says so.
+// An auditor who must not trust the gateway verifies a copy of the file offline with --pubkey.
+int verify_online(const common& c, bool offline_flags, std::ostream& out) {
+  if (offline_flags) throw usage_error("--pubkey and --anchor check a journal file: use them offline (--db FILE)");
+  auto a = fetch_online(c, "/api/v1/journal/verify");
+  auto v = boost::json::parse(a.body).as_object();
+  if (v["ok"].as_bool()) {
+    out << fmt::format("{}: journal ok (checked by the gateway): {} entries, head seq {} hash {}, signed through seq {}\n",
+                       c.gateway, v["entries"].as_int64(), v["head_seq"].as_int64(), v["head_hash"].as_string().c_str(),
+                       v["signed_through"].as_int64());
+    return kOk;
+  }
+  out << fmt::format("{}: journal NOT ok (checked by the gateway): first bad seq {}: {}\n", c.gateway,
+                     v["first_bad_seq"].as_int64(), v["problem"].as_string().c_str());
+  return kFailed;
+}
+
 int cmd_verify(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   common c;
   std::string pubkey_file;
   std::vector<std::string> anchor_files;
   po::options_description d("rsgate journal verify [options]");
-  add_common(d, c);
+  add_common(d, c, true);
   d.add_options()("pubkey", po::value(&pubkey_file),
                   "gateway public key file (from `rsgate journal pubkey`): also check signatures")(
       "anchor", po::value(&anchor_files)->multitoken(),
@@ -292,6 +399,7 @@ int cmd_verify(const std::vector<std::string>& args, std::ostream& out, std::ost
     out << d << "\n";
     return kOk;
   }
+  if (is_online(c)) return verify_online(c, !pubkey_file.empty() || !anchor_files.empty(), out);
   std::optional<public_key> pk;
   if (!pubkey_file.empty()) {
     std::string text;
@@ -350,10 +458,28 @@ int cmd_verify(const std::vector<std::string>& args, std::ostream& out, std::ost
   return rc;
 }
 
+// Online export: the gateway's pages (at most 10,000 entries each) one after the other.
+int export_online(const common& c, const po::variables_map& vm, const std::string& format, std::ostream& out) {
+  std::string base = "/api/v1/journal/export?format=" + format;
+  for (auto name : {"since", "until"})
+    if (vm.count(name)) base += fmt::format("&{}={}", name, query_escape(vm[name].as<std::string>()));
+  std::string cursor;
+  for (bool first = true;; first = false) {
+    auto a = fetch_online(c, base + (cursor.empty() ? "" : "&cursor=" + query_escape(cursor)));
+    std::string_view body = a.body;
+    if (!first && format == "csv") body.remove_prefix(std::min(body.size(), body.find("\r\n") + 2));  // one header
+    out << body;
+    if (a.next_cursor.empty()) break;
+    cursor = a.next_cursor;
+  }
+  out.flush();
+  return out ? kOk : kUsage;
+}
+
 int cmd_export(const std::vector<std::string>& args, std::ostream& out, std::ostream&) {
   common c;
   po::options_description d("rsgate journal export --format jsonl|csv [options]");
-  add_common(d, c);
+  add_common(d, c, true);
   time_flags(d);
   d.add_options()("format", po::value<std::string>(), "jsonl or csv (required)");
   auto p = parse(args, d);
@@ -368,6 +494,7 @@ int cmd_export(const std::vector<std::string>& args, std::ostream& out, std::ost
     throw usage_error(fmt::format("invalid --format '{}': expected jsonl or csv", fmt_name));
   filter f;
   apply_time_flags(vm, f);
+  if (is_online(c)) return export_online(c, vm, fmt_name, out);
   f.limit = 10000;
   reader r(journal_files(c));
   if (fmt_name == "csv") out << csv_header() << "\r\n";
@@ -492,16 +619,11 @@ constexpr std::string_view kUsageText =
     "  export   write every entry as --format jsonl or csv\n"
     "  tail     show the last entries; -f follows new ones\n"
     "  pubkey   print the gateway's journal public key\n"
-    "Each takes --db FILE (repeatable) or --data DIR; `rsgate journal <command> --help`.\n";
+    "Each takes --db FILE (repeatable) or --data DIR; query, verify and export also work online\n"
+    "with --gateway https://HOST:PORT --token T --ca FILE (an auditor's token), before or after\n"
+    "the command. `rsgate journal <command> --help`.\n";
 
-}  // namespace
-
-int run_journal_command(const std::vector<std::string>& args, std::ostream& out,
-                        std::ostream& err) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    (args.empty() ? err : out) << kUsageText;
-    return args.empty() ? kUsage : kOk;
-  }
+int run_moved(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
   const std::string& cmd = args[0];
   std::string prefix = "rsgate journal " + cmd + ": ";
   try {
@@ -516,6 +638,9 @@ int run_journal_command(const std::vector<std::string>& args, std::ostream& out,
     err << prefix << e.what() << "\n";
   } catch (const usage_error& e) {
     err << prefix << e.what() << "\n";
+  } catch (const online_refused& e) {
+    err << prefix << e.what() << "\n";
+    return kFailed;
   } catch (const not_a_journal& e) {
     err << prefix << e.what() << "\n";
   } catch (const std::exception& e) {
@@ -523,5 +648,28 @@ int run_journal_command(const std::vector<std::string>& args, std::ostream& out,
   }
   return kUsage;
 }
+
+}  // namespace
+
+void set_online_get(online_get f) { online() = std::move(f); }
+
+int run_journal_command(const std::vector<std::string>& args, std::ostream& out,
+                        std::ostream& err) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    (args.empty() ? err : out) << kUsageText;
+    return args.empty() ? kUsage : kOk;
+  }
+  // `rsgate journal --gateway URL --token T query …` (SPEC §3): flags before the command
+  // belong to it.
+  auto moved = args;
+  if (moved[0].starts_with("--")) {
+    auto it = std::find_if(moved.begin(), moved.end(), [](const std::string& a) {
+      return a == "query" || a == "verify" || a == "export" || a == "tail" || a == "pubkey";
+    });
+    if (it != moved.end()) std::rotate(moved.begin(), it, it + 1);
+  }
+  return run_moved(moved, out, err);
+}
+
 
 }  // namespace rsgate::journal
