@@ -38,20 +38,25 @@ bool dark(const QRcode& q, int x, int y) {
 
 bool role_needs_totp(std::string_view role) { return role == "representative" || role == "admin"; }
 
-totp_enrolment enrol_totp(state_store& st, const data_layout& layout, const std::string& user,
-                          const std::string& issuer, micros now) {
+prepared_enrolment prepare_totp(const data_layout& layout, const std::string& user, const std::string& issuer) {
   const auto secret = auth::new_totp_secret();
   const auto mk = master_key::load_or_create(layout.keys() / "master.key");
   const auto hmac = journal::hmac_key::load(layout.hmac_key());
-  totp_enrolment out;
-  out.uri = auth::totp_uri(issuer, user, secret);
-  std::vector<std::string> hashes;
+  prepared_enrolment out;
+  out.shown.uri = auth::totp_uri(issuer, user, secret);
   for (int i = 0; i < kRecoveryCodes; ++i) {
-    out.recovery_codes.push_back(auth::generate_session_key());
-    hashes.push_back(hmac.hash_of(*auth::normalize_session_key(out.recovery_codes.back())));
+    out.shown.recovery_codes.push_back(auth::generate_session_key());
+    out.code_hashes.push_back(hmac.hash_of(*auth::normalize_session_key(out.shown.recovery_codes.back())));
   }
-  st.set_totp(user, mk.seal(secret), hashes, now);
+  out.secret_sealed = mk.seal(secret);
   return out;
+}
+
+totp_enrolment enrol_totp(state_store& st, const data_layout& layout, const std::string& user,
+                          const std::string& issuer, micros now) {
+  auto p = prepare_totp(layout, user, issuer);
+  st.set_totp(user, p.secret_sealed, p.code_hashes, now);
+  return p.shown;
 }
 
 std::string qr_terminal(std::string_view text) {

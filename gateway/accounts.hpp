@@ -28,6 +28,15 @@ struct totp_enrolment {
 // `issuer`: the label an authenticator app shows (the gateway's name).
 [[nodiscard]] totp_enrolment enrol_totp(state_store& st, const data_layout& layout, const std::string& user,
                                         const std::string& issuer, micros now);
+// The same, made but not stored: the secret sealed and the codes hashed, for a caller that
+// stores them in a transaction of its own (state_store::add_user with its enrolment).
+struct prepared_enrolment {
+  totp_enrolment shown;
+  std::string secret_sealed;
+  std::vector<std::string> code_hashes;
+};
+[[nodiscard]] prepared_enrolment prepare_totp(const data_layout& layout, const std::string& user,
+                                              const std::string& issuer);
 
 // The QR code of `text` for a terminal: two modules per character cell (Unicode half
 // blocks), dark on light with the quiet zone, so that a phone can scan it from the screen.

@@ -247,6 +247,21 @@ class service {
 
   // --- routing and authentication (service_auth.cpp) ---
   void route(const http_request& req, std::string_view path, const api::reply& done);
+  struct api_route {
+    std::string_view method;
+    std::string_view path;  // under /api/v1, with {…} for a segment
+    bool authenticated;     // needs a token or login cookie (else the handler checks on its own)
+    bool takes_body;        // else a body is refused (400)
+    void (*run)(service&, const principal*, const std::vector<std::string>& segments, const http_request&,
+                const api::reply&);
+  };
+  static const std::vector<api_route>& route_table();
+
+ public:
+  // Every (method, path) the service answers, e.g. ("GET", "/api/v1/sessions/{id}").
+  [[nodiscard]] static std::vector<std::pair<std::string, std::string>> api_routes();
+
+ private:
   // Who the caller is; or nullopt with the answer in `error`, and in `refused` the journal
   // entry of the refusal when it gets one of its own (refusal_throttle.hpp).
   std::optional<principal> authenticate(const http_request& req, bool state_changing, http_response& error,
@@ -263,6 +278,7 @@ class service {
   struct login_attempt {
     std::string name, password, new_password, totp;
     std::string second_factor;  // "totp" or "recovery_code" once accepted, "" for an account without TOTP
+    std::string recovery_hash;  // the recovery code taken, to give back if the login fails after
     std::string source;  // the client's address, or its IPv6 /64
     micros now = 0;
     std::optional<user_row> user;
@@ -282,6 +298,8 @@ class service {
   // Stores a changed password; false (journaled as an error) when state.db refuses it.
   bool store_password(const std::string& user, const std::string& hash, const std::string& source);
   void logout(const http_request& req, const api::reply& done);
+  // Ends every login session of `user` (its password or TOTP was reset).
+  void forget_web_sessions(const std::string& user);
 
   // --- sessions (service_sessions.cpp) ---
   void list_sessions(const principal& p, const http_request& req, const api::reply& done);
@@ -340,6 +358,7 @@ class service {
   void journal_query(const principal& p, const http_request& req, const api::reply& done);
   void journal_verify(const principal& p, const http_request& req, const api::reply& done);
   static constexpr std::int64_t kMaxExportEntries = 10'000;
+  static constexpr std::size_t kMaxExportBytes = 16u << 20;  // an answer stops growing past this
   void journal_export(const principal& p, const http_request& req, const api::reply& done);
 
   // --- policy steps (service.cpp) ---

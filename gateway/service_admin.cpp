@@ -67,10 +67,16 @@ bool service::admin_only(const principal& p, const http_request& req, std::strin
 void service::admin_list_users(const principal& p, const http_request& req, const api::reply& done) {
   query_params(req.target, {});
   if (!admin_only(p, req, "admin.user", done)) return;
+  std::vector<std::pair<user_row, std::optional<totp_row>>> rows;
+  {
+    std::lock_guard lock(state_mu_);
+    for (auto& u : state_.users()) {
+      auto totp = state_.find_totp(u.name);
+      rows.emplace_back(u, std::move(totp));
+    }
+  }
   json::array out;
-  std::lock_guard lock(state_mu_);
-  for (auto& u : state_.users()) {
-    auto totp = state_.find_totp(u.name);
+  for (auto& [u, totp] : rows) {
     out.emplace_back(json::object{{"user", u.name},
                                   {"role", u.role},
                                   {"disabled", u.disabled},
@@ -107,10 +113,17 @@ void service::admin_add_user(const principal& p, const http_request& req, const 
       const auto pw = one_time ? auth::random_secret(100) : password;
       json::object answer{{"user", name}, {"role", role_name}, {"must_change_password", one_time}};
       try {
-        std::lock_guard lock(state_mu_);
-        state_.add_user({name, role_name, auth::hash_password(pw), one_time, false, r.ts});
-        if (role_needs_totp(role_name))
-          answer["totp"] = enrolment_json(enrol_totp(state_, layout_, name, issuer(), r.ts));
+        const user_row row{name, role_name, auth::hash_password(pw), one_time, false, r.ts};
+        if (role_needs_totp(role_name)) {
+          // The account and its enrolment are stored together, or neither is.
+          auto enrolment = prepare_totp(layout_, name, issuer());
+          std::lock_guard lock(state_mu_);
+          state_.add_user_with_totp(row, enrolment.secret_sealed, enrolment.code_hashes);
+          answer["totp"] = enrolment_json(enrolment.shown);
+        } else {
+          std::lock_guard lock(state_mu_);
+          state_.add_user(row);
+        }
       } catch (const std::exception& ex) {
         log::error("cannot store the new account {}: {}", name, ex.what());
         return reply(json_error(503, "state_unavailable", "the account could not be stored; try again"));
@@ -169,6 +182,8 @@ void service::admin_change_user(const principal& p, const std::string& name, con
         } else {
           answer["totp"] = enrolment_json(enrol_totp(state_, layout_, name, issuer(), r.ts));
         }
+        // A reset credential must not leave its old login sessions open.
+        if (action == "password" || action == "totp") forget_web_sessions(name);
       } catch (const std::exception& ex) {
         log::error("cannot store the change of account {}: {}", name, ex.what());
         return reply(json_error(503, "state_unavailable", "the change could not be stored; try again"));
@@ -313,9 +328,15 @@ void service::admin_machine_profile(const principal& p, const std::string& machi
                            "the machine was not enrolled here; enroll it again with \"replace\": true"),
                 done, std::nullopt, {{"action", "profile_download"}});
   e.detail = R"({"action":"profile_download"})";
-  auto toml = std::move(found->toml);
-  journal_.append(std::move(e), [done, toml, machine](const journal::append_result& r) {
-    if (!r.ok()) return done(failed_record(r));
+  auto kept = *found;
+  journal_.append(std::move(e), [this, done, kept, machine](const journal::append_result& r) {
+    if (!r.ok()) {
+      // Not sent: it waits for the next try again (unless a new enrollment replaced it).
+      std::lock_guard lock(admin_mu_);
+      profiles_.try_emplace(machine, kept);
+      return done(failed_record(r));
+    }
+    const auto& toml = kept.toml;
     http_response resp;
     resp.content_type = "application/toml";
     resp.body = toml;
@@ -370,7 +391,18 @@ void service::create_token(const principal& p, const http_request& req, const ap
   query_params(req.target, {});
   auto body = body_object(req, {"user", "expires_in"});
   auto user = body.contains("user") ? str_field(body, "user", true, 64) : p.user;
-  if (user != p.user && !admin_only(p, req, "admin.user", done)) return;
+  // A token acts as its account without TOTP: over the API only for oneself, and only from a
+  // console login (password and TOTP), so that neither an administrator nor a token (a
+  // leaked one included) can mint lasting access for anyone. `rsgate token create` on the
+  // gateway host makes tokens for others.
+  if (user != p.user || !p.via_cookie) {
+    auto e = base_entry("admin.user", p, req);
+    e.subject = auth::is_valid_user_name(user) ? user : "";
+    const auto why = user != p.user ? "a token for another account is made on the gateway host (rsgate token create)"
+                                    : "tokens are made from a console login (password and TOTP), not with a token";
+    return deny(std::move(e), "forbidden", why, json_error(403, "forbidden", why), done, std::nullopt,
+                {{"action", "token_create"}});
+  }
   micros life = 30 * 86400 * kSecond;
   if (auto* v = body.if_contains("expires_in"); v && v->is_string()) {
     auto d = parse_duration(v->as_string());

@@ -153,18 +153,25 @@ void service::journal_export(const principal& p, const http_request& req, const 
   journal::reader rd({layout_.journal_db()});
   auto page = rd.query(f);
   http_response answer;
-  if (*format == "csv") {
-    answer.content_type = "text/csv; charset=utf-8";
-    answer.body = journal::csv_header() + "\r\n";
-    for (auto& x : page.entries) answer.body += journal::to_csv_row(x) + "\r\n";
-  } else {
-    answer.content_type = "application/x-ndjson";
-    for (auto& x : page.entries) answer.body += journal::to_json_line(x) + "\n";
+  const bool csv = *format == "csv";
+  answer.content_type = csv ? "text/csv; charset=utf-8" : "application/x-ndjson";
+  if (csv) answer.body = journal::csv_header() + "\r\n";
+  // Bounded in bytes too (entries' details may be large): the page ends after the entry that
+  // reaches kMaxExportBytes, and the cursor continues from there.
+  std::size_t n = 0;
+  std::optional<journal::cursor> next = page.next;
+  for (auto& x : page.entries) {
+    answer.body += csv ? journal::to_csv_row(x) + "\r\n" : journal::to_json_line(x) + "\n";
+    ++n;
+    if (answer.body.size() >= kMaxExportBytes && n < page.entries.size()) {
+      next = journal::cursor{x.ts, x.seq, x.gateway};
+      break;
+    }
   }
   answer.headers.emplace_back("Content-Disposition",
-                              fmt::format("attachment; filename=\"journal.{}\"", *format == "csv" ? "csv" : "jsonl"));
-  answer.headers.emplace_back("X-Entries", std::to_string(page.entries.size()));
-  if (page.next) answer.headers.emplace_back("X-Next-Cursor", page.next->encode());
+                              fmt::format("attachment; filename=\"journal.{}\"", csv ? "csv" : "jsonl"));
+  answer.headers.emplace_back("X-Entries", std::to_string(n));
+  if (next) answer.headers.emplace_back("X-Next-Cursor", next->encode());
   answer_after(journal_, std::move(e), std::move(answer), done);
 }
 

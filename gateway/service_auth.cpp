@@ -53,58 +53,106 @@ void no_body(const http_request& req) {
   if (!req.body.empty()) throw bad_input("this endpoint takes no request body");
 }
 
-bool is(const std::vector<std::string>& seg, std::initializer_list<std::string_view> want) {
-  if (seg.size() != want.size()) return false;
+
+}  // namespace
+
+// Every path the service answers under /api/v1, in matching order (the first route whose
+// method and path match runs). `{…}` matches one path segment, handed to the handler. The
+// table is also what tests check docs/api/openapi.yaml against (api_routes).
+const std::vector<service::api_route>& service::route_table() {
+  using seg_t = std::vector<std::string>;
+  static const std::vector<api_route> table = {
+      // Without an account: login, logout, and the peer gateway with the pair's secret.
+      {"POST", "/login", false, true, [](service& s, const principal*, const seg_t&, const http_request& r, const api::reply& d) { s.login(r, d); }},
+      {"POST", "/logout", false, true, [](service& s, const principal*, const seg_t&, const http_request& r, const api::reply& d) { s.logout(r, d); }},
+      {"GET", "/machines/{m}/where", false, false, [](service& s, const principal*, const seg_t& g, const http_request& r, const api::reply& d) { s.machine_where(g[1], r, d); }},
+      // The caller and its tokens.
+      {"GET", "/me", true, false, [](service& s, const principal* p, const seg_t&, const http_request& r, const api::reply& d) { s.me(*p, r, d); }},
+      {"GET", "/tokens", true, false, [](service& s, const principal* p, const seg_t&, const http_request& r, const api::reply& d) { s.list_tokens(*p, r, d); }},
+      {"POST", "/tokens", true, true, [](service& s, const principal* p, const seg_t&, const http_request& r, const api::reply& d) { s.create_token(*p, r, d); }},
+      {"DELETE", "/tokens/{id}", true, false, [](service& s, const principal* p, const seg_t& g, const http_request& r, const api::reply& d) { s.revoke_token(*p, g[1], r, d); }},
+      // Administration.
+      {"GET", "/users", true, false, [](service& s, const principal* p, const seg_t&, const http_request& r, const api::reply& d) { s.admin_list_users(*p, r, d); }},
+      {"POST", "/users", true, true, [](service& s, const principal* p, const seg_t&, const http_request& r, const api::reply& d) { s.admin_add_user(*p, r, d); }},
+      {"POST", "/users/{name}/disable", true, false, [](service& s, const principal* p, const seg_t& g, const http_request& r, const api::reply& d) { s.admin_change_user(*p, g[1], "disable", r, d); }},
+      {"POST", "/users/{name}/enable", true, false, [](service& s, const principal* p, const seg_t& g, const http_request& r, const api::reply& d) { s.admin_change_user(*p, g[1], "enable", r, d); }},
+      {"POST", "/users/{name}/password", true, true, [](service& s, const principal* p, const seg_t& g, const http_request& r, const api::reply& d) { s.admin_change_user(*p, g[1], "password", r, d); }},
+      {"POST", "/users/{name}/totp", true, false, [](service& s, const principal* p, const seg_t& g, const http_request& r, const api::reply& d) { s.admin_change_user(*p, g[1], "totp", r, d); }},
+      {"GET", "/machines", true, false, [](service& s, const principal* p, const seg_t&, const http_request& r, const api::reply& d) { s.admin_list_machines(*p, r, d); }},
+      {"POST", "/machines", true, true, [](service& s, const principal* p, const seg_t&, const http_request& r, const api::reply& d) { s.admin_enroll_machine(*p, r, d); }},
+      {"GET", "/machines/{m}/profile", true, false, [](service& s, const principal* p, const seg_t& g, const http_request& r, const api::reply& d) { s.admin_machine_profile(*p, g[1], r, d); }},
+      {"DELETE", "/machines/{m}", true, false, [](service& s, const principal* p, const seg_t& g, const http_request& r, const api::reply& d) { s.admin_revoke_machine(*p, g[1], r, d); }},
+      // Sessions ("attach" before "{id}").
+      {"GET", "/sessions", true, false, [](service& s, const principal* p, const seg_t&, const http_request& r, const api::reply& d) { s.list_sessions(*p, r, d); }},
+      {"POST", "/sessions/attach", true, true, [](service& s, const principal* p, const seg_t&, const http_request& r, const api::reply& d) { s.attach(*p, r, d); }},
+      {"GET", "/sessions/{id}", true, false, [](service& s, const principal* p, const seg_t& g, const http_request& r, const api::reply& d) { s.get_session(*p, g[1], r, d); }},
+      {"DELETE", "/sessions/{id}", true, false, [](service& s, const principal* p, const seg_t& g, const http_request& r, const api::reply& d) { s.end_session(*p, g[1], r, d); }},
+      {"POST", "/sessions/{id}/grants", true, true, [](service& s, const principal* p, const seg_t& g, const http_request& r, const api::reply& d) { s.add_grant(*p, g[1], r, d); }},
+      {"PATCH", "/sessions/{id}/grants/{gid}", true, true, [](service& s, const principal* p, const seg_t& g, const http_request& r, const api::reply& d) { s.change_grant(*p, g[1], g[3], r, d); }},
+      {"DELETE", "/sessions/{id}/grants/{gid}", true, false, [](service& s, const principal* p, const seg_t& g, const http_request& r, const api::reply& d) { s.revoke_grant(*p, g[1], g[3], r, d); }},
+      {"POST", "/sessions/{id}/transfer", true, true, [](service& s, const principal* p, const seg_t& g, const http_request& r, const api::reply& d) { s.transfer(*p, g[1], r, d); }},
+      {"POST", "/sessions/{id}/channels", true, true, [](service& s, const principal* p, const seg_t& g, const http_request& r, const api::reply& d) { s.open_channel(*p, g[1], r, d); }},
+      // Audit.
+      {"GET", "/pmrs/{pmr}/sessions", true, false, [](service& s, const principal* p, const seg_t& g, const http_request& r, const api::reply& d) { s.pmr_sessions(*p, g[1], r, d); }},
+      {"GET", "/journal", true, false, [](service& s, const principal* p, const seg_t&, const http_request& r, const api::reply& d) { s.journal_query(*p, r, d); }},
+      {"GET", "/journal/export", true, false, [](service& s, const principal* p, const seg_t&, const http_request& r, const api::reply& d) { s.journal_export(*p, r, d); }},
+      {"GET", "/journal/verify", true, false, [](service& s, const principal* p, const seg_t&, const http_request& r, const api::reply& d) { s.journal_verify(*p, r, d); }},
+  };
+  return table;
+}
+
+std::vector<std::pair<std::string, std::string>> service::api_routes() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto& r : route_table()) out.emplace_back(r.method, "/api/v1" + std::string(r.path));
+  return out;
+}
+
+namespace {
+
+// Does `path` (a route's template, "/sessions/{id}") match these decoded segments?
+bool matches(std::string_view path, const std::vector<std::string>& seg) {
   std::size_t i = 0;
-  for (auto w : want) {
-    if (!w.empty() && seg[i] != w) return false;  // "" matches any segment (an id)
+  path.remove_prefix(1);
+  while (!path.empty()) {
+    auto slash = path.find('/');
+    auto part = path.substr(0, slash);
+    if (i >= seg.size() || (!part.starts_with('{') && seg[i] != part)) return false;
     ++i;
+    if (slash == std::string_view::npos) break;
+    path.remove_prefix(slash + 1);
   }
-  return true;
+  return i == seg.size();
 }
 
 }  // namespace
 
 void service::route(const http_request& req, std::string_view path, const api::reply& done) {
   auto seg = path_segments(path);
-  const auto& m = req.method;
-  if (is(seg, {"login"}) && m == "POST") return login(req, done);
-  if (is(seg, {"logout"}) && m == "POST") return logout(req, done);
-  // The other gateway of a pair authenticates with the pair's secret, not as an account.
-  if (is(seg, {"machines", "", "where"}) && m == "GET") return (no_body(req), machine_where(seg[1], req, done));
-  const bool changing = m != "GET" && m != "HEAD";
-  http_response err;
-  std::optional<journal::entry> refused;
-  auto p = authenticate(req, changing, err, refused);
-  if (!p) return answer_refused(std::move(refused), std::move(err), done);
-  if (is(seg, {"me"}) && m == "GET") return (no_body(req), me(*p, req, done));
-  if (is(seg, {"tokens"}) && m == "GET") return (no_body(req), list_tokens(*p, req, done));
-  if (is(seg, {"tokens", ""}) && m == "DELETE") return (no_body(req), revoke_token(*p, seg[1], req, done));
-  if (is(seg, {"tokens"}) && m == "POST") return create_token(*p, req, done);
-  if (is(seg, {"users"}) && m == "GET") return (no_body(req), admin_list_users(*p, req, done));
-  if (is(seg, {"users"}) && m == "POST") return admin_add_user(*p, req, done);
-  if (is(seg, {"users", "", ""}) && m == "POST" &&
-      (seg[2] == "disable" || seg[2] == "enable" || seg[2] == "password" || seg[2] == "totp"))
-    return admin_change_user(*p, seg[1], seg[2], req, done);
-  if (is(seg, {"machines"}) && m == "GET") return (no_body(req), admin_list_machines(*p, req, done));
-  if (is(seg, {"machines"}) && m == "POST") return admin_enroll_machine(*p, req, done);
-  if (is(seg, {"machines", "", "profile"}) && m == "GET") return (no_body(req), admin_machine_profile(*p, seg[1], req, done));
-  if (is(seg, {"machines", ""}) && m == "DELETE") return (no_body(req), admin_revoke_machine(*p, seg[1], req, done));
-  if (is(seg, {"sessions"}) && m == "GET") return list_sessions(*p, req, done);
-  if (is(seg, {"sessions", "attach"}) && m == "POST") return attach(*p, req, done);
-  if (is(seg, {"sessions", ""}) && m == "GET") return (no_body(req), get_session(*p, seg[1], req, done));
-  if (is(seg, {"sessions", ""}) && m == "DELETE") return (no_body(req), end_session(*p, seg[1], req, done));
-  if (is(seg, {"sessions", "", "grants"}) && m == "POST") return add_grant(*p, seg[1], req, done);
-  if (is(seg, {"sessions", "", "grants", ""}) && m == "DELETE")
-    return (no_body(req), revoke_grant(*p, seg[1], seg[3], req, done));
-  if (is(seg, {"sessions", "", "grants", ""}) && m == "PATCH") return change_grant(*p, seg[1], seg[3], req, done);
-  if (is(seg, {"sessions", "", "transfer"}) && m == "POST") return transfer(*p, seg[1], req, done);
-  if (is(seg, {"sessions", "", "channels"}) && m == "POST") return open_channel(*p, seg[1], req, done);
-  if (is(seg, {"pmrs", "", "sessions"}) && m == "GET") return (no_body(req), pmr_sessions(*p, seg[1], req, done));
-  if (is(seg, {"journal"}) && m == "GET") return (no_body(req), journal_query(*p, req, done));
-  if (is(seg, {"journal", "export"}) && m == "GET") return (no_body(req), journal_export(*p, req, done));
-  if (is(seg, {"journal", "verify"}) && m == "GET") return (no_body(req), journal_verify(*p, req, done));
-  done(json_error(404, "not_found", "no such endpoint"));
+  const api_route* found = nullptr;
+  std::string allowed;
+  for (auto& r : route_table()) {
+    if (!matches(r.path, seg)) continue;
+    if (r.method == req.method && !found) found = &r;
+    if (allowed.find(r.method) == std::string::npos) allowed += (allowed.empty() ? "" : ", ") + std::string(r.method);
+  }
+  // Routes for the caller's account first authenticate (an unknown path answers 401 to
+  // whoever is not signed in, as before, and 404 or 405 only to those who are).
+  std::optional<principal> p;
+  if (!found || found->authenticated) {
+    const bool changing = req.method != "GET" && req.method != "HEAD";
+    http_response err;
+    std::optional<journal::entry> refused;
+    p = authenticate(req, changing, err, refused);
+    if (!p) return answer_refused(std::move(refused), std::move(err), done);
+  }
+  if (!found) {
+    if (allowed.empty()) return done(json_error(404, "not_found", "no such endpoint"));
+    auto r = json_error(405, "method_not_allowed", fmt::format("this endpoint takes {}", allowed));
+    r.headers.emplace_back("Allow", allowed);
+    return done(std::move(r));
+  }
+  if (!found->takes_body) no_body(req);
+  found->run(*this, p ? &*p : nullptr, seg, req, done);
 }
 
 void service::answer_refused(std::optional<journal::entry> refused, http_response error, const api::reply& done) {
@@ -264,7 +312,10 @@ void service::check_second_factor(login_attempt& a) {
       const auto hash = hmac_.hash_of(*code);
       std::lock_guard lock(state_mu_);
       accepted = state_.use_recovery_code(a.name, hash);
-      if (accepted) a.second_factor = "recovery_code";
+      if (accepted) {
+        a.second_factor = "recovery_code";
+        a.recovery_hash = hash;
+      }
     }
     if (accepted) return;
   } catch (const std::exception& e) {
@@ -345,8 +396,22 @@ void service::accept_login(const http_request& req, const login_attempt& a, cons
   std::string new_hash = a.new_password.empty() ? "" : auth::hash_password(a.new_password);
   auto source = e.source;
   auto now = a.now;
-  journal_.append(std::move(e), [this, done, cookie, csrf, who, new_hash, now, source](const journal::append_result& r) {
-    if (!r.ok()) return done(journal_unavailable());
+  auto recovery = a.recovery_hash;
+  journal_.append(std::move(e), [this, done, cookie, csrf, who, new_hash, now, source,
+                                 recovery](const journal::append_result& r) {
+    if (!r.ok()) {
+      // No login without its record; a recovery code it took is given back (a TOTP code is
+      // not: the next one comes within 30 s).
+      if (!recovery.empty()) post([this, who, recovery] {
+          try {
+            std::lock_guard lock(state_mu_);
+            state_.restore_recovery_code(who.user, recovery);
+          } catch (const std::exception& ex) {
+            log::error("cannot give back a recovery code of {}: {}", who.user, ex.what());
+          }
+        });
+      return done(journal_unavailable());
+    }
     // The rest writes state.db (a password change) and must not hold up the journal's thread.
     post([this, done, cookie, csrf, who, new_hash, now, source] {
       if (!new_hash.empty() && !store_password(who.user, new_hash, source))
@@ -393,6 +458,12 @@ bool service::store_password(const std::string& user, const std::string& hash, c
     journal_.append(std::move(e), [](const journal::append_result&) {});
     return false;
   }
+}
+
+void service::forget_web_sessions(const std::string& user) {
+  std::lock_guard lock(mu_);
+  for (auto it = web_sessions_.begin(); it != web_sessions_.end();)
+    it = it->second.user == user ? web_sessions_.erase(it) : std::next(it);
 }
 
 void service::logout(const http_request& req, const api::reply& done) {

@@ -383,12 +383,12 @@ void service::change_grant(const principal& p, const std::string& id, const std:
                                        lifetime ? std::optional<micros>(now + *lifetime) : std::nullopt, now);
     }
     if (auto* r = std::get_if<refusal>(&v))
-      return deny(std::move(e), *r, reply, std::move(t), {{"grant", gid}, {"change", "true"}});
+      return deny(std::move(e), *r, reply, std::move(t), {{"grant", gid}, {"action", "change"}});
     auto g = std::get<grant>(v);
     e.detail = json::serialize(json::object{
         {"grant", g.id}, {"user", g.user}, {"scopes", names(g.scopes)}, {"access_types", names(g.access_types)},
         {"expires_at", g.expires_at ? json::value(format_rfc3339(g.expires_at)) : json::value(nullptr)},
-        {"change", true}});
+        {"change", true}, {"action", "change"}});
     record(std::move(e), std::move(t), [this, id, g, reply](const journal::append_result& r) {
       if (!r.ok()) return reply(failed_record(r));
       std::lock_guard lock(mu_);

@@ -88,27 +88,51 @@ std::optional<totp_row> state_store::find_totp(const std::string& user) {
   return totp_row{std::string(s.col_text(0)), s.col_int(1), s.col_int(2), static_cast<int>(s.col_int(3))};
 }
 
-void state_store::set_totp(const std::string& user, const std::string& secret_sealed,
-                           const std::vector<std::string>& code_hashes, micros now) {
+void state_store::add_user_with_totp(const user_row& u, const std::string& secret_sealed,
+                                     const std::vector<std::string>& code_hashes) {
   db_.exec("BEGIN IMMEDIATE");
   try {
-    auto del = db_.prepare("DELETE FROM user_recovery_codes WHERE user = ?1");
-    del.bind(1, user);
-    del.step();
-    auto s = db_.prepare(
-        "INSERT OR REPLACE INTO user_totp(user, secret_sealed, last_step, enrolled_at) VALUES (?1, ?2, 0, ?3)");
-    s.bind(1, user).bind(2, secret_sealed).bind(3, now);
-    s.step();
-    for (auto& h : code_hashes) {
-      auto c = db_.prepare("INSERT INTO user_recovery_codes(user, code_hash) VALUES (?1, ?2)");
-      c.bind(1, user).bind(2, h);
-      c.step();
-    }
+    add_user(u);
+    write_totp(u.name, secret_sealed, code_hashes, u.created_at);
     db_.exec("COMMIT");
   } catch (...) {
     sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
     throw;
   }
+}
+
+void state_store::set_totp(const std::string& user, const std::string& secret_sealed,
+                           const std::vector<std::string>& code_hashes, micros now) {
+  db_.exec("BEGIN IMMEDIATE");
+  try {
+    write_totp(user, secret_sealed, code_hashes, now);
+    db_.exec("COMMIT");
+  } catch (...) {
+    sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
+void state_store::write_totp(const std::string& user, const std::string& secret_sealed,
+                             const std::vector<std::string>& code_hashes, micros now) {
+  auto del = db_.prepare("DELETE FROM user_recovery_codes WHERE user = ?1");
+  del.bind(1, user);
+  del.step();
+  auto s = db_.prepare(
+      "INSERT OR REPLACE INTO user_totp(user, secret_sealed, last_step, enrolled_at) VALUES (?1, ?2, 0, ?3)");
+  s.bind(1, user).bind(2, secret_sealed).bind(3, now);
+  s.step();
+  for (auto& h : code_hashes) {
+    auto c = db_.prepare("INSERT INTO user_recovery_codes(user, code_hash) VALUES (?1, ?2)");
+    c.bind(1, user).bind(2, h);
+    c.step();
+  }
+}
+
+void state_store::restore_recovery_code(const std::string& user, const std::string& code_hash) {
+  auto s = db_.prepare("INSERT OR IGNORE INTO user_recovery_codes(user, code_hash) VALUES (?1, ?2)");
+  s.bind(1, user).bind(2, code_hash);
+  s.step();
 }
 
 bool state_store::use_totp_step(const std::string& user, std::int64_t step) {

@@ -69,6 +69,8 @@ class state_store {
   [[nodiscard]] std::optional<user_row> find_user(const std::string& name);
   [[nodiscard]] std::vector<user_row> users();
   void add_user(const user_row& u);  // throws on a duplicate name
+  // The account and its TOTP enrolment (set_totp) in one transaction: both or neither.
+  void add_user_with_totp(const user_row& u, const std::string& secret_sealed, const std::vector<std::string>& code_hashes);
   bool set_disabled(const std::string& name, bool disabled);
   bool set_password(const std::string& name, const std::string& hash, bool must_change);
 
@@ -82,6 +84,8 @@ class state_store {
   [[nodiscard]] bool use_totp_step(const std::string& user, std::int64_t step);
   // Uses one recovery code up; false when the account has no unused code with that hash.
   [[nodiscard]] bool use_recovery_code(const std::string& user, const std::string& code_hash);
+  // Gives back a recovery code whose login failed after it was taken (the journal refused it).
+  void restore_recovery_code(const std::string& user, const std::string& code_hash);
 
   [[nodiscard]] std::optional<machine_row> find_machine(const std::string& machine);
   // SQLite's PRAGMA data_version: changes when another connection (another process's
@@ -118,6 +122,8 @@ class state_store {
   [[nodiscard]] std::optional<token_row> find_token(const std::string& token_hash);
 
  private:
+  void write_totp(const std::string& user, const std::string& secret_sealed, const std::vector<std::string>& code_hashes,
+                  micros now);  // within a transaction
   sqlite::db db_;
 };
 

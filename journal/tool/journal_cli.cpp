@@ -459,10 +459,11 @@ int cmd_verify(const std::vector<std::string>& args, std::ostream& out, std::ost
 }
 
 // Online export: the gateway's pages (at most 10,000 entries each) one after the other.
-int export_online(const common& c, const po::variables_map& vm, const std::string& format, std::ostream& out) {
+int export_online(const common& c, const filter& f, const std::string& format, std::ostream& out) {
   std::string base = "/api/v1/journal/export?format=" + format;
-  for (auto name : {"since", "until"})
-    if (vm.count(name)) base += fmt::format("&{}={}", name, query_escape(vm[name].as<std::string>()));
+  // Absolute times, worked out once here: an age such as 2h must not move between pages.
+  if (f.since) base += "&since=" + query_escape(format_rfc3339(*f.since));
+  if (f.until) base += "&until=" + query_escape(format_rfc3339(*f.until));
   std::string cursor;
   for (bool first = true;; first = false) {
     auto a = fetch_online(c, base + (cursor.empty() ? "" : "&cursor=" + query_escape(cursor)));
@@ -494,7 +495,7 @@ int cmd_export(const std::vector<std::string>& args, std::ostream& out, std::ost
     throw usage_error(fmt::format("invalid --format '{}': expected jsonl or csv", fmt_name));
   filter f;
   apply_time_flags(vm, f);
-  if (is_online(c)) return export_online(c, vm, fmt_name, out);
+  if (is_online(c)) return export_online(c, f, fmt_name, out);
   f.limit = 10000;
   reader r(journal_files(c));
   if (fmt_name == "csv") out << csv_header() << "\r\n";

@@ -117,16 +117,35 @@ TEST_CASE("admin API: accounts added, disabled, enabled, their password and TOTP
   auto again = f.call("POST", "/api/v1/users/bob/totp", "root");
   REQUIRE(again.status == 200);
   CHECK(secret_of(std::string(f.obj(again)["totp"].as_object()["uri"].as_string())) != f.totp_secrets["bob"]);
-  // A token for another account, by the administrator: it works at once.
-  auto tok = f.call("POST", "/api/v1/tokens", "root", R"({"user":"fred","expires_in":"2h"})");
+  // Tokens over the API: never for another account (that would let an administrator act as
+  // a representative without their TOTP), never with a token; from a console login, one's own.
+  CHECK(f.call("POST", "/api/v1/tokens", "root", R"({"user":"fred","expires_in":"2h"})").status == 403);
+  CHECK(f.call("POST", "/api/v1/tokens", "root", R"({"expires_in":"2h"})").status == 403);
+  auto login = f.call("POST", "/api/v1/login", "",
+                      R"({"user":"root","password":"password of root","totp":")" + f.totp("root") + R"("})");
+  REQUIRE(login.status == 200);
+  std::string cookie;
+  for (auto& [k, v] : login.headers)
+    if (k == "Set-Cookie") cookie = v.substr(0, v.find(';'));
+  const std::vector<std::pair<std::string, std::string>> console{
+      {"Cookie", cookie}, {"X-CSRF-Token", std::string(f.obj(login)["csrf_token"].as_string())}};
+  CHECK(f.call("POST", "/api/v1/tokens", "", R"({"user":"fred"})", console).status == 403);
+  CHECK(f.call("POST", "/api/v1/tokens", "", R"({"expires_in":"400d"})", console).status == 400);
+  auto tok = f.call("POST", "/api/v1/tokens", "", R"({"expires_in":"2h"})", console);
   REQUIRE(tok.status == 201);
-  CHECK(f.call("GET", "/api/v1/me", "", "",
-               {{"Authorization", "Bearer " + std::string(f.obj(tok)["token"].as_string())}}).status == 200);
-  CHECK(f.call("POST", "/api/v1/tokens", "root", R"({"user":"fred","expires_in":"400d"})").status == 400);
+  CHECK(f.obj(f.call("GET", "/api/v1/me", "", "",
+                     {{"Authorization", "Bearer " + std::string(f.obj(tok)["token"].as_string())}}))["user"]
+            .as_string() == "root");
   CHECK(admin_log(f, "admin.user") ==
         std::vector<std::string>{"add:ok:root", "add:ok:root", "add:denied:root", "disable:denied:root",
                                  "disable:denied:root", "enable:denied:root", "disable:ok:root", "enable:ok:root",
-                                 "passwd:ok:root", "totp-reset:ok:root", "token_create:ok:root"});
+                                 "passwd:ok:root", "totp-reset:ok:root", "token_create:denied:root",
+                                 "token_create:denied:root", "token_create:denied:root", "token_create:ok:root"});
+  // A password reset ends the login sessions of that account.
+  auto before = f.call("GET", "/api/v1/me", "", "", {{"Cookie", cookie}});
+  CHECK(before.status == 200);
+  CHECK(f.call("POST", "/api/v1/users/root/password", "root", R"({"password":"root's new long password"})").status == 200);
+  CHECK(f.call("GET", "/api/v1/me", "", "", {{"Cookie", cookie}}).status == 401);
 }
 
 TEST_CASE("admin API: a machine enrolled, its profile downloaded once, listed, revoked, raced") {
