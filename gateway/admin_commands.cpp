@@ -75,10 +75,12 @@ void print_one_time_password(std::ostream& out, const std::string& name, const s
 
 // The TOTP enrolment, shown once (SPEC §3): the otpauth URI on a line of its own, its QR
 // code when standard output is a terminal, and the recovery codes.
-void print_enrolment(admin_context& ctx, std::ostream& out, const std::string& name) {
-  const auto issuer = !ctx.target.cfg.gateway_name.empty() ? ctx.target.cfg.gateway_name
-                                                           : journal_gateway_name(ctx.layout).value_or("rsgate");
-  auto e = enrol_totp(ctx.state, ctx.layout, name, issuer, system_clock::instance().now());
+std::string totp_issuer(const admin_context& ctx) {
+  return !ctx.target.cfg.gateway_name.empty() ? ctx.target.cfg.gateway_name
+                                              : journal_gateway_name(ctx.layout).value_or("rsgate");
+}
+
+void print_enrolment(std::ostream& out, const std::string& name, const totp_enrolment& e) {
   out << fmt::format("TOTP for '{}': add it to an authenticator app (shown only now):\n", name);
   out << e.uri << "\n";
   if (&out == &std::cout && ::isatty(STDOUT_FILENO)) out << qr_terminal(e.uri);
@@ -99,10 +101,17 @@ int user_change(admin_context& ctx, const attempt& a, const std::string& name,
     std::string password = from_stdin ? read_password(in) : auth::random_secret(100);
     if (ctx.state.find_user(name)) deny(fmt::format("user '{}' exists already", name));
     ctx.record(a);
-    ctx.state.add_user({name, role, auth::hash_password(password), !from_stdin, false,
-                        system_clock::instance().now()});
+    const user_row row{name, role, auth::hash_password(password), !from_stdin, false, system_clock::instance().now()};
+    if (!role_needs_totp(role)) {
+      ctx.state.add_user(row);
+      if (!from_stdin) print_one_time_password(out, name, password);
+      return kOk;
+    }
+    // The account and its TOTP enrolment are stored together, or neither is.
+    auto e = prepare_totp(ctx.layout, name, totp_issuer(ctx));
+    ctx.state.add_user_with_totp(row, e.secret_sealed, e.code_hashes);
     if (!from_stdin) print_one_time_password(out, name, password);
-    if (role_needs_totp(role)) print_enrolment(ctx, out, name);
+    print_enrolment(out, name, e.shown);
     return kOk;
   }
   std::string password;
@@ -114,7 +123,7 @@ int user_change(admin_context& ctx, const attempt& a, const std::string& name,
   if (sub == "disable" || sub == "enable") {
     ctx.state.set_disabled(name, sub == "disable");
   } else if (sub == "totp-reset") {
-    print_enrolment(ctx, out, name);
+    print_enrolment(out, name, enrol_totp(ctx.state, ctx.layout, name, totp_issuer(ctx), system_clock::instance().now()));
   } else {
     ctx.state.set_password(name, auth::hash_password(password), !from_stdin);
     if (!from_stdin) print_one_time_password(out, name, password);
@@ -437,6 +446,7 @@ int token_revoke(admin_context& ctx, attempt& a, const std::string& id) {
   if (!is_token_id(id)) refuse_value(fmt::format("invalid token id '{}': 16 hex digits, as token list shows", shown(id)));
   auto t = ctx.state.find_token_by_id(id);
   if (!t) deny(fmt::format("no token {}", id));
+  a.detail["token"] = token_id(t->token_hash);  // in the gateway's own (lower) case
   if (t->revoked) deny(fmt::format("token {} is revoked already", id));
   a.subject = t->user;
   a.detail["user"] = t->user;

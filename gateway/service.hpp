@@ -319,7 +319,7 @@ class service {
   // --- the caller's account and tokens (service_accounts.cpp) ---
   void me(const principal& p, const http_request& req, const api::reply& done);
   void list_tokens(const principal& p, const http_request& req, const api::reply& done);
-  void revoke_token(const principal& p, const std::string& id, const http_request& req, const api::reply& done);
+  void revoke_token(const principal& p, const std::string& id_in, const http_request& req, const api::reply& done);
 
   // --- administration (service_admin.cpp): admin role only ---
  public:

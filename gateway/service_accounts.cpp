@@ -70,15 +70,16 @@ void service::list_tokens(const principal& p, const http_request& req, const api
   done(ok_json(200, json::object{{"tokens", std::move(out)}}));
 }
 
-void service::revoke_token(const principal& p, const std::string& id, const http_request& req,
+void service::revoke_token(const principal& p, const std::string& id_in, const http_request& req,
                            const api::reply& done) {
   query_params(req.target, {});
-  if (!is_token_id(id)) return done(json_error(404, "not_found", "no such token"));
+  if (!is_token_id(id_in)) return done(json_error(404, "not_found", "no such token"));
   std::optional<token_row> found;
   {
     std::lock_guard lock(state_mu_);
-    found = state_.find_token_by_id(id);
+    found = state_.find_token_by_id(id_in);
   }
+  const auto id = found ? token_id(found->token_hash) : id_in;  // the id as the gateway writes it
   // Another account's token is invisible to whoever may not revoke it.
   if (!found || (found->user != p.user && p.user_role != role::admin))
     return done(json_error(404, "not_found", "no such token"));

@@ -2,6 +2,8 @@
 #include "gateway/state.hpp"
 
 #include <sodium.h>
+
+#include <cctype>
 #include <sqlite3.h>
 
 #include <array>
@@ -275,8 +277,10 @@ std::vector<token_row> state_store::tokens(const std::string& user) {
   return out;
 }
 
-std::optional<token_row> state_store::find_token_by_id(const std::string& id) {
-  if (!is_token_id(id)) return std::nullopt;
+std::optional<token_row> state_store::find_token_by_id(const std::string& id_in) {
+  if (!is_token_id(id_in)) return std::nullopt;
+  std::string id = id_in;  // hex digits in either case; the hash is stored in lower case
+  for (auto& c : id) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   // The primary key's index serves the prefix range.
   auto s = db_.prepare(
       "SELECT token_hash, user, created_at, expires_at, revoked FROM tokens "
@@ -303,7 +307,7 @@ std::string token_id(std::string_view hash) { return std::string(hash.substr(0, 
 bool is_token_id(std::string_view id) {
   if (id.size() != 16) return false;
   for (char c : id)
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    if (!std::isxdigit(static_cast<unsigned char>(c))) return false;
   return true;
 }
 

@@ -107,7 +107,7 @@ class state_store {
   // All tokens, or one account's, newest first.
   [[nodiscard]] std::vector<token_row> tokens(const std::string& user = "");
   // The token whose public id (token_id) is `id`; nullopt when none (or, never seen, two).
-  [[nodiscard]] std::optional<token_row> find_token_by_id(const std::string& id);
+  [[nodiscard]] std::optional<token_row> find_token_by_id(const std::string& id_in);
   // False when it was revoked already (or is unknown).
   [[nodiscard]] bool revoke_token(const std::string& token_hash);
 

@@ -2,6 +2,7 @@
 // of its own, the QR code on a terminal, recovery codes), Debian's oathtool computes the code
 // as a phone would, curl signs in with it over real TLS; totp-reset, disable and enable.
 #include <boost/json/parse.hpp>
+#include <cctype>
 
 #include "tests/integration/gateway_fixture.hpp"
 
@@ -149,6 +150,9 @@ TEST_CASE("tokens through the real programs: --out writes mode 0600, list shows 
   CHECK(rsgate_cmd({"token", "revoke", id, "--data", d}).exit_code == 0);
   CHECK(f.raw("GET", "/api/v1/me", {"Authorization: Bearer " + token}).first == 401);
   CHECK(rsgate_cmd({"token", "revoke", id, "--data", d}).exit_code == 1);
+  auto upper = id;
+  for (auto& ch : upper) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  CHECK(rsgate_cmd({"token", "revoke", upper, "--data", d}).exit_code == 1);  // found (either case), revoked already
   CHECK(rsgate_cmd({"token", "revoke", "xyz", "--data", d}).exit_code == 2);
   auto after = rsgate_cmd({"token", "list", "--user", "alice", "--data", d});
   CHECK(after.out.find(id + "  alice                    revoked") != std::string::npos);
