@@ -94,6 +94,8 @@ struct gateway_fixture {
   std::optional<int> stop(int sig = SIGTERM) {
     gw->signal(sig);
     auto code = gw->wait(std::chrono::seconds(30));
+    // What it was doing, for the failure this leads to (its stderr goes with the test's files).
+    if (!code) WARN("the gateway did not stop within 30 s of signal " << sig << "\n" << gw->recent_output());
     gw.reset();
     return code;
   }
