@@ -8,23 +8,12 @@
 
 #include <stdexcept>
 
+#include "core/encoding.hpp"
+
 namespace rsgate::auth {
 namespace {
 
 constexpr std::string_view kBase32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-
-// RFC 3986 unreserved characters stay, everything else is %XX.
-std::string uri_escape(std::string_view s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-        c == '_' || c == '~')
-      out += static_cast<char>(c);
-    else
-      out += fmt::format("%{:02X}", c);
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -110,9 +99,9 @@ std::optional<std::int64_t> totp_match(std::string_view secret, std::string_view
 }
 
 std::string totp_uri(std::string_view issuer, std::string_view account, std::string_view secret) {
-  const auto i = uri_escape(issuer);
+  const auto i = percent_encode(issuer);
   return fmt::format("otpauth://totp/{}:{}?secret={}&issuer={}&algorithm=SHA1&digits={}&period={}", i,
-                     uri_escape(account), base32_encode(secret), i, kTotpDigits, kTotpPeriodSeconds);
+                     percent_encode(account), base32_encode(secret), i, kTotpDigits, kTotpPeriodSeconds);
 }
 
 }  // namespace rsgate::auth

@@ -20,6 +20,10 @@ using bytes = std::vector<std::uint8_t>;
 [[nodiscard]] std::string to_base64url(std::span<const std::uint8_t> data);
 [[nodiscard]] std::optional<bytes> from_base64(std::string_view text);
 
+// RFC 3986 percent-encoding: unreserved characters (A-Z a-z 0-9 - . _ ~) stay, every other
+// byte is %XX (upper-case hex). For query values and otpauth URI labels.
+[[nodiscard]] std::string percent_encode(std::string_view text);
+
 inline std::span<const std::uint8_t> as_bytes(std::string_view s) {
   return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
 }

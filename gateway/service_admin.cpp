@@ -403,14 +403,7 @@ void service::create_token(const principal& p, const http_request& req, const ap
     return deny(std::move(e), "forbidden", why, json_error(403, "forbidden", why), done, std::nullopt,
                 {{"action", "token_create"}});
   }
-  micros life = 30 * 86400 * kSecond;
-  if (auto* v = body.if_contains("expires_in"); v && v->is_string()) {
-    auto d = parse_duration(v->as_string());
-    if (!d || *d > 366 * 86400 * kSecond) throw bad_input("\"expires_in\" must be whole seconds or a duration like 12h, at most 366d");
-    life = *d;
-  } else if (auto n = whole_field(body, "expires_in", 1, 366 * 86400)) {
-    life = *n * kSecond;
-  }
+  const micros life = duration_field(body, "expires_in", 366 * 86400, "12h", "366d").value_or(30 * 86400 * kSecond);
   in_session("account:" + user, done, [this, p, req, user, life](ticket t, const api::reply& reply) {
     auto e = base_entry("admin.user", p, req);
     e.subject = user;

@@ -40,6 +40,13 @@ std::optional<std::string> bounded(const query_params& q, std::string_view name)
 }
 
 // The filters of GET /journal, parsed strictly (docs/api.md §6).
+// The parameters as given (decoded), for an audit.query entry's detail.
+json::object as_object(const query_params& q) {
+  json::object o;
+  for (auto& [k, v] : q.all()) o[k] = v;
+  return o;
+}
+
 journal::filter journal_filter(const query_params& q, micros now, std::int64_t max_limit = 1000,
                                std::int64_t default_limit = 100) {
   journal::filter f;
@@ -123,8 +130,7 @@ void service::journal_query(const principal& p, const http_request& req, const a
                  {"pmr", "session", "actor", "subject", "machine", "kind", "outcome", "since", "until", "limit", "cursor"});
   if (p.user_role != role::auditor) return done(json_error(403, "forbidden", "the journal is for auditors"));
   auto f = journal_filter(q, clock_.now());
-  json::object asked;
-  for (auto& [k, v] : q.all()) asked[k] = v;
+  auto asked = as_object(q);
   auto e = base_entry("audit.query", p, req);
   e.detail = json::serialize(json::object{{"endpoint", "journal"}, {"query", std::move(asked)}});
   journal::reader rd({layout_.journal_db()});
@@ -146,8 +152,7 @@ void service::journal_export(const principal& p, const http_request& req, const 
   const auto format = q.get("format");
   if (!format || (*format != "csv" && *format != "jsonl")) throw bad_input("format must be csv or jsonl");
   auto f = journal_filter(q, clock_.now(), kMaxExportEntries, kMaxExportEntries);
-  json::object asked;
-  for (auto& [k, v] : q.all()) asked[k] = v;
+  auto asked = as_object(q);
   auto e = base_entry("audit.query", p, req);
   e.detail = json::serialize(json::object{{"endpoint", "journal/export"}, {"query", std::move(asked)}});
   journal::reader rd({layout_.journal_db()});

@@ -29,6 +29,21 @@ namespace {
 
 constexpr std::int64_t kMaxGrantSeconds = 7 * 86400;
 
+// A grant's "scopes" and "access_types" (restriction_field), each name checked. `items` is
+// empty when all are meant.
+restriction scopes_field(const json::object& body) {
+  auto r = restriction_field(body, "scopes", tunnel::kMaxScopes);
+  for (auto& sc : r.items)
+    if (!tunnel::is_scope_name(sc)) throw bad_input("malformed scope name in \"scopes\"");
+  return r;
+}
+restriction access_types_field(const json::object& body) {
+  auto r = restriction_field(body, "access_types", 16);
+  for (auto& t : r.items)
+    if (!tunnel::is_access_type(t)) throw bad_input(fmt::format("unknown access type '{}'", t));
+  return r;
+}
+
 http_response session_gone() {
   return json_error(409, "ended", "the session is gone");
 }
@@ -293,20 +308,9 @@ void service::add_grant(const principal& p, const std::string& id, const http_re
   query_params(req.target, {});
   auto body = body_object(req, {"user", "scopes", "access_types", "expires_in"});
   auto grantee = user_field(body, "user");
-  auto scopes = restriction_field(body, "scopes", tunnel::kMaxScopes);
-  auto types = restriction_field(body, "access_types", 16);
-  for (auto& sc : scopes.items)
-    if (!tunnel::is_scope_name(sc)) throw bad_input(fmt::format("malformed scope name in \"scopes\""));
-  for (auto& t : types.items)
-    if (!tunnel::is_access_type(t)) throw bad_input(fmt::format("unknown access type '{}'", t));
-  std::optional<micros> lifetime;
-  if (auto* v = body.if_contains("expires_in"); v && v->is_string()) {
-    lifetime = parse_duration(v->as_string());
-    if (!lifetime || *lifetime > kMaxGrantSeconds * kSecond)
-      throw bad_input("\"expires_in\" must be whole seconds or a duration like 2h, at most 7d");
-  } else if (auto n = whole_field(body, "expires_in", 1, kMaxGrantSeconds)) {
-    lifetime = *n * kSecond;
-  }
+  auto scopes = scopes_field(body);
+  auto types = access_types_field(body);
+  const std::optional<micros> lifetime = duration_field(body, "expires_in", kMaxGrantSeconds, "2h", "7d");
   auto u = lookup_user(grantee);
   in_session(id, done, [this, p, id, req, grantee, scopes, types, lifetime, u](ticket t, const api::reply& reply) {
     auto e = base_entry("session.grant", p, req);
@@ -347,27 +351,11 @@ void service::change_grant(const principal& p, const std::string& id, const std:
   query_params(req.target, {});
   auto body = body_object(req, {"scopes", "access_types", "expires_in"});
   if (body.empty()) throw bad_input("give at least one of \"scopes\", \"access_types\", \"expires_in\"");
+  // Each list, when given, replaces the grant's (empty: all).
   std::optional<std::set<std::string>> scopes, types;
-  if (body.contains("scopes")) {
-    auto r = restriction_field(body, "scopes", tunnel::kMaxScopes);
-    for (auto& sc : r.items)
-      if (!tunnel::is_scope_name(sc)) throw bad_input("malformed scope name in \"scopes\"");
-    scopes = r.all ? std::set<std::string>{} : r.items;
-  }
-  if (body.contains("access_types")) {
-    auto r = restriction_field(body, "access_types", 16);
-    for (auto& t : r.items)
-      if (!tunnel::is_access_type(t)) throw bad_input(fmt::format("unknown access type '{}'", t));
-    types = r.all ? std::set<std::string>{} : r.items;
-  }
-  std::optional<micros> lifetime;
-  if (auto* v = body.if_contains("expires_in"); v && v->is_string()) {
-    lifetime = parse_duration(v->as_string());
-    if (!lifetime || *lifetime > kMaxGrantSeconds * kSecond)
-      throw bad_input("\"expires_in\" must be whole seconds or a duration like 2h, at most 7d");
-  } else if (auto n = whole_field(body, "expires_in", 1, kMaxGrantSeconds)) {
-    lifetime = *n * kSecond;
-  }
+  if (body.contains("scopes")) scopes = scopes_field(body).items;
+  if (body.contains("access_types")) types = access_types_field(body).items;
+  const std::optional<micros> lifetime = duration_field(body, "expires_in", kMaxGrantSeconds, "2h", "7d");
   if (gid.size() > 16) return done(json_error(404, "not_found", "no such grant"));
   in_session(id, done, [this, p, id, gid, req, scopes, types, lifetime](ticket t, const api::reply& reply) {
     auto e = base_entry("session.grant", p, req);

@@ -81,6 +81,17 @@ bool state_store::set_password(const std::string& name, const std::string& hash,
   return db_.scalar_int("SELECT changes()") > 0;
 }
 
+void state_store::in_transaction(const std::function<void()>& work) {
+  db_.exec("BEGIN IMMEDIATE");
+  try {
+    work();
+    db_.exec("COMMIT");
+  } catch (...) {
+    sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
+}
+
 std::optional<totp_row> state_store::find_totp(const std::string& user) {
   auto s = db_.prepare(
       "SELECT secret_sealed, last_step, enrolled_at, (SELECT count(*) FROM user_recovery_codes r WHERE r.user = t.user) "
@@ -92,27 +103,17 @@ std::optional<totp_row> state_store::find_totp(const std::string& user) {
 
 void state_store::add_user_with_totp(const user_row& u, const std::string& secret_sealed,
                                      const std::vector<std::string>& code_hashes) {
-  db_.exec("BEGIN IMMEDIATE");
-  try {
+  in_transaction([&] {
     add_user(u);
     write_totp(u.name, secret_sealed, code_hashes, u.created_at);
-    db_.exec("COMMIT");
-  } catch (...) {
-    sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
-    throw;
-  }
+  });
 }
 
 void state_store::set_totp(const std::string& user, const std::string& secret_sealed,
                            const std::vector<std::string>& code_hashes, micros now) {
-  db_.exec("BEGIN IMMEDIATE");
-  try {
+  in_transaction([&] {
     write_totp(user, secret_sealed, code_hashes, now);
-    db_.exec("COMMIT");
-  } catch (...) {
-    sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
-    throw;
-  }
+  });
 }
 
 void state_store::write_totp(const std::string& user, const std::string& secret_sealed,
@@ -219,8 +220,7 @@ std::vector<live_session_row> state_store::live_sessions() {
 }
 
 void state_store::receipt_delivered(const std::string& session_id, const std::string& machine, micros now) {
-  db_.exec("BEGIN IMMEDIATE");
-  try {
+  in_transaction([&] {
     auto s = db_.prepare("INSERT OR IGNORE INTO receipts_delivered(session_id, machine, delivered_at) VALUES (?1, ?2, ?3)");
     s.bind(1, session_id).bind(2, machine).bind(3, now);
     s.step();
@@ -231,11 +231,7 @@ void state_store::receipt_delivered(const std::string& session_id, const std::st
         "(SELECT session_id FROM receipts_delivered WHERE machine = ?1 ORDER BY delivered_at DESC, session_id LIMIT 32)");
     prune.bind(1, machine);
     prune.step();
-    db_.exec("COMMIT");
-  } catch (...) {
-    sqlite3_exec(db_.handle(), "ROLLBACK", nullptr, nullptr, nullptr);
-    throw;
-  }
+  });
 }
 
 std::set<std::string> state_store::delivered_receipts(const std::string& machine, const std::vector<std::string>& sessions) {

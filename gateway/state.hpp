@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <set>
 #include <string>
@@ -124,6 +125,9 @@ class state_store {
  private:
   void write_totp(const std::string& user, const std::string& secret_sealed, const std::vector<std::string>& code_hashes,
                   micros now);  // within a transaction
+  // Runs `work` in one write transaction (BEGIN IMMEDIATE): committed, or rolled back and
+  // rethrown.
+  void in_transaction(const std::function<void()>& work);
   sqlite::db db_;
 };
 

@@ -3,6 +3,8 @@
 // finds repeated keys, which json::parse would silently collapse to the last one.
 #include "gateway/http/request_input.hpp"
 
+#include "core/timefmt.hpp"
+
 #include <fmt/format.h>
 
 #include <boost/json/basic_parser_impl.hpp>
@@ -230,6 +232,20 @@ std::optional<std::int64_t> whole_field(const json::object& o, std::string_view 
   if (!n || *n < min || *n > max)
     throw bad_input(fmt::format("\"{}\" must be a whole number from {} to {}", key, min, max));
   return n;
+}
+
+std::optional<std::int64_t> duration_field(const json::object& o, std::string_view key, std::int64_t max_seconds,
+                                           std::string_view example, std::string_view max_text) {
+  constexpr std::int64_t kSecond = 1'000'000;
+  if (auto* v = o.if_contains(key); v && v->is_string()) {
+    auto d = parse_duration(v->as_string());
+    if (!d || *d > max_seconds * kSecond)
+      throw bad_input(fmt::format("\"{}\" must be whole seconds or a duration like {}, at most {}", key, example,
+                                  max_text));
+    return d;
+  }
+  if (auto n = whole_field(o, key, 1, max_seconds)) return *n * kSecond;
+  return std::nullopt;
 }
 
 bool bool_field(const json::object& o, std::string_view key, bool fallback) {

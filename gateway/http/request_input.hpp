@@ -63,6 +63,12 @@ class query_params {
 [[nodiscard]] std::optional<std::int64_t> whole_field(const boost::json::object& o, std::string_view key,
                                                       std::int64_t min, std::int64_t max);
 
+// A lifetime field: whole seconds (a JSON integer, 1..max_seconds) or a duration string like
+// "2h" (core/timefmt.hpp, at most max_seconds); nullopt when absent. Throws bad_input saying
+// "…like `example`, at most `max_text`".
+[[nodiscard]] std::optional<std::int64_t> duration_field(const boost::json::object& o, std::string_view key,
+                                                         std::int64_t max_seconds, std::string_view example,
+                                                         std::string_view max_text);
 // A boolean field (JSON true or false, not 1 or "true"); `fallback` when absent.
 [[nodiscard]] bool bool_field(const boost::json::object& o, std::string_view key, bool fallback);
 // A list of 1..max_items strings of 1..max_len bytes each; empty when absent and not required.

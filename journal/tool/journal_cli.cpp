@@ -15,6 +15,7 @@
 
 #include "auth/formats.hpp"
 #include "auth/session_key.hpp"
+#include "core/encoding.hpp"
 #include "core/files.hpp"
 #include "core/timefmt.hpp"
 #include "journal/journal.hpp"
@@ -71,18 +72,6 @@ bool is_online(common& c) {
   return true;
 }
 
-// RFC 3986 percent-encoding of a query value.
-std::string query_escape(std::string_view s) {
-  std::string out;
-  for (unsigned char ch : s) {
-    if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' ||
-        ch == '_' || ch == '~')
-      out += static_cast<char>(ch);
-    else
-      out += fmt::format("%{:02X}", ch);
-  }
-  return out;
-}
 
 // GET `target` from the gateway; a refusal or a failure is thrown as what it is: the API's
 // own message for a refusal (exit 1), the reason for no answer (exit 2).
@@ -242,7 +231,7 @@ void write_entries(std::ostream& out, const std::vector<entry>& entries, output_
 std::string online_query_string(const po::variables_map& vm) {
   std::string q;
   for (auto name : {"pmr", "session", "actor", "subject", "machine", "kind", "outcome", "since", "until", "cursor"})
-    if (vm.count(name)) q += fmt::format("&{}={}", name, query_escape(vm[name].as<std::string>()));
+    if (vm.count(name)) q += fmt::format("&{}={}", name, percent_encode(vm[name].as<std::string>()));
   return q;
 }
 
@@ -462,11 +451,11 @@ int cmd_verify(const std::vector<std::string>& args, std::ostream& out, std::ost
 int export_online(const common& c, const filter& f, const std::string& format, std::ostream& out) {
   std::string base = "/api/v1/journal/export?format=" + format;
   // Absolute times, worked out once here: an age such as 2h must not move between pages.
-  if (f.since) base += "&since=" + query_escape(format_rfc3339(*f.since));
-  if (f.until) base += "&until=" + query_escape(format_rfc3339(*f.until));
+  if (f.since) base += "&since=" + percent_encode(format_rfc3339(*f.since));
+  if (f.until) base += "&until=" + percent_encode(format_rfc3339(*f.until));
   std::string cursor;
   for (bool first = true;; first = false) {
-    auto a = fetch_online(c, base + (cursor.empty() ? "" : "&cursor=" + query_escape(cursor)));
+    auto a = fetch_online(c, base + (cursor.empty() ? "" : "&cursor=" + percent_encode(cursor)));
     std::string_view body = a.body;
     if (!first && format == "csv") body.remove_prefix(std::min(body.size(), body.find("\r\n") + 2));  // one header
     out << body;
