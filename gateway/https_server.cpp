@@ -19,6 +19,9 @@
 
 #include "core/log.hpp"
 #include "gateway/detail/https_server.hpp"
+#include "gateway/events.hpp"
+#include "gateway/service.hpp"
+#include "net/wake_signal.hpp"
 #include "gateway/tunnel/tunnel_server.hpp"
 #include "net/async_bridge.hpp"
 #include "protocol/client_hello.hpp"
@@ -73,6 +76,87 @@ asio::awaitable<void> answer_malformed(net::tls_stream* stream, beast::error_cod
   co_await http::async_write(*stream, wire, use_tuple);
 }
 
+// --- the live events stream (GET /api/v1/events, docs/api.md §5.6) ---
+
+// Server-sent events on the connection until the subscription ends (its `end` event), the
+// client goes, a write does not finish within the request timeout (a client that does not
+// read), or the server stops. A reader watches the client (any close ends the stream at
+// once; it has nothing to send); a writer drains the subscription, and says `: keepalive`
+// when nothing happened for kKeepaliveSeconds. Both run on the connection's strand, joined
+// with `&&`: the writer ends the reader by closing the connection.
+struct events_end {
+  bool client_gone = false;
+};
+
+// One piece of the stream, as a chunk (HTTP/1.1) or raw (HTTP/1.0, which ends at the close).
+asio::awaitable<bool> write_events(net::tls_stream* stream, std::string_view text, bool chunked, int timeout_ms) {
+  std::string framed;
+  if (chunked) framed = fmt::format("{:x}\r\n{}\r\n", text.size(), text);  // "0\r\n\r\n" is the last
+  const std::string_view out = chunked ? framed : text;
+  const std::array<asio::const_buffer, 1> bufs{asio::buffer(out.data(), out.size())};
+  stream->expires_after(std::chrono::milliseconds(timeout_ms));
+  auto ec = co_await stream->write(bufs);
+  stream->expires_never();
+  co_return !ec;
+}
+
+asio::awaitable<void> watch_events_client(net::tls_stream* stream, events_end* end, net::wake_signal* wake) {
+  std::array<char, 1024> buf{};
+  std::size_t total = 0;
+  for (;;) {
+    auto [ec, n] = co_await stream->read_some(asio::buffer(buf));
+    total += n;
+    if (ec || total > 16 * 1024) break;  // gone, or sending what an event stream never reads
+  }
+  end->client_gone = true;
+  wake->notify();
+}
+
+asio::awaitable<void> pump_events(net::tls_stream* stream, std::string head, event_subscription* sub, events_end* end,
+                                  net::wake_signal* wake, bool chunked, server_state* st) {
+  const int timeout = st->limits.request_timeout_ms;
+  asio::steady_timer keepalive(co_await asio::this_coro::executor);
+  using namespace asio::experimental::awaitable_operators;
+  // (One co_await per statement: GCC 12 miscompiles co_await inside && and ?:.)
+  bool ok = co_await write_events(stream, head, false, timeout);
+  if (ok) ok = co_await write_events(stream, fmt::format("retry: {}\n\n", event_hub::kRetryMillis), chunked, timeout);
+  while (ok) {
+    auto b = sub->take();
+    if (!b.text.empty()) ok = co_await write_events(stream, b.text, chunked, timeout);
+    if (!ok || b.end || end->client_gone) break;
+    keepalive.expires_after(std::chrono::seconds(event_hub::kKeepaliveSeconds));
+    auto r = co_await (wake->wait() || keepalive.async_wait(use_tuple));
+    if (r.index() == 1 && !end->client_gone) ok = co_await write_events(stream, ": keepalive\n\n", chunked, timeout);
+  }
+  if (ok && chunked && !end->client_gone) (void)co_await write_events(stream, "", true, timeout);
+  stream->expires_after(std::chrono::seconds(2));
+  co_await stream->shutdown();  // the reader's read fails: it ends too
+}
+
+asio::awaitable<void> serve_events(net::tls_stream* stream, http_response resp, unsigned version, server_state* st) {
+  auto sub = std::move(resp.events);
+  struct forget {
+    service* svc;
+    std::shared_ptr<event_subscription> sub;
+    ~forget() { svc->events().unsubscribe(sub); }
+  } forget_at_end{st->svc, sub};
+  const bool chunked = version >= 11;
+  std::string head = fmt::format("HTTP/{}.{} 200 OK\r\nServer: rsgate\r\nContent-Type: {}\r\n", version / 10,
+                                 version % 10, resp.content_type);
+  for (auto& [k, v] : resp.headers) head += k + ": " + v + "\r\n";
+  head += chunked ? "Transfer-Encoding: chunked\r\n" : "";
+  head += "Connection: close\r\n\r\n";
+  auto wake = std::make_shared<net::wake_signal>(co_await asio::this_coro::executor);
+  sub->set_wake([w = std::weak_ptr<net::wake_signal>(wake)] {
+    if (auto s = w.lock()) s->notify();
+  });
+  events_end end;
+  using namespace asio::experimental::awaitable_operators;
+  co_await (watch_events_client(stream, &end, wake.get()) &&
+            pump_events(stream, std::move(head), sub.get(), &end, wake.get(), chunked, st));
+  sub->set_wake({});
+}
+
 // One request through the API on the worker pool; true while the connection stays open.
 asio::awaitable<bool> answer_request(net::tls_stream* stream, http::request<http::string_body> msg,
                                      std::string remote, server_state* st) {
@@ -86,6 +170,10 @@ asio::awaitable<bool> answer_request(net::tls_stream* stream, http::request<http
   bool head = msg.method() == http::verb::head;
   auto resp = co_await async_handle(st->handler, *st->workers, std::move(req), asio::use_awaitable);
   st->m.count_status(resp.status);
+  if (resp.events) {
+    co_await serve_events(stream, std::move(resp), msg.version(), st);
+    co_return false;  // the stream closed the connection
+  }
   auto wire = to_wire(std::move(resp), msg.version(), keep_alive, head);
   stream->expires_after(std::chrono::milliseconds(st->limits.request_timeout_ms));
   auto [wec, wn] = co_await http::async_write(*stream, wire, use_tuple);

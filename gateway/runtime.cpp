@@ -234,6 +234,7 @@ asio::awaitable<void> stop_on_signal(shutdown_parts p) {
   p.hangups->cancel();
   p.st->on_connection_end = [w = p.waker] { w->wake(); };  // before `stopping`, which publishes it
   p.st->stopping = true;
+  if (p.st->svc) p.st->svc->events().close_all(kEventsStopping);  // their streams end now
   if (p.housekeeping) p.housekeeping->stop();
   if (p.tunnels) p.tunnels->stop([w = p.waker] { w->wake(); }, drained);
   asio::post(p.acceptor->get_executor(), [acceptor = p.acceptor, stop = p.stop_accepting] {

@@ -84,6 +84,7 @@ json::object session_json(const session& s) {
   o["id"] = s.id;
   o["machine"] = s.machine;
   o["state"] = to_string(s.state);
+  o["connected"] = s.tunnel_up;
   json::array scopes;
   for (auto& sc : s.scopes) scopes.emplace_back(sc);
   o["scopes"] = std::move(scopes);
@@ -140,6 +141,8 @@ service::service(journal::writer& journal, const data_layout& layout, const cloc
       login_source_limiter_({20, 15 * 60 * kSecond, 15 * 60 * kSecond, 100'000}) {
   policy_.set_after_step([this](const std::string& sid) {
     if (keep_sessions_) persist_session(sid);
+    std::lock_guard lock(mu_);
+    if (auto* s = registry_.find(sid)) publish_session(*s);  // account: and machine: keys find none
   });
 }
 

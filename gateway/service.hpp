@@ -33,6 +33,7 @@
 #include "core/clock.hpp"
 #include "gateway/channel_link.hpp"
 #include "gateway/data_dir.hpp"
+#include "gateway/events.hpp"
 #include "gateway/http/api.hpp"
 #include "gateway/policy_queue.hpp"
 #include "gateway/refusal_throttle.hpp"
@@ -91,6 +92,7 @@ struct principal {
   bool via_cookie = false;
   std::string token_hash{};  // the bearer token's SHA-256, "" for a cookie
   micros expires_at = 0;   // when the token or login session ends (0: never)
+  std::string login_hash{};  // the login cookie's SHA-256, "" for a bearer token
 };
 
 class service {
@@ -349,6 +351,28 @@ class service {
   std::mutex admin_mu_;
   enrollment_defaults enrollment_;                   // guarded by admin_mu_
   std::map<std::string, pending_profile> profiles_;  // guarded by admin_mu_: enrolled, not downloaded yet
+
+  // --- live events (service_events.cpp, docs/api.md §5.6) ---
+ public:
+  // The subscriptions (the shutdown ends them all).
+  [[nodiscard]] event_hub& events() { return events_; }
+
+ private:
+  // GET /events: a subscription starting with `ready` and the caller's current sessions.
+  void subscribe_events(const principal& p, const http_request& req, const api::reply& done);
+  // With mu_ held: session `s`'s object now (its channels' byte counts read from the
+  // channels) to those who may see it.
+  void publish_session(session& s);
+  // With mu_ held: a machine's tunnel came (`online`) or went, at `at`.
+  void publish_machine(const std::string& machine, bool online, micros at);
+  // With mu_ held: the open channels' byte counts, from the channels themselves.
+  void refresh_channel_bytes(session& s);
+  // From housekeeping: byte counts of open channels every pass; every kEventsRecheck, the
+  // subscriptions whose credential ended meanwhile (here or in another process) end.
+  void housekeeping_events(micros now);
+  static constexpr micros kEventsRecheck = 10 * 1'000'000LL;
+  event_hub events_;
+  micros events_checked_at_ = 0;  // guarded by housekeeping_mu_
 
   // --- channels (service_channels.cpp) ---
   void open_channel(const principal& p, const std::string& id, const http_request& req, const api::reply& done);

@@ -114,6 +114,7 @@ void service::revoke_token(const principal& p, const std::string& id_in, const h
         journal_.append(std::move(failure), [](const journal::append_result&) {});
         return reply(json_error(503, "state_unavailable", "the revocation could not be stored; try again"));
       }
+      events_.close_token(hash, kEventsRevoked);
       reply(ok_json(200, json::object{{"id", id}, {"state", "revoked"}}));
     });
   });

@@ -173,6 +173,7 @@ void service::admin_change_user(const principal& p, const std::string& name, con
         if (action == "disable" || action == "enable") {
           (void)state_.set_disabled(name, action == "disable");
           answer["disabled"] = action == "disable";
+          if (action == "disable") events_.close_user(name, kEventsDisabled);
         } else if (action == "password") {
           const bool one_time = password.empty();
           const auto pw = one_time ? auth::random_secret(100) : password;

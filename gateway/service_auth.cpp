@@ -67,6 +67,7 @@ const std::vector<service::api_route>& service::route_table() {
       {"POST", "/logout", false, true, [](service& s, const principal*, const seg_t&, const http_request& r, const api::reply& d) { s.logout(r, d); }},
       {"GET", "/machines/{m}/where", false, false, [](service& s, const principal*, const seg_t& g, const http_request& r, const api::reply& d) { s.machine_where(g[1], r, d); }},
       // The caller and its tokens.
+      {"GET", "/events", true, false, [](service& s, const principal* p, const seg_t&, const http_request& r, const api::reply& d) { s.subscribe_events(*p, r, d); }},
       {"GET", "/me", true, false, [](service& s, const principal* p, const seg_t&, const http_request& r, const api::reply& d) { s.me(*p, r, d); }},
       {"GET", "/tokens", true, false, [](service& s, const principal* p, const seg_t&, const http_request& r, const api::reply& d) { s.list_tokens(*p, r, d); }},
       {"POST", "/tokens", true, true, [](service& s, const principal* p, const seg_t&, const http_request& r, const api::reply& d) { s.create_token(*p, r, d); }},
@@ -240,7 +241,7 @@ std::optional<principal> service::authenticate(const http_request& req, bool sta
     return std::nullopt;
   }
   if (it != web_sessions_.end()) it->second.idle_until = now + kWebSessionIdle;
-  return principal{ws.user, ws.user_role, true, "", ws.expires_at};
+  return principal{ws.user, ws.user_role, true, "", ws.expires_at, token_hash(cookie)};
 }
 
 void service::login(const http_request& req, const api::reply& done) {
@@ -462,8 +463,14 @@ bool service::store_password(const std::string& user, const std::string& hash, c
 
 void service::forget_web_sessions(const std::string& user) {
   std::lock_guard lock(mu_);
-  for (auto it = web_sessions_.begin(); it != web_sessions_.end();)
-    it = it->second.user == user ? web_sessions_.erase(it) : std::next(it);
+  for (auto it = web_sessions_.begin(); it != web_sessions_.end();) {
+    if (it->second.user != user) {
+      ++it;
+      continue;
+    }
+    events_.close_login(it->first, kEventsLoggedOut);
+    it = web_sessions_.erase(it);
+  }
 }
 
 void service::logout(const http_request& req, const api::reply& done) {
@@ -476,6 +483,7 @@ void service::logout(const http_request& req, const api::reply& done) {
     auto it = web_sessions_.find(token_hash(cookie));
     if (it != web_sessions_.end()) {
       user = it->second.user;
+      events_.close_login(it->first, kEventsLoggedOut);
       web_sessions_.erase(it);
     }
   }

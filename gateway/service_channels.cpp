@@ -139,6 +139,7 @@ bool service::channel_opened(const std::shared_ptr<channel_link>& c) {
       ci.access_type = c->access_type;
       ci.opened_at = c->opened_at;
       registry_.commit_channel(*s, std::move(ci));
+      publish_session(*s);
       return true;
     }
   }

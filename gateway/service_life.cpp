@@ -53,6 +53,11 @@ void service::housekeeping() {
     housekeeping_state_.reset();  // reopen next time
   }
   housekeeping_time(now);
+  try {
+    housekeeping_events(now);
+  } catch (const std::exception& e) {
+    log::warn("housekeeping: cannot check the event streams' credentials: {}", e.what());
+  }
 }
 
 void service::housekeeping_accounts() {

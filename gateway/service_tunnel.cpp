@@ -79,6 +79,8 @@ std::string service::tunnel_commit(const tunnel_join& j, const std::string& mach
   }
   auto& s = registry_.open_for_machine(id, machine, std::move(scopes), now);
   links_[s.id] = link;
+  publish_machine(machine, true, now);
+  publish_session(s);
   if (s.state == session_state::active) {
     // A returning tunnel: the agent's picture of owner and grants may be stale (NOTICEs are
     // not kept while no tunnel serves the session), so it is told again.
@@ -164,7 +166,9 @@ void service::tunnel_closed(const std::string& session_id, const tunnel_link* li
       if (!t || t.get() == link) gone.push_back(serial);
     }
     for (auto serial : gone) (void)registry_.close_channel(*s, serial);
+    publish_session(*s);
   }
+  if (auto* s = registry_.find(session_id)) publish_machine(s->machine, false, clock_.now());
 }
 
 }  // namespace rsgate::gateway

@@ -124,6 +124,14 @@ std::vector<const session*> session_registry::visible_to(const std::string& user
   return out;
 }
 
+std::set<std::string> session_registry::audience(const session& s, micros now) {
+  std::set<std::string> out;
+  if (!s.owner.empty()) out.insert(s.owner);
+  for (auto& g : s.grants)
+    if (live(g, now) || s.state == session_state::ended) out.insert(g.user);
+  return out;
+}
+
 void session_registry::set_key(session& s, std::string key_hmac, micros expires_at) {
   if (auto it = live_by_key_.find(s.key_hmac); it != live_by_key_.end() && it->second == s.id) live_by_key_.erase(it);
   s.key_hmac = std::move(key_hmac);

@@ -113,7 +113,11 @@ class session_registry {
   [[nodiscard]] session* find_live_for_machine(const std::string& machine);
   // The live session whose current session key has this keyed hash.
   [[nodiscard]] session* find_live_by_key(const std::string& key_hmac);
+  // The sessions `user` may see (GET /sessions): owned, or with a live grant of theirs; once a
+  // session ended, every grantee's.
   [[nodiscard]] std::vector<const session*> visible_to(const std::string& user, micros now) const;
+  // Who may see `s` by that rule (its live events' audience).
+  [[nodiscard]] static std::set<std::string> audience(const session& s, micros now);
   [[nodiscard]] std::vector<session*> live_sessions();
 
   void set_key(session& s, std::string key_hmac, micros expires_at);

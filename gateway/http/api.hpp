@@ -15,6 +15,8 @@
 
 namespace rsgate::gateway {
 
+class event_subscription;  // gateway/events.hpp
+
 struct http_request {
   std::string method;  // "GET", "POST", …
   std::string target;  // path and query as received
@@ -29,6 +31,9 @@ struct http_response {
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
+  // Set only by GET /api/v1/events (docs/api.md §5.6): the caller's subscription, which the
+  // HTTPS layer serves as a server-sent-events stream (with these headers) instead of `body`.
+  std::shared_ptr<event_subscription> events{};
 };
 
 // {"error": {"code": ..., "message": ...}} with the given status (SPEC §4).

@@ -14,26 +14,6 @@ using namespace rsgate::test;
 namespace json = boost::json;
 using namespace std::chrono_literals;
 
-namespace {
-
-// Sends `data` and reads as much back from the echo target, leaving the channel open.
-std::vector<std::uint8_t> echo_back(int s, const std::vector<std::uint8_t>& data) {
-  for (std::size_t off = 0; off < data.size();) {
-    auto w = ::write(s, data.data() + off, data.size() - off);
-    if (w <= 0) return {};
-    off += static_cast<std::size_t>(w);
-  }
-  std::vector<std::uint8_t> got(data.size());
-  for (std::size_t off = 0; off < got.size();) {
-    auto n = ::read(s, got.data() + off, got.size() - off);
-    if (n <= 0) return {};
-    off += static_cast<std::size_t>(n);
-  }
-  return got;
-}
-
-}  // namespace
-
 TEST_CASE("the owner narrows and extends a grant: an uncovered channel closes, the receipt lists the change") {
   std::signal(SIGPIPE, SIG_IGN);
   gateway_fixture f;

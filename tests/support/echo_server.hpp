@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <mutex>
@@ -106,6 +107,26 @@ inline std::vector<std::uint8_t> round_trip(int s, const std::vector<std::uint8_
     off += static_cast<size_t>(w);
   }
   ::shutdown(s, SHUT_WR);
+  reader.join();
+  return got;
+}
+
+// Sends `data` while reading as many bytes back; the connection stays open.
+inline std::vector<std::uint8_t> echo_back(int s, const std::vector<std::uint8_t>& data) {
+  std::vector<std::uint8_t> got;
+  std::thread reader([&] {
+    std::uint8_t buf[65536];
+    while (got.size() < data.size()) {
+      auto n = ::read(s, buf, std::min(sizeof buf, data.size() - got.size()));
+      if (n <= 0) break;
+      got.insert(got.end(), buf, buf + n);
+    }
+  });
+  for (size_t off = 0; off < data.size();) {
+    auto w = ::write(s, data.data() + off, data.size() - off);
+    if (w <= 0) break;
+    off += static_cast<size_t>(w);
+  }
   reader.join();
   return got;
 }
