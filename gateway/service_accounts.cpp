@@ -36,6 +36,13 @@ void service::me(const principal& p, const http_request& req, const api::reply& 
     std::lock_guard lock(state_mu_);
     totp = state_.find_totp(p.user);
   }
+  // A console that was reloaded needs its login's CSRF token again; only same-origin script
+  // can read this answer (no CORS), and a bearer token needs none.
+  json::value csrf = nullptr;
+  if (!p.login_hash.empty()) {
+    std::lock_guard lock(mu_);
+    if (auto it = web_sessions_.find(p.login_hash); it != web_sessions_.end()) csrf = json::value(it->second.csrf);
+  }
   done(ok_json(200, json::object{{"user", p.user},
                                  {"role", to_string(p.user_role)},
                                  {"auth", p.via_cookie ? "cookie" : "token"},
@@ -43,7 +50,8 @@ void service::me(const principal& p, const http_request& req, const api::reply& 
                                  {"expires_at", time_or_null(p.expires_at)},
                                  {"totp", totp.has_value()},
                                  {"totp_required", role_needs_totp(to_string(p.user_role))},
-                                 {"recovery_codes_left", totp ? totp->recovery_codes : 0}}));
+                                 {"recovery_codes_left", totp ? totp->recovery_codes : 0},
+                                 {"csrf_token", csrf}}));
 }
 
 void service::list_tokens(const principal& p, const http_request& req, const api::reply& done) {

@@ -9,7 +9,7 @@ packages=(
   libboost1.81-dev libboost-json1.81-dev libboost-program-options1.81-dev
   libssl-dev libsqlite3-dev libsodium-dev libfmt-dev libtomlplusplus-dev catch2
   openssl curl sqlite3 util-linux python3 python3-nacl openssh-client openssh-server
-  tinyproxy-bin libqrencode-dev oathtool
+  tinyproxy-bin libqrencode-dev oathtool python3-yaml python3-jsonschema
 )
 if [ "${RSGATE_EXTRA_PACKAGES:-}" != "" ]; then
   # shellcheck disable=SC2206

@@ -4,10 +4,14 @@
 #pragma once
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -21,6 +25,39 @@ namespace json = boost::json;
 
 
 inline constexpr auto kWait = std::chrono::seconds(60);
+
+// With RSGATE_API_LOG set (by tests/api/openapi_check.py), every answer that api() and raw()
+// receive is appended to that file as one JSON line, so that real responses of these tests can
+// be checked against docs/api/openapi.yaml. One write(2) per line, O_APPEND: tests call these
+// from several threads.
+inline void log_api_answer(const std::string& method, const std::string& target, int status,
+                           const std::string& content_type, const std::string& body) {
+  static const char* path = std::getenv("RSGATE_API_LOG");
+  if (!path || !*path) return;
+  auto line = json::serialize(json::object{{"method", method}, {"target", target}, {"status", status},
+                                           {"content_type", content_type}, {"body", body}});
+  line += '\n';
+  int fd = ::open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return;
+  (void)!::write(fd, line.data(), line.size());
+  ::close(fd);
+}
+
+// Splits curl's output written with `-w "\n%{http_code} %{content_type}"`: status, content type, body.
+struct curl_answer {
+  int status = 0;
+  std::string content_type, body;
+};
+inline std::optional<curl_answer> split_curl_output(const std::string& out) {
+  auto nl = out.rfind('\n');
+  if (nl == std::string::npos) return std::nullopt;
+  curl_answer a;
+  auto tail = out.substr(nl + 1);
+  a.status = std::atoi(tail.c_str());
+  if (auto sp = tail.find(' '); sp != std::string::npos) a.content_type = tail.substr(sp + 1);
+  a.body = out.substr(0, nl);
+  return a;
+}
 
 struct gateway_fixture {
   temp_dir t;
@@ -122,7 +159,7 @@ struct gateway_fixture {
   std::pair<int, std::string> raw(const std::string& method, const std::string& target,
                                   std::vector<std::string> headers, const std::string& body = "") {
     std::vector<std::string> a = {"curl", "-sS", "--max-time", "20", "--cacert", (dir / "ca.pem").string(),
-                                  "--path-as-is", "-g", "-X", method, "-o", "-", "-w", "\n%{http_code}"};
+                                  "--path-as-is", "-g", "-X", method, "-o", "-", "-w", "\n%{http_code} %{content_type}"};
     for (auto& h : headers) {
       a.push_back("-H");
       a.push_back(h);
@@ -135,10 +172,39 @@ struct gateway_fixture {
     }
     a.push_back("https://" + https + target);
     auto r = run(a, "", std::chrono::seconds(30));
-    auto nl = r.out.rfind('\n');
-    if (nl == std::string::npos) return {0, r.err};
-    return {std::atoi(r.out.c_str() + nl + 1), r.out.substr(0, nl)};
+    auto got = split_curl_output(r.out);
+    if (!got) return {0, r.err};
+    log_api_answer(method, target, got->status, got->content_type, got->body);
+    return {got->status, got->body};
   }
+
+  // A console login through curl: the Cookie header to send back and the CSRF token, or
+  // nullopt when the login was refused (its answer is logged like raw()'s).
+  struct login_session {
+    std::string cookie;  // "Cookie: rsgate_session=…"
+    std::string csrf;    // "X-CSRF-Token: …"
+  };
+  std::optional<login_session> login(const std::string& body) {
+    auto jar = t / ("jar-" + std::to_string(++logins_));
+    auto r = run({"curl", "-sS", "--max-time", "20", "--cacert", (dir / "ca.pem").string(), "-c", jar.string(), "-H",
+                  "Content-Type: application/json", "--data-binary", body, "-o", "-", "-w",
+                  "\n%{http_code} %{content_type}", "https://" + https + "/api/v1/login"},
+                 "", std::chrono::seconds(30));
+    auto got = split_curl_output(r.out);
+    if (!got) return std::nullopt;
+    log_api_answer("POST", "/api/v1/login", got->status, got->content_type, got->body);
+    if (got->status != 200) return std::nullopt;
+    login_session l;
+    std::istringstream cookies(read_file(jar));
+    for (std::string line; std::getline(cookies, line);) {
+      auto tab = line.rfind('\t');
+      if (tab != std::string::npos && line.find("rsgate_session\t") != std::string::npos)
+        l.cookie = "Cookie: rsgate_session=" + line.substr(tab + 1);
+    }
+    l.csrf = "X-CSRF-Token: " + std::string(json::parse(got->body).as_object()["csrf_token"].as_string());
+    return l;
+  }
+  int logins_ = 0;
 
   // `gateway`: the HOST:PORT the profile names (default: this gateway's tunnel listener).
   std::filesystem::path enroll(const std::string& serial, bool md5 = false,
@@ -169,7 +235,8 @@ struct gateway_fixture {
   };
   answer api(const std::string& method, const std::string& path, const std::string& user, const std::string& body = "") {
     std::vector<std::string> a = {"curl", "-sS", "--max-time", "20", "--cacert", (dir / "ca.pem").string(),
-                                  "-X", method, "-H", "Authorization: Bearer " + tokens.at(user), "-o", "-", "-w", "\n%{http_code}"};
+                                  "-X", method, "-H", "Authorization: Bearer " + tokens.at(user), "-o", "-", "-w",
+                                  "\n%{http_code} %{content_type}"};
     if (!body.empty()) {
       a.push_back("-H");
       a.push_back("Content-Type: application/json");
@@ -179,11 +246,12 @@ struct gateway_fixture {
     a.push_back("https://" + https + path);
     auto r = run(a, "", std::chrono::seconds(30));
     answer out;  // status 0: curl itself failed (no Catch2 assertion here: tests call this from threads)
-    auto nl = r.out.rfind('\n');
-    if (nl == std::string::npos) return out;
-    out.status = std::atoi(r.out.c_str() + nl + 1);
+    auto got = split_curl_output(r.out);
+    if (!got) return out;
+    out.status = got->status;
+    log_api_answer(method, path, got->status, got->content_type, got->body);
     boost::system::error_code ec;
-    auto v = json::parse(r.out.substr(0, nl), ec);
+    auto v = json::parse(got->body, ec);
     if (!ec && v.is_object()) out.body = v.as_object();
     return out;
   }
