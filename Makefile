@@ -12,8 +12,10 @@ FUZZ_SECONDS ?= 10
 
 all: build
 
+# The browser tests' Node packages (playwright-core, no browser download) from the committed lock file.
 deps:
 	@bash scripts/install-deps.sh
+	@cd tests/console && npm ci --no-audit --no-fund --loglevel=error
 
 build: deps
 	cmake --preset release >/dev/null

@@ -10,6 +10,7 @@ packages=(
   libssl-dev libsqlite3-dev libsodium-dev libfmt-dev libtomlplusplus-dev catch2
   openssl curl sqlite3 util-linux python3 python3-nacl openssh-client openssh-server
   tinyproxy-bin libqrencode-dev oathtool python3-yaml python3-jsonschema
+  chromium chromium-driver nodejs npm
 )
 if [ "${RSGATE_EXTRA_PACKAGES:-}" != "" ]; then
   # shellcheck disable=SC2206
@@ -18,6 +19,9 @@ fi
 
 missing=()
 for p in "${packages[@]}"; do
+  # Node.js from elsewhere (nodesource) brings its own npm, which Debian's npm would conflict with.
+  if [ "$p" = nodejs ] && command -v node >/dev/null; then continue; fi
+  if [ "$p" = npm ] && command -v npm >/dev/null; then continue; fi
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
   [ "$status" = "install ok installed" ] || missing+=("$p")
 done

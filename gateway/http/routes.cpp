@@ -1,11 +1,16 @@
 // See routes.hpp.
 #include "gateway/http/routes.hpp"
 
+#include "core/embedded.hpp"
 #include "gateway/service.hpp"
 #include "core/log.hpp"
 #include "journal/writer.hpp"
 
 namespace rsgate::gateway {
+
+// The console's files (gateway/console/), compiled in by cmake/embed.cmake.
+extern const std::span<const embedded_file> console_files;
+
 namespace {
 
 std::string_view path_of(std::string_view target) {
@@ -13,11 +18,24 @@ std::string_view path_of(std::string_view target) {
   return q == std::string_view::npos ? target : target.substr(0, q);
 }
 
-constexpr std::string_view kLanding =
-    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>rsgate</title></head>"
-    "<body><h1>rsgate gateway</h1><p>This gateway is running. The representatives' console is "
-    "served here.</p><p><a href=\"/healthz\">health</a> · <a href=\"/readyz\">readiness</a> · "
-    "<a href=\"/metrics\">metrics</a></p></body></html>\n";
+// GET / is the console's page; GET /console/NAME its other files (no sub-folders).
+const embedded_file* console_file(std::string_view path) {
+  std::string_view name;
+  if (path == "/") name = "index.html";
+  else if (path.starts_with("/console/")) name = path.substr(9);
+  if (name.empty() || name.find('/') != std::string_view::npos) return nullptr;
+  for (auto& f : console_files)
+    if (f.name == name) return &f;
+  return nullptr;
+}
+
+std::string_view content_type_of(std::string_view name) {
+  if (name.ends_with(".html")) return "text/html; charset=utf-8";
+  if (name.ends_with(".css")) return "text/css; charset=utf-8";
+  if (name.ends_with(".js")) return "text/javascript; charset=utf-8";
+  if (name.ends_with(".svg")) return "image/svg+xml";
+  return "application/octet-stream";
+}
 
 }  // namespace
 
@@ -27,7 +45,14 @@ void add_security_headers(http_response& r) {
   r.headers.emplace_back("X-Frame-Options", "DENY");
   r.headers.emplace_back("Referrer-Policy", "no-referrer");
   r.headers.emplace_back("Cache-Control", "no-store");
-  r.headers.emplace_back("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'");
+  // The console is scripts and styles from its own files only: no inline script or style, no
+  // eval, nothing from elsewhere; images may be data: URLs (the TOTP QR code).
+  r.headers.emplace_back("Content-Security-Policy",
+                         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                         "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'");
+  r.headers.emplace_back("Cross-Origin-Opener-Policy", "same-origin");
+  r.headers.emplace_back("Cross-Origin-Resource-Policy", "same-origin");
+  r.headers.emplace_back("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=(), usb=()");
 }
 
 namespace {
@@ -79,7 +104,8 @@ void routes::dispatch(const http_request& req, const reply& done) {
   }
   http_response r;
   bool is_get = req.method == "GET" || req.method == "HEAD";
-  if (path == "/healthz" || path == "/readyz" || path == "/metrics" || path == "/") {
+  const auto* file = api_path ? nullptr : console_file(path);
+  if (path == "/healthz" || path == "/readyz" || path == "/metrics" || file) {
     if (!is_get) {
       r = json_error(405, "method_not_allowed", "only GET is allowed here");
       r.headers.emplace_back("Allow", "GET, HEAD");
@@ -96,8 +122,8 @@ void routes::dispatch(const http_request& req, const reply& done) {
       r.content_type = "text/plain; version=0.0.4; charset=utf-8";
       r.body = metrics_.render(journal_.stats(), journal_.ready());
     } else {
-      r.content_type = "text/html; charset=utf-8";
-      r.body = std::string(kLanding);
+      r.content_type = std::string(content_type_of(file->name));
+      r.body = std::string(file->content);
     }
   } else {
     r = json_error(404, "not_found", "no such endpoint");

@@ -29,6 +29,7 @@ STATIC = {
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/"),
+    ("GET", "/console/{file}"),
     ("GET", "/api/v1/channels/stream"),
 }
 
@@ -36,7 +37,8 @@ STATIC = {
 UNEXERCISED = {
     ("GET", "/api/v1/channels/stream"): "a WebSocket: rsgate connect and ws_client.py use it, not curl",
     ("GET", "/api/v1/events"): "a server-sent-events stream: events_test.cpp reads it with curl -N",
-    ("GET", "/"): "the console's page, tested in the browser tests",
+    ("GET", "/"): "the console's page: tests/console/console_test.mjs loads it in Chromium",
+    ("GET", "/console/{file}"): "the console's files: tests/console/console_test.mjs loads them in Chromium",
 }
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")

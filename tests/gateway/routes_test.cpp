@@ -92,3 +92,30 @@ TEST_CASE("unknown paths and wrong methods get JSON errors") {
   CHECK(call(api, "GET", "/../../etc/passwd").status == 404);
   CHECK(call(api, "GET", std::string(5000, '/')).status == 404);
 }
+
+TEST_CASE("the console's files: its page at /, the rest under /console/, with the strict policy") {
+  test::journal_fixture f;
+  auto w = f.open();
+  metrics m;
+  routes api(*w, m);
+  auto page = call(api, "GET", "/");
+  CHECK(page.status == 200);
+  CHECK(page.content_type == "text/html; charset=utf-8");
+  CHECK(page.body.find("<script type=\"module\" src=\"/console/app.js\"></script>") != std::string::npos);
+  CHECK(header(page, "Content-Security-Policy").starts_with("default-src 'none'; script-src 'self'; style-src 'self';"));
+  CHECK(header(page, "Content-Security-Policy").find("frame-ancestors 'none'") != std::string::npos);
+  CHECK(header(page, "X-Frame-Options") == "DENY");
+  auto js = call(api, "GET", "/console/app.js");
+  CHECK(js.status == 200);
+  CHECK(js.content_type == "text/javascript; charset=utf-8");
+  CHECK(call(api, "GET", "/console/console.css").content_type == "text/css; charset=utf-8");
+  CHECK(call(api, "GET", "/console/favicon.svg").content_type == "image/svg+xml");
+  // Nothing but the console's own files: no folders, no other names, no index of them.
+  for (auto p : {"/console/", "/console/../rsgate.toml", "/console/x/app.js", "/console/nope.js", "/index.html", "/console"})
+    CHECK(call(api, "GET", p).status == 404);
+  CHECK(call(api, "POST", "/").status == 405);
+  // No inline script or style in the page: the policy would refuse it.
+  CHECK(page.body.find("<script>") == std::string::npos);
+  CHECK(page.body.find("style=") == std::string::npos);
+  CHECK(page.body.find("<style") == std::string::npos);
+}

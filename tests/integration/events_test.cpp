@@ -114,7 +114,8 @@ TEST_CASE("live events over real TLS: each caller sees its sessions change, byte
   CHECK(alice.has_header("content-type: text/event-stream; charset=utf-8"));
   CHECK(alice.has_header("transfer-encoding: chunked"));
   CHECK(alice.has_header("cache-control: no-store"));
-  CHECK(alice.has_header("content-security-policy: default-src 'self'; frame-ancestors 'none'"));
+  CHECK(alice.has_header("content-security-policy: default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' "
+                         "data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"));
   for (auto* s : {&alice, &dave, &bob, &adam, &audrey}) {
     auto r = s->next();
     REQUIRE(r);
