@@ -3,12 +3,12 @@
 #   make test   install what is missing, build and run the whole suite, then again under
 #               AddressSanitizer + UndefinedBehaviorSanitizer, then the concurrency, channel
 #               and OpenSSH tests under ThreadSanitizer, then a short fuzzing pass
-# Other targets: build, bench, bench-tunnel and bench-scale (tests/bench, by hand), fuzz (longer libFuzzer
+# Other targets: build, bench, bench-tunnel, bench-http and bench-scale (tests/bench, by hand), fuzz (longer libFuzzer
 # runs), clean.
 
 FUZZ_SECONDS ?= 10
 
-.PHONY: all deps build run test test-release test-dev test-tsan fuzz-smoke fuzz bench bench-tunnel bench-scale clean
+.PHONY: all deps build run test test-release test-dev test-tsan fuzz-smoke fuzz bench bench-tunnel bench-http bench-scale clean
 
 all: build
 
@@ -68,6 +68,14 @@ bench-tunnel: deps
 	cmake --preset release >/dev/null
 	cmake --build --preset release --target rsgate rsgate-agent
 	bash tests/bench/tunnel_bench.sh
+
+# The HTTPS API under wrk: /healthz against nginx serving the same bytes, and the PMR lookup
+# on a 1,000,000-entry journal (tests/bench/http_bench.py; about 5 minutes).
+bench-http: deps
+	RSGATE_EXTRA_PACKAGES="wrk nginx-light" bash scripts/install-deps.sh
+	cmake --preset release >/dev/null
+	cmake --build --preset release --target rsgate journal_fill
+	python3 tests/bench/http_bench.py
 
 # The gateway at scale: 10,000 idle tunnels against stunnel, CPU per establishment against
 # openssl s_server at 0 and 100,000 ended sessions, resumes after a restart

@@ -204,3 +204,66 @@ TEST_CASE("admin API: a machine enrolled, its profile downloaded once, listed, r
   CHECK(std::count(log.begin(), log.end(), "profile_download:denied:root") == 1);
   CHECK(std::count(log.begin(), log.end(), "revoke:ok:root") == 1);
 }
+
+TEST_CASE("admin API: concurrent changes of one account are one step each, journaled as they were decided") {
+  api_fixture f;
+  f.add_user("root2", "admin");
+  constexpr int kRacers = 8;
+  // Eight administrators' requests to disable erin at once: one disables, seven are refused
+  // as "disabled already", and the journal says exactly that, in that order.
+  REQUIRE(f.call("POST", "/api/v1/users", "root", R"({"user":"erin","role":"developer"})").status == 201);
+  auto race = [&](const std::string& path) {
+    std::atomic<int> ok{0}, conflicts{0}, other{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kRacers; ++i)
+      threads.emplace_back([&, i] {
+        auto s = f.call("POST", path, i % 2 ? "root" : "root2").status;
+        if (s == 200) ++ok;
+        else if (s == 409) ++conflicts;
+        else ++other;
+      });
+    for (auto& t : threads) t.join();
+    CHECK(ok == 1);
+    CHECK(conflicts == kRacers - 1);
+    CHECK(other == 0);
+  };
+  race("/api/v1/users/erin/disable");
+  race("/api/v1/users/erin/enable");
+  auto log = admin_log(f, "admin.user");
+  auto count = [&](const std::string& what) { return std::count(log.begin(), log.end(), what); };
+  CHECK(count("disable:ok:root") + count("disable:ok:root2") == 1);
+  CHECK(count("disable:denied:root") + count("disable:denied:root2") == kRacers - 1);
+  CHECK(count("enable:ok:root") + count("enable:ok:root2") == 1);
+  CHECK(count("enable:denied:root") + count("enable:denied:root2") == kRacers - 1);
+  // Every refusal of the enable race comes after the enable that made it one: the journal's
+  // order is the order in which the steps decided.
+  std::vector<std::string> enables;
+  for (auto& l : log)
+    if (l.starts_with("enable:")) enables.push_back(l.substr(0, l.find(':', 7)));
+  REQUIRE(enables.size() == kRacers);
+  CHECK(enables[0] == "enable:ok");
+  // And state.db agrees: erin is enabled.
+  state_store st(f.layout.state_db());
+  CHECK_FALSE(st.find_user("erin")->disabled);
+
+  // Eight concurrent password resets: each is its own step, each journaled, and the password
+  // that works is the one the last step answered.
+  std::vector<std::string> passwords(kRacers);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kRacers; ++i)
+    threads.emplace_back([&, i] {
+      auto r = f.call("POST", "/api/v1/users/erin/password", "root");
+      if (r.status == 200) passwords[static_cast<std::size_t>(i)] = std::string(api_fixture::obj(r)["one_time_password"].as_string());
+    });
+  for (auto& t : threads) t.join();
+  log = admin_log(f, "admin.user");
+  CHECK(count("passwd:ok:root") == kRacers);
+  // (Checked against state.db: wrong logins would lock erin out.)
+  const auto stored = st.find_user("erin")->password_hash;
+  int working = 0;
+  for (auto& pw : passwords) {
+    REQUIRE_FALSE(pw.empty());
+    working += auth::verify_password(stored, pw) ? 1 : 0;
+  }
+  CHECK(working == 1);
+}
