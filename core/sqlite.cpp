@@ -10,7 +10,21 @@
 
 namespace rsgate::sqlite {
 
+namespace {
+
+// SQLite counts its memory use under one process-wide mutex on every allocation unless told
+// not to. Nothing here reads those counts, and with threads querying at once (the API's
+// workers) that mutex was the most contended lock of a PMR lookup (docs/performance.md, the
+// HTTPS API). It can only be set before SQLite initializes: at the first open.
+void configure_once() {
+  static const int rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  (void)rc;  // SQLITE_MISUSE when something else initialized SQLite first: the counts stay on
+}
+
+}  // namespace
+
 db::db(const std::filesystem::path& path, open_mode mode) {
+  configure_once();
   int flags = SQLITE_OPEN_NOMUTEX;
   switch (mode) {
     case open_mode::read_only: flags |= SQLITE_OPEN_READONLY; break;

@@ -567,6 +567,21 @@ journal::entry service::base_entry(std::string kind, const principal& p, const h
   return e;
 }
 
+journal::reader& service::journal_reader() {
+  struct cached {
+    std::filesystem::path path;
+    std::unique_ptr<journal::reader> rd;
+  };
+  thread_local cached c;
+  const auto p = layout_.journal_db();
+  if (!c.rd || c.path != p) {
+    c.rd.reset();  // a reader of another journal (tests run several services) goes first
+    c.rd = std::make_unique<journal::reader>(std::vector<std::filesystem::path>{p});
+    c.path = p;
+  }
+  return *c.rd;
+}
+
 std::optional<user_row> service::lookup_user(const std::string& name) {
   std::lock_guard lock(state_mu_);
   return state_.find_user(name);

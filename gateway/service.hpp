@@ -441,6 +441,10 @@ class service {
   journal::entry end_now(session& s, const std::string& actor, const std::string& reason, std::string agent_reason);
 
   // --- helpers ---
+  // The journal's reader for the calling thread (a worker): opening one (a SQLite connection,
+  // its schema, the column list) costs more than a PMR lookup itself, so each thread keeps the
+  // one of the journal it read last. Only for requests; the reference is the thread's own.
+  journal::reader& journal_reader();
   journal::entry base_entry(std::string kind, const principal& p, const http_request& req) const;
   std::optional<user_row> lookup_user(const std::string& name);
   std::optional<token_row> lookup_token(const std::string& hash);

@@ -206,7 +206,7 @@ void service::admin_list_machines(const principal& p, const http_request& req, c
   }
   // Online: a live session whose tunnel is up. Since when: the machine's last tunnel entry
   // (its authentication, or its close), found through the journal's machine index.
-  journal::reader rd({layout_.journal_db()});
+  auto& rd = journal_reader();
   auto last = rd.db(0).prepare(
       "SELECT ts FROM journal WHERE machine = ?1 AND kind IN ('tunnel.auth', 'tunnel.reauth', 'tunnel.close') "
       "AND outcome = 'ok' ORDER BY seq DESC LIMIT 1");

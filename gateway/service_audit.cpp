@@ -97,14 +97,14 @@ void service::pmr_sessions(const principal& p, const std::string& pmr_in, const 
   e.detail = json::serialize(json::object{{"endpoint", "pmrs"}});
   // Read first (on this worker thread, not the journal writer's), answer only once the query
   // itself is journaled.
-  journal::reader rd({layout_.journal_db()});
+  auto& rd = journal_reader();
   journal::filter f;
   f.pmr = pmr;
+  f.exclude_audit = true;  // the earlier lookups of this PMR are not what happened under it
   f.limit = journal::kMaxQueryLimit;
   std::vector<std::string> ids;
   json::array direct;
   for (auto& x : rd.query(f).entries) {
-    if (x.kind == "audit.query") continue;
     if (!x.session_id.empty() && std::find(ids.begin(), ids.end(), x.session_id) == ids.end()) ids.push_back(x.session_id);
     if (x.session_id.empty()) direct.emplace_back(journal::to_json_object(x));
   }
@@ -133,7 +133,7 @@ void service::journal_query(const principal& p, const http_request& req, const a
   auto asked = as_object(q);
   auto e = base_entry("audit.query", p, req);
   e.detail = json::serialize(json::object{{"endpoint", "journal"}, {"query", std::move(asked)}});
-  journal::reader rd({layout_.journal_db()});
+  auto& rd = journal_reader();
   auto page = rd.query(f);
   json::array out;
   for (auto& x : page.entries) out.emplace_back(journal::to_json_object(x));
@@ -155,7 +155,7 @@ void service::journal_export(const principal& p, const http_request& req, const 
   auto asked = as_object(q);
   auto e = base_entry("audit.query", p, req);
   e.detail = json::serialize(json::object{{"endpoint", "journal/export"}, {"query", std::move(asked)}});
-  journal::reader rd({layout_.journal_db()});
+  auto& rd = journal_reader();
   auto page = rd.query(f);
   http_response answer;
   const bool csv = *format == "csv";
@@ -185,7 +185,7 @@ void service::journal_verify(const principal& p, const http_request& req, const 
   if (p.user_role != role::auditor) return done(json_error(403, "forbidden", "the journal is for auditors"));
   auto e = base_entry("audit.query", p, req);
   e.detail = R"({"endpoint":"journal/verify"})";
-  journal::reader rd({layout_.journal_db()});
+  auto& rd = journal_reader();
   auto res = journal::verify(rd.db(0), journal_.key().pub());
   auto answer = ok_json(200, json::object{{"ok", res.ok}, {"entries", res.entries}, {"head_seq", res.head_seq},
                                           {"head_hash", res.head_hash}, {"signed_through", res.signed_through},

@@ -284,7 +284,7 @@ void service::get_session(const principal& p, const std::string& id, const http_
     audit = p.user_role == role::auditor && s->owner != p.user;
   }
   // The timeline comes from the journal, the record of what happened.
-  journal::reader rd({layout_.journal_db()});
+  auto& rd = journal_reader();
   journal::filter f;
   f.session_id = id;
   f.limit = 1000;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,6 +34,9 @@ struct filter {
   std::optional<cursor> after;  // strictly after (or before, when descending) this position
   bool descending = false;
   std::size_t limit = 100;
+  // Leave out audit.query entries (who looked something up), e.g. for what happened under a
+  // PMR; with `pmr` set it reads the index journal_by_pmr_access.
+  bool exclude_audit = false;
 };
 
 inline constexpr std::size_t kMaxQueryLimit = 100000;
@@ -63,6 +67,10 @@ class reader {
   std::vector<std::filesystem::path> paths_;
   std::vector<sqlite::db> dbs_;
   std::vector<std::string> columns_;  // entry_columns() of each file
+  // query()'s prepared statements by file and SQL text: a reader kept by a thread (the
+  // gateway's API workers) parses each shape of query once. At most kStatementCache each.
+  static constexpr std::size_t kStatementCache = 32;
+  std::vector<std::map<std::string, sqlite::stmt>> statements_;
   std::vector<bool> has_subject_;     // false: written before migration 0002
 };
 

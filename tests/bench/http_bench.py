@@ -70,6 +70,19 @@ def wrk(url, threads, conns, seconds, headers=()):
             "raw": out}
 
 
+def profiled(out, pid, run):
+    """run() while `perf record -g` samples process `pid` into `out` (when given)."""
+    if not out:
+        return run()
+    perf = subprocess.Popen(["perf", "record", "-g", "-o", out, "-p", str(pid)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        return run()
+    finally:
+        perf.send_signal(signal.SIGINT)
+        perf.wait(timeout=60)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", default="build/release")
@@ -79,6 +92,7 @@ def main():
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--perf", help="record the gateway with perf during the PMR run into this file")
     a = ap.parse_args()
     rsgate = os.path.join(a.build, "gateway", "rsgate")
     fill = os.path.join(a.build, "tests", "bench", "journal_fill")
@@ -161,7 +175,7 @@ http {{
             "wrk": load,
             "healthz_gateway": wrk(f"{gw_base}/healthz", **load),
             "healthz_nginx": wrk(f"https://127.0.0.1:{ngx_port}/healthz", **load),
-            "pmr_gateway": wrk(f"{gw_base}/api/v1/pmrs/{pmr}/sessions", headers=auth, **load),
+            "pmr_gateway": profiled(a.perf, gw.pid, lambda: wrk(f"{gw_base}/api/v1/pmrs/{pmr}/sessions", headers=auth, **load)),
             "pmr_nginx": wrk(f"https://127.0.0.1:{ngx_port}/pmr.json", **load),
         }
         for k in ("healthz_gateway", "healthz_nginx", "pmr_gateway", "pmr_nginx"):

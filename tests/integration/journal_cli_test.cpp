@@ -295,11 +295,11 @@ TEST_CASE("a journal written before subjects existed verifies, reads, and is con
   CHECK(rsgate_cmd({"journal", "query", "--db", db, "--subject", "alice"}).exit_code == 0);
   CHECK(run({"sqlite3", db, "PRAGMA user_version;"}).out == "1\n");  // readers never migrate
 
-  // An administration command opens it for writing: migration 0002 adds the column, the old
-  // entries keep their hashes, and the new entry carries a subject.
+  // An administration command opens it for writing: migration 0002 adds the column (and 0003
+  // an index), the old entries keep their hashes, and the new entry carries a subject.
   REQUIRE(rsgate_cmd({"user", "add", "bob", "--role", "developer", "--password-stdin", "--data", dir.string()},
                      "a long enough password\n").exit_code == 0);
-  CHECK(run({"sqlite3", db, "PRAGMA user_version;"}).out == "2\n");
+  CHECK(run({"sqlite3", db, "PRAGMA user_version;"}).out == "3\n");
   CHECK(run({"sqlite3", db, "SELECT hash FROM journal WHERE seq = 12;"}).out == old_head + "\n");
   v = rsgate_cmd({"journal", "verify", "--db", db, "--pubkey", pub});
   INFO(v.out << v.err);
