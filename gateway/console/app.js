@@ -23,6 +23,12 @@ export function onEvent(fn) {
 function startEvents() {
   if (source) return;
   source = new EventSource('/api/v1/events');
+  // A refused stream (the login ended) is not retried by the browser: ask who we are.
+  source.addEventListener('error', () => {
+    if (!source || source.readyState !== EventSource.CLOSED) return;
+    source = null;
+    api('GET', '/me').then(() => startEvents()).catch(() => onStreamEnd('the sign-in has ended'));
+  });
   for (const type of ['ready', 'session', 'session.removed', 'machine', 'end']) {
     source.addEventListener(type, (ev) => {
       let data = {};

@@ -28,6 +28,10 @@ export function sessionPage(app, id, ctx) {
   };
   const ok = () => { refused.hidden = true; };
   const isOwner = () => s && s.owner === ctx.me.user && s.state !== 'ended';
+  // Forms are made once and kept across redraws, so that what someone is typing survives an
+  // event (a channel opening, another grant).
+  const kept = {};
+  const keep = (name, make) => (kept[name] = kept[name] || make());
 
   const load = async () => {
     try {
@@ -89,7 +93,7 @@ export function sessionPage(app, id, ctx) {
     fill(grants, h('h2', 'Grants'),
       list.length ? h('table#grant-table', h('thead', h('tr', ['Id', 'User', 'Scopes', 'Access types', 'Expires', 'State', ''].map((t) => h('th', { scope: 'col' }, t)))), h('tbody', rows))
         : h('p.muted', 'No grants.'),
-      isOwner() ? grantForm() : null);
+      isOwner() ? keep('grant', grantForm) : null);
   };
 
   const grantForm = () => {
@@ -147,6 +151,7 @@ export function sessionPage(app, id, ctx) {
   const drawOpen = () => {
     const mine = s.owner === ctx.me.user || s.grants.some((g) => g.user === ctx.me.user && !g.revoked);
     if (s.state === 'ended' || !mine) return fill(open);
+    if (open.firstChild) return;  // drawn already: keep the choices made
     const scope = h('select#open-scope', { name: 'scope' }, s.scopes.map((sc) => h('option', { value: sc }, sc)));
     const type = h('select#open-type', { name: 'access_type' }, ACCESS_TYPES.map((t) => h('option', { value: t }, t)));
     const out = h('div#connect-command');
@@ -172,6 +177,7 @@ export function sessionPage(app, id, ctx) {
 
   const drawOwner = () => {
     if (!isOwner()) return fill(owner);
+    if (owner.firstChild) return;  // drawn already: keep what is being typed
     const to = field('Transfer to', h('input', { name: 'transfer-user', autocomplete: 'off', maxlength: 64 }), 'Another representative becomes the owner; you lose access unless they grant it.');
     const form = h('form.card#transfer-form', { novalidate: true }, to.row, h('button', { type: 'submit' }, 'Transfer'));
     form.addEventListener('submit', async (ev) => {

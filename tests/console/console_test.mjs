@@ -280,6 +280,37 @@ try {
   check(toml.includes('7801801') && toml.includes('secret'), 'the downloaded profile is the new machine\'s');
   await adam.waitForFunction(() => (document.querySelector('#machines')?.textContent || '').includes('9009-42A*7801800'));
   await photograph(adam, 'admin');
+
+  step('adam adds a representative; she signs in with her one-time password and the TOTP the page showed, and chooses her own');
+  await adam.fill('#add-user input[name=new-user]', 'erin');
+  await adam.selectOption('#add-user select[name=new-role]', 'representative');
+  await adam.click('#add-user button[type=submit]');
+  await adam.waitForSelector('#one-time-password');
+  const otp = (await adam.textContent('#one-time-password')).trim();
+  const erinUri = (await adam.textContent('#totp-uri')).trim();
+  check(await adam.isVisible('#totp-qr'), 'the enrolment\'s QR code shows');
+  check(await adam.evaluate(() => document.querySelector('#totp-qr').naturalWidth > 0), 'the QR code is an image the CSP allows');
+  const erin = await newPage('erin');
+  await erin.fill('input[name=user]', 'erin');
+  await erin.fill('input[name=password]', otp);
+  await erin.fill('input[name=totp]', oathCode(erinUri));
+  await erin.click('#signin button[type=submit]');
+  await erin.waitForSelector('input[name=new_password]');
+  check((await erin.textContent('#signin-error')).includes('one-time password'), 'a one-time password is explained');
+  await erin.fill('input[name=new_password]', 'erin chose this one herself');
+  await erin.click('#signin button[type=submit]');
+  await erin.waitForSelector('#attach');
+
+  step('a sixth wrong password: the lock-out is explained with its duration');
+  const locked = await newPage('lockout');
+  for (let i = 0; i < 6; i++) {
+    await locked.fill('input[name=user]', 'bob');
+    await locked.fill('input[name=password]', `wrong password ${i}`);
+    await Promise.all([locked.waitForResponse((r) => r.url().endsWith('/api/v1/login')), locked.click('#signin button[type=submit]')]);
+    await locked.waitForSelector('#signin-error:not([hidden])');
+  }
+  const lockText = await locked.textContent('#signin-error');
+  check(lockText.includes('locked out') && /15 minutes/.test(lockText), `the lock-out says for how long: ${lockText}`);
 } catch (e) {
   failures++;
   console.error(`FAILED: ${e.stack || e}`);

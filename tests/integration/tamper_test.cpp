@@ -180,7 +180,7 @@ TEST_CASE("a dropped journal_head is a failed check, not an I/O error") {
 
 TEST_CASE("a dropped journal table or column is a failed check at seq 1") {
   for (std::string sql : {"DROP TABLE journal;", "ALTER TABLE journal DROP COLUMN scope;",
-                          "DROP INDEX journal_by_pmr; ALTER TABLE journal DROP COLUMN pmr;"}) {
+                          "DROP INDEX journal_by_pmr; DROP INDEX journal_by_pmr_access; ALTER TABLE journal DROP COLUMN pmr;"}) {
     tamper_fixture f;
     REQUIRE(f.sql(sql).exit_code == 0);
     INFO(sql);
