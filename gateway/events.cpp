@@ -138,37 +138,32 @@ void event_hub::publish_machine(const std::string& data) {
     if (s->who().user_role == role::admin) s->queue(f);
 }
 
-std::vector<std::shared_ptr<event_subscription>> event_hub::matching(
-    const std::function<bool(const event_subscription&)>& pred) const {
-  std::lock_guard lock(mu_);
-  std::vector<std::shared_ptr<event_subscription>> out;
-  for (auto& s : subs_)
-    if (pred(*s)) out.push_back(s);
-  return out;
-}
-
 void event_hub::close_all(std::string_view why) {
-  for (auto& s : matching([](const event_subscription&) { return true; })) s->close(why);
+  close_if([why](const event_subscription::owner&) { return why; });
 }
 
 void event_hub::close_user(const std::string& user, std::string_view why) {
-  for (auto& s : matching([&](const event_subscription& x) { return x.who().user == user; })) s->close(why);
+  close_if([&](const event_subscription::owner& o) { return o.user == user ? why : std::string_view(); });
 }
 
 void event_hub::close_login(const std::string& login_hash, std::string_view why) {
   if (login_hash.empty()) return;
-  for (auto& s : matching([&](const event_subscription& x) { return x.who().login_hash == login_hash; }))
-    s->close(why);
+  close_if([&](const event_subscription::owner& o) { return o.login_hash == login_hash ? why : std::string_view(); });
 }
 
 void event_hub::close_token(const std::string& token_hash, std::string_view why) {
   if (token_hash.empty()) return;
-  for (auto& s : matching([&](const event_subscription& x) { return x.who().token_hash == token_hash; }))
-    s->close(why);
+  close_if([&](const event_subscription::owner& o) { return o.token_hash == token_hash ? why : std::string_view(); });
 }
 
 void event_hub::close_if(const std::function<std::string_view(const event_subscription::owner&)>& why) {
-  for (auto& s : matching([](const event_subscription& x) { return !x.closed(); }))
+  std::vector<std::shared_ptr<event_subscription>> open;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& s : subs_)
+      if (!s->closed()) open.push_back(s);
+  }
+  for (auto& s : open)
     if (auto reason = why(s->who()); !reason.empty()) s->close(reason);
 }
 

@@ -127,8 +127,6 @@ class event_hub {
   static constexpr int kRetryMillis = 5000;  // the `retry:` a client waits before reconnecting
 
  private:
-  std::vector<std::shared_ptr<event_subscription>> matching(
-      const std::function<bool(const event_subscription&)>& pred) const;
   const limits limits_;
   mutable std::mutex mu_;
   std::vector<std::shared_ptr<event_subscription>> subs_;  // guarded by mu_

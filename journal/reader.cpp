@@ -144,6 +144,7 @@ reader::reader(const std::vector<std::filesystem::path>& files, bool for_verify)
     columns_.push_back(readable ? entry_columns(d) : std::string(kEntryColumns));
     has_subject_.push_back(readable && has_column(d, "journal", "subject"));
   }
+  statements_.resize(dbs_.size());
 }
 
 page reader::query(const filter& f) {
@@ -157,7 +158,6 @@ page reader::query(const filter& f) {
     if (f.subject && !has_subject_[i]) continue;  // written before subjects existed
     auto sql = fmt::format("SELECT {} FROM journal{} ORDER BY ts {}, gateway {}, seq {} LIMIT {}", columns_[i],
                            where.sql, dir, dir, dir, limit + 1);
-    if (statements_.size() < dbs_.size()) statements_.resize(dbs_.size());
     auto& cache = statements_[i];
     auto it = cache.find(sql);
     if (it == cache.end()) {

@@ -30,24 +30,8 @@ import sys
 import tempfile
 import time
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port, limit=60):
-    until = time.time() + limit
-    while time.time() < until:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from scale_bench import free_port, wait_port  # noqa: E402 (the benchmarks' shared helpers)
 
 
 def to_ms(v):

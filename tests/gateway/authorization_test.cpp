@@ -51,6 +51,15 @@ std::string letters(std::string s) {
   return s;
 }
 
+std::vector<std::string> segments(const std::string& path) {
+  std::vector<std::string> out;
+  for (std::size_t i = 0, j; i <= path.size(); i = j + 1) {
+    j = std::min(path.find('/', i), path.size());
+    out.push_back(path.substr(i, j - i));
+  }
+  return out;
+}
+
 std::string replace_all(std::string s, const std::string& from, const std::string& to) {
   for (auto at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) s.replace(at, from.size(), to);
   return s;
@@ -78,9 +87,7 @@ TEST_CASE("authorisation matrix: every route as every caller, in one table") {
   // dave's console login, then 31 minutes without a request: idle past its 30.
   auto login = f.call("POST", "/api/v1/login", "", R"({"user":"dave","password":"password of dave"})");
   REQUIRE(login.status == 200);
-  std::string cookie;
-  for (auto& [k, v] : login.headers)
-    if (k == "Set-Cookie") cookie = v.substr(0, v.find(';'));
+  const auto cookie = api_fixture::cookie_of(login);
   REQUIRE_FALSE(cookie.empty());
   REQUIRE(f.call("GET", "/api/v1/me", "", "", {{"Cookie", cookie}}).status == 200);  // it worked
   clk.advance(31 * 60 * 1'000'000LL);
@@ -174,10 +181,7 @@ TEST_CASE("authorisation matrix: every route as every caller, in one table") {
       auto sp = c.find(' ');
       if (c.substr(0, sp) != method) continue;
       // The table's concrete path against the route's template, segment by segment.
-      auto a = c.substr(sp + 1), b = route;
-      std::vector<std::string> sa, sb;
-      for (std::size_t i = 0, j; i <= a.size(); i = j + 1) sa.push_back(a.substr(i, (j = std::min(a.find('/', i), a.size())) - i));
-      for (std::size_t i = 0, j; i <= b.size(); i = j + 1) sb.push_back(b.substr(i, (j = std::min(b.find('/', i), b.size())) - i));
+      const auto sa = segments(c.substr(sp + 1)), sb = segments(route);
       if (sa.size() != sb.size()) continue;
       bool same = true;
       for (std::size_t k = 0; k < sa.size() && same; ++k)

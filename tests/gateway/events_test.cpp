@@ -239,9 +239,7 @@ TEST_CASE("GET /events: logout, a revoked token and a disabled account end their
   api_fixture f;
   auto login = f.call("POST", "/api/v1/login", "", R"({"user":"dave","password":"password of dave"})");
   REQUIRE(login.status == 200);
-  std::string cookie;
-  for (auto& [k, v] : login.headers)
-    if (k == "Set-Cookie") cookie = v.substr(0, v.find(';'));
+  const auto cookie = api_fixture::cookie_of(login);
   REQUIRE_FALSE(cookie.empty());
   auto by_cookie = f.call("GET", "/api/v1/events", "", "", {{"Cookie", cookie}});
   REQUIRE(by_cookie.events);

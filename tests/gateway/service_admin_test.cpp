@@ -124,9 +124,7 @@ TEST_CASE("admin API: accounts added, disabled, enabled, their password and TOTP
   auto login = f.call("POST", "/api/v1/login", "",
                       R"({"user":"root","password":"password of root","totp":")" + f.totp("root") + R"("})");
   REQUIRE(login.status == 200);
-  std::string cookie;
-  for (auto& [k, v] : login.headers)
-    if (k == "Set-Cookie") cookie = v.substr(0, v.find(';'));
+  const auto cookie = api_fixture::cookie_of(login);
   const std::vector<std::pair<std::string, std::string>> console{
       {"Cookie", cookie}, {"X-CSRF-Token", std::string(f.obj(login)["csrf_token"].as_string())}};
   CHECK(f.call("POST", "/api/v1/tokens", "", R"({"user":"fred"})", console).status == 403);

@@ -105,6 +105,12 @@ struct api_fixture {
     return f.get();
   }
   static json::object obj(const http_response& r) { return json::parse(r.body).as_object(); }
+  // "rsgate_session=…" from a login's answer ("" when it set none), to send back as Cookie.
+  static std::string cookie_of(const http_response& login) {
+    for (auto& [k, v] : login.headers)
+      if (k == "Set-Cookie") return v.substr(0, v.find(';'));
+    return "";
+  }
   static std::string code(const http_response& r) {
     return std::string(obj(r)["error"].as_object()["code"].as_string());
   }

@@ -85,14 +85,6 @@ void reset_close(int s) {
   ::close(s);
 }
 
-void write_all(int s, const std::vector<std::uint8_t>& d) {
-  for (std::size_t off = 0; off < d.size();) {
-    auto w = ::write(s, d.data() + off, d.size() - off);
-    REQUIRE(w > 0);
-    off += static_cast<std::size_t>(w);
-  }
-}
-
 // The world of one test: a gateway, an agent offering scope `one` (the serial target), and
 // `rsgate connect` for alice listening on `port`.
 struct world {
@@ -187,7 +179,7 @@ TEST_CASE("a channel closes end to end however the representative's client goes 
 
   SECTION("reset (SO_LINGER 0) with the echo unread, then a plain close with the echo unread") {
     int s = w.open_channel();
-    write_all(s, data);
+    REQUIRE(write_all(s, data));
     REQUIRE(within(kBound, [&] { return w.target.sent() == kBytes; }));
     reset_close(s);
     CHECK(w.expect_closed() == "the representative's connection failed");
@@ -195,7 +187,7 @@ TEST_CASE("a channel closes end to end however the representative's client goes 
     // close() with unread bytes: the kernel answers with a reset, not a FIN.
     s = w.open_channel();
     auto local = local_port_of(s);
-    write_all(s, data);
+    REQUIRE(write_all(s, data));
     REQUIRE(within(kBound, [&] { return unread_at(local) == kBytes; }));
     ::close(s);
     CHECK(w.expect_closed() == "the representative's connection failed");

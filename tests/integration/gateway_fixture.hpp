@@ -154,12 +154,14 @@ struct gateway_fixture {
     }
   }
 
-  // A request as a client sends it: any method, target (sent as given, not re-encoded) and
-  // headers. Returns the status and the body.
-  std::pair<int, std::string> raw(const std::string& method, const std::string& target,
-                                  std::vector<std::string> headers, const std::string& body = "") {
-    std::vector<std::string> a = {"curl", "-sS", "--max-time", "20", "--cacert", (dir / "ca.pem").string(),
-                                  "--path-as-is", "-g", "-X", method, "-o", "-", "-w", "\n%{http_code} %{content_type}"};
+  // One request through curl (its `extra` arguments, then headers and a JSON body); the answer
+  // is logged for openapi_check.py. nullopt when curl itself failed, with its stderr in `err`.
+  std::optional<curl_answer> curl(const std::string& method, const std::string& target,
+                                  const std::vector<std::string>& headers, const std::string& body,
+                                  const std::vector<std::string>& extra, std::string* err = nullptr) {
+    std::vector<std::string> a = {"curl", "-sS", "--max-time", "20", "--cacert", (dir / "ca.pem").string(), "-X", method,
+                                  "-o", "-", "-w", "\n%{http_code} %{content_type}"};
+    a.insert(a.end(), extra.begin(), extra.end());
     for (auto& h : headers) {
       a.push_back("-H");
       a.push_back(h);
@@ -173,8 +175,21 @@ struct gateway_fixture {
     a.push_back("https://" + https + target);
     auto r = run(a, "", std::chrono::seconds(30));
     auto got = split_curl_output(r.out);
-    if (!got) return {0, r.err};
+    if (!got) {
+      if (err) *err = r.err;
+      return std::nullopt;
+    }
     log_api_answer(method, target, got->status, got->content_type, got->body);
+    return got;
+  }
+
+  // A request as a client sends it: any method, target (sent as given, not re-encoded) and
+  // headers. Returns the status and the body.
+  std::pair<int, std::string> raw(const std::string& method, const std::string& target,
+                                  std::vector<std::string> headers, const std::string& body = "") {
+    std::string err;
+    auto got = curl(method, target, headers, body, {"--path-as-is", "-g"}, &err);
+    if (!got) return {0, err};
     return {got->status, got->body};
   }
 
@@ -186,14 +201,8 @@ struct gateway_fixture {
   };
   std::optional<login_session> login(const std::string& body) {
     auto jar = t / ("jar-" + std::to_string(++logins_));
-    auto r = run({"curl", "-sS", "--max-time", "20", "--cacert", (dir / "ca.pem").string(), "-c", jar.string(), "-H",
-                  "Content-Type: application/json", "--data-binary", body, "-o", "-", "-w",
-                  "\n%{http_code} %{content_type}", "https://" + https + "/api/v1/login"},
-                 "", std::chrono::seconds(30));
-    auto got = split_curl_output(r.out);
-    if (!got) return std::nullopt;
-    log_api_answer("POST", "/api/v1/login", got->status, got->content_type, got->body);
-    if (got->status != 200) return std::nullopt;
+    auto got = curl("POST", "/api/v1/login", {}, body, {"-c", jar.string()});
+    if (!got || got->status != 200) return std::nullopt;
     login_session l;
     std::istringstream cookies(read_file(jar));
     for (std::string line; std::getline(cookies, line);) {
@@ -234,22 +243,10 @@ struct gateway_fixture {
     json::object body;
   };
   answer api(const std::string& method, const std::string& path, const std::string& user, const std::string& body = "") {
-    std::vector<std::string> a = {"curl", "-sS", "--max-time", "20", "--cacert", (dir / "ca.pem").string(),
-                                  "-X", method, "-H", "Authorization: Bearer " + tokens.at(user), "-o", "-", "-w",
-                                  "\n%{http_code} %{content_type}"};
-    if (!body.empty()) {
-      a.push_back("-H");
-      a.push_back("Content-Type: application/json");
-      a.push_back("--data");
-      a.push_back(body);
-    }
-    a.push_back("https://" + https + path);
-    auto r = run(a, "", std::chrono::seconds(30));
     answer out;  // status 0: curl itself failed (no Catch2 assertion here: tests call this from threads)
-    auto got = split_curl_output(r.out);
+    auto got = curl(method, path, {"Authorization: Bearer " + tokens.at(user)}, body, {});
     if (!got) return out;
     out.status = got->status;
-    log_api_answer(method, path, got->status, got->content_type, got->body);
     boost::system::error_code ec;
     auto v = json::parse(got->body, ec);
     if (!ec && v.is_object()) out.body = v.as_object();

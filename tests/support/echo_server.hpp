@@ -90,6 +90,16 @@ inline int connect_local(std::uint16_t port) {
   return s;
 }
 
+// Writes all of `data` to `s`; false at the first failure.
+inline bool write_all(int s, const std::vector<std::uint8_t>& data) {
+  for (size_t off = 0; off < data.size();) {
+    auto w = ::write(s, data.data() + off, data.size() - off);
+    if (w <= 0) return false;
+    off += static_cast<size_t>(w);
+  }
+  return true;
+}
+
 // Sends `data` (then half-closes) while reading everything back until EOF; returns it.
 inline std::vector<std::uint8_t> round_trip(int s, const std::vector<std::uint8_t>& data) {
   std::vector<std::uint8_t> got;
@@ -101,11 +111,7 @@ inline std::vector<std::uint8_t> round_trip(int s, const std::vector<std::uint8_
       got.insert(got.end(), buf, buf + n);
     }
   });
-  for (size_t off = 0; off < data.size();) {
-    auto w = ::write(s, data.data() + off, data.size() - off);
-    if (w <= 0) break;
-    off += static_cast<size_t>(w);
-  }
+  (void)write_all(s, data);  // a short write shows in what comes back
   ::shutdown(s, SHUT_WR);
   reader.join();
   return got;
@@ -122,11 +128,7 @@ inline std::vector<std::uint8_t> echo_back(int s, const std::vector<std::uint8_t
       got.insert(got.end(), buf, buf + n);
     }
   });
-  for (size_t off = 0; off < data.size();) {
-    auto w = ::write(s, data.data() + off, data.size() - off);
-    if (w <= 0) break;
-    off += static_cast<size_t>(w);
-  }
+  (void)write_all(s, data);
   reader.join();
   return got;
 }
