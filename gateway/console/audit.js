@@ -167,10 +167,11 @@ function paramOf(message) {
 }
 
 // The journal's JSON entries (docs/journal.md §3) as a table; the detail and the other columns
-// (subject, gateway, hashes) inside a <details> per row.
+// (subject, gateway, hashes) inside a <details> per row. Its twelve columns of ids and
+// addresses may be wider than a narrow window: the table then scrolls sideways, not the page.
 function entriesTable(entries, id, caption) {
   const cols = ['#', 'Time', 'Kind', 'Actor', 'Source', 'Session', 'PMR', 'Machine', 'Scope', 'Access type', 'Outcome', 'Detail'];
-  return h('table.journal', { id }, caption ? h('caption', caption) : null,
+  return h('div.scroll-x', h('table.journal', { id }, caption ? h('caption', caption) : null,
     h('thead', h('tr', cols.map((t) => h('th', { scope: 'col' }, t)))),
     h('tbody', entries.map((e) => h('tr', { dataset: { seq: String(e.seq) } },
       h('td.num', String(e.seq)), h('td', { title: e.ts }, localTime(e.ts)), h('td', e.kind), h('td', e.actor || '—'),
@@ -184,7 +185,7 @@ function entriesTable(entries, id, caption) {
           h('dt', 'Gateway'), h('dd', e.gateway),
           e.secret_hmac ? [h('dt', 'Secret (keyed hash)'), h('dd', h('code', e.secret_hmac))] : null,
           h('dt', 'Hash'), h('dd', h('code', e.hash)),
-          h('dt', 'Previous hash'), h('dd', h('code', e.prev_hash)))))))));
+          h('dt', 'Previous hash'), h('dd', h('code', e.prev_hash))))))))));
 }
 
 // --- export ---

@@ -344,6 +344,13 @@ TEST_CASE("GET /me, one's tokens listed and revoked, 401 says WWW-Authenticate, 
   }
   CHECK(f.call("GET", "/api/v1/tokens?user=bob", "alice").status == 403);
   CHECK(f.call("GET", "/api/v1/tokens?owner=bob", "alice").status == 400);
+  // Not a user name: 400 for anyone (not an empty list that looks like "no tokens").
+  for (auto bad : {"", "Bob%20", "x%27%20OR%201", "%C3%A9"}) {
+    CAPTURE(bad);
+    auto r = f.call("GET", std::string("/api/v1/tokens?user=") + bad, "root");
+    CHECK(r.status == 400);
+    CHECK(f.obj(r)["error"].as_object()["code"].as_string() == "bad_request");
+  }
   CHECK(f.obj(f.call("GET", "/api/v1/tokens", "root"))["tokens"].as_array().size() == 7);  // an admin: everyone's
   CHECK(f.obj(f.call("GET", "/api/v1/tokens?user=bob", "root"))["tokens"].as_array().size() == 1);
 
