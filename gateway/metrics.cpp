@@ -41,6 +41,9 @@ std::string metrics::render(const journal::writer_stats& js, bool journal_ready)
       fmt::format("rsgate_tls_handshake_failures_total {}\n", tls_handshake_failures.load()));
   add("rsgate_tunnels_active", "gauge", "Agent tunnels connected now.",
       fmt::format("rsgate_tunnels_active {}\n", tunnels_active.load()));
+  add("rsgate_tunnel_machines", "gauge",
+      "Machines the tunnel listener keeps a slot for now: a live tunnel, or a newcomer being decided.",
+      fmt::format("rsgate_tunnel_machines {}\n", tunnel_machines.load()));
   add("rsgate_journal_ready", "gauge", "1 while the journal can write, else 0.",
       fmt::format("rsgate_journal_ready {}\n", journal_ready ? 1 : 0));
   add("rsgate_journal_appends_total", "counter", "Entries durably appended since start.",

@@ -19,6 +19,7 @@ struct metrics {
   std::atomic<std::uint64_t> http_connections_refused{0};  // over the connection limit
   std::atomic<std::uint64_t> tls_handshake_failures{0};
   std::atomic<std::int64_t> tunnels_active{0};
+  std::atomic<std::int64_t> tunnel_machines{0};  // machines with a slot in the tunnel listener
   std::int64_t start_time_us = 0;
 
   void count_status(int status);

@@ -25,6 +25,7 @@ class machine_claim {
       if (it == ctx_.machines.end()) return;
       it->second.deciding = false;
       if (it->second.live.expired()) ctx_.machines.erase(it);
+      ctx_.machines_counted();
     }
     ctx_.machines_changed.notify_all();  // a newcomer waiting for this machine looks again
   }
@@ -34,6 +35,7 @@ class machine_claim {
   bool try_take() {
     std::lock_guard lock(ctx_.machines_mu);
     auto& s = ctx_.machines[machine_];
+    ctx_.machines_counted();
     if (s.deciding) return false;
     s.deciding = held_ = true;
     return true;
@@ -47,11 +49,13 @@ class machine_claim {
   void install(std::weak_ptr<tunnel_connection> c) {
     std::lock_guard lock(ctx_.machines_mu);
     ctx_.machines[machine_].live = std::move(c);
+    ctx_.machines_counted();
   }
   // NOTICE tunnel_refused is rate-limited per machine: refused newcomers cannot flood it.
   bool may_notify(micros now) {
     std::lock_guard lock(ctx_.machines_mu);
     auto& s = ctx_.machines[machine_];
+    ctx_.machines_counted();
     if (now - s.notice_window >= tunnel::kRefusedNoticeWindowSeconds * 1'000'000LL) {
       s.notice_window = now;
       s.notices = 0;

@@ -445,6 +445,7 @@ void tunnel_connection::release() noexcept {
   } catch (...) {
     log::error("tunnel {}: release failed", remote_);
   }
+  forget_machine_slot();
   ctx_->adm.on_close(source_, counted_authenticated_);
   --metrics_.tunnels_active;
   try {
@@ -452,6 +453,20 @@ void tunnel_connection::release() noexcept {
   } catch (...) {
     // the drain then ends at its deadline instead
   }
+}
+
+// The machine's slot names this tunnel no longer (unless a newcomer is deciding about the
+// machine): it goes, so that slots do not pile up for every machine ever connected, and its
+// weak reference, which would keep this object's memory (one allocation with the control
+// block), is gone with it.
+void tunnel_connection::forget_machine_slot() noexcept {
+  if (machine_.empty()) return;
+  std::lock_guard lock(ctx_->machines_mu);
+  auto it = ctx_->machines.find(machine_);
+  if (it == ctx_->machines.end() || it->second.deciding) return;
+  auto live = it->second.live.lock();
+  if (!live || live.get() == this) ctx_->machines.erase(it);
+  ctx_->machines_counted();
 }
 
 asio::awaitable<void> tunnel_connection::run() {

@@ -93,6 +93,8 @@ struct shared_ctx {
   tunnel::admission adm;
   std::mutex machines_mu;
   std::map<std::string, machine_slot> machines;  // guarded by machines_mu
+  // With machines_mu held, after `machines` gained or lost a slot: the gauge follows.
+  void machines_counted() { m.tunnel_machines.store(static_cast<std::int64_t>(machines.size())); }
   change_signal machines_changed;  // a machine's claim was released: its waiters look again
   // Set by tunnel_server::stop() before `stopping`; called (from any thread) whenever a tunnel
   // ends after that, so that the shutdown's drain wakes instead of polling.
@@ -443,6 +445,7 @@ class tunnel_connection : public tunnel_link, public std::enable_shared_from_thi
   asio::awaitable<void> journal_connect_late();
   void teardown();
   void release() noexcept;
+  void forget_machine_slot() noexcept;
   bool quiet();
   // From the strand: the tunnel is closing; whoever waits on it (a newcomer's probe or claim,
   // on its own strand) is told.

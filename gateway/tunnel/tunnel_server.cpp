@@ -72,6 +72,10 @@ std::shared_ptr<ssl::context> make_tunnel_tls(const std::string& cert_file, cons
   SSL_CTX* c = tls->native_handle();
   SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
   SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+  // No session tickets: every tunnel authenticates from scratch (CHAP bound to this
+  // connection's exporter), so an agent has nothing to resume, and a ticket would cost the
+  // gateway a serialized, encrypted session per establishment and ticket keys in memory.
+  SSL_CTX_set_num_tickets(c, 0);
   beast::error_code ec;
   tls->use_certificate_chain_file(cert_file, ec);
   if (ec) throw std::runtime_error("cannot load certificate " + cert_file + ": " + ec.message());

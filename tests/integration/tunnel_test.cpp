@@ -126,6 +126,8 @@ TEST_CASE("one live tunnel per machine: a second agent is refused, the first is 
     CHECK_FALSE(o.contains("lockout"));
   }
   CHECK(f.kinds("tunnel.close", "denied").size() == 6);
+  // One slot for the machine however many newcomers it refused.
+  CHECK(metric(f, "rsgate_tunnel_machines") == 1);
   // Not locked out: once the first agent stops, the machine connects again.
   REQUIRE(run({agent_binary(), "stop", "--control", sess.control}).exit_code == 0);
   CHECK(first.wait(20s) == 0);
@@ -134,6 +136,10 @@ TEST_CASE("one live tunnel per machine: a second agent is refused, the first is 
   wait_line(again, "Session key: ");
   REQUIRE(run({agent_binary(), "stop", "--control", (f.t / "again.sock").string()}).exit_code == 0);
   CHECK(again.wait(20s) == 0);
+  // The machine's slot goes with its last tunnel: slots do not pile up for every machine ever
+  // connected, each keeping its ended tunnel's memory (docs/performance.md, scale).
+  CHECK(eventually([&] { return metric(f, "rsgate_tunnels_active") == 0; }));
+  CHECK(eventually([&] { return metric(f, "rsgate_tunnel_machines") == 0; }));
 }
 
 TEST_CASE("one live tunnel per machine: a tunnel that does not answer is replaced, and both ends are journaled") {
@@ -176,8 +182,10 @@ TEST_CASE("one live tunnel per machine: a tunnel that does not answer is replace
   // The old tunnel's end is journaled before the new one's authentication.
   auto seq = [](const std::string& l) { return json::parse(l).as_object()["seq"].as_int64(); };
   CHECK(seq(closes[0]) < seq(auths[1]));
+  CHECK(metric(f, "rsgate_tunnel_machines") == 1);  // the replaced tunnel's end kept the newcomer's slot
   REQUIRE(run({agent_binary(), "stop", "--control", (f.t / "a.sock").string()}).exit_code == 0);
   CHECK(agent.wait(20s) == 0);
+  CHECK(eventually([&] { return metric(f, "rsgate_tunnel_machines") == 0; }));
 }
 
 TEST_CASE("an agent that floods PINGs without reading is closed, the gateway's memory stays bounded") {
