@@ -126,6 +126,12 @@ std::string address_of(const std::string& remote) {
   return a;
 }
 
+std::optional<std::string> user_param(const query_params& q, std::string_view name) {
+  auto v = q.get(name);
+  if (v && !auth::is_valid_user_name(*v)) throw bad_input(fmt::format("\"{}\" is not a valid user name", name));
+  return v;
+}
+
 }  // namespace detail
 
 // --- construction ---

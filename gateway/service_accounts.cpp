@@ -6,7 +6,6 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
-#include "auth/formats.hpp"
 #include "core/log.hpp"
 #include "core/timefmt.hpp"
 #include "gateway/accounts.hpp"
@@ -58,8 +57,7 @@ void service::me(const principal& p, const http_request& req, const api::reply& 
 void service::list_tokens(const principal& p, const http_request& req, const api::reply& done) {
   query_params q(req.target, {"user"});
   std::string user = p.user;
-  if (auto u = q.get("user")) {
-    if (!auth::is_valid_user_name(*u)) throw bad_input("\"user\" is not a valid user name");
+  if (auto u = user_param(q, "user")) {
     if (*u != p.user && p.user_role != role::admin)
       return done(json_error(403, "forbidden", "only an administrator lists another account's tokens"));
     user = *u;

@@ -83,8 +83,7 @@ void service::list_sessions(const principal& p, const http_request& req, const a
     if (!auth::is_valid_pmr(*pmr)) throw bad_input(std::string(auth::kPmrForm));
     pmr = auth::normalize_pmr(*pmr);
   }
-  auto owner = q.get("owner");
-  if (owner && !auth::is_valid_user_name(*owner)) throw bad_input("owner is a user name");
+  const auto owner = user_param(q, "owner");
   const auto sort = q.get("sort").value_or("-created_at");
   if (sort != "created_at" && sort != "-created_at") throw bad_input("sort must be created_at or -created_at");
   const bool newest_first = sort == "-created_at";

@@ -2,13 +2,19 @@
 // fields of journal entries about a session. Private to gateway/service*.cpp.
 #pragma once
 #include <boost/json/object.hpp>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "gateway/http/api.hpp"
 #include "gateway/sessions.hpp"
 #include "journal/entry.hpp"
 #include "journal/writer.hpp"
 #include "protocol/messages.hpp"
+
+namespace rsgate::gateway {
+class query_params;
+}
 
 namespace rsgate::gateway::detail {
 
@@ -27,5 +33,8 @@ void about(journal::entry& e, const session& s);
 [[nodiscard]] tunnel::notice grant_notice(const grant& g);
 // "203.0.113.7:51234" -> "203.0.113.7" (limits count per address, not per connection).
 [[nodiscard]] std::string address_of(const std::string& remote);
+// Query parameter `name` as a user name, nullopt when absent; bad_input (400) when it is not a
+// valid user name.
+[[nodiscard]] std::optional<std::string> user_param(const query_params& q, std::string_view name);
 
 }  // namespace rsgate::gateway::detail

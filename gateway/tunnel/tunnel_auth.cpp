@@ -20,12 +20,11 @@ class machine_claim {
   ~machine_claim() {
     if (!held_) return;
     {
-      std::lock_guard lock(ctx_.machines_mu);
+      shared_ctx::machines_lock lock(ctx_);
       auto it = ctx_.machines.find(machine_);
       if (it == ctx_.machines.end()) return;
       it->second.deciding = false;
       if (it->second.live.expired()) ctx_.machines.erase(it);
-      ctx_.machines_counted();
     }
     ctx_.machines_changed.notify_all();  // a newcomer waiting for this machine looks again
   }
@@ -33,29 +32,26 @@ class machine_claim {
   machine_claim& operator=(const machine_claim&) = delete;
 
   bool try_take() {
-    std::lock_guard lock(ctx_.machines_mu);
+    shared_ctx::machines_lock lock(ctx_);
     auto& s = ctx_.machines[machine_];
-    ctx_.machines_counted();
     if (s.deciding) return false;
     s.deciding = held_ = true;
     return true;
   }
   [[nodiscard]] bool held() const { return held_; }
   [[nodiscard]] std::shared_ptr<tunnel_connection> live() const {
-    std::lock_guard lock(ctx_.machines_mu);
+    shared_ctx::machines_lock lock(ctx_);
     auto it = ctx_.machines.find(machine_);
     return it == ctx_.machines.end() ? nullptr : it->second.live.lock();
   }
   void install(std::weak_ptr<tunnel_connection> c) {
-    std::lock_guard lock(ctx_.machines_mu);
+    shared_ctx::machines_lock lock(ctx_);
     ctx_.machines[machine_].live = std::move(c);
-    ctx_.machines_counted();
   }
   // NOTICE tunnel_refused is rate-limited per machine: refused newcomers cannot flood it.
   bool may_notify(micros now) {
-    std::lock_guard lock(ctx_.machines_mu);
+    shared_ctx::machines_lock lock(ctx_);
     auto& s = ctx_.machines[machine_];
-    ctx_.machines_counted();
     if (now - s.notice_window >= tunnel::kRefusedNoticeWindowSeconds * 1'000'000LL) {
       s.notice_window = now;
       s.notices = 0;

@@ -461,12 +461,11 @@ void tunnel_connection::release() noexcept {
 // block), is gone with it.
 void tunnel_connection::forget_machine_slot() noexcept {
   if (machine_.empty()) return;
-  std::lock_guard lock(ctx_->machines_mu);
+  shared_ctx::machines_lock lock(*ctx_);
   auto it = ctx_->machines.find(machine_);
   if (it == ctx_->machines.end() || it->second.deciding) return;
   auto live = it->second.live.lock();
   if (!live || live.get() == this) ctx_->machines.erase(it);
-  ctx_->machines_counted();
 }
 
 asio::awaitable<void> tunnel_connection::run() {

@@ -92,9 +92,20 @@ struct shared_ctx {
   tunnel::window_budget windows{tunnel::kGatewayWindowBudget};  // growth of every tunnel's windows
   tunnel::admission adm;
   std::mutex machines_mu;
-  std::map<std::string, machine_slot> machines;  // guarded by machines_mu
-  // With machines_mu held, after `machines` gained or lost a slot: the gauge follows.
-  void machines_counted() { m.tunnel_machines.store(static_cast<std::int64_t>(machines.size())); }
+  std::map<std::string, machine_slot> machines;  // guarded by machines_mu, taken as machines_lock
+  // machines_mu, held for its scope; as it ends (the mutex still held) the gauge
+  // rsgate_tunnel_machines takes the map's size, whatever the scope added or removed.
+  class machines_lock {
+   public:
+    explicit machines_lock(shared_ctx& c) : c_(c), lock_(c.machines_mu) {}
+    ~machines_lock() { c_.m.tunnel_machines.store(static_cast<std::int64_t>(c_.machines.size())); }
+    machines_lock(const machines_lock&) = delete;
+    machines_lock& operator=(const machines_lock&) = delete;
+
+   private:
+    shared_ctx& c_;
+    std::lock_guard<std::mutex> lock_;
+  };
   change_signal machines_changed;  // a machine's claim was released: its waiters look again
   // Set by tunnel_server::stop() before `stopping`; called (from any thread) whenever a tunnel
   // ends after that, so that the shutdown's drain wakes instead of polling.
